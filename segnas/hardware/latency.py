@@ -1,0 +1,149 @@
+"""Measured latency: the median of N timed forward passes after warm-up, on a fixed thread count.
+
+A target says how it measures (``latency_method``) and whether its number is an estimate, so a
+lookup-table target for a device that is not attached can plug in next to these and still be
+labelled as an estimate wherever it is shown.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from segnas.errors import ConfigError
+from segnas.hardware.onnx_export import export_onnx
+
+
+class LatencyTarget:
+    """Where and how latency is measured; subclasses implement :meth:`measure`."""
+
+    name: str = "target"
+    method: str = "none"
+    estimated: bool = False
+
+    def __init__(
+        self, name: str, threads: int = 2, warmup: int = 5, runs: int = 20, batch: int = 1
+    ) -> None:
+        if threads < 1 or warmup < 0 or runs < 1 or batch < 1:
+            raise ConfigError(
+                f"hardware={name}: need threads >= 1, warmup >= 0, runs >= 1, batch >= 1; got "
+                f"threads={threads}, warmup={warmup}, runs={runs}, batch={batch}"
+            )
+        self.name = name
+        self.threads = threads
+        self.warmup = warmup
+        self.runs = runs
+        self.batch = batch
+
+    def measure(self, model: nn.Module, input_size: tuple[int, int]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _time(self, step: Callable[[], Any], sync: Callable[[], None] = lambda: None) -> float:
+        """Median wall time of ``step`` in milliseconds over ``runs`` calls after ``warmup``."""
+        for _ in range(self.warmup):
+            step()
+        sync()
+        times = []
+        for _ in range(self.runs):
+            start = time.perf_counter()
+            step()
+            sync()
+            times.append((time.perf_counter() - start) * 1000.0)
+        return statistics.median(times)
+
+    def _result(self, latency_ms: float, device: str) -> dict[str, Any]:
+        return {
+            "latency_ms": latency_ms,
+            "latency_target": self.name,
+            "latency_method": self.method,
+            "latency_estimated": self.estimated,
+            "latency_runs": self.runs,
+            "threads": self.threads,
+            "device": device,
+        }
+
+
+class TorchLatency(LatencyTarget):
+    """Eager PyTorch on ``device`` (``cpu`` or ``cuda[:i]``) under ``no_grad`` in eval mode.
+
+    A copy of the model is timed, so the caller's model keeps its device and train/eval mode.
+    ``threads`` fixes ``torch.set_num_threads`` for the measurement and is restored afterwards.
+    """
+
+    method = "torch"
+
+    def __init__(
+        self,
+        name: str = "cpu",
+        device: str = "cpu",
+        threads: int = 2,
+        warmup: int = 5,
+        runs: int = 20,
+        batch: int = 1,
+    ) -> None:
+        super().__init__(name, threads, warmup, runs, batch)
+        self.device = device
+
+    def measure(self, model: nn.Module, input_size: tuple[int, int]) -> dict[str, Any]:
+        device = torch.device(self.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(
+                f"hardware={self.name}: device '{self.device}' asked for but CUDA is not available "
+                "on this machine; pick hardware=cpu or hardware=onnx_cpu instead of hardware=gpu"
+            )
+        sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+        net = copy.deepcopy(model).to(device).eval()
+        x = torch.randn(self.batch, 3, *input_size, device=device)
+        previous = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            with torch.no_grad():
+                latency = self._time(lambda: net(x), sync)
+        finally:
+            torch.set_num_threads(previous)
+        name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+        return self._result(latency, f"{self.device} ({name})" if device.type == "cuda" else "cpu")
+
+
+class OnnxRuntimeLatency(LatencyTarget):
+    """ONNX Runtime's CPU provider on the exported model, ``intra_op_num_threads=threads``."""
+
+    method = "onnxruntime"
+
+    def __init__(
+        self,
+        name: str = "onnx_cpu",
+        threads: int = 2,
+        warmup: int = 5,
+        runs: int = 20,
+        batch: int = 1,
+    ) -> None:
+        super().__init__(name, threads, warmup, runs, batch)
+
+    def measure(self, model: nn.Module, input_size: tuple[int, int]) -> dict[str, Any]:
+        try:
+            import onnxruntime as ort
+        except ImportError as err:
+            raise ConfigError(
+                f"hardware={self.name} needs onnxruntime: pip install onnxruntime, "
+                "or pick hardware=cpu"
+            ) from err
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        with tempfile.TemporaryDirectory() as tmp:
+            path = export_onnx(model, Path(tmp) / "model.onnx", input_size)
+            session = ort.InferenceSession(
+                str(path), options, providers=["CPUExecutionProvider"]
+            )
+        feed = {session.get_inputs()[0].name: torch.randn(self.batch, 3, *input_size).numpy()}
+        latency = self._time(lambda: session.run(None, feed))
+        return self._result(latency, "cpu")

@@ -1,0 +1,204 @@
+"""The tasks behind ``python -m segnas.run``: a plain ``run(cfg)`` that tests call directly.
+
+``task=train`` trains a fixed architecture, ``task=eval`` scores a checkpoint on a split,
+``task=profile`` prices an architecture, ``task=search`` runs the chosen searcher. Each writes
+``config.yaml`` and ``summary.json`` to the run directory and returns the summary.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from segnas import hardware, spaces
+from segnas.errors import ConfigError
+from segnas.hardware.onnx_export import export_onnx
+from segnas.metrics import per_class_iou
+from segnas.report.loggers import build_logger, close_loggers
+from segnas.report.run_dir import resume_checkpoint, write_config, write_json
+from segnas.training import load_network
+from segnas.training.checkpoint import save_network
+from segnas.training.trainer import build_module, build_trainer
+
+log = logging.getLogger(__name__)
+
+TASKS = ("search", "train", "eval", "profile")
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Run ``cfg.task``; the W&B run is closed even when the task raises."""
+    check_config(cfg)
+    run_dir = Path(cfg.run_dir).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    failed = True
+    try:
+        summary = {"search": _search, "train": _train, "eval": _eval, "profile": _profile}[cfg.task](cfg, run_dir)
+        failed = False
+        return summary
+    finally:
+        close_loggers(failed)
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Catch the config mistakes that would otherwise surface as a deep traceback."""
+    if cfg.get("task") not in TASKS:
+        raise ConfigError(f"task={cfg.get('task')}: expected one of {', '.join(TASKS)}")
+    if cfg.get("run_dir") in (None, ""):
+        raise ConfigError("run_dir is not set (it defaults to hydra.runtime.output_dir under segnas.run)")
+    for key in ("num_classes", "crop_size", "batch_size"):
+        value = OmegaConf.select(cfg, f"data.{key}")
+        if not isinstance(value, int) or value < (2 if key == "num_classes" else 1):
+            raise ConfigError(f"data.{key}={value}: expected a positive integer" +
+                              (" >= 2" if key == "num_classes" else ""))
+    size = OmegaConf.select(cfg, "profile.input_size")
+    if size is None or len(size) != 2 or not all(isinstance(v, int) and v > 0 for v in size):
+        raise ConfigError(f"profile.input_size={size}: expected [H, W], two positive integers")
+    if cfg.task in ("train", "profile") and not cfg.get("arch"):
+        raise ConfigError(f"task={cfg.task} needs arch=<preset or genotype file>; presets: "
+                          f"{', '.join(sorted(spaces.presets()))}")
+    if cfg.task == "eval" and not cfg.get("checkpoint"):
+        raise ConfigError("task=eval needs checkpoint=<.ckpt, model.pt or run dir>")
+
+
+def _search(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    if cfg.get("searcher") is None:
+        raise ConfigError(
+            "task=search needs searcher=<name>; no searcher is installed in this version of segnas. "
+            "Use task=train arch=<preset> to train a fixed architecture."
+        )
+    raise ConfigError(f"searcher={cfg.searcher.get('name')}: unknown searcher")
+
+
+def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    start = time.perf_counter()
+    checkpoint = resume_checkpoint(run_dir, cfg.get("resume"))
+    datamodule = instantiate(cfg.data)
+    genotype = spaces.resolve_arch(cfg.arch)
+    net = spaces.build(genotype, datamodule.num_classes, **_weights(cfg))
+    module = build_module(cfg, genotype, datamodule.num_classes, net)
+    write_config(run_dir, cfg)
+    genotype.save(run_dir / "genotype.yaml")
+    logger = build_logger(cfg.get("logger"), run_dir)
+    trainer = build_trainer(cfg, run_dir, logger, datamodule)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(checkpoint) if checkpoint else None)
+    scores = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
+    if not trainer.is_global_zero:
+        return {}
+    summary = {
+        "task": "train",
+        "arch": str(cfg.arch),
+        **_architecture(genotype, datamodule.num_classes),
+        "data": cfg.data.get("name"),
+        **_val_scores(scores, module, datamodule.class_names),
+        **_costs(cfg, net, (cfg.data.crop_size, cfg.data.crop_size)),
+        "epochs": trainer.current_epoch,
+        "steps": trainer.global_step,
+        "images_seen": trainer.global_step * cfg.data.batch_size * trainer.world_size,
+        "resumed_from": str(checkpoint) if checkpoint else None,
+        "checkpoint": str(run_dir / "last.ckpt"),
+        "model": str(save_network(run_dir / "model.pt", genotype, datamodule.num_classes, net.cpu())),
+        **_onnx(net, run_dir / "model.onnx", (cfg.data.crop_size, cfg.data.crop_size)),
+        "wall_time_s": round(time.perf_counter() - start, 2),
+        "run_dir": str(run_dir),
+    }
+    return _finish(run_dir, summary, logger)
+
+
+def _eval(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    start = time.perf_counter()
+    genotype, num_classes, net = load_network(cfg.checkpoint)
+    datamodule = instantiate(cfg.data)
+    if datamodule.num_classes != num_classes:
+        raise ConfigError(f"checkpoint={cfg.checkpoint} predicts {num_classes} classes but "
+                          f"data.num_classes={datamodule.num_classes}")
+    split = cfg.eval.split
+    if split not in ("train", "val"):
+        raise ConfigError(f"eval.split={split}: expected train or val")
+    write_config(run_dir, cfg)
+    module = build_module(cfg, genotype, num_classes, net)
+    logger = build_logger(cfg.get("logger"), run_dir)
+    trainer = build_trainer(cfg, run_dir, logger, datamodule)
+    datamodule.setup("validate")
+    loader = datamodule.val_dataloader() if split == "val" else datamodule.loader(datamodule.calib_subset(len(datamodule.dataset("train"))), train=False)
+    scores = trainer.validate(module, dataloaders=loader, verbose=False)[0]
+    if not trainer.is_global_zero:
+        return {}
+    summary = {
+        "task": "eval",
+        "checkpoint": str(cfg.checkpoint),
+        "split": split,
+        **_architecture(genotype, num_classes),
+        "data": cfg.data.get("name"),
+        **_val_scores(scores, module, datamodule.class_names),
+        **_costs(cfg, net, (cfg.data.crop_size, cfg.data.crop_size)),
+        "wall_time_s": round(time.perf_counter() - start, 2),
+        "run_dir": str(run_dir),
+    }
+    return _finish(run_dir, summary, logger)
+
+
+def _profile(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    start = time.perf_counter()
+    genotype = spaces.resolve_arch(cfg.arch)
+    net = spaces.build(genotype, int(cfg.data.num_classes), **_weights(cfg))
+    write_config(run_dir, cfg)
+    summary = {
+        "task": "profile",
+        "arch": str(cfg.arch),
+        **_architecture(genotype, int(cfg.data.num_classes)),
+        **_costs(cfg, net, tuple(cfg.profile.input_size)),
+    }
+    summary["wall_time_s"] = round(time.perf_counter() - start, 2)
+    write_json(run_dir / "profile.json", summary)
+    write_json(run_dir / "summary.json", summary)
+    print(json.dumps(summary), flush=True)
+    return summary
+
+
+def _weights(cfg: DictConfig) -> dict[str, Any]:
+    """Where the backbone's initial weights come from: a build option, not part of the genotype."""
+    return {"pretrained": bool(cfg.model.pretrained), "backbone_weights": cfg.model.backbone_weights}
+
+
+def _architecture(genotype, num_classes: int) -> dict[str, Any]:
+    return {"space": genotype.space, "genotype_hash": genotype.hash, "genotype": genotype.arch,
+            "num_classes": num_classes}
+
+
+def _val_scores(scores: dict[str, float], module, class_names: list[str]) -> dict[str, Any]:
+    result: dict[str, Any] = {key.replace("val/", "val_"): float(value) for key, value in scores.items()}
+    if module.last_confusion is not None:
+        iou = per_class_iou(module.last_confusion).tolist()
+        result["val_per_class_iou"] = {name: round(v, 4) if v == v else None for name, v in zip(class_names, iou)}
+    return result
+
+
+def _costs(cfg: DictConfig, net: torch.nn.Module, input_size: tuple[int, int]) -> dict[str, Any]:
+    target = instantiate(cfg.hardware) if cfg.get("hardware") is not None else None
+    return hardware.profile(net, tuple(input_size), target)
+
+
+def _onnx(net: torch.nn.Module, path: Path, input_size: tuple[int, int]) -> dict[str, Any]:
+    try:
+        return {"onnx": str(export_onnx(net.cpu(), path, tuple(input_size)))}
+    except ImportError as err:
+        log.warning("ONNX export skipped: %s", err)
+        return {"onnx": None, "onnx_skipped": str(err)}
+
+
+def _finish(run_dir: Path, summary: dict[str, Any], logger) -> dict[str, Any]:
+    write_json(run_dir / "summary.json", summary)
+    if logger is not None and hasattr(logger, "log_metrics"):
+        costs = {f"cost/{k}": summary[k] for k in ("params", "macs", "latency_ms") if summary.get(k) is not None}
+        logger.log_metrics(costs)
+    log.info("summary: %s", run_dir / "summary.json")
+    return summary

@@ -1,0 +1,1 @@
+"""What a run leaves behind: logger set-up and closing, validation images, run-directory files."""

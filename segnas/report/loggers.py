@@ -1,0 +1,38 @@
+"""Experiment loggers from config, and closing them whatever happens.
+
+W&B runs offline unless the user sets ``logger.offline=false``: the run is written under the run
+directory and can be uploaded later with ``wandb sync <run_dir>/wandb/offline-run-*``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from pytorch_lightning.loggers import Logger, WandbLogger
+
+
+def build_logger(cfg: DictConfig | None, run_dir: Path) -> Logger | None:
+    if cfg is None:
+        return None
+    if "WandbLogger" in str(cfg.get("_target_", "")):
+        # wandb also writes a few files (settings, artifacts cache) outside save_dir unless told.
+        os.environ.setdefault("WANDB_DIR", str(run_dir))
+    return instantiate(cfg, save_dir=str(run_dir))
+
+
+def close_loggers(failed: bool = False) -> None:
+    """Finish the W&B run (if any) so that offline files are complete and the next job of a
+    multirun starts a new run instead of appending to this one."""
+    try:
+        import wandb
+    except ImportError:
+        return
+    if wandb.run is not None:
+        wandb.finish(exit_code=1 if failed else 0)
+
+
+def is_wandb(logger: Logger | None) -> bool:
+    return isinstance(logger, WandbLogger)

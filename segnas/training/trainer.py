@@ -1,0 +1,49 @@
+"""Lightning Trainer and module assembly from config, shared by every task that trains."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.loggers import Logger
+from torch import nn
+
+from segnas.genotype import Genotype
+from segnas.report.images import ValidationImages
+from segnas.training.module import SegmentationModule
+
+
+def build_module(cfg: DictConfig, genotype: Genotype, num_classes: int, net: nn.Module) -> SegmentationModule:
+    train = cfg.train
+    return SegmentationModule(
+        net,
+        num_classes=num_classes,
+        optimizer=instantiate(train.optimizer),
+        scheduler=train.scheduler,
+        poly_power=train.poly_power,
+        min_lr=train.min_lr,
+        ignore_index=int(cfg.data.get("ignore_index", 255)),
+        genotype=genotype.to_dict(),
+    )
+
+
+def build_trainer(
+    cfg: DictConfig, run_dir: Path, logger: Logger | None, datamodule: pl.LightningDataModule,
+    callbacks: list[Callback] | None = None,
+) -> pl.Trainer:
+    """``last.ckpt`` (for resume) and ``best.ckpt`` (by val mIoU) land directly in the run dir."""
+    checkpoint = ModelCheckpoint(
+        dirpath=run_dir, filename="best", monitor="val/mIoU", mode="max", save_last=True, save_top_k=1,
+        enable_version_counter=False,
+    )
+    all_callbacks: list[Callback] = [checkpoint, ValidationImages(run_dir, datamodule, int(cfg.train.log_images))]
+    if logger is not None:
+        all_callbacks.append(LearningRateMonitor(logging_interval="step"))
+    all_callbacks.extend(callbacks or [])
+    return instantiate(
+        cfg.trainer, logger=logger if logger is not None else False, callbacks=all_callbacks,
+        default_root_dir=str(run_dir),
+    )

@@ -1,0 +1,59 @@
+"""Shared fixtures: config composition exactly as ``segnas.run`` does it, with tiny settings."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import segnas  # noqa: F401  (first: sets OpenMP wait policy before torch loads)
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+import segnas.run  # noqa: F401  (registers the run-id resolver used by hydra.run.dir)
+
+CONFIG_DIR = segnas.run.CONFIG_DIR
+
+#: Small enough that a train/eval round trip takes seconds on 2 CPU cores.
+TINY = [
+    "data=synthetic",
+    "data.crop_size=32",
+    "data.train_size=16",
+    "data.val_size=8",
+    "data.batch_size=4",
+    "trainer.max_epochs=1",
+    "trainer.enable_progress_bar=false",
+    "trainer.log_every_n_steps=1",
+    "logger=csv",
+    "hardware.runs=2",
+    "hardware.warmup=1",
+    "train.log_images=2",
+]
+
+
+@pytest.fixture(autouse=True)
+def _offline_wandb(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path_factory.mktemp("wandb")))
+
+
+def compose_config(*overrides: str, tiny: bool = True) -> DictConfig:
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose("config", overrides=[*(TINY if tiny else []), *overrides])
+
+
+@pytest.fixture
+def make_cfg(tmp_path: Path):
+    """``make_cfg("task=train", ...)`` -> a composed config writing into tmp_path/run."""
+
+    def make(*overrides: str, run_dir: Path | None = None, tiny: bool = True) -> DictConfig:
+        return compose_config(f"run_dir={run_dir or tmp_path / 'run'}", *overrides, tiny=tiny)
+
+    return make
+
+
+def subprocess_env(tmp_path: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(WANDB_MODE="offline", WANDB_SILENT="true", WANDB_DIR=str(tmp_path), PYTHONUNBUFFERED="1")
+    return env
