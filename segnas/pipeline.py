@@ -93,6 +93,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     scores = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
     if not trainer.is_global_zero:
         return {}
+    epochs, steps = _progress(trainer, run_dir)
     summary = {
         "task": "train",
         "arch": str(cfg.arch),
@@ -100,9 +101,9 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "data": cfg.data.get("name"),
         **_val_scores(scores, module, datamodule.class_names),
         **_costs(cfg, net, (cfg.data.crop_size, cfg.data.crop_size)),
-        "epochs": trainer.current_epoch,
-        "steps": trainer.global_step,
-        "images_seen": trainer.global_step * cfg.data.batch_size * trainer.world_size,
+        "epochs": epochs,
+        "steps": steps,
+        "images_seen": steps * cfg.data.batch_size * trainer.world_size * trainer.accumulate_grad_batches,
         "resumed_from": str(checkpoint) if checkpoint else None,
         "checkpoint": str(run_dir / "last.ckpt"),
         "model": str(save_network(run_dir / "model.pt", genotype, datamodule.num_classes, net.cpu())),
@@ -162,6 +163,15 @@ def _profile(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     write_json(run_dir / "summary.json", summary)
     print(json.dumps(summary), flush=True)
     return summary
+
+
+def _progress(trainer: pl.Trainer, run_dir: Path) -> tuple[int, int]:
+    """Epochs and optimiser steps done; under ddp_spawn they live in the children, so the
+    checkpoint they wrote is the record."""
+    if trainer.global_step == 0 and (run_dir / "last.ckpt").is_file():
+        state = torch.load(run_dir / "last.ckpt", map_location="cpu", weights_only=False)
+        return int(state["epoch"]), int(state["global_step"])
+    return trainer.current_epoch, trainer.global_step
 
 
 def _weights(cfg: DictConfig) -> dict[str, Any]:

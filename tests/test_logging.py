@@ -22,7 +22,7 @@ def test_wandb_offline_run_is_written_and_closed(make_cfg, tmp_path: Path) -> No
     runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
     assert list(runs[0].glob("*.wandb")), "no .wandb event file"
-    media = list(runs[0].rglob("media/images/*.png"))
+    media = list(runs[0].rglob("media/images/**/*.png"))
     assert media, "validation overlays were not logged to W&B"
 
 

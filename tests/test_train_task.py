@@ -88,7 +88,7 @@ def test_resume_true_without_a_checkpoint_names_the_key(make_cfg) -> None:
 
 
 def test_a_few_steps_lower_the_loss(make_cfg, tmp_path: Path) -> None:
-    cfg = make_cfg("task=train", ARCH, "trainer.max_epochs=15", "+trainer.overfit_batches=1", "data.scale_range=[1.0,1.0]",
+    cfg = make_cfg("task=train", ARCH, "trainer.max_epochs=15", "trainer.overfit_batches=1", "data.scale_range=[1.0,1.0]",
                    "train.scheduler=constant", "trainer.check_val_every_n_epoch=100", "train.log_images=0")
     pipeline.run(cfg)
     losses = [float(row["train/loss"]) for row in read_metrics(tmp_path / "run") if row.get("train/loss")]

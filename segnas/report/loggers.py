@@ -6,7 +6,6 @@ directory and can be uploaded later with ``wandb sync <run_dir>/wandb/offline-ru
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from hydra.utils import instantiate
@@ -17,9 +16,6 @@ from pytorch_lightning.loggers import Logger, WandbLogger
 def build_logger(cfg: DictConfig | None, run_dir: Path) -> Logger | None:
     if cfg is None:
         return None
-    if "WandbLogger" in str(cfg.get("_target_", "")):
-        # wandb also writes a few files (settings, artifacts cache) outside save_dir unless told.
-        os.environ.setdefault("WANDB_DIR", str(run_dir))
     return instantiate(cfg, save_dir=str(run_dir))
 
 
