@@ -12,6 +12,7 @@ import torch
 from segnas import pipeline
 from segnas.errors import ConfigError
 from segnas.training import load_network
+from tests.conftest import TINY
 
 ARCH = "arch=deeplabv3plus-mobilenetv2"
 
@@ -41,6 +42,8 @@ def test_train_writes_the_run_directory(trained_run) -> None:
         assert on_disk[key] is not None, key
     assert 0.0 <= on_disk["val_mIoU"] <= 1.0
     assert on_disk["steps"] == 2 * (16 // 4)
+    # last.ckpt must be the final state, not the last epoch in which val mIoU improved
+    assert torch.load(run_dir / "last.ckpt", weights_only=False)["global_step"] == on_disk["steps"]
     assert len(on_disk["val_per_class_iou"]) == 5 and "background" in on_disk["val_per_class_iou"]
     assert list((run_dir / "images").glob("val_epoch*.png")), "validation overlays were not drawn"
 
@@ -113,3 +116,38 @@ def test_a_few_steps_lower_the_loss(make_cfg, tmp_path: Path) -> None:
 def test_bad_config_names_the_key(make_cfg, overrides: list[str], message: str) -> None:
     with pytest.raises(Exception, match=message.replace("[", r"\[")):
         pipeline.run(make_cfg(*overrides))
+
+
+def write_voc_layout(root: Path, num_classes: int, train: int = 8, val: int = 4) -> Path:
+    """A tiny VOC2012-layout folder: JPEG images, palette PNG masks with a 255 border, split lists."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    (root / "JPEGImages").mkdir(parents=True)
+    (root / "SegmentationClass").mkdir()
+    (root / "ImageSets" / "Segmentation").mkdir(parents=True)
+    ids = [f"2008_{i:06d}" for i in range(train + val)]
+    for name in ids:
+        mask = np.zeros((40, 48), dtype=np.uint8)
+        mask[8:30, 10:40] = rng.integers(1, num_classes)
+        mask[0, :] = 255
+        image = rng.integers(0, 255, size=(40, 48, 3), dtype=np.uint8)
+        image[mask > 0] //= 3
+        Image.fromarray(image).save(root / "JPEGImages" / f"{name}.jpg")
+        png = Image.fromarray(mask, mode="P")
+        png.putpalette([v for c in range(256) for v in (c, 255 - c, (7 * c) % 256)])
+        png.save(root / "SegmentationClass" / f"{name}.png")
+    (root / "ImageSets" / "Segmentation" / "train.txt").write_text("\n".join(ids[:train]) + "\n")
+    (root / "ImageSets" / "Segmentation" / "val.txt").write_text("\n".join(ids[train:]) + "\n")
+    return root
+
+
+def test_train_on_a_voc_layout_folder(make_cfg, tmp_path: Path) -> None:
+    root = write_voc_layout(tmp_path / "VOC2012", num_classes=3)
+    tiny = [o for o in TINY if not o.startswith("data")]
+    summary = pipeline.run(make_cfg(*tiny, "task=train", ARCH, "data=voc", f"data.root={root}", "data.num_classes=3",
+                                    "data.crop_size=32", "data.batch_size=2", "data.num_workers=0", tiny=False))
+    assert summary["data"] == "voc" and summary["num_classes"] == 3
+    assert summary["steps"] == 8 // 2
+    assert 0.0 <= summary["val_mIoU"] <= 1.0

@@ -34,12 +34,17 @@ def build_trainer(
     cfg: DictConfig, run_dir: Path, logger: Logger | None, datamodule: pl.LightningDataModule,
     callbacks: list[Callback] | None = None,
 ) -> pl.Trainer:
-    """``last.ckpt`` (for resume) and ``best.ckpt`` (by val mIoU) land directly in the run dir."""
-    checkpoint = ModelCheckpoint(
-        dirpath=run_dir, filename="best", monitor="val/mIoU", mode="max", save_last=True, save_top_k=1,
+    """``last.ckpt`` (for resume) and ``best.ckpt`` (by val mIoU) land directly in the run dir.
+
+    ``last.ckpt`` has its own callback because Lightning 2.6's ``save_last`` only rewrites it in
+    epochs where the monitored metric improved, which leaves a stale file to resume from.
+    """
+    best = ModelCheckpoint(
+        dirpath=run_dir, filename="best", monitor="val/mIoU", mode="max", save_top_k=1,
         enable_version_counter=False,
     )
-    all_callbacks: list[Callback] = [checkpoint, ValidationImages(run_dir, datamodule, int(cfg.train.log_images))]
+    last = ModelCheckpoint(dirpath=run_dir, filename="last", save_top_k=1, enable_version_counter=False)
+    all_callbacks: list[Callback] = [best, last, ValidationImages(run_dir, datamodule, int(cfg.train.log_images))]
     if logger is not None:
         all_callbacks.append(LearningRateMonitor(logging_interval="step"))
     all_callbacks.extend(callbacks or [])
