@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from segnas import pipeline
-from segnas.report.images import colourise, default_palette, overlay_panel
+from segnas.data.datamodule import default_palette
+from segnas.report.images import colourise, overlay_panel
 
 
 def test_wandb_offline_run_is_written_and_closed(make_cfg, tmp_path: Path) -> None:

@@ -202,6 +202,27 @@ def _fixed_classes(num_classes: int, expected: int, dataset: str) -> None:
         raise ConfigError(f"data.num_classes must be {expected} for {dataset}, got {num_classes}")
 
 
+class _FixedClassesDataModule(SegmentationDataModule):
+    """A public benchmark whose label set is fixed by its annotation files."""
+
+    CLASS_NAMES: tuple[str, ...] = ()
+    DATASET = ""
+
+    def __init__(
+        self, root: str | None, num_classes: int, crop_size: int, batch_size: int, name: str | None, **common: Any
+    ) -> None:
+        _fixed_classes(num_classes, len(self.CLASS_NAMES), self.DATASET)
+        super().__init__(
+            num_classes=num_classes,
+            crop_size=crop_size,
+            batch_size=batch_size,
+            class_names=self.CLASS_NAMES,
+            name=name or self.DATASET,
+            **common,
+        )
+        self.root = root
+
+
 class VOCDataModule(SegmentationDataModule):
     """PASCAL VOC 2012 (optionally with the SBD augmented list).
 
@@ -253,12 +274,15 @@ class VOCDataModule(SegmentationDataModule):
         return FileSource(items, identity_table(self.num_classes, self.ignore_index), allowed)
 
 
-class CityscapesDataModule(SegmentationDataModule):
+class CityscapesDataModule(_FixedClassesDataModule):
     """Cityscapes fine annotations, labelIds mapped to the 19 official train ids.
 
     ``root`` holds ``leftImg8bit/{train,val}/<city>/<x>_leftImg8bit.png`` and
     ``gtFine/{train,val}/<city>/<x>_gtFine_labelIds.png``.
     """
+
+    CLASS_NAMES = CITYSCAPES_CLASSES
+    DATASET = "cityscapes"
 
     def __init__(
         self,
@@ -269,16 +293,7 @@ class CityscapesDataModule(SegmentationDataModule):
         name: str = "cityscapes",
         **common: Any,
     ) -> None:
-        _fixed_classes(num_classes, len(CITYSCAPES_CLASSES), "cityscapes")
-        super().__init__(
-            num_classes=num_classes,
-            crop_size=crop_size,
-            batch_size=batch_size,
-            class_names=CITYSCAPES_CLASSES,
-            name=name,
-            **common,
-        )
-        self.root = root
+        super().__init__(root, num_classes, crop_size, batch_size, name, **common)
         self.palette = np.array(CITYSCAPES_PALETTE, np.uint8)
 
     def build_source(self, split: str) -> FileSource:
@@ -299,13 +314,15 @@ class CityscapesDataModule(SegmentationDataModule):
         return FileSource(items, cityscapes_table(self.ignore_index), allowed)
 
 
-class ADE20KDataModule(SegmentationDataModule):
+class ADE20KDataModule(_FixedClassesDataModule):
     """ADE20K SceneParsing (150 classes; stored 0 "other" is ignored, 1..150 become 0..149).
 
     ``root`` is ``ADEChallengeData2016/`` or the folder containing it, with
     ``images/{training,validation}/*.jpg`` and ``annotations/{training,validation}/*.png``.
     """
 
+    CLASS_NAMES = ADE20K_CLASSES
+    DATASET = "ade20k"
     _SPLIT_DIRS = {"train": "training", "val": "validation"}
 
     def __init__(
@@ -317,16 +334,7 @@ class ADE20KDataModule(SegmentationDataModule):
         name: str = "ade20k",
         **common: Any,
     ) -> None:
-        _fixed_classes(num_classes, len(ADE20K_CLASSES), "ade20k")
-        super().__init__(
-            num_classes=num_classes,
-            crop_size=crop_size,
-            batch_size=batch_size,
-            class_names=ADE20K_CLASSES,
-            name=name,
-            **common,
-        )
-        self.root = root
+        super().__init__(root, num_classes, crop_size, batch_size, name, **common)
 
     def build_source(self, split: str) -> FileSource:
         base = resolve_root(

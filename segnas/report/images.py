@@ -15,19 +15,6 @@ from segnas.report.loggers import is_wandb
 IGNORE_COLOUR = np.array([255, 255, 255], dtype=np.uint8)
 
 
-def default_palette(num_classes: int) -> np.ndarray:
-    """The PASCAL VOC colour map (bit-interleaved), distinct for up to 256 classes."""
-    palette = np.zeros((num_classes, 3), dtype=np.uint8)
-    for label in range(num_classes):
-        value, colour = label, [0, 0, 0]
-        for shift in range(7, -1, -1):
-            for channel in range(3):
-                colour[channel] |= ((value >> channel) & 1) << shift
-            value >>= 3
-        palette[label] = colour
-    return palette
-
-
 def colourise(mask: np.ndarray, palette: np.ndarray, ignore_index: int = 255) -> np.ndarray:
     safe = np.where(mask == ignore_index, 0, mask).clip(0, len(palette) - 1)
     rgb = palette[safe]
