@@ -129,7 +129,7 @@ def _eval(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     logger = build_logger(cfg.get("logger"), run_dir)
     trainer = build_trainer(cfg, run_dir, logger, datamodule)
     datamodule.setup("validate")
-    loader = datamodule.val_dataloader() if split == "val" else datamodule.loader(datamodule.calib_subset(len(datamodule.dataset("train"))), train=False)
+    loader = datamodule.loader(datamodule.eval_dataset(split), train=False)
     scores = trainer.validate(module, dataloaders=loader, verbose=False)[0]
     if not trainer.is_global_zero:
         return {}
@@ -139,7 +139,7 @@ def _eval(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "split": split,
         **_architecture(genotype, num_classes),
         "data": cfg.data.get("name"),
-        **_val_scores(scores, module, datamodule.class_names),
+        **{f"{split}_{key[4:]}": value for key, value in _val_scores(scores, module, datamodule.class_names).items()},
         **_costs(cfg, net, (cfg.data.crop_size, cfg.data.crop_size)),
         "wall_time_s": round(time.perf_counter() - start, 2),
         "run_dir": str(run_dir),

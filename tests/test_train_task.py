@@ -66,6 +66,13 @@ def test_eval_scores_the_checkpoint(trained_run, make_cfg, tmp_path: Path) -> No
     assert (tmp_path / "run" / "summary.json").is_file()
 
 
+def test_eval_on_the_train_split(trained_run, make_cfg) -> None:
+    run_dir, _ = trained_run
+    result = pipeline.run(make_cfg("task=eval", f"checkpoint={run_dir}", "eval.split=train"))
+    assert result["split"] == "train" and 0.0 <= result["train_mIoU"] <= 1.0
+    assert "val_mIoU" not in result
+
+
 def test_rerun_into_a_finished_run_dir_is_refused(trained_run, make_cfg) -> None:
     run_dir, _ = trained_run
     before = (run_dir / "last.ckpt").read_bytes()

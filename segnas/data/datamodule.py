@@ -209,6 +209,10 @@ class SegmentationDataModule(pl.LightningDataModule):
             return SegmentationDataset(self.source(split), self._train_transform(_AUG_TRAIN))
         return SegmentationDataset(self.source(split), self._eval_transform())
 
+    def eval_dataset(self, split: str) -> SegmentationDataset:
+        """The whole split with the eval transform, e.g. to score a network on train."""
+        return SegmentationDataset(self.source(split), self._eval_transform())
+
     def train_halves(self) -> tuple[SegmentationDataset, SegmentationDataset]:
         """Two disjoint, equal halves of train (Auto-DeepLab's trainA for weights, trainB for
         architecture), both with the train augmentation. An odd sample out is left unused."""
