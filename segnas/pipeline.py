@@ -210,5 +210,7 @@ def _finish(run_dir: Path, summary: dict[str, Any], logger) -> dict[str, Any]:
     if logger is not None and hasattr(logger, "log_metrics"):
         costs = {f"cost/{k}": summary[k] for k in ("params", "macs", "latency_ms") if summary.get(k) is not None}
         logger.log_metrics(costs)
-    log.info("summary: %s", run_dir / "summary.json")
+    where = {"summary": run_dir / "summary.json", "model": summary.get("model"), "onnx": summary.get("onnx"),
+             "logs": getattr(logger, "save_dir", None), "run dir": run_dir}
+    print("\n".join(f"{name:>8}: {path}" for name, path in where.items() if path), flush=True)
     return summary
