@@ -22,7 +22,7 @@ from segnas import hardware, spaces
 from segnas.errors import ConfigError
 from segnas.hardware.onnx_export import export_onnx
 from segnas.metrics import per_class_iou
-from segnas.report.loggers import build_logger, close_loggers
+from segnas.report.loggers import build_logger, close_loggers, log_location
 from segnas.report.run_dir import resume_checkpoint, write_config, write_json
 from segnas.training import load_network
 from segnas.training.checkpoint import save_network
@@ -43,9 +43,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     try:
         summary = {"search": _search, "train": _train, "eval": _eval, "profile": _profile}[cfg.task](cfg, run_dir)
         failed = False
-        return summary
     finally:
         close_loggers(failed)
+    if cfg.task != "profile" and summary:  # profile's last stdout line is its JSON
+        where = {"summary": run_dir / "summary.json", "model": summary.get("model"),
+                 "onnx": summary.get("onnx"), "logs": summary.get("logs"), "run dir": run_dir}
+        print("\n".join(f"{name:>8}: {path}" for name, path in where.items() if path), flush=True)
+    return summary
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -206,11 +210,9 @@ def _onnx(net: torch.nn.Module, path: Path, input_size: tuple[int, int]) -> dict
 
 
 def _finish(run_dir: Path, summary: dict[str, Any], logger) -> dict[str, Any]:
+    summary["logs"] = log_location(logger)
     write_json(run_dir / "summary.json", summary)
     if logger is not None and hasattr(logger, "log_metrics"):
         costs = {f"cost/{k}": summary[k] for k in ("params", "macs", "latency_ms") if summary.get(k) is not None}
         logger.log_metrics(costs)
-    where = {"summary": run_dir / "summary.json", "model": summary.get("model"), "onnx": summary.get("onnx"),
-             "logs": getattr(logger, "save_dir", None), "run dir": run_dir}
-    print("\n".join(f"{name:>8}: {path}" for name, path in where.items() if path), flush=True)
     return summary

@@ -18,10 +18,11 @@ def test_wandb_offline_run_is_written_and_closed(make_cfg, tmp_path: Path) -> No
     # limit_* batches, not fast_dev_run: fast_dev_run swaps the logger for a dummy
     cfg = make_cfg("task=train", "arch=deeplabv3plus-mobilenetv2", "logger=wandb",
                    "trainer.limit_train_batches=2", "trainer.limit_val_batches=1")
-    pipeline.run(cfg)
+    summary = pipeline.run(cfg)
     assert wandb.run is None, "the W&B run must be finished when the task returns"
     runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
+    assert summary["logs"] == str(runs[0])
     assert list(runs[0].glob("*.wandb")), "no .wandb event file"
     media = list(runs[0].rglob("media/images/**/*.png"))
     assert media, "validation overlays were not logged to W&B"

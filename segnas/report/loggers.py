@@ -32,3 +32,13 @@ def close_loggers(failed: bool = False) -> None:
 
 def is_wandb(logger: Logger | None) -> bool:
     return isinstance(logger, WandbLogger)
+
+
+def log_location(logger: Logger | None) -> str | None:
+    """Where a user finds this run's logs: the W&B run folder (what ``wandb sync`` takes) or the
+    CSV logger's version folder."""
+    if logger is None:
+        return None
+    if is_wandb(logger):
+        return str(Path(logger.experiment.dir).parent)
+    return getattr(logger, "log_dir", None) or logger.save_dir
