@@ -143,7 +143,7 @@ def _eval(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "split": split,
         **_architecture(genotype, num_classes),
         "data": cfg.data.get("name"),
-        **{f"{split}_{key[4:]}": value for key, value in _val_scores(scores, module, datamodule.class_names).items()},
+        **_val_scores(scores, module, datamodule.class_names, prefix=split),
         **_costs(cfg, net, (cfg.data.crop_size, cfg.data.crop_size)),
         "wall_time_s": round(time.perf_counter() - start, 2),
         "run_dir": str(run_dir),
@@ -188,11 +188,14 @@ def _architecture(genotype, num_classes: int) -> dict[str, Any]:
             "num_classes": num_classes}
 
 
-def _val_scores(scores: dict[str, float], module, class_names: list[str]) -> dict[str, Any]:
-    result: dict[str, Any] = {key.replace("val/", "val_"): float(value) for key, value in scores.items()}
+def _val_scores(
+    scores: dict[str, float], module, class_names: list[str], prefix: str = "val"
+) -> dict[str, Any]:
+    """The module logs ``val/<score>`` whatever it validated on; ``prefix`` names the real split."""
+    result: dict[str, Any] = {key.replace("val/", f"{prefix}_"): float(value) for key, value in scores.items()}
     if module.last_confusion is not None:
         iou = per_class_iou(module.last_confusion).tolist()
-        result["val_per_class_iou"] = {name: round(v, 4) if v == v else None for name, v in zip(class_names, iou)}
+        result[f"{prefix}_per_class_iou"] = {name: round(v, 4) if v == v else None for name, v in zip(class_names, iou)}
     return result
 
 

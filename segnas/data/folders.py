@@ -207,20 +207,32 @@ class _FixedClassesDataModule(SegmentationDataModule):
 
     CLASS_NAMES: tuple[str, ...] = ()
     DATASET = ""
+    CROP_SIZE = 512
+    #: The benchmark's own colours, where it has them (else the VOC colour map).
+    PALETTE: tuple[tuple[int, int, int], ...] | None = None
 
     def __init__(
-        self, root: str | None, num_classes: int, crop_size: int, batch_size: int, name: str | None, **common: Any
+        self,
+        root: str | None = None,
+        num_classes: int | None = None,
+        crop_size: int | None = None,
+        batch_size: int = 8,
+        name: str | None = None,
+        **common: Any,
     ) -> None:
+        num_classes = len(self.CLASS_NAMES) if num_classes is None else num_classes
         _fixed_classes(num_classes, len(self.CLASS_NAMES), self.DATASET)
         super().__init__(
             num_classes=num_classes,
-            crop_size=crop_size,
+            crop_size=self.CROP_SIZE if crop_size is None else crop_size,
             batch_size=batch_size,
             class_names=self.CLASS_NAMES,
             name=name or self.DATASET,
             **common,
         )
         self.root = root
+        if self.PALETTE is not None:
+            self.palette = np.array(self.PALETTE, np.uint8)
 
 
 class VOCDataModule(SegmentationDataModule):
@@ -283,18 +295,8 @@ class CityscapesDataModule(_FixedClassesDataModule):
 
     CLASS_NAMES = CITYSCAPES_CLASSES
     DATASET = "cityscapes"
-
-    def __init__(
-        self,
-        root: str | None = None,
-        num_classes: int = 19,
-        crop_size: int = 769,
-        batch_size: int = 8,
-        name: str = "cityscapes",
-        **common: Any,
-    ) -> None:
-        super().__init__(root, num_classes, crop_size, batch_size, name, **common)
-        self.palette = np.array(CITYSCAPES_PALETTE, np.uint8)
+    CROP_SIZE = 769
+    PALETTE = CITYSCAPES_PALETTE
 
     def build_source(self, split: str) -> FileSource:
         base = resolve_root(self.root, "leftImg8bit", (), "Cityscapes: leftImg8bit/ and gtFine/")
@@ -324,17 +326,6 @@ class ADE20KDataModule(_FixedClassesDataModule):
     CLASS_NAMES = ADE20K_CLASSES
     DATASET = "ade20k"
     _SPLIT_DIRS = {"train": "training", "val": "validation"}
-
-    def __init__(
-        self,
-        root: str | None = None,
-        num_classes: int = 150,
-        crop_size: int = 512,
-        batch_size: int = 8,
-        name: str = "ade20k",
-        **common: Any,
-    ) -> None:
-        super().__init__(root, num_classes, crop_size, batch_size, name, **common)
 
     def build_source(self, split: str) -> FileSource:
         base = resolve_root(

@@ -31,8 +31,7 @@ def build_module(cfg: DictConfig, genotype: Genotype, num_classes: int, net: nn.
 
 
 def build_trainer(
-    cfg: DictConfig, run_dir: Path, logger: Logger | None, datamodule: pl.LightningDataModule,
-    callbacks: list[Callback] | None = None,
+    cfg: DictConfig, run_dir: Path, logger: Logger | None, datamodule: pl.LightningDataModule
 ) -> pl.Trainer:
     """``last.ckpt`` (for resume) and ``best.ckpt`` (by val mIoU) land directly in the run dir.
 
@@ -47,7 +46,6 @@ def build_trainer(
     all_callbacks: list[Callback] = [best, last, ValidationImages(run_dir, datamodule, int(cfg.train.log_images))]
     if logger is not None:
         all_callbacks.append(LearningRateMonitor(logging_interval="step"))
-    all_callbacks.extend(callbacks or [])
     return instantiate(
         cfg.trainer, logger=logger if logger is not None else False, callbacks=all_callbacks,
         default_root_dir=str(run_dir),
