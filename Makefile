@@ -24,7 +24,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	touch $@
 
 run: install
-	$(BIN)/python -m segnas.run task=train arch=deeplabv3plus-mobilenetv2 $(ARGS)
+	$(BIN)/python -m segnas.run searcher=autodeeplab $(ARGS)
 
 test: install
 	WANDB_MODE=offline $(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from segnas import hardware, spaces
@@ -24,6 +25,7 @@ from segnas.hardware.onnx_export import export_onnx
 from segnas.metrics import per_class_iou
 from segnas.report.loggers import build_logger, close_loggers, log_location
 from segnas.report.run_dir import resume_checkpoint, write_config, write_json
+from segnas.searchers import Candidate
 from segnas.training import load_network
 from segnas.training.checkpoint import save_network
 from segnas.training.trainer import build_module, build_trainer
@@ -74,12 +76,77 @@ def check_config(cfg: DictConfig) -> None:
 
 
 def _search(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    if cfg.get("searcher") is None:
-        raise ConfigError(
-            "task=search needs searcher=<name>; no searcher is installed in this version of segnas. "
-            "Use task=train arch=<preset> to train a fixed architecture."
-        )
-    raise ConfigError(f"searcher={cfg.searcher.get('name')}: unknown searcher")
+    """Search, save the winner's genotype, retrain every returned candidate, keep the best."""
+    start = time.perf_counter()
+    target = OmegaConf.select(cfg, "searcher._target_")
+    if not target:
+        raise ConfigError("task=search needs searcher=<name> (conf/searcher/): e.g. searcher=autodeeplab")
+    try:
+        search = get_method(str(target))
+    except Exception as err:
+        raise ConfigError(f"searcher._target_={target}: cannot be imported ({err})") from err
+    checkpoint = resume_checkpoint(run_dir, cfg.get("resume"))
+    write_config(run_dir, cfg)
+    logger = build_logger(cfg.get("logger"), run_dir)
+    result = search(cfg, run_dir, checkpoint, logger)
+    if not result.candidates:
+        raise ConfigError(f"searcher={cfg.searcher.get('name')} returned no candidates")
+    result.candidates[0].genotype.save(run_dir / "genotype.yaml")  # kept if retraining crashes
+    datamodule = instantiate(cfg.data)
+    retrained = [_retrain(cfg, run_dir, rank, candidate, datamodule, logger)
+                 for rank, candidate in enumerate(result.candidates)]
+    if any(entry is None for entry in retrained):  # a DDP rank other than 0
+        return {}
+    summary = {
+        "task": "search",
+        "searcher": cfg.searcher.get("name"),
+        **_architecture(result.candidates[0].genotype, datamodule.num_classes),
+        "data": cfg.data.get("name"),
+        **result.summary,
+    }
+    if int(cfg.retrain.epochs) > 0:
+        best = max(retrained, key=lambda entry: entry["val_mIoU"])
+        winner = spaces.resolve_arch(best["genotype"])
+        winner.save(run_dir / "genotype.yaml")
+        summary.update(_architecture(winner, datamodule.num_classes))
+        summary.update({key: value for key, value in best.items() if key not in ("genotype", "rank")})
+        summary["model"] = str(_copy(Path(best["model"]), run_dir / "model.pt"))
+        if best.get("onnx"):
+            summary["onnx"] = str(_copy(Path(best["onnx"]), run_dir / "model.onnx"))
+        summary["retrained"] = retrained
+    if result.on_retrained is not None:
+        summary.update(result.on_retrained(retrained))
+    summary["wall_time_s"] = round(time.perf_counter() - start, 2)
+    summary["run_dir"] = str(run_dir)
+    return _finish(run_dir, summary, logger)
+
+
+def _retrain(
+    cfg: DictConfig, run_dir: Path, rank: int, candidate: Candidate, datamodule, logger
+) -> dict[str, Any] | None:
+    """Train one candidate for ``retrain.epochs`` in ``retrain/<rank>_<hash>/`` (resumable);
+    0 epochs keeps only what the search measured."""
+    genotype = candidate.genotype
+    entry: dict[str, Any] = {"rank": rank, "genotype": genotype.to_dict(), "genotype_hash": genotype.hash,
+                             **{f"search_{key}": value for key, value in candidate.scores.items()}}
+    epochs = int(cfg.retrain.epochs)
+    if epochs <= 0:
+        return entry
+    out_dir = run_dir / "retrain" / f"{rank}_{genotype.hash}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    genotype.save(out_dir / "genotype.yaml")
+    net = candidate.network if candidate.network is not None else spaces.build(
+        genotype, datamodule.num_classes, **_weights(cfg))
+    checkpoint = out_dir / "last.ckpt" if cfg.get("resume") and (out_dir / "last.ckpt").is_file() else None
+    fitted = _fit(cfg, out_dir, genotype, net, datamodule, logger, checkpoint, max_epochs=epochs)
+    if fitted is None:
+        return None
+    return {**entry, **fitted, "retrain_dir": str(out_dir)}
+
+
+def _copy(source: Path, destination: Path) -> Path:
+    shutil.copyfile(source, destination)
+    return destination
 
 
 def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
@@ -88,34 +155,49 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     datamodule = instantiate(cfg.data)
     genotype = spaces.resolve_arch(cfg.arch)
     net = spaces.build(genotype, datamodule.num_classes, **_weights(cfg))
-    module = build_module(cfg, genotype, datamodule.num_classes, net)
     write_config(run_dir, cfg)
     genotype.save(run_dir / "genotype.yaml")
     logger = build_logger(cfg.get("logger"), run_dir)
-    trainer = build_trainer(cfg, run_dir, logger, datamodule)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(checkpoint) if checkpoint else None)
-    scores = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
-    if not trainer.is_global_zero:
+    fitted = _fit(cfg, run_dir, genotype, net, datamodule, logger, checkpoint)
+    if fitted is None:
         return {}
-    epochs, steps = _progress(trainer, run_dir)
     summary = {
         "task": "train",
         "arch": str(cfg.arch),
         **_architecture(genotype, datamodule.num_classes),
         "data": cfg.data.get("name"),
-        **_val_scores(scores, module, datamodule.class_names),
-        **_costs(cfg, net, (cfg.data.crop_size, cfg.data.crop_size)),
-        "epochs": epochs,
-        "steps": steps,
-        "images_seen": steps * cfg.data.batch_size * trainer.world_size * trainer.accumulate_grad_batches,
-        "resumed_from": str(checkpoint) if checkpoint else None,
-        "checkpoint": str(run_dir / "last.ckpt"),
-        "model": str(save_network(run_dir / "model.pt", genotype, datamodule.num_classes, net.cpu())),
-        **_onnx(net, run_dir / "model.onnx", (cfg.data.crop_size, cfg.data.crop_size)),
+        **fitted,
         "wall_time_s": round(time.perf_counter() - start, 2),
         "run_dir": str(run_dir),
     }
     return _finish(run_dir, summary, logger)
+
+
+def _fit(
+    cfg: DictConfig, out_dir: Path, genotype, net: torch.nn.Module, datamodule, logger,
+    checkpoint: Path | None, max_epochs: int | None = None,
+) -> dict[str, Any] | None:
+    """Train ``net`` into ``out_dir`` and score it on val; None on DDP ranks other than 0."""
+    module = build_module(cfg, genotype, datamodule.num_classes, net)
+    trainer = build_trainer(cfg, out_dir, logger, datamodule,
+                            **({"max_epochs": max_epochs} if max_epochs is not None else {}))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(checkpoint) if checkpoint else None)
+    scores = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
+    if not trainer.is_global_zero:
+        return None
+    epochs, steps = _progress(trainer, out_dir)
+    crop = (cfg.data.crop_size, cfg.data.crop_size)
+    return {
+        **_val_scores(scores, module, datamodule.class_names),
+        **_costs(cfg, net, crop),
+        "epochs": epochs,
+        "steps": steps,
+        "images_seen": steps * cfg.data.batch_size * trainer.world_size * trainer.accumulate_grad_batches,
+        "resumed_from": str(checkpoint) if checkpoint else None,
+        "checkpoint": str(out_dir / "last.ckpt"),
+        "model": str(save_network(out_dir / "model.pt", genotype, datamodule.num_classes, net.cpu())),
+        **_onnx(net, out_dir / "model.onnx", crop),
+    }
 
 
 def _eval(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:

@@ -27,6 +27,7 @@ def test_groups_the_contract_names_exist() -> None:
     assert set(options("trainer")) == {"cpu", "gpu", "ddp", "ddp_spawn"}
     assert set(options("logger")) == {"wandb", "csv"}
     assert set(options("hardware")) >= {"cpu", "gpu", "onnx_cpu"}
+    assert set(options("searcher")) >= {"autodeeplab"}
     assert set(options("hydra/launcher")) == {"local", "slurm"}
 
 
@@ -84,3 +85,20 @@ def test_experiment_presets_compose_and_pass_the_config_check(name: str, tmp_pat
     OmegaConf.resolve(cfg)
     pipeline.check_config(cfg)
     assert cfg.task in pipeline.TASKS
+
+
+@pytest.mark.parametrize("name", options("searcher"))
+def test_searcher_configs_name_a_search_function(name: str) -> None:
+    import inspect
+
+    from hydra.utils import get_method
+
+    cfg = compose_with(f"searcher={name}")
+    assert cfg.searcher.name == name
+    search = get_method(cfg.searcher._target_)
+    assert list(inspect.signature(search).parameters) == ["cfg", "run_dir", "resume", "logger"]
+
+
+def test_the_default_task_is_the_autodeeplab_search() -> None:
+    cfg = compose_with()
+    assert cfg.task == "search" and cfg.searcher.name == "autodeeplab"

@@ -116,7 +116,7 @@ def test_a_few_steps_lower_the_loss(make_cfg, tmp_path: Path) -> None:
         (["task=train", "arch=no-such-net"], "not a preset"),
         (["task=train", ARCH, "data.batch_size=0"], "data.batch_size"),
         (["task=profile", ARCH, "profile.input_size=[64]"], "profile.input_size"),
-        (["task=search"], "searcher"),
+        (["task=search", "~searcher"], "needs searcher="),
         (["task=eval", "checkpoint=/nonexistent/x.ckpt"], "checkpoint=/nonexistent/x.ckpt"),
     ],
 )

@@ -9,10 +9,11 @@ from torch import nn
 
 from segnas.errors import GenotypeError
 from segnas.genotype import Genotype
+from segnas.spaces.autodeeplab import AutoDeepLabSpace
 from segnas.spaces.base import Space
 from segnas.spaces.deeplabv3plus import DeepLabV3PlusSpace
 
-SPACES: dict[str, Space] = {space.name: space for space in (DeepLabV3PlusSpace(),)}
+SPACES: dict[str, Space] = {space.name: space for space in (DeepLabV3PlusSpace(), AutoDeepLabSpace())}
 
 
 def get_space(name: str) -> Space:

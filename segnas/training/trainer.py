@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 from hydra.utils import instantiate
@@ -31,9 +33,17 @@ def build_module(cfg: DictConfig, genotype: Genotype, num_classes: int, net: nn.
 
 
 def build_trainer(
-    cfg: DictConfig, run_dir: Path, logger: Logger | None, datamodule: pl.LightningDataModule
+    cfg: DictConfig,
+    run_dir: Path,
+    logger: Logger | None,
+    datamodule: pl.LightningDataModule,
+    callbacks: Sequence[Callback] = (),
+    **overrides: Any,
 ) -> pl.Trainer:
-    """``last.ckpt`` (for resume) and ``best.ckpt`` (by val mIoU) land directly in the run dir.
+    """``last.ckpt`` (for resume) and ``best.ckpt`` (by val mIoU) land directly in ``run_dir``.
+
+    ``overrides`` replace ``trainer.*`` keys for phases that have their own length
+    (``max_epochs=searcher.epochs``, ``limit_train_batches=...``).
 
     ``last.ckpt`` has its own callback because Lightning 2.6's ``save_last`` only rewrites it in
     epochs where the monitored metric improved, which leaves a stale file to resume from.
@@ -43,10 +53,12 @@ def build_trainer(
         enable_version_counter=False,
     )
     last = ModelCheckpoint(dirpath=run_dir, filename="last", save_top_k=1, enable_version_counter=False)
-    all_callbacks: list[Callback] = [best, last, ValidationImages(run_dir, datamodule, int(cfg.train.log_images))]
+    all_callbacks: list[Callback] = [best, last, ValidationImages(run_dir, datamodule, int(cfg.train.log_images)),
+                                     *callbacks]
     if logger is not None:
         all_callbacks.append(LearningRateMonitor(logging_interval="step"))
     return instantiate(
         cfg.trainer, logger=logger if logger is not None else False, callbacks=all_callbacks,
         default_root_dir=str(run_dir),
+        **overrides,
     )

@@ -1,0 +1,102 @@
+"""``searcher=autodeeplab``: Auto-DeepLab's differentiable search (Liu et al., CVPR 2019).
+
+The supernet (``segnas.spaces.autodeeplab.supernet``) trains on trainA / trainB halves of the
+training split, alternating weight and architecture steps (``module.py``); every epoch the cell
+is decoded greedily and the path by Viterbi (``records.py``). The result is one candidate, the
+final decoded genotype, which the pipeline retrains from scratch.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.loggers import Logger
+from torch.utils.data import DataLoader
+
+from segnas.data.epoch_seeded import EpochSeededDataset, EpochSeededSampler
+from segnas.errors import ConfigError
+from segnas.searchers.autodeeplab.module import AutoDeepLabSearchModule
+from segnas.searchers.autodeeplab.records import ArchitectureLog, write_arch_params
+from segnas.searchers.result import Candidate, SearchResult
+from segnas.spaces.autodeeplab import RELEASED_CELL, RELEASED_PATH
+from segnas.spaces.autodeeplab.supernet import AutoDeepLabSupernet
+from segnas.training.trainer import build_trainer
+
+log = logging.getLogger(__name__)
+
+
+def search(cfg: DictConfig, run_dir: Path, resume: Path | None, logger: Logger | None) -> SearchResult:
+    start = time.perf_counter()
+    options = cfg.searcher
+    epochs, warmup = int(options.epochs), int(options.warmup_epochs)
+    if not 0 <= warmup < epochs:
+        raise ConfigError(f"searcher.warmup_epochs={warmup} must be >= 0 and below searcher.epochs={epochs}, "
+                          "or no architecture step would run")
+    records = ArchitectureLog(run_dir, OmegaConf.to_container(options.network, resolve=True))
+    records.genotype({"cell": RELEASED_CELL, "path": RELEASED_PATH})  # a bad searcher.network label fails now, not after the search
+
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    half_a, half_b = datamodule.train_halves()
+    train_loaders = {"a": _epoch_seeded_loader(datamodule, half_a, 1), "b": _epoch_seeded_loader(datamodule, half_b, 2)}
+    val_loader = datamodule.loader(datamodule.val_subset(options.val_images) if options.val_images
+                                   else datamodule.eval_dataset("val"), train=False)
+    try:
+        supernet = AutoDeepLabSupernet(
+            datamodule.num_classes, int(options.layers), int(options.filter_multiplier), int(options.blocks),
+            aspp_channels=int(options.aspp_channels), checkpoint_cells=bool(options.checkpoint_cells),
+            partial_channels=int(options.partial_channels),
+        )
+    except ValueError as err:
+        raise ConfigError(f"searcher: {err}") from err
+    if int(options.partial_channels) > 1:
+        log.warning("searcher.partial_channels=%s: PC-DARTS partial channels, an approximation of "
+                    "Auto-DeepLab's supernet", options.partial_channels)
+    module = AutoDeepLabSearchModule(
+        supernet, datamodule.num_classes, instantiate(options.weight_optimizer), instantiate(options.arch_optimizer),
+        weight_min_lr=float(options.weight_min_lr), warmup_epochs=warmup,
+        ignore_index=datamodule.ignore_index, channels_last=bool(options.channels_last),
+    )
+    limit = options.batches_per_epoch
+    trainer = build_trainer(cfg, run_dir, logger, datamodule, callbacks=[records], max_epochs=epochs,
+                            limit_train_batches=int(limit) if limit else 1.0)
+    trainer.fit(module, train_dataloaders=train_loaders, val_dataloaders=val_loader,
+                ckpt_path=str(resume) if resume else None)
+
+    genotype = records.genotype(module.decoded())
+    batches = trainer.num_training_batches
+    world = trainer.world_size
+    weight_steps = epochs * batches
+    arch_steps = (epochs - warmup) * batches
+    summary: dict[str, Any] = {
+        "search_wall_time_s": round(time.perf_counter() - start, 2),
+        "search_epochs": epochs,
+        "search_steps": weight_steps + arch_steps,
+        "search_weight_steps": weight_steps,
+        "search_arch_steps": arch_steps,
+        "search_images_seen": (weight_steps + arch_steps) * datamodule.batch_size * world,
+        "supernet_params": sum(p.numel() for p in supernet.weight_parameters()),
+        "search_checkpoint": str(run_dir / "last.ckpt"),
+        "search_resumed_from": str(resume) if resume else None,
+    }
+    if trainer.is_global_zero:
+        summary["arch_params"] = str(write_arch_params(run_dir / "arch_params.json", supernet))
+    return SearchResult([Candidate(genotype)], summary)
+
+
+def _epoch_seeded_loader(datamodule: Any, dataset: Any, stream: int) -> DataLoader:
+    """A training loader whose order and augmentation depend only on (seed, epoch, sample), so
+    that a resumed search replays exactly."""
+    seed = datamodule.seed * 1000 + stream
+    if len(dataset) < datamodule.batch_size:
+        datamodule.loader(dataset, train=True)  # raises the datamodule's own clear error
+    return DataLoader(
+        EpochSeededDataset(dataset, seed), batch_size=datamodule.batch_size,
+        sampler=EpochSeededSampler(len(dataset), seed), drop_last=True, num_workers=datamodule.num_workers,
+        persistent_workers=datamodule.num_workers > 0,
+    )

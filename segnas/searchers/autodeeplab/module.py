@@ -1,0 +1,122 @@
+"""Auto-DeepLab's bilevel search as a LightningModule with manual optimisation.
+
+Each training step takes one batch of trainA and one of trainB (paper, Sec. 4.1): a weight step
+on trainA (SGD on the supernet's weights only), then, once ``warmup_epochs`` have passed, a
+first-order architecture step on trainB (Adam on α and β only).
+
+The architecture gradient is taken with ``torch.autograd.grad`` on α and β alone: the weights'
+gradients are never computed for it (a third less backward work), and it stays outside DDP's
+gradient reducer, so under DDP it is averaged over ranks explicitly. α and β start equal on every
+rank (DDP broadcasts parameters at wrap time) and receive equal updates, so they stay identical.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.optim import Optimizer
+
+from segnas.metrics import SegmentationMetrics, scores_from_confusion
+from segnas.spaces.autodeeplab.decode import (
+    decode_cell,
+    normalise_beta,
+    path_strides,
+    viterbi,
+)
+from segnas.spaces.autodeeplab.supernet import AutoDeepLabSupernet
+from segnas.training.schedules import build_schedule
+
+
+class AutoDeepLabSearchModule(pl.LightningModule):
+    def __init__(
+        self,
+        supernet: AutoDeepLabSupernet,
+        num_classes: int,
+        weight_optimizer: Callable[[Iterable[nn.Parameter]], Optimizer],
+        arch_optimizer: Callable[[Iterable[nn.Parameter]], Optimizer],
+        weight_min_lr: float = 0.001,
+        warmup_epochs: int = 20,
+        ignore_index: int = 255,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.save_hyperparameters(ignore=["supernet", "weight_optimizer", "arch_optimizer"])
+        self.supernet = supernet
+        self.weight_optimizer_factory = weight_optimizer
+        self.arch_optimizer_factory = arch_optimizer
+        self.criterion = nn.CrossEntropyLoss(ignore_index=ignore_index)
+        self.val_metrics = SegmentationMetrics(num_classes, ignore_index)
+        self.channels_last = channels_last
+        if channels_last:
+            self.supernet.to(memory_format=torch.channels_last)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return self.supernet(images)
+
+    @property
+    def searching_architecture(self) -> bool:
+        return self.current_epoch >= self.hparams.warmup_epochs
+
+    def training_step(self, batch: dict[str, dict[str, torch.Tensor]], batch_idx: int) -> None:
+        weight_opt, arch_opt = self.optimizers()
+        weight_schedule = self.lr_schedulers()
+        part_a, part_b = batch["a"], batch["b"]
+
+        loss_w = self.criterion(self(part_a["image"]), part_a["mask"])
+        weight_opt.zero_grad()
+        self.manual_backward(loss_w)
+        for parameter in self.supernet.arch_parameters():
+            parameter.grad = None  # the weight step must not move α / β
+        weight_opt.step()
+        weight_schedule.step()
+        size = part_a["image"].shape[0]
+        self.log("search/weight_loss", loss_w, prog_bar=True, batch_size=size)
+
+        if self.searching_architecture:
+            loss_a = self.criterion(self(part_b["image"]), part_b["mask"])
+            arch = self.supernet.arch_parameters()
+            grads = torch.autograd.grad(loss_a, arch)
+            if dist.is_available() and dist.is_initialized():
+                for grad in grads:
+                    dist.all_reduce(grad)
+                    grad.div_(dist.get_world_size())
+            arch_opt.zero_grad()
+            for parameter, grad in zip(arch, grads):
+                parameter.grad = grad
+            arch_opt.step()
+            arch_opt.zero_grad()
+            self.log("search/arch_loss", loss_a, prog_bar=True, batch_size=size)
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
+        logits = self(batch["image"])
+        self.val_metrics.update(logits, batch["mask"])
+        self.log("val/loss", self.criterion(logits, batch["mask"]), sync_dist=True, batch_size=batch["image"].shape[0])
+        return {"logits": logits.detach()}
+
+    def on_validation_epoch_end(self) -> None:
+        scores = scores_from_confusion(self.val_metrics.compute().cpu())
+        self.val_metrics.reset()
+        for name, value in scores.items():
+            self.log(f"val/{name}", value, prog_bar=name == "mIoU")
+
+    def decoded(self) -> dict[str, Any]:
+        """The current discrete architecture: greedy cell, Viterbi path."""
+        return {
+            "cell": decode_cell(self.supernet.alpha, self.supernet.blocks),
+            "path": path_strides(viterbi(normalise_beta(self.supernet.beta.detach().cpu()))),
+        }
+
+    def configure_optimizers(self) -> tuple[list[Optimizer], list[dict[str, Any]]]:
+        weight_opt = self.weight_optimizer_factory(self.supernet.weight_parameters())
+        arch_opt = self.arch_optimizer_factory(self.supernet.arch_parameters())
+        total = self.trainer.estimated_stepping_batches
+        schedule = build_schedule(weight_opt, "cosine", total, min_lr=self.hparams.weight_min_lr)
+        return [weight_opt, arch_opt], [{"scheduler": schedule, "interval": "step"}]

@@ -1,0 +1,290 @@
+"""The Auto-DeepLab search supernet: every cell mixes all operations (α), every trellis node sums
+the cells arriving from the finer, the same and the coarser resolution (β, Eq. 6).
+
+Layout (paper, Sec. 3-4): a two-layer stem to stride 4, then L layers over strides 4-32. The node
+at level k (stride s = 4·2^k) has B·F·2^k channels. A cell reads H1 = a node of the previous
+layer and H2 = the node at the same level two layers back (Eq. 6). Where that node does not exist
+yet (the trellis has not reached level k by layer l-2), H2 is the coarsest node of layer l-2 —
+the node any path into (l, k) passed through — and for layer 1 the stem's stride-2 output.
+Moving between resolutions, the supernet resamples H1 bilinearly before the cell (as the public
+reimplementations do); the final network (``network.py``) moves inside the cell ops as the
+authors' released network does. After layer L, one small ASPP per resolution (1×1 conv, one 3×3
+atrous conv of rate 96/s, image pooling) predicts classes; the predictions are upsampled to the
+input and summed.
+
+α and β are registered parameters (``arch_parameters``), separate from ``weight_parameters``, so
+the weight optimiser never sees them and DDP keeps them identical on every rank.
+
+Memory options: ``checkpoint_cells`` recomputes each cell in the backward pass (exact gradients;
+BatchNorm running statistics see each batch twice). ``partial_channels`` = K > 1 sends only 1/K of
+a state's channels through the mixed operations (PC-DARTS, Xu et al. 2020) — an approximation
+of the paper's supernet, off by default.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from segnas.nn.aspp import ASPP
+from segnas.nn.cell_ops import PRIMITIVES, ReLUConvBN
+from segnas.spaces.autodeeplab.decode import (
+    NUM_LEVELS,
+    TRANSITIONS,
+    level_exists,
+    normalise_alpha,
+    normalise_beta,
+    num_edges,
+)
+
+
+def halve(size: tuple[int, int]) -> tuple[int, int]:
+    return (size[0] + 1) // 2, (size[1] + 1) // 2
+
+
+def _column(name: str) -> int:
+    return PRIMITIVES.index(name)
+
+
+class BlockEdges(nn.Module):
+    """Every edge into one block of every cell of a node, each edge a mixed op
+    Σ_o softmax(α)_o · o(x), run at once.
+
+    The m cells × n input states are stacked along channels and each op runs as one grouped
+    convolution (groups = m·n edges) or one per-channel op (depthwise conv, pooling, BatchNorm):
+    the same maths as m·n separate mixed ops with their own weights, in m·n times fewer kernel
+    launches, which is where a CPU step spends its time at search resolution. The four conv ops
+    share their leading ReLU; ``none`` contributes zero and is not computed. The ops are those of
+    ``segnas.nn.cell_ops`` with ``affine=False`` BatchNorm, as in DARTS.
+
+    With ``partial_channels`` = K > 1, only the first 1/K of each state's channels go through
+    the ops; the rest bypass them and the result is channel-shuffled (PC-DARTS).
+    """
+
+    def __init__(self, channels: int, cells: int, inputs: int, partial_channels: int = 1) -> None:
+        super().__init__()
+        self.cells, self.inputs, self.partial = cells, inputs, partial_channels
+        self.mixed = channels // partial_channels
+        self.edges = cells * inputs
+        width = self.edges * self.mixed
+
+        def conv(kernel: int, groups: int) -> nn.Conv2d:  # holds and initialises one op's weights
+            return nn.Conv2d(width, width, kernel, groups=groups, bias=False)
+
+        # sep_conv_kxk: twice (depthwise k×k → pointwise → BN); atrous_conv_kxk: k×k rate 2 → BN
+        self.sep3 = nn.ModuleList([conv(3, width), conv(1, self.edges), conv(3, width), conv(1, self.edges)])
+        self.sep5 = nn.ModuleList([conv(5, width), conv(1, self.edges), conv(5, width), conv(1, self.edges)])
+        self.atrous3, self.atrous5 = conv(3, self.edges), conv(5, self.edges)
+        # per-channel, so one BatchNorm over [3×3 | 5×5] channels is the two ops' own BatchNorms
+        self.norms = nn.ModuleList(nn.BatchNorm2d(2 * width, affine=False) for _ in range(3))
+        self.max_pool = nn.MaxPool2d(3, 1, 1)
+        self.avg_pool = nn.AvgPool2d(3, 1, 1, count_include_pad=False)
+
+    def _pair(self, small: torch.Tensor, large: torch.Tensor) -> torch.Tensor:
+        """A 3×3 and a 5×5 kernel bank as one 5×5 bank: a zero ring around 3×3 taps keeps the
+        3×3 op exact (at dilation 2 too), so both ops run as one convolution."""
+        pad = (large.shape[-1] - small.shape[-1]) // 2
+        return torch.cat([F.pad(small, [pad] * 4), large]) if pad else torch.cat([small, large])
+
+    def forward(self, states: list[torch.Tensor], weights: torch.Tensor) -> torch.Tensor:
+        """``states``: n tensors (N, m, C, H, W); ``weights``: the n rows of softmax(α) for
+        these edges (shared by the m cells). Returns the block, (N, m, C, H, W)."""
+        stacked = torch.stack(states, dim=2)  # (N, m, n, C, H, W)
+        heads = stacked[:, :, :, : self.mixed] if self.partial > 1 else stacked
+        n, m, e, c, h, w = heads.shape
+        x = heads.reshape(n, m * e * c, h, w)
+        width = x.shape[1]
+        relu = F.relu(x)
+        both = torch.cat([relu, relu], dim=1)  # [3×3 ops | 5×5 ops]
+        sep = both
+        for layer in range(4):
+            small, large = self.sep3[layer].weight, self.sep5[layer].weight
+            if layer % 2 == 0:  # depthwise
+                sep = F.conv2d(sep, self._pair(small, large), padding=2, groups=2 * width)
+            else:  # pointwise, then BN (and the second repeat's ReLU)
+                sep = self.norms[layer // 2](F.conv2d(sep, torch.cat([small, large]), groups=2 * self.edges))
+                if layer == 1:
+                    sep = F.relu(sep)
+        atrous = self.norms[2](F.conv2d(both, self._pair(self.atrous3.weight, self.atrous5.weight), padding=4,
+                                   dilation=2, groups=2 * self.edges))
+        outputs = [
+            (self.max_pool(x), "max_pool_3x3"), (self.avg_pool(x), "avg_pool_3x3"), (x, "skip_connect"),
+            (sep[:, :width], "sep_conv_3x3"), (sep[:, width:], "sep_conv_5x5"),
+            (atrous[:, :width], "atrous_conv_3x3"), (atrous[:, width:], "atrous_conv_5x5"),
+        ]
+        total = 0
+        for y, name in outputs:
+            total = total + y.reshape(n, m, e, c, h, w) * weights[:, _column(name)].view(1, 1, e, 1, 1, 1)
+        total = total.sum(dim=2)
+        if self.partial == 1:
+            return total
+        out = torch.cat([total, stacked[:, :, :, self.mixed:].sum(dim=2)], dim=2)
+        channels = out.shape[2]
+        if channels % 2:
+            return out
+        return out.view(n, m, 2, channels // 2, h, w).transpose(2, 3).reshape(n, m, channels, h, w)
+
+
+class SearchNode(nn.Module):
+    """The cells arriving at one trellis node (Eq. 6), computed together.
+
+    Cell j reads H1 from ``sources[j]`` (a level of the previous layer) and the shared H2, has
+    its own weights and shares α with every cell; the node is Σ_j β_j · cell_j. Each cell has B
+    blocks, block i summing a mixed op over each earlier state, and outputs its blocks
+    concatenated.
+    """
+
+    def __init__(
+        self, level: int, sources: list[int], source_channels: list[int], prev_prev_channels: int,
+        channels: int, blocks: int, partial_channels: int = 1,
+    ) -> None:
+        super().__init__()
+        self.level, self.sources = level, sources
+        self.preprocess1 = nn.ModuleList(ReLUConvBN(c, channels, affine=False) for c in source_channels)
+        self.preprocess2 = nn.ModuleList(ReLUConvBN(prev_prev_channels, channels, affine=False) for _ in sources)
+        self.edges = nn.ModuleList(
+            BlockEdges(channels, len(sources), 2 + block, partial_channels) for block in range(blocks)
+        )
+
+    def forward(
+        self, h1s: list[torch.Tensor], h2: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor,
+        size: tuple[int, int],
+    ) -> torch.Tensor:
+        first = []
+        for source, h1, project in zip(self.sources, h1s, self.preprocess1):
+            if source < self.level:  # from the finer level: downsample first, project at low resolution
+                first.append(project(_resize(h1, size)))
+            else:
+                first.append(_resize(project(h1), size))
+        h2 = _resize(h2, size)
+        states = [torch.stack(first, dim=1), torch.stack([project(h2) for project in self.preprocess2], dim=1)]
+        edge = 0
+        for block_edges in self.edges:
+            states.append(block_edges(states, alpha[edge: edge + len(states)]))
+            edge += len(states) - 1
+        cells = torch.cat(states[2:], dim=2)  # (N, m, B·C, H, W)
+        return (cells * beta.view(1, -1, 1, 1, 1)).sum(dim=1)
+
+
+def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+class SearchHead(nn.Sequential):
+    """The search's ASPP at stride s: 1×1, one 3×3 of rate 96/s, image pooling, then classes."""
+
+    def __init__(self, in_channels: int, num_classes: int, stride: int, channels: int) -> None:
+        super().__init__(
+            ASPP(in_channels, channels, rates=(96 // stride,), image_pooling=True, dropout=0.0),
+            nn.Conv2d(channels, num_classes, 1),
+        )
+
+
+class AutoDeepLabSupernet(nn.Module):
+    """Maps images to logits through every cell and transition, weighted by softmax(α), β."""
+
+    def __init__(
+        self,
+        num_classes: int,
+        layers: int = 12,
+        filter_multiplier: int = 8,
+        blocks: int = 5,
+        stem_channels: tuple[int, int] = (64, 128),
+        aspp_channels: int = 256,
+        checkpoint_cells: bool = False,
+        partial_channels: int = 1,
+    ) -> None:
+        super().__init__()
+        if layers < 1 or filter_multiplier < 1 or blocks < 1:
+            raise ValueError(f"need layers, filter_multiplier, blocks >= 1; got {layers}, {filter_multiplier}, {blocks}")
+        if partial_channels < 1 or filter_multiplier % partial_channels:
+            raise ValueError(f"partial_channels={partial_channels} must divide filter_multiplier={filter_multiplier}")
+        self.layers, self.blocks, self.filter_multiplier = layers, blocks, filter_multiplier
+        self.checkpoint_cells = checkpoint_cells
+        self.stem1 = nn.Sequential(nn.Conv2d(3, stem_channels[0], 3, 2, 1, bias=False),
+                                   nn.BatchNorm2d(stem_channels[0]), nn.ReLU())
+        self.stem2 = nn.Sequential(nn.Conv2d(stem_channels[0], stem_channels[1], 3, 2, 1, bias=False),
+                                   nn.BatchNorm2d(stem_channels[1]), nn.ReLU())
+        self.stem_channels = stem_channels
+        self.nodes = nn.ModuleDict()
+        for layer in range(1, layers + 1):
+            for level in range(NUM_LEVELS):
+                if not level_exists(layer, level):
+                    continue
+                sources = self.sources(layer, level)
+                self.nodes[self.node_key(layer, level)] = SearchNode(
+                    level, sources, [self.node_channels(layer - 1, source) for source in sources],
+                    self.node_channels(*self.prev_prev(layer, level)),
+                    filter_multiplier * 2**level, blocks, partial_channels,
+                )
+        self.heads = nn.ModuleDict({
+            str(level): SearchHead(self.node_channels(layers, level), num_classes, 4 * 2**level, aspp_channels)
+            for level in range(NUM_LEVELS) if level_exists(layers, level)
+        })
+        self.alpha = nn.Parameter(1e-3 * torch.randn(num_edges(blocks), len(PRIMITIVES)))
+        self.beta = nn.Parameter(1e-3 * torch.randn(layers, NUM_LEVELS, len(TRANSITIONS)))
+
+    @staticmethod
+    def node_key(layer: int, level: int) -> str:
+        return f"{layer}_{level}"
+
+    @staticmethod
+    def sources(layer: int, level: int) -> list[int]:
+        """Levels of layer-1 with a transition into (layer, level)."""
+        return [level - step for step in TRANSITIONS if level_exists(layer - 1, level - step)]
+
+    @staticmethod
+    def prev_prev(layer: int, level: int) -> tuple[int, int]:
+        """(layer, level) of H2; layer -1 is the stem's stride-2 output (its level is unused)."""
+        back = layer - 2
+        if back < 0:
+            return -1, 0
+        return back, min(level, back, NUM_LEVELS - 1)
+
+    def node_channels(self, layer: int, level: int) -> int:
+        if layer == -1:
+            return self.stem_channels[0]
+        if layer == 0:
+            return self.stem_channels[1]
+        return self.blocks * self.filter_multiplier * 2**level
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return [self.alpha, self.beta]
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        arch = {id(p) for p in self.arch_parameters()}
+        return [p for p in self.parameters() if id(p) not in arch]
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        alpha = normalise_alpha(self.alpha)
+        beta = normalise_beta(self.beta)
+        stride2 = self.stem1(images)
+        stem = self.stem2(stride2)
+        sizes = [tuple(stem.shape[-2:])]
+        for _ in range(NUM_LEVELS - 1):
+            sizes.append(halve(sizes[-1]))
+        nodes: dict[tuple[int, int], torch.Tensor] = {(-1, 0): stride2, (0, 0): stem}
+        for layer in range(1, self.layers + 1):
+            for level in range(NUM_LEVELS):
+                if not level_exists(layer, level):
+                    continue
+                node = self.nodes[self.node_key(layer, level)]
+                args = ([nodes[(layer - 1, source)] for source in node.sources],
+                        nodes[self.prev_prev(layer, level)], alpha,
+                        beta[layer - 1, node.sources, [level - source + 1 for source in node.sources]],
+                        sizes[level])
+                if self.checkpoint_cells and self.training:
+                    nodes[(layer, level)] = checkpoint(node, *args, use_reentrant=False)
+                else:
+                    nodes[(layer, level)] = node(*args)
+            for level in range(NUM_LEVELS):  # free what no later cell reads (H2 looks two back)
+                nodes.pop((layer - 2, level), None)
+        logits = 0
+        for level, head in self.heads.items():
+            logits = logits + F.interpolate(head(nodes[(self.layers, int(level))]), size=images.shape[-2:],
+                                            mode="bilinear", align_corners=False)
+        return logits
