@@ -57,3 +57,22 @@ class SegmentationMetrics(MulticlassConfusionMatrix):
         if preds.dim() == target.dim() + 1:
             preds = preds.argmax(1)
         super().update(preds.flatten(), target.flatten())
+
+
+#: The Fast Dense NAS reward: what the authors' code multiplies (mIoU, mean class accuracy, fwIoU).
+REWARD_METRICS = ("mIoU", "fwIoU", "mean_class_acc")
+
+
+def geometric_reward(scores: dict[str, float], metrics: tuple[str, ...] | list[str] = REWARD_METRICS) -> float:
+    """Geometric mean of ``metrics`` taken from ``scores`` (e.g. ``scores_from_confusion``).
+
+    A geometric mean rewards a network only when every score is up: one collapsed score (say
+    mIoU of an all-background prediction) pulls the reward towards zero.
+    """
+    unknown = [name for name in metrics if name not in scores]
+    if unknown or not metrics:
+        raise KeyError(f"reward metrics {unknown or '[]'} not among {sorted(scores)}")
+    product = 1.0
+    for name in metrics:
+        product *= max(float(scores[name]), 0.0)
+    return product ** (1.0 / len(metrics))

@@ -10,10 +10,11 @@ from torch import nn
 from segnas.errors import GenotypeError
 from segnas.genotype import Genotype
 from segnas.spaces.autodeeplab import AutoDeepLabSpace
+from segnas.spaces.auxcell import AuxCellSpace
 from segnas.spaces.base import Space
 from segnas.spaces.deeplabv3plus import DeepLabV3PlusSpace
 
-SPACES: dict[str, Space] = {space.name: space for space in (DeepLabV3PlusSpace(), AutoDeepLabSpace())}
+SPACES: dict[str, Space] = {space.name: space for space in (DeepLabV3PlusSpace(), AutoDeepLabSpace(), AuxCellSpace())}
 
 
 def get_space(name: str) -> Space:

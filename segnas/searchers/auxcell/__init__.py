@@ -1,0 +1,244 @@
+"""``searcher=auxcell``: Fast Dense NAS (Nekrasov et al., CVPR 2019) over the ``auxcell`` space.
+
+Each round the controller samples a decoder; the child trains in two stages (decoder on cached
+frozen-encoder features with auxiliary heads and optional distillation, then end to end for the
+children progressive early stopping lets through), its held-out reward updates the controller,
+and the child's row joins ``search.csv``. The best ``top_k`` children come back with the final
+width and separable repeats for the pipeline to retrain from scratch.
+
+Not done: several children per round under DDP (this search trains one child at a time on one
+process), and depth estimation.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.loggers import Logger
+
+from segnas.errors import ConfigError
+from segnas.genotype import Genotype
+from segnas.metrics import REWARD_METRICS, scores_from_confusion
+from segnas.nn import build_backbone
+from segnas.report.loggers import is_wandb
+from segnas.searchers import Candidate, SearchResult
+from segnas.searchers.auxcell import decisions, records
+from segnas.searchers.auxcell.child import Stage
+from segnas.searchers.auxcell.controller import Controller
+from segnas.searchers.auxcell.diagram import draw_cell
+from segnas.searchers.auxcell.early_stopping import ProgressiveStopper
+from segnas.searchers.auxcell.features import (
+    FeatureCache,
+    OnTheFly,
+    build_cache,
+    calibrate_batchnorm,
+)
+from segnas.searchers.auxcell.policy import build_policy
+from segnas.searchers.auxcell.splits import SearchData
+from segnas.searchers.auxcell.trial import ChildContext, run_child
+from segnas.spaces.auxcell import (
+    ENCODER_OUT_INDICES,
+    ENCODER_STRIDE,
+    AuxCellSpace,
+    build_decoder,
+    describe,
+    to_encoding,
+)
+from segnas.training import load_network
+
+log = logging.getLogger(__name__)
+SPACE = AuxCellSpace()
+
+
+def search(cfg: DictConfig, run_dir: Path, resume: Path | None, logger: Logger | None) -> SearchResult:
+    """Sample, train and score ``searcher.children`` children; return the ``top_k`` by reward.
+
+    State is saved to ``run_dir/last.ckpt`` after every child, so an interrupted search resumed
+    from it samples the same next child the uninterrupted one would have.
+    """
+    start = time.perf_counter()
+    settings = cfg.searcher
+    seed = int(cfg.seed)
+    _check(settings)
+    datamodule = instantiate(cfg.data)
+    data = SearchData.split(datamodule, settings.reward.holdout, settings.reward.holdout_min, seed)
+    torch.manual_seed(seed)  # the shared encoder's init (pretrained=false) is part of the run's seed
+    encoder = _encoder(cfg).eval()
+    teacher = _teacher(settings, datamodule.num_classes)
+    controller = Controller(decisions.choices(), int(settings.controller.hidden_size), int(settings.controller.num_layers))
+    policy = build_policy(str(settings.controller.algorithm), controller, settings.controller, seed=seed)
+    stopper = ProgressiveStopper(settings.early_stopping.initial, settings.early_stopping.tolerance,
+                                 settings.early_stopping.decay, dict(settings.early_stopping.schedule), seed=seed) \
+        if settings.early_stopping.enabled and settings.stage2.enabled else None
+    sampler = torch.Generator().manual_seed(seed)
+    history: list[dict[str, Any]] = []
+    spent = 0.0
+    if resume is not None:
+        state = records.load_state(resume)
+        policy.load_state_dict(state["policy"])
+        if stopper is not None and state.get("stopper"):
+            stopper.load_state_dict(state["stopper"])
+        sampler.set_state(state["sampler"])
+        history, spent = list(state["children"]), float(state["wall_time_s"])
+        log.info("resumed the auxcell search from %s after %d children", resume, len(history))
+
+    tick = time.perf_counter()
+    context = _context(settings, cfg, datamodule, data, encoder, teacher, stopper, seed)
+    cache_s = time.perf_counter() - tick
+    labels = {"backbone": str(settings.backbone)}
+    search_labels = {**labels, "width": int(settings.width), "sep_repeats": int(settings.sep_repeats)}
+    encoder_params = sum(p.numel() for p in encoder.parameters())
+    for index in range(len(history), int(settings.children)):
+        tick = time.perf_counter()
+        actions, log_prob, entropy = controller.sample(sampler)
+        sample_s = time.perf_counter() - tick
+        final = SPACE.genotype(decisions.to_arch(actions, **labels))
+        result = run_child(context, index, SPACE.validate(decisions.to_arch(actions, **search_labels)))
+        update = policy.update(actions, log_prob, result["reward"])
+        record = {
+            "child": index, **result, "genotype_hash": final.hash, "genotype": final.to_dict(),
+            "encoding": json.dumps(to_encoding(final.arch)), "cell": describe(final.arch),
+            "params": encoder_params + _decoder_params(final, encoder, datamodule.num_classes),
+            "controller_update_s": round(update["update_s"], 4), "controller_sample_s": round(sample_s, 4),
+            "baseline": update["baseline"], "advantage": update["advantage"], "entropy": entropy, "log_prob": log_prob,
+        }
+        history.append(record)
+        _log_child(logger, record)
+        records.write_csv(run_dir / "search.csv", history)
+        records.save_state(run_dir / "last.ckpt", {
+            "policy": policy.state_dict(), "stopper": stopper.state_dict() if stopper else None,
+            "sampler": sampler.get_state(), "children": history,
+            "wall_time_s": spent + time.perf_counter() - start,
+        })
+        log.info("child %d: %s reward %.4f (%s)", index, record["status"], record["reward"], record["cell"])
+    return _result(run_dir, history, spent + time.perf_counter() - start, cache_s, settings, teacher, cfg, logger)
+
+
+def _check(settings: DictConfig) -> None:
+    unknown = [m for m in settings.reward.metrics if m not in REWARD_METRICS + ("pixel_acc",)]
+    if unknown or not settings.reward.metrics:
+        raise ConfigError(f"searcher.reward.metrics={list(settings.reward.metrics)}: expected a non-empty list of "
+                          f"{sorted(scores_from_confusion(torch.eye(2)))}")
+    for key in ("children", "top_k", "stage1.epochs", "stage1.num_crops", "stage1.batch_size"):
+        value = OmegaConf.select(settings, key)
+        if not isinstance(value, int) or value < 1:
+            raise ConfigError(f"searcher.{key}={value}: expected a positive integer")
+    if settings.stage1.batch_size < 2:
+        raise ConfigError("searcher.stage1.batch_size must be >= 2 (BatchNorm after global pooling)")
+
+
+def _encoder(cfg: DictConfig) -> torch.nn.Module:
+    """The encoder every child starts from; without weights the search ranks decoders on random
+    features, which says little about how they would do on a trained encoder."""
+    weights = cfg.model.backbone_weights
+    if not cfg.model.pretrained and weights is None:
+        log.warning("model.pretrained=false and model.backbone_weights=null: the auxcell search runs on a randomly "
+                    "initialised encoder; set model.backbone_weights to a local file (or model.pretrained=true)")
+    return build_backbone(str(cfg.searcher.backbone), output_stride=ENCODER_STRIDE, pretrained=bool(cfg.model.pretrained),
+                          weights=weights, out_indices=ENCODER_OUT_INDICES)
+
+
+def _teacher(settings: DictConfig, num_classes: int) -> torch.nn.Module | None:
+    if settings.teacher in (None, ""):
+        if float(settings.loss.kd_weight) > 0:
+            log.info("searcher.teacher is not set: knowledge distillation is off (give a task=train checkpoint to use it)")
+        return None
+    _, classes, teacher = load_network(settings.teacher)
+    if classes != num_classes:
+        raise ConfigError(f"searcher.teacher={settings.teacher} predicts {classes} classes, data has {num_classes}")
+    return teacher.eval()
+
+
+def _context(settings: DictConfig, cfg: DictConfig, datamodule, data: SearchData, encoder, teacher, stopper,
+             seed: int) -> ChildContext:
+    s1, s2 = settings.stage1, settings.stage2
+    loader = data.train_loader(int(s1.batch_size), seed, int(cfg.data.num_workers))
+    if not cfg.model.pretrained and cfg.model.backbone_weights is None and settings.calibrate_batches:
+        used = calibrate_batchnorm(encoder, loader, int(settings.calibrate_batches))
+        log.info("random encoder: BatchNorm statistics set from %d training batches (searcher.calibrate_batches)", used)
+    stage1_data: FeatureCache | OnTheFly
+    if s1.cache:
+        stage1_data = build_cache(encoder, loader, int(s1.num_crops), teacher)
+    else:
+        stage1_data = OnTheFly(encoder, loader, int(s1.num_crops), teacher)
+    holdout_loader = datamodule.loader(data.holdout, train=False)
+    return ChildContext(
+        encoder=encoder, stage1_data=stage1_data,
+        holdout_features=build_cache(encoder, holdout_loader, len(data.holdout), None, label_stride=False),
+        holdout_loader=holdout_loader,
+        stage2_loader=datamodule.loader(data.train, train=True) if s2.enabled else None,
+        stage1=Stage(epochs=int(s1.epochs), batch_size=int(s1.batch_size), decoder_lr=float(s1.decoder_lr),
+                     grad_clip=float(s1.grad_clip), polyak=s1.polyak),
+        stage2=Stage(epochs=int(s2.epochs), batch_size=datamodule.batch_size, decoder_lr=float(s2.decoder_lr),
+                     encoder_lr=float(s2.encoder_lr), encoder_momentum=float(s2.encoder_momentum),
+                     encoder_weight_decay=float(s2.encoder_weight_decay), grad_clip=float(s2.grad_clip),
+                     polyak=s2.polyak, max_batches=s2.max_batches) if s2.enabled else None,
+        stopper=stopper, num_classes=datamodule.num_classes, aux_weight=float(settings.loss.aux_weight),
+        aux_cell=bool(settings.loss.aux_cell), kd_weight=float(settings.loss.kd_weight) if teacher is not None else 0.0,
+        reward_metrics=tuple(settings.reward.metrics), seed=seed, ignore_index=datamodule.ignore_index,
+    )
+
+
+def _decoder_params(genotype: Genotype, encoder: torch.nn.Module, num_classes: int) -> int:
+    """Parameters of the decoder the pipeline will retrain (final width and repeats, no aux heads)."""
+    decoder = build_decoder(genotype.arch, encoder.feature_info.channels(), num_classes)
+    return sum(p.numel() for p in decoder.parameters())
+
+
+def _log_child(logger: Logger | None, record: dict[str, Any]) -> None:
+    if logger is None:
+        return
+    metrics = {f"search/{key}": float(record[key]) for key in ("reward", "baseline", "entropy", "child_s",
+                                                                "controller_update_s", "params")
+               if record.get(key) is not None}
+    metrics["search/failed"] = float(record["status"] != "ok")
+    metrics["search/stopped_early"] = float(bool(record.get("stopped_early")))
+    logger.log_metrics(metrics, step=int(record["child"]))
+
+
+def _result(run_dir: Path, history: list[dict[str, Any]], wall_s: float, cache_s: float, settings: DictConfig,
+            teacher, cfg: DictConfig, logger: Logger | None) -> SearchResult:
+    plot = records.plot_rewards(run_dir / "reward_curve.png", history)
+    ranked: dict[str, dict[str, Any]] = {}
+    for record in sorted((r for r in history if r["status"] == "ok"), key=lambda r: -r["reward"]):
+        ranked.setdefault(record["genotype_hash"], record)
+    best = list(ranked.values())[: int(settings.top_k)]
+    if not best:
+        raise ConfigError(f"searcher=auxcell: all {len(history)} children failed; see search.csv (column error)")
+    cell = draw_cell(best[0]["genotype"]["arch"], run_dir / "best_cell.png",
+                     f"best child {best[0]['child']} (reward {best[0]['reward']:.4f}): {best[0]['encoding']}")
+    if is_wandb(logger):
+        logger.log_table("search/children", columns=list(records.COLUMNS),
+                         data=[[r.get(c) for c in records.COLUMNS] for r in history])
+        logger.log_image("search/plots", images=[str(p) for p in (plot, cell) if p is not None])
+    candidates = [Candidate(Genotype.from_dict(r["genotype"]), scores={
+        "reward": r["reward"], "stage1_reward": r.get("stage1_reward"), "stage2_reward": r.get("stage2_reward"),
+        "child": r["child"]}) for r in best]
+    updates = [r["controller_update_s"] for r in history]
+    stage1_images = sum(r.get("stage1_steps", 0) for r in history) * int(settings.stage1.batch_size)
+    stage2_images = sum(r.get("stage2_steps", 0) for r in history) * int(cfg.data.batch_size)
+    return SearchResult(candidates, summary={
+        "search_wall_time_s": round(wall_s, 2),
+        "search_steps": sum(r.get("stage1_steps", 0) + r.get("stage2_steps", 0) for r in history),
+        "search_children": len(history),
+        "search_failed": sum(r["status"] != "ok" for r in history),
+        "search_stopped_early": sum(bool(r.get("stopped_early")) for r in history),
+        "search_images_seen": stage1_images + stage2_images,
+        "search_best_reward": best[0]["reward"],
+        "search_best_cell": best[0]["cell"],
+        "search_encoding": best[0]["encoding"],
+        "search_feature_cache_s": round(cache_s, 2),
+        "search_controller_update_s_mean": round(sum(updates) / len(updates), 4) if updates else None,
+        "search_controller_algorithm": str(settings.controller.algorithm),
+        "search_distillation": teacher is not None,
+        "search_encoder_weights": cfg.model.backbone_weights or ("pretrained" if cfg.model.pretrained else "random"),
+        "search_reward_curve": str(plot) if plot else None,
+        "search_best_cell_diagram": str(cell),
+    })

@@ -1,0 +1,88 @@
+"""The LSTM controller that proposes decoders, one decision at a time.
+
+A 2-layer LSTM (100 units, as the paper): a few warm-up steps on a learned start input (the
+authors run one per encoder map), then one step per decision; each decision has its own linear
+head over its choices. Unlike the authors' controller, which feeds the LSTM its own previous
+output, the next step here reads an embedding of the decision just taken, so later decisions are
+conditioned on earlier ones (as in ENAS). :meth:`Controller.evaluate` recomputes the
+log-probability of whole sequences in one batched pass (teacher forcing), which keeps a PPO
+update over a buffer of 100 children far below a second on a CPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run the controller's many tiny ops on one thread: 2-3x faster than two on 2 CPU cores
+    (thread hand-offs cost more than the ops), and the children get their threads back after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+class Controller(nn.Module):
+    """Samples decision sequences and scores them; parameters initialised in ±0.1 (as ENAS)."""
+
+    def __init__(self, choices: Sequence[int], hidden_size: int = 100, num_layers: int = 2,
+                 warmup_steps: int = 4) -> None:
+        super().__init__()
+        self.choices = [int(c) for c in choices]
+        self.warmup_steps = int(warmup_steps)
+        self.lstm = nn.LSTM(hidden_size, hidden_size, num_layers)
+        self.start = nn.Parameter(torch.zeros(1, 1, hidden_size))
+        self.embed = nn.Embedding(sum(self.choices), hidden_size)
+        self.heads = nn.ModuleList(nn.Linear(hidden_size, c) for c in self.choices)
+        self.register_buffer("offsets", torch.tensor([0, *self.choices[:-1]]).cumsum(0), persistent=False)
+        for parameter in self.parameters():
+            nn.init.uniform_(parameter, -0.1, 0.1)
+
+    def _warmup(self, batch: int) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        inputs, state = self.start.expand(1, batch, -1), None
+        for _ in range(self.warmup_steps):
+            inputs, state = self.lstm(inputs, state)
+        return inputs, state
+
+    @torch.no_grad()
+    def sample(self, generator: torch.Generator | None = None) -> tuple[list[int], float, float]:
+        """One sequence, its log-probability and the summed entropy of its decisions."""
+        with one_thread():
+            return self._sample(generator)
+
+    def _sample(self, generator: torch.Generator | None) -> tuple[list[int], float, float]:
+        inputs, state = self._warmup(1)
+        actions: list[int] = []
+        log_prob = entropy = 0.0
+        for step, head in enumerate(self.heads):
+            output, state = self.lstm(inputs, state)
+            logp = F.log_softmax(head(output[0, 0]), dim=-1)
+            action = int(torch.multinomial(logp.exp(), 1, generator=generator))
+            actions.append(action)
+            log_prob += float(logp[action])
+            entropy -= float((logp.exp() * logp).sum())
+            inputs = self.embed(self.offsets[step] + torch.tensor([[action]]))
+        return actions, log_prob, entropy
+
+    def evaluate(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-probabilities and entropies (each (B,)) of a (B, T) batch of decision sequences."""
+        batch = actions.shape[0]
+        first, state = self._warmup(batch)
+        taken = self.embed(self.offsets[:-1] + actions[:, :-1]).transpose(0, 1)
+        outputs, _ = self.lstm(torch.cat([first, taken], dim=0), state)
+        log_prob = outputs.new_zeros(batch)
+        entropy = outputs.new_zeros(batch)
+        for step, head in enumerate(self.heads):
+            logp = F.log_softmax(head(outputs[step]), dim=-1)
+            log_prob = log_prob + logp.gather(1, actions[:, step: step + 1]).squeeze(1)
+            entropy = entropy - (logp.exp() * logp).sum(1)
+        return log_prob, entropy

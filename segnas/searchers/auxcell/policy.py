@@ -1,0 +1,132 @@
+"""Training the controller from rewards: PPO (default) or REINFORCE, both against an
+exponential-moving-average reward baseline.
+
+As in the authors' estimators, the baseline takes the new reward before the advantage is
+computed (the first reward sets it, so the first advantage is zero). PPO keeps the last
+``buffer_size`` children (decisions, log-probability when sampled, reward) and, at each update,
+runs ``epochs`` passes of clipped-surrogate minibatch steps over the buffer, advantages taken
+against the current baseline; unlike the authors' buffer, empty slots are never used as children
+with reward 0. REINFORCE takes one step on the newest child.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Any
+
+import torch
+from torch import nn
+
+from segnas.errors import ConfigError
+from segnas.searchers.auxcell.controller import Controller, one_thread
+
+
+class PolicyGradient:
+    """Shared parts: optimiser (Adam), gradient clipping, baseline, entropy bonus, state."""
+
+    def __init__(self, controller: Controller, lr: float = 1e-4, baseline_decay: float = 0.95,
+                 grad_clip: float = 2.0, entropy_coef: float = 0.0) -> None:
+        self.controller = controller
+        self.optimizer = torch.optim.Adam(controller.parameters(), lr=lr)
+        self.baseline_decay = float(baseline_decay)
+        self.grad_clip = float(grad_clip)
+        self.entropy_coef = float(entropy_coef)
+        self.baseline: float | None = None
+
+    def _update_baseline(self, reward: float) -> float:
+        if self.baseline is None:
+            self.baseline = float(reward)
+        else:
+            self.baseline = self.baseline_decay * self.baseline + (1.0 - self.baseline_decay) * float(reward)
+        return self.baseline
+
+    def _step(self, loss: torch.Tensor) -> None:
+        self.optimizer.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.controller.parameters(), self.grad_clip)
+        self.optimizer.step()
+
+    def update(self, actions: list[int], log_prob: float, reward: float) -> dict[str, float]:
+        """Learn from one child; returns loss, entropy, baseline, advantage and update time."""
+        start = time.perf_counter()
+        self._update_baseline(reward)
+        with one_thread():
+            stats = self._learn(actions, log_prob, float(reward))
+        return {**stats, "baseline": float(self.baseline), "advantage": float(reward) - float(self.baseline),
+                "update_s": time.perf_counter() - start}
+
+    def _learn(self, actions: list[int], log_prob: float, reward: float) -> dict[str, float]:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"controller": self.controller.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "baseline": self.baseline}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.controller.load_state_dict(state["controller"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.baseline = state["baseline"]
+
+
+class Reinforce(PolicyGradient):
+    """loss = -(log π(a) · advantage) - entropy_coef · H, one step per child."""
+
+    def _learn(self, actions: list[int], log_prob: float, reward: float) -> dict[str, float]:
+        new_log_prob, entropy = self.controller.evaluate(torch.tensor([actions]))
+        loss = -(new_log_prob * (reward - self.baseline)).mean() - self.entropy_coef * entropy.mean()
+        self._step(loss)
+        return {"loss": loss.item(), "entropy": entropy.mean().item()}
+
+
+class PPO(PolicyGradient):
+    """Clipped surrogate (clip 0.1) over a rolling buffer of the last ``buffer_size`` children."""
+
+    def __init__(self, controller: Controller, clip: float = 0.1, buffer_size: int = 100,
+                 minibatch_size: int = 10, epochs: int = 1, seed: int = 0, **kwargs: Any) -> None:
+        super().__init__(controller, **kwargs)
+        self.clip = float(clip)
+        self.buffer: deque[tuple[list[int], float, float]] = deque(maxlen=int(buffer_size))
+        self.minibatch_size = int(minibatch_size)
+        self.epochs = int(epochs)
+        self.generator = torch.Generator().manual_seed(int(seed))
+
+    def _learn(self, actions: list[int], log_prob: float, reward: float) -> dict[str, float]:
+        self.buffer.append((list(actions), float(log_prob), float(reward)))
+        all_actions = torch.tensor([entry[0] for entry in self.buffer])
+        old_log_prob = torch.tensor([entry[1] for entry in self.buffer])
+        advantage = torch.tensor([entry[2] for entry in self.buffer]) - self.baseline
+        losses, entropies = [], []
+        for _ in range(self.epochs):
+            order = torch.randperm(len(self.buffer), generator=self.generator)
+            for batch in order.split(self.minibatch_size):
+                new_log_prob, entropy = self.controller.evaluate(all_actions[batch])
+                ratio = torch.exp(new_log_prob - old_log_prob[batch])
+                surrogate = torch.min(ratio * advantage[batch],
+                                      ratio.clamp(1.0 - self.clip, 1.0 + self.clip) * advantage[batch])
+                loss = -surrogate.mean() - self.entropy_coef * entropy.mean()
+                self._step(loss)
+                losses.append(loss.item())
+                entropies.append(entropy.mean().item())
+        return {"loss": sum(losses) / len(losses), "entropy": sum(entropies) / len(entropies)}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "buffer": list(self.buffer), "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.buffer.clear()
+        self.buffer.extend((list(a), float(lp), float(r)) for a, lp, r in state["buffer"])
+        self.generator.set_state(state["generator"])
+
+
+def build_policy(name: str, controller: Controller, cfg: Any, seed: int = 0) -> PolicyGradient:
+    """``searcher.controller.algorithm``: ppo or reinforce, with the shared settings of ``cfg``."""
+    common = {"lr": float(cfg.lr), "baseline_decay": float(cfg.baseline_decay), "grad_clip": float(cfg.grad_clip),
+                  "entropy_coef": float(cfg.entropy_coef)}
+    if name == "ppo":
+        return PPO(controller, clip=float(cfg.ppo.clip), buffer_size=int(cfg.ppo.buffer_size),
+                   minibatch_size=int(cfg.ppo.minibatch_size), epochs=int(cfg.ppo.epochs), seed=seed, **common)
+    if name == "reinforce":
+        return Reinforce(controller, **common)
+    raise ConfigError(f"searcher.controller.algorithm={name}: expected ppo or reinforce")

@@ -1,0 +1,81 @@
+"""What the search leaves in the run directory: ``search.csv`` (one row per child), the reward
+curve, and ``last.ckpt`` (controller, its optimiser and baseline, PPO buffer, early-stopping
+state, sampler state and every child's record) to resume from.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from segnas.errors import ConfigError
+from segnas.report.run_dir import write_atomic
+
+FORMAT = "segnas-auxcell-search/1"
+COLUMNS = (
+    "child", "status", "reward", "stage1_reward", "stage2_reward", "stopped_early", "mIoU", "fwIoU",
+    "pixel_acc", "mean_class_acc", "genotype_hash", "encoding", "cell", "params", "search_params",
+    "stage1_steps", "stage2_steps", "stage1_s", "stage2_s", "child_s", "controller_update_s", "baseline", "advantage", "entropy",
+    "log_prob", "error",
+)
+
+
+def write_csv(path: Path, records: list[dict[str, Any]]) -> Path:
+    """Rewrite ``search.csv`` from every record (small: one row per child)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    for record in records:
+        writer.writerow({key: ("" if record.get(key) is None else record.get(key)) for key in COLUMNS})
+    return write_atomic(path, buffer.getvalue())
+
+
+def save_state(path: Path, state: dict[str, Any]) -> Path:
+    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save({"format": FORMAT, **state}, temporary)
+    os.replace(temporary, path)
+    return path
+
+
+def load_state(path: Path) -> dict[str, Any]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:
+        raise ConfigError(f"resume={path}: cannot be read ({err})") from err
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise ConfigError(f"resume={path}: not a searcher=auxcell checkpoint (expected format {FORMAT})")
+    return state
+
+
+def plot_rewards(path: Path, records: list[dict[str, Any]]) -> Path | None:
+    """Reward per child (failures as red crosses, early-stopped children hollow) and the baseline."""
+    if not records:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 3.5))
+    done = [r for r in records if r["status"] == "ok"]
+    full = [r for r in done if not r["stopped_early"]]
+    stopped = [r for r in done if r["stopped_early"]]
+    failed = [r for r in records if r["status"] != "ok"]
+    axis.scatter([r["child"] for r in full], [r["reward"] for r in full], s=14, label="stage 2")
+    axis.scatter([r["child"] for r in stopped], [r["reward"] for r in stopped], s=14, facecolors="none",
+                 edgecolors="tab:blue", label="stopped after stage 1")
+    if failed:
+        axis.scatter([r["child"] for r in failed], [0.0] * len(failed), marker="x", color="tab:red", label="failed")
+    axis.plot([r["child"] for r in records], [r["baseline"] for r in records], color="tab:orange", label="baseline")
+    axis.set_xlabel("child")
+    axis.set_ylabel("reward")
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path

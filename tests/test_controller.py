@@ -1,0 +1,148 @@
+"""The auxcell controller and its policy-gradient training (PPO, REINFORCE)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from segnas.searchers.auxcell import decisions
+from segnas.searchers.auxcell.controller import Controller
+from segnas.searchers.auxcell.policy import PPO, Reinforce
+from segnas.spaces.auxcell import AuxCellSpace
+
+CHOICES = decisions.choices()
+TARGET = [c - 1 for c in CHOICES]  # an arbitrary fixed decision per step
+
+
+def toy_reward(actions: list[int]) -> float:
+    return sum(a == t for a, t in zip(actions, TARGET)) / len(TARGET)
+
+
+def expected_toy_reward(controller: Controller, samples: int = 100) -> float:
+    generator = torch.Generator().manual_seed(123)
+    return sum(toy_reward(controller.sample(generator)[0]) for _ in range(samples)) / samples
+
+
+def test_decision_layout_matches_the_authors_controller() -> None:
+    # connections: pools of 4, 4, 5, 5, 6, 6; the first op; per layer 2, 5, 8 positions and 11 ops
+    assert CHOICES == [4, 4, 5, 5, 6, 6, 11, 2, 2, 11, 11, 5, 5, 11, 11, 8, 8, 11, 11]
+
+
+def test_every_sample_is_a_valid_genotype_and_round_trips() -> None:
+    torch.manual_seed(0)
+    controller = Controller(CHOICES)
+    generator = torch.Generator().manual_seed(0)
+    space = AuxCellSpace()
+    for _ in range(30):
+        actions, _, _ = controller.sample(generator)
+        arch = space.validate(decisions.to_arch(actions))
+        assert decisions.from_arch(arch) == actions
+
+
+def test_log_probability_of_a_sample_equals_a_recomputation_from_logits() -> None:
+    torch.manual_seed(1)
+    controller = Controller(CHOICES)
+    actions, log_prob, entropy = controller.sample(torch.Generator().manual_seed(5))
+    batched_log_prob, batched_entropy = controller.evaluate(torch.tensor([actions, actions]))
+    torch.testing.assert_close(batched_log_prob, torch.full((2,), log_prob), atol=1e-5, rtol=0)
+    torch.testing.assert_close(batched_entropy, torch.full((2,), entropy), atol=1e-4, rtol=0)
+    # step by step, by hand, from the raw LSTM and heads
+    with torch.no_grad():
+        inputs, state = controller.start, None
+        for _ in range(controller.warmup_steps):
+            inputs, state = controller.lstm(inputs, state)
+        manual = 0.0
+        offset = 0
+        for step, (head, action) in enumerate(zip(controller.heads, actions)):
+            output, state = controller.lstm(inputs, state)
+            manual += float(F.log_softmax(head(output[0, 0]), -1)[action])
+            inputs = controller.embed(torch.tensor([[offset + action]]))
+            offset += CHOICES[step]
+    assert manual == pytest.approx(log_prob, abs=1e-5)
+
+
+def test_baseline_is_an_exponential_moving_average() -> None:
+    agent = Reinforce(Controller(CHOICES), baseline_decay=0.95)
+    generator = torch.Generator().manual_seed(0)
+    expected = None
+    for reward in (0.2, 0.6, 0.4):
+        actions, log_prob, _ = agent.controller.sample(generator)
+        stats = agent.update(actions, log_prob, reward)
+        expected = reward if expected is None else 0.95 * expected + 0.05 * reward
+        assert stats["baseline"] == pytest.approx(expected)
+        assert stats["advantage"] == pytest.approx(reward - expected)
+
+
+def test_a_ppo_update_moves_probability_toward_the_better_action() -> None:
+    torch.manual_seed(2)
+    controller = Controller(CHOICES)
+    agent = PPO(controller, lr=1e-3, minibatch_size=2)
+    generator = torch.Generator().manual_seed(3)
+    good, good_lp, _ = controller.sample(generator)
+    bad, bad_lp, _ = controller.sample(generator)
+    agent.update(bad, bad_lp, 0.0)  # baseline 0, advantage 0: no change in expectation
+    before, _ = controller.evaluate(torch.tensor([good, bad]))
+    agent.update(good, good_lp, 1.0)  # baseline 0.05: good +0.95, bad -0.05
+    after, _ = controller.evaluate(torch.tensor([good, bad]))
+    assert after[0] > before[0] and (after[0] - after[1]) > (before[0] - before[1])
+
+
+@pytest.mark.parametrize(("algorithm", "kwargs"), [(PPO, {"buffer_size": 20, "minibatch_size": 10}), (Reinforce, {})])
+def test_policy_gradient_improves_the_expected_toy_reward(algorithm, kwargs) -> None:
+    torch.manual_seed(0)
+    controller = Controller(CHOICES)
+    agent = algorithm(controller, lr=5e-3, **kwargs)
+    before = expected_toy_reward(controller)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(150):
+        actions, log_prob, _ = controller.sample(generator)
+        agent.update(actions, log_prob, toy_reward(actions))
+    after = expected_toy_reward(controller)
+    assert before < 0.25 and after > before + 0.3, (before, after)
+
+
+def test_resumed_agent_continues_with_the_same_next_sample_and_update() -> None:
+    def run(agent: PPO, generator: torch.Generator, n: int) -> list[list[int]]:
+        out = []
+        for _ in range(n):
+            actions, log_prob, _ = agent.controller.sample(generator)
+            agent.update(actions, log_prob, toy_reward(actions))
+            out.append(actions)
+        return out
+
+    torch.manual_seed(0)
+    straight = PPO(Controller(CHOICES), lr=1e-2, minibatch_size=2)
+    generator = torch.Generator().manual_seed(9)
+    reference = run(straight, generator, 6)
+
+    torch.manual_seed(0)
+    first = PPO(Controller(CHOICES), lr=1e-2, minibatch_size=2)
+    generator = torch.Generator().manual_seed(9)
+    head = run(first, generator, 3)
+    state, sampler = first.state_dict(), generator.get_state()
+    torch.manual_seed(1)  # a different init, overwritten by the state
+    second = PPO(Controller(CHOICES), lr=1e-2, minibatch_size=2)
+    second.load_state_dict(state)
+    generator = torch.Generator()
+    generator.set_state(sampler)
+    assert head + run(second, generator, 3) == reference
+
+
+def test_a_ppo_update_on_a_full_buffer_takes_well_under_a_second() -> None:
+    controller = Controller(CHOICES)
+    agent = PPO(controller, buffer_size=100, minibatch_size=10)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(99):
+        actions, log_prob, _ = controller.sample(generator)
+        agent.buffer.append((actions, log_prob, toy_reward(actions)))
+    times = []
+    for _ in range(3):
+        actions, log_prob, _ = controller.sample(generator)
+        start = time.perf_counter()
+        agent.update(actions, log_prob, toy_reward(actions))
+        times.append(time.perf_counter() - start)
+    print(f"PPO update with a full buffer of 100: {sorted(times)[1]:.3f} s (median of 3)")
+    assert sorted(times)[1] < 1.0
