@@ -7,6 +7,7 @@ from typing import Any
 from torch import nn
 
 from segnas.hardware.costs import count_macs, count_params
+from segnas.hardware.gap8 import Gap8Latency
 from segnas.hardware.latency import LatencyTarget, OnnxRuntimeLatency, TorchLatency
 from segnas.hardware.onnx_export import export_onnx
 
@@ -32,6 +33,7 @@ def profile(
 
 __all__ = [
     "MACS_NOTE",
+    "Gap8Latency",
     "LatencyTarget",
     "OnnxRuntimeLatency",
     "TorchLatency",

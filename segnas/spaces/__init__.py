@@ -9,12 +9,13 @@ from torch import nn
 
 from segnas.errors import GenotypeError
 from segnas.genotype import Genotype
-from segnas.spaces.autodeeplab import AutoDeepLabSpace
 from segnas.spaces.auxcell import AuxCellSpace
+from segnas.spaces.autodeeplab import AutoDeepLabSpace
 from segnas.spaces.base import Space
 from segnas.spaces.deeplabv3plus import DeepLabV3PlusSpace
+from segnas.spaces.elastic_deeplabv3plus import ElasticDeepLabV3PlusSpace
 
-SPACES: dict[str, Space] = {space.name: space for space in (DeepLabV3PlusSpace(), AutoDeepLabSpace(), AuxCellSpace())}
+SPACES: dict[str, Space] = {space.name: space for space in (DeepLabV3PlusSpace(), AutoDeepLabSpace(), AuxCellSpace(), ElasticDeepLabV3PlusSpace())}
 
 
 def get_space(name: str) -> Space:

@@ -1,0 +1,141 @@
+"""NSGA-II (pymoo) driven by ask/tell, one generation at a time, resumable after any generation.
+
+pymoo only proposes integer vectors; decoding, pricing and scoring stay in segnas (the
+:class:`~segnas.searchers.fmas.evaluator.Evaluator` and its cache), so no sub-network is
+scored twice even when NSGA-II proposes it again in a later generation (pymoo de-duplicates
+within a population only). Limits (``max_macs``...) are one inequality constraint: the summed
+relative excess, so NSGA-II ranks rejected candidates behind every feasible one.
+
+The checkpoint holds the pickled algorithm (population, its own random generator), the cache of
+records and the generation counter, which is all the state a resumed search needs to propose
+exactly the sequence the uninterrupted search would have.
+"""
+
+from __future__ import annotations
+
+import pickle
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pymoo.algorithms.moo.nsga2 import NSGA2
+from pymoo.core.evaluator import Evaluator as PymooEvaluator
+from pymoo.core.problem import Problem
+from pymoo.operators.crossover.sbx import SBX
+from pymoo.operators.mutation.pm import PM
+from pymoo.operators.repair.rounding import RoundingRepair
+from pymoo.operators.sampling.rnd import IntegerRandomSampling
+from pymoo.problems.static import StaticProblem
+
+from segnas.errors import ConfigError
+from segnas.searchers.fmas.encoding import Encoding
+from segnas.searchers.fmas.evaluator import Evaluator
+from segnas.searchers.fmas.pareto import front_records, hypervolume, objective_matrix
+
+CHECKPOINT_KIND = "segnas-fmas-search"
+
+
+class SubnetProblem(Problem):
+    """Bounds and sizes only: evaluation happens outside pymoo (ask/tell)."""
+
+    def __init__(self, xl: np.ndarray, xu: np.ndarray, n_obj: int) -> None:
+        super().__init__(n_var=len(xl), n_obj=n_obj, n_ieq_constr=1, xl=xl, xu=xu, vtype=int)
+
+
+def build_algorithm(encoding: Encoding, n_obj: int, pop_size: int, generations: int, seed: int,
+                    crossover_prob: float = 0.9, crossover_eta: float = 15.0,
+                    mutation_prob: float | None = None, mutation_eta: float = 20.0) -> NSGA2:
+    """NSGA-II on the integer genes of ``encoding``: random integer sampling, SBX and polynomial
+    mutation on floats rounded back to integers; ``mutation_prob`` null = 1 / genes."""
+    if pop_size < 2 or generations < 1:
+        raise ConfigError(f"searcher.pop_size={pop_size}, searcher.generations={generations}: "
+                          "need pop_size >= 2 and generations >= 1")
+    if encoding.n_var == 0:
+        raise ConfigError("the elastic space of this supernet has no choices to search")
+    algorithm = NSGA2(
+        pop_size=pop_size,
+        sampling=IntegerRandomSampling(),
+        crossover=SBX(prob=crossover_prob, eta=crossover_eta, vtype=float, repair=RoundingRepair()),
+        mutation=PM(prob=1.0 if mutation_prob is None else mutation_prob, eta=mutation_eta,
+                    vtype=float, repair=RoundingRepair()),
+        eliminate_duplicates=True,
+    )
+    algorithm.setup(SubnetProblem(encoding.xl, encoding.xu, n_obj), termination=("n_gen", generations),
+                    seed=seed, verbose=False)
+    return algorithm
+
+
+@dataclass
+class SearchState:
+    algorithm: NSGA2
+    generation: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    cache: dict[str, dict[str, Any]] = field(default_factory=dict)
+    hits: int = 0
+    scored: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def save(self, path: Path) -> Path:
+        """Atomically: a crash while writing leaves the previous generation's checkpoint."""
+        temporary = path.with_name(f".{path.name}.tmp")
+        torch.save({"kind": CHECKPOINT_KIND, "algorithm": pickle.dumps(self.algorithm),
+                    "generation": self.generation, "history": self.history, "cache": self.cache,
+                    "hits": self.hits, "scored": self.scored, "extra": self.extra}, temporary)
+        temporary.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> SearchState:
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as err:
+            raise ConfigError(f"resume={path}: cannot be read as a checkpoint ({err})") from err
+        if not isinstance(payload, dict) or payload.get("kind") != CHECKPOINT_KIND:
+            raise ConfigError(f"resume={path}: not an FMAS search checkpoint (searcher=fmas writes "
+                              "<run_dir>/last.ckpt after every generation)")
+        return cls(pickle.loads(payload["algorithm"]), payload["generation"], payload["history"],
+                   payload["cache"], payload["hits"], payload["scored"], payload["extra"])
+
+
+def run_generations(state: SearchState, encoding: Encoding, evaluator: Evaluator, objectives: Sequence[str],
+                    scale: dict[str, float], reference: Sequence[float], generations: int,
+                    checkpoint: Path | None = None,
+                    on_generation: Callable[[dict[str, Any], list[dict[str, Any]]], None] | None = None) -> None:
+    """Advance ``state`` to ``generations`` generations; after each, log a row (hypervolume of the
+    front of everything scored so far, its size, candidates scored, cache hits) and checkpoint."""
+    evaluator.cache, evaluator.hits, evaluator.scored = state.cache, state.hits, state.scored
+    algorithm = state.algorithm
+    while state.generation < generations:
+        start = time.perf_counter()
+        hits, scored = evaluator.hits, evaluator.scored
+        population = algorithm.ask()
+        records = evaluator.evaluate_many([encoding.decode(x) for x in population.get("X")])
+        F = objective_matrix(records, objectives, scale)
+        G = np.array([[r["violation"]] for r in records], dtype=float)
+        PymooEvaluator().eval(StaticProblem(algorithm.problem, F=F, G=G), population)
+        algorithm.tell(infills=population)
+        state.generation += 1
+        state.hits, state.scored = evaluator.hits, evaluator.scored
+        front = front_records(list(state.cache.values()), objectives, scale)
+        row = {
+            "generation": state.generation,
+            "hypervolume": hypervolume(objective_matrix(front, objectives, scale), reference),
+            "front_size": len(front),
+            "proposed": len(records),
+            "scored": evaluator.scored - scored,
+            "scored_total": evaluator.scored,
+            "infeasible": sum(not r["feasible"] for r in records),
+            "cache_hits": evaluator.hits - hits,
+            "cache_hits_total": evaluator.hits,
+            "best_miou": max((r["miou"] for r in front), default=None),
+            "wall_s": round(time.perf_counter() - start, 3),
+        }
+        state.history.append(row)
+        if on_generation is not None:
+            on_generation(row, front)
+        if checkpoint is not None:
+            state.save(checkpoint)

@@ -1,0 +1,145 @@
+"""The Pareto front of the scored sub-networks: non-dominated set, hypervolume, pareto.csv and
+the front plot (search scores, and fine-tuned scores once the pipeline has retrained the front).
+
+All objectives here are minimised; mIoU enters as error ``1 - mIoU`` and costs are divided by
+the full network's cost, so the hypervolume reference point is fixed before the search starts
+and hypervolumes of different runs on the same supernet compare.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segnas.report.run_dir import write_atomic
+
+#: Cost objectives and the record field that holds each.
+COST_FIELDS = {"params": "params", "macs": "macs", "latency": "latency_ms"}
+#: Normalised cost given to a cost that was never measured because a cheaper constraint already
+#: rejected the candidate (finite, so pymoo's crowding distance stays defined).
+UNMEASURED = 10.0
+
+
+def non_dominated(F: np.ndarray) -> np.ndarray:
+    """Indices of the rows of ``F`` (minimised) that no other row dominates; duplicates all stay."""
+    F = np.asarray(F, dtype=float)
+    keep = []
+    for i in range(len(F)):
+        dominated = np.any(np.all(F <= F[i], axis=1) & np.any(F < F[i], axis=1))
+        if not dominated:
+            keep.append(i)
+    return np.array(keep, dtype=int)
+
+
+def objective_matrix(records: Sequence[dict[str, Any]], objectives: Sequence[str],
+                     scale: dict[str, float]) -> np.ndarray:
+    """Minimised, normalised objectives: ``1 - miou`` and each cost over ``scale[cost]``.
+
+    A record that was not scored (it broke a constraint) has error 1, the worst possible, and
+    costs it never reached count as ``UNMEASURED``.
+    """
+    rows = []
+    for record in records:
+        row = []
+        for name in objectives:
+            if name == "miou":
+                row.append(1.0 - record["miou"] if record.get("miou") is not None else 1.0)
+            elif record.get(COST_FIELDS[name]) is None:
+                row.append(UNMEASURED)
+            else:
+                row.append(float(record[COST_FIELDS[name]]) / scale[name])
+        rows.append(row)
+    return np.array(rows, dtype=float).reshape(len(rows), len(objectives))
+
+
+def hypervolume(F: np.ndarray, reference: Sequence[float]) -> float:
+    """pymoo's exact hypervolume of the points of ``F`` that dominate ``reference``."""
+    from pymoo.indicators.hv import HV
+
+    F = np.asarray(F, dtype=float)
+    ref = np.asarray(reference, dtype=float)
+    inside = F[np.all(F < ref, axis=1)] if len(F) else F
+    return float(HV(ref_point=ref)(inside)) if len(inside) else 0.0
+
+
+def front_records(records: Sequence[dict[str, Any]], objectives: Sequence[str],
+                  scale: dict[str, float]) -> list[dict[str, Any]]:
+    """The scored, feasible records on the front, best mIoU first (duplicates of a hash once)."""
+    scored = [r for r in records if r.get("feasible") and r.get("miou") is not None]
+    if not scored:
+        return []
+    keep = non_dominated(objective_matrix(scored, objectives, scale))
+    front = [scored[i] for i in keep]
+    return sorted(front, key=lambda r: (-r["miou"], *(r[COST_FIELDS[o]] for o in objectives if o != "miou")))
+
+
+def pick(front: Sequence[dict[str, Any]], k: int) -> list[dict[str, Any]]:
+    """``k`` records spread along the front (sorted best mIoU first): the best and the cheapest
+    always, the rest evenly between them."""
+    if k <= 0 or len(front) <= k:
+        return list(front)
+    positions = sorted({round(float(p)) for p in np.linspace(0, len(front) - 1, k)})
+    return [front[p] for p in positions]
+
+
+def write_pareto_csv(path: Path, front: Sequence[dict[str, Any]], objectives: Sequence[str],
+                     finetuned: dict[str, float] | None = None) -> Path:
+    """One row per front member: hash, genotype (JSON), every objective and score, and whether
+    (and to what mIoU) the pipeline fine-tuned it."""
+    finetuned = finetuned or {}
+    costs = [COST_FIELDS[o] for o in objectives if o != "miou"]
+    extra = [f for f in ("params", "macs", "latency_ms") if f not in costs and any(f in r for r in front)]
+    columns = ["genotype_hash", "genotype", "miou", *costs, *extra, "latency_estimated", "finetuned",
+               "finetuned_miou"]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    for record in front:
+        writer.writerow({**record, "genotype": json.dumps(record["genotype"], sort_keys=True),
+                         "finetuned": record["genotype_hash"] in finetuned,
+                         "finetuned_miou": finetuned.get(record["genotype_hash"], "")})
+    return write_atomic(path, buffer.getvalue())
+
+
+def plot_front(path: Path, records: Sequence[dict[str, Any]], front: Sequence[dict[str, Any]],
+               cost: str, finetuned: dict[str, float] | None = None, estimated: bool = False) -> Path:
+    """mIoU against one cost: every scored sub-network, the front, and (when given) each
+    fine-tuned front member's mIoU after fine-tuning, joined to its search score by an arrow."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    field = COST_FIELDS[cost]
+    label = {"params": "parameters", "macs": "MACs (FLOPs/2)", "latency": "latency (ms)"}[cost]
+    if cost == "latency" and estimated:
+        label = "latency (ms, ESTIMATE)"
+    fig, ax = plt.subplots(figsize=(6, 4.5), dpi=120)
+    scored = [r for r in records if r.get("miou") is not None]
+    ax.scatter([r[field] for r in scored], [r["miou"] for r in scored], s=12, c="0.7", label="scored")
+    ordered = sorted(front, key=lambda r: r[field])
+    ax.plot([r[field] for r in ordered], [r["miou"] for r in ordered], "o-", c="tab:blue",
+            label="front (search, no fine-tuning)")
+    if finetuned:
+        tuned = [r for r in front if r["genotype_hash"] in finetuned]
+        ax.scatter([r[field] for r in tuned], [finetuned[r["genotype_hash"]] for r in tuned], marker="*",
+                   s=120, c="tab:red", zorder=3, label="front after fine-tuning")
+        for r in tuned:
+            ax.annotate("", xy=(r[field], finetuned[r["genotype_hash"]]), xytext=(r[field], r["miou"]),
+                        arrowprops={"arrowstyle": "->", "color": "tab:red", "lw": 0.8})
+    ax.set_xlabel(label)
+    ax.set_ylabel("mIoU")
+    ax.set_title("FMAS Pareto front")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

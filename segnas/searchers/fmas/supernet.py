@@ -1,0 +1,87 @@
+"""The trained network FMAS searches inside: loaded from ``searcher.supernet`` or trained here.
+
+A DeepLabV3+ checkpoint from ``task=train`` (space ``deeplabv3plus``) and one of the elastic space
+are both accepted; either is re-labelled as the full genotype of the elastic space (the same
+modules and weights). Without a checkpoint, ``searcher.supernet_arch`` is trained for
+``searcher.supernet_epochs`` epochs on ``cfg.data`` with the shared training module into
+``<run_dir>/supernet/`` (resumable there), and saved as ``<run_dir>/supernet/model.pt``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+from torch import nn
+
+from segnas import spaces
+from segnas.errors import ConfigError
+from segnas.genotype import Genotype
+from segnas.spaces.elastic_deeplabv3plus import ElasticDeepLabV3PlusSpace
+from segnas.training import load_network
+from segnas.training.checkpoint import save_network
+from segnas.training.trainer import build_module, build_trainer
+
+SUPERNET_SPACES = ("deeplabv3plus", "elastic-deeplabv3plus")
+
+
+def as_elastic(genotype: Genotype, space: ElasticDeepLabV3PlusSpace, source: str) -> Genotype:
+    """The full elastic genotype of a DeepLabV3+ genotype (refusing a sub-network or another space)."""
+    if genotype.space not in SUPERNET_SPACES:
+        raise ConfigError(f"{source}: a network of space '{genotype.space}' cannot be an FMAS supernet "
+                          f"(expected one of {', '.join(SUPERNET_SPACES)})")
+    arch = {k: v for k, v in genotype.arch.items() if k not in ("depths", "widths")}
+    full = space.genotype(arch)
+    if genotype.space == space.name and space.check(genotype).hash != full.hash:
+        raise ConfigError(f"{source}: holds a sub-network ({genotype.hash}), not a full network")
+    return full
+
+
+def obtain(cfg: DictConfig, run_dir: Path, logger: Any, datamodule: Any, space: ElasticDeepLabV3PlusSpace,
+           known: str | None = None) -> tuple[Genotype, nn.Module, dict[str, Any]]:
+    """(full genotype, trained network, facts for the summary).
+
+    ``known`` is the supernet path a resumed search recorded; it wins over everything so that a
+    resumed search slices the very weights it started with.
+    """
+    searcher = cfg.searcher
+    path = known or searcher.get("supernet")
+    own = run_dir / "supernet" / "model.pt"
+    if path is None and own.is_file():
+        path = str(own)
+    if path is not None:
+        genotype, num_classes, net = load_network(path)
+        if num_classes != datamodule.num_classes:
+            raise ConfigError(f"searcher.supernet={path} predicts {num_classes} classes but "
+                              f"data.num_classes={datamodule.num_classes}")
+        return as_elastic(genotype, space, f"searcher.supernet={path}"), net, {
+            "supernet": str(path), "supernet_trained_here": False, "supernet_images_seen": 0}
+    return _train(cfg, run_dir, logger, datamodule, space)
+
+
+def _train(cfg: DictConfig, run_dir: Path, logger: Any, datamodule: Any,
+           space: ElasticDeepLabV3PlusSpace) -> tuple[Genotype, nn.Module, dict[str, Any]]:
+    searcher = cfg.searcher
+    epochs = int(searcher.supernet_epochs)
+    if epochs < 1:
+        raise ConfigError(f"searcher.supernet_epochs={epochs}: with searcher.supernet=null the supernet is "
+                          "trained here, so at least 1 epoch is needed (or give searcher.supernet=<checkpoint>)")
+    genotype = as_elastic(spaces.resolve_arch(searcher.supernet_arch), space,
+                          f"searcher.supernet_arch={searcher.supernet_arch}")
+    out_dir = run_dir / "supernet"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    net = spaces.build(genotype, datamodule.num_classes, pretrained=bool(cfg.model.pretrained),
+                       backbone_weights=cfg.model.backbone_weights)
+    start = time.perf_counter()
+    module = build_module(cfg, genotype, datamodule.num_classes, net)
+    trainer = build_trainer(cfg, out_dir, logger, datamodule, max_epochs=epochs)
+    resume = out_dir / "last.ckpt"
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume.is_file() else None)
+    path = save_network(out_dir / "model.pt", genotype, datamodule.num_classes, net.cpu())
+    return genotype, net, {
+        "supernet": str(path), "supernet_trained_here": True, "supernet_epochs": epochs,
+        "supernet_train_time_s": round(time.perf_counter() - start, 2),
+        "supernet_images_seen": int(trainer.global_step) * int(cfg.data.batch_size),
+    }

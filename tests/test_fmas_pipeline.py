@@ -1,0 +1,115 @@
+"""searcher=fmas end to end through segnas.pipeline.run on tiny data: supernet trained here,
+searched, front fine-tuned; and each latency target as an objective."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
+
+from segnas import pipeline
+from segnas.searchers.fmas import search
+from segnas.training import load_network
+from tests.conftest import TINY, compose_config
+from tests.test_train_task import write_voc_layout
+
+FMAS = ["searcher=fmas", "searcher.supernet_epochs=1", "searcher.pop_size=4", "searcher.generations=2",
+        "searcher.val_images=4", "searcher.calib_images=4", "retrain.epochs=1"]
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path) as handle:
+        return list(csv.DictReader(handle))
+
+
+def assert_non_dominated(rows: list[dict[str, str]], cost: str) -> None:
+    F = np.array([[1 - float(r["miou"]), float(r[cost])] for r in rows])
+    assert len(NonDominatedSorting().do(F, only_non_dominated_front=True)) == len(rows)
+
+
+@pytest.fixture(scope="module")
+def fmas_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("fmas") / "run"
+    return run_dir, pipeline.run(compose_config(f"run_dir={run_dir}", *FMAS))
+
+
+def test_run_writes_the_search_files(fmas_run) -> None:
+    run_dir, _summary = fmas_run
+    for name in ("config.yaml", "genotype.yaml", "pareto.csv", "pareto.png", "search.csv", "summary.json",
+                 "last.ckpt", "model.pt", "model.onnx", "supernet/model.pt"):
+        assert (run_dir / name).is_file(), name
+    on_disk = json.loads((run_dir / "summary.json").read_text())
+    assert on_disk["searcher"] == "fmas" and on_disk["space"] == "elastic-deeplabv3plus"
+    for key in ("search_wall_time_s", "search_steps", "search_images_seen", "hypervolume", "front_size",
+                "val_mIoU", "macs", "params", "supernet", "supernet_miou", "front_finetuned"):
+        assert on_disk[key] is not None, key
+    assert on_disk["supernet_trained_here"] and on_disk["generations"] == 2
+    assert on_disk["hypervolume"] > 0 and on_disk["macs"] < on_disk["supernet_macs"]
+    assert yaml.safe_load((run_dir / "genotype.yaml").read_text())["hash"] == on_disk["genotype_hash"]
+
+
+def test_front_is_non_dominated_and_marks_the_fine_tuned(fmas_run) -> None:
+    run_dir, summary = fmas_run
+    rows = read_csv(run_dir / "pareto.csv")
+    assert len(rows) == summary["front_size"] >= 1
+    assert_non_dominated(rows, "macs")
+    tuned = {e["genotype_hash"]: e["val_mIoU"] for e in summary["retrained"]}
+    assert summary["front_finetuned"] == len(tuned) >= 1
+    for row in rows:
+        assert (row["finetuned"] == "True") == (row["genotype_hash"] in tuned)
+        if row["finetuned"] == "True":
+            assert float(row["finetuned_miou"]) == pytest.approx(tuned[row["genotype_hash"]])
+
+
+def test_the_fine_tuned_winner_reloads(fmas_run) -> None:
+    run_dir, summary = fmas_run
+    genotype, num_classes, net = load_network(run_dir / "model.pt")
+    assert genotype.hash == summary["genotype_hash"] and num_classes == 5
+    from segnas.hardware import count_params
+
+    assert count_params(net) == summary["params"]
+
+
+@pytest.mark.parametrize("hardware", ["gap8", "cpu", "onnx_cpu"])
+def test_latency_targets_as_objective(fmas_run, hardware: str, tmp_path: Path) -> None:
+    run_dir, _ = fmas_run
+    cfg = compose_config(f"run_dir={tmp_path}", *FMAS, f"hardware={hardware}", "searcher.generations=1",
+                         f"searcher.supernet={run_dir / 'supernet' / 'model.pt'}",
+                         "searcher.objectives=[miou,latency,params]")
+    result = search(cfg, tmp_path, None, None)
+    rows = read_csv(tmp_path / "pareto.csv")
+    assert rows and all(float(r["latency_ms"]) > 0 for r in rows)
+    assert all(r["latency_estimated"] == str(hardware == "gap8") for r in rows)
+    assert result.summary["latency_estimated"] is (hardware == "gap8")
+    F = np.array([[1 - float(r["miou"]), float(r["latency_ms"]), float(r["params"])] for r in rows])
+    assert len(NonDominatedSorting().do(F, only_non_dominated_front=True)) == len(rows)
+
+
+def test_on_a_voc_layout_folder(tmp_path: Path) -> None:
+    root = write_voc_layout(tmp_path / "VOC2012", num_classes=3)
+    tiny = [o for o in TINY if not o.startswith("data")]
+    summary = pipeline.run(compose_config(
+        f"run_dir={tmp_path / 'run'}", *tiny, *FMAS, "data=voc", f"data.root={root}", "data.num_classes=3",
+        "data.crop_size=32", "data.batch_size=2", "data.num_workers=0", tiny=False))
+    assert summary["data"] == "voc" and summary["num_classes"] == 3
+    assert_non_dominated(read_csv(tmp_path / "run" / "pareto.csv"), "macs")
+
+
+def test_pipeline_resume_continues_the_search_into_a_new_run_dir(fmas_run, tmp_path: Path) -> None:
+    run_dir, _ = fmas_run
+    first = tmp_path / "first"
+    supernet = f"searcher.supernet={run_dir / 'supernet' / 'model.pt'}"
+    pipeline.run(compose_config(f"run_dir={first}", *FMAS, supernet, "searcher.generations=1", "retrain.epochs=0"))
+    resumed = tmp_path / "resumed"
+    summary = pipeline.run(compose_config(f"run_dir={resumed}", *FMAS, "searcher.generations=2", "retrain.epochs=0",
+                                          f"resume={first}"))
+    assert summary["generations"] == 2 and summary["supernet"] == str(run_dir / "supernet" / "model.pt")
+    rows = read_csv(resumed / "search.csv")
+    assert [r["generation"] for r in rows] == ["1", "2"]
+    assert rows[0] == read_csv(first / "search.csv")[0]
+    assert not (resumed / "supernet").exists(), "the resumed search must reuse the recorded supernet"
