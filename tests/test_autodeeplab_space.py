@@ -128,19 +128,25 @@ def test_cell_decoder_matches_a_hand_worked_alpha_and_never_picks_none():
 
 @pytest.mark.parametrize("partial", [1, 2])
 def test_batched_block_edges_equal_one_mixed_op_per_edge(partial):
-    """The grouped-convolution supernet block against the plain ops of segnas.nn.cell_ops."""
+    """The grouped-convolution supernet block against the plain ops of segnas.nn.cell_ops:
+    outputs, gradients of the inputs and of α's weights, and BatchNorm running statistics."""
     torch.manual_seed(0)
     channels, cells, inputs = 4, 2, 3
     block = BlockEdges(channels, cells, inputs, partial)
-    states = [torch.randn(2, cells, channels, 6, 6) for _ in range(inputs)]
-    weights = torch.softmax(torch.randn(inputs, 8), dim=1)
+    states = [torch.randn(2, cells, channels, 6, 6, requires_grad=True) for _ in range(inputs)]
+    weights = torch.softmax(torch.randn(inputs, 8), dim=1).requires_grad_()
+    probe = torch.randn(2, cells, channels, 6, 6)
     out = block(states, weights)
+    (out * probe).sum().backward()
     mixed = channels // partial
+    ref_states = [s.detach().clone().requires_grad_() for s in states]
+    ref_weights = weights.detach().clone().requires_grad_()
+    ref_out, norms = [], {}
     for cell in range(cells):
         total, total_rest = 0, 0
         for state in range(inputs):
             edge = cell * inputs + state
-            x = states[state][:, cell, :mixed]
+            x = ref_states[state][:, cell, :mixed]
             rows = slice(edge * mixed, (edge + 1) * mixed)
             for name in PRIMITIVES[1:]:
                 op = make_op(name, mixed, 1, affine=False).train()
@@ -152,15 +158,28 @@ def test_batched_block_edges_equal_one_mixed_op_per_edge(partial):
                 elif name.startswith("atrous"):
                     source = block.atrous3 if name.endswith("3x3") else block.atrous5
                     op.conv.weight.data.copy_(source.weight[rows])
-                total = total + weights[state, PRIMITIVES.index(name)] * op(x)
+                total = total + ref_weights[state, PRIMITIVES.index(name)] * op(x)
+                norms[(name, edge)] = [m for m in op.modules() if isinstance(m, torch.nn.BatchNorm2d)]
             if partial > 1:
-                rest = states[state][:, cell, mixed:]
-                total_rest = total_rest + rest
+                total_rest = total_rest + ref_states[state][:, cell, mixed:]
         if partial > 1:
             total = torch.cat([total, total_rest], dim=1)
             n, c, h, w = total.shape
             total = total.view(n, 2, c // 2, h, w).transpose(1, 2).reshape(n, c, h, w)
-        assert torch.allclose(out[:, cell], total, atol=1e-5), f"cell {cell}"
+        ref_out.append(total)
+    ref_out = torch.stack(ref_out, dim=1)
+    (ref_out * probe).sum().backward()
+    assert torch.allclose(out, ref_out, atol=1e-5)
+    assert torch.allclose(weights.grad, ref_weights.grad, atol=1e-4)
+    for state, ref in zip(states, ref_states):
+        assert torch.allclose(state.grad, ref.grad, atol=1e-4)
+    width = cells * inputs * mixed
+    for name, bank in [("sep_conv_3x3", 0), ("sep_conv_5x5", 1)]:
+        for edge in range(cells * inputs):
+            channels_of_edge = slice(bank * width + edge * mixed, bank * width + (edge + 1) * mixed)
+            for norm, ref_norm in zip(block.norms[:2], norms[(name, edge)]):
+                assert torch.allclose(norm.running_mean[channels_of_edge], ref_norm.running_mean, atol=1e-5)
+                assert torch.allclose(norm.running_var[channels_of_edge], ref_norm.running_var, atol=1e-5)
 
 
 def test_supernet_runs_on_odd_sizes_and_alpha_beta_get_gradients():
@@ -252,3 +271,15 @@ def test_bad_labels_are_named(arch, message):
 def test_backbone_weights_are_refused_for_a_network_without_backbone():
     with pytest.raises(ConfigError, match="model.pretrained"):
         spaces.build(spaces.resolve_arch("autodeeplab-s"), 19, pretrained=True)
+
+
+def test_memory_saving_functions_match_numerical_gradients():
+    from segnas.spaces.autodeeplab.supernet import _NormScale, _PoolMix
+
+    torch.manual_seed(0)
+    z = torch.randn(2, 3, 4, 5, dtype=torch.double, requires_grad=True)
+    scales = torch.rand(3, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: _NormScale.apply(a, b, 1e-5)[0], (z, scales))
+    pool_scales = torch.rand(9, dtype=torch.double, requires_grad=True)
+    x = torch.randn(2, 3, 5, 6, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(_PoolMix.apply, (x, pool_scales))

@@ -48,6 +48,75 @@ def _column(name: str) -> int:
     return PRIMITIVES.index(name)
 
 
+def _channel_sum(t: torch.Tensor) -> torch.Tensor:
+    return t.sum(dim=(0, 2, 3))
+
+
+class _NormScale(torch.autograd.Function):
+    """BatchNorm with batch statistics (no affine) times per-channel weights; keeps only the
+    input for backward and recomputes the normalised tensor there."""
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor, scales: torch.Tensor, eps: float) -> tuple[torch.Tensor, ...]:
+        """Returns the output and the batch mean and (biased) variance, for the running buffers."""
+        var, mean = torch.var_mean(z, dim=(0, 2, 3), correction=0)
+        invstd = (var + eps).rsqrt()
+        ctx.save_for_backward(z, mean, invstd, scales)
+        ctx.mark_non_differentiable(mean, var)
+        return (z - mean.view(1, -1, 1, 1)) * (invstd * scales).view(1, -1, 1, 1), mean, var
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor, *_: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
+        z, mean, invstd, scales = ctx.saved_tensors
+        normed = (z - mean.view(1, -1, 1, 1)) * invstd.view(1, -1, 1, 1)
+        grad_scales = _channel_sum(grad * normed)
+        count = z.numel() // z.shape[1]
+        # d/dz of BN(z)·s: invstd · (g·s - mean(g·s) - BN(z) · mean(g·s · BN(z)))
+        mean_g = (_channel_sum(grad) * scales / count).view(1, -1, 1, 1)
+        mean_gn = (grad_scales * scales / count).view(1, -1, 1, 1)
+        grad_z = (grad * scales.view(1, -1, 1, 1) - mean_g - normed * mean_gn) * invstd.view(1, -1, 1, 1)
+        return grad_z, grad_scales, None
+
+
+class _PoolMix(torch.autograd.Function):
+    """3×3 max pool, 3×3 average pool and identity of ``x``, each times its per-channel weight,
+    summed; keeps only ``x`` for backward and recomputes the pools there."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+        s_max, s_avg, s_skip = (t.view(1, -1, 1, 1) for t in scales.chunk(3))
+        ctx.save_for_backward(x, scales)
+        return (F.max_pool2d(x, 3, 1, 1) * s_max + F.avg_pool2d(x, 3, 1, 1, count_include_pad=False) * s_avg
+                + x * s_skip)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x, scales = ctx.saved_tensors
+        s_max, s_avg, s_skip = (t.view(1, -1, 1, 1) for t in scales.chunk(3))
+        pooled, indices = F.max_pool2d(x, 3, 1, 1, return_indices=True)
+        averaged = F.avg_pool2d(x, 3, 1, 1, count_include_pad=False)
+        grad_scales = torch.cat([_channel_sum(grad * pooled), _channel_sum(grad * averaged), _channel_sum(grad * x)])
+        grad_x = (torch.ops.aten.max_pool2d_with_indices_backward(grad * s_max, x, [3, 3], [1, 1], [1, 1], [1, 1],
+                                                                   False, indices)
+                  + torch.ops.aten.avg_pool2d_backward(grad * s_avg, x, [3, 3], [1, 1], [1, 1], False, False, None)
+                  + grad * s_skip)
+        return grad_x, grad_scales
+
+
+def _norm_scale(norm: nn.BatchNorm2d, z: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """``norm(z)`` times per-channel weights; in training the running buffers are updated here
+    exactly as ``nn.BatchNorm2d`` updates them, and the normalised tensor is not stored."""
+    if not norm.training:
+        return norm(z) * scales.view(1, -1, 1, 1)
+    out, mean, var = _NormScale.apply(z, scales, norm.eps)
+    with torch.no_grad():
+        count = z.numel() // z.shape[1]
+        norm.running_mean.lerp_(mean, norm.momentum)
+        norm.running_var.lerp_(var * count / max(count - 1, 1), norm.momentum)  # unbiased, as nn.BatchNorm2d
+        norm.num_batches_tracked += 1
+    return out
+
+
 class BlockEdges(nn.Module):
     """Every edge into one block of every cell of a node, each edge a mixed op
     Σ_o softmax(α)_o · o(x), run at once.
@@ -79,45 +148,48 @@ class BlockEdges(nn.Module):
         self.atrous3, self.atrous5 = conv(3, self.edges), conv(5, self.edges)
         # per-channel, so one BatchNorm over [3×3 | 5×5] channels is the two ops' own BatchNorms
         self.norms = nn.ModuleList(nn.BatchNorm2d(2 * width, affine=False) for _ in range(3))
-        self.max_pool = nn.MaxPool2d(3, 1, 1)
-        self.avg_pool = nn.AvgPool2d(3, 1, 1, count_include_pad=False)
 
     def _pair(self, small: torch.Tensor, large: torch.Tensor) -> torch.Tensor:
         """A 3×3 and a 5×5 kernel bank as one 5×5 bank: a zero ring around 3×3 taps keeps the
-        3×3 op exact (at dilation 2 too), so both ops run as one convolution."""
+        3×3 op exact, so both ops run as one convolution."""
         pad = (large.shape[-1] - small.shape[-1]) // 2
         return torch.cat([F.pad(small, [pad] * 4), large]) if pad else torch.cat([small, large])
 
     def forward(self, states: list[torch.Tensor], weights: torch.Tensor) -> torch.Tensor:
         """``states``: n tensors (N, m, C, H, W); ``weights``: the n rows of softmax(α) for
-        these edges (shared by the m cells). Returns the block, (N, m, C, H, W)."""
+        these edges (shared by the m cells). Returns the block, (N, m, C, H, W).
+
+        Memory: the α-weighted sums of the BatchNorm and pooling outputs are recomputed in the
+        backward pass from their inputs (which are kept anyway) instead of being stored, which
+        is exact and cuts what a block keeps for backward by about 40%.
+        """
         stacked = torch.stack(states, dim=2)  # (N, m, n, C, H, W)
         heads = stacked[:, :, :, : self.mixed] if self.partial > 1 else stacked
         n, m, e, c, h, w = heads.shape
         x = heads.reshape(n, m * e * c, h, w)
         width = x.shape[1]
+
+        def scale(*names: str) -> torch.Tensor:
+            """Per-channel α weights (channels ordered cell, edge, channel) of each op in turn."""
+            return torch.cat([weights[:, _column(name)].view(1, e, 1).expand(m, e, c).reshape(-1) for name in names])
+
         relu = F.relu(x)
-        both = torch.cat([relu, relu], dim=1)  # [3×3 ops | 5×5 ops]
-        sep = both
-        for layer in range(4):
-            small, large = self.sep3[layer].weight, self.sep5[layer].weight
-            if layer % 2 == 0:  # depthwise
-                sep = F.conv2d(sep, self._pair(small, large), padding=2, groups=2 * width)
-            else:  # pointwise, then BN (and the second repeat's ReLU)
-                sep = self.norms[layer // 2](F.conv2d(sep, torch.cat([small, large]), groups=2 * self.edges))
-                if layer == 1:
-                    sep = F.relu(sep)
-        atrous = self.norms[2](F.conv2d(both, self._pair(self.atrous3.weight, self.atrous5.weight), padding=4,
-                                   dilation=2, groups=2 * self.edges))
-        outputs = [
-            (self.max_pool(x), "max_pool_3x3"), (self.avg_pool(x), "avg_pool_3x3"), (x, "skip_connect"),
-            (sep[:, :width], "sep_conv_3x3"), (sep[:, width:], "sep_conv_5x5"),
-            (atrous[:, :width], "atrous_conv_3x3"), (atrous[:, width:], "atrous_conv_5x5"),
-        ]
-        total = 0
-        for y, name in outputs:
-            total = total + y.reshape(n, m, e, c, h, w) * weights[:, _column(name)].view(1, 1, e, 1, 1, 1)
-        total = total.sum(dim=2)
+        sep = torch.cat([F.conv2d(relu, self.sep3[0].weight, padding=1, groups=width),
+                         F.conv2d(relu, self.sep5[0].weight, padding=2, groups=width)], dim=1)  # [3×3 | 5×5]
+        sep = F.conv2d(sep, torch.cat([self.sep3[1].weight, self.sep5[1].weight]), groups=2 * self.edges)
+        sep = F.relu(self.norms[0](sep))
+        sep = F.conv2d(sep, self._pair(self.sep3[2].weight, self.sep5[2].weight), padding=2, groups=2 * width)
+        sep = F.conv2d(sep, torch.cat([self.sep3[3].weight, self.sep5[3].weight]), groups=2 * self.edges)
+        # both atrous ops in one convolution: each edge's group outputs [3×3 | 5×5] channels
+        kernels = torch.stack([F.pad(self.atrous3.weight, [1] * 4).view(self.edges, c, c, 5, 5),
+                               self.atrous5.weight.view(self.edges, c, c, 5, 5)], dim=1).view(2 * width, c, 5, 5)
+        atrous = F.conv2d(relu, kernels, padding=4, dilation=2, groups=self.edges)
+        atrous_scales = torch.stack([scale("atrous_conv_3x3").view(-1, c), scale("atrous_conv_5x5").view(-1, c)], dim=1)
+        atrous = _norm_scale(self.norms[2], atrous, atrous_scales.reshape(-1)).view(n, self.edges, 2, c, h, w).sum(2)
+        sep = _norm_scale(self.norms[1], sep, scale("sep_conv_3x3", "sep_conv_5x5"))
+        total = (sep[:, :width] + sep[:, width:] + atrous.view(n, width, h, w)
+                 + _PoolMix.apply(x, scale("max_pool_3x3", "avg_pool_3x3", "skip_connect")))
+        total = total.reshape(n, m, e, c, h, w).sum(dim=2)
         if self.partial == 1:
             return total
         out = torch.cat([total, stacked[:, :, :, self.mixed:].sum(dim=2)], dim=2)
