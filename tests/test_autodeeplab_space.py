@@ -156,8 +156,8 @@ def test_batched_block_edges_equal_one_mixed_op_per_edge(partial):
                     for conv, bank in zip(convs, source):
                         conv.weight.data.copy_(bank.weight[rows])
                 elif name.startswith("atrous"):
-                    source = block.atrous3 if name.endswith("3x3") else block.atrous5
-                    op.conv.weight.data.copy_(source.weight[rows])
+                    bank = block.atrous.detach().view(cells * inputs, 2, mixed, mixed, 5, 5)[edge]
+                    op.conv.weight.data.copy_(bank[0, ..., 1:4, 1:4] if name.endswith("3x3") else bank[1])
                 total = total + ref_weights[state, PRIMITIVES.index(name)] * op(x)
                 norms[(name, edge)] = [m for m in op.modules() if isinstance(m, torch.nn.BatchNorm2d)]
             if partial > 1:
@@ -283,3 +283,19 @@ def test_memory_saving_functions_match_numerical_gradients():
     pool_scales = torch.rand(9, dtype=torch.double, requires_grad=True)
     x = torch.randn(2, 3, 5, 6, dtype=torch.double, requires_grad=True)
     assert torch.autograd.gradcheck(_PoolMix.apply, (x, pool_scales))
+
+
+def test_zero_ringed_three_by_three_kernels_stay_exact_under_training():
+    torch.manual_seed(0)
+    block = BlockEdges(4, 1, 2)
+    ring = block.atrous.detach().view(2, 2, 4, 4, 5, 5)[:, 0].clone()
+    ring[..., 1:4, 1:4] = 0
+    assert ring.abs().sum() == 0
+    optimizer = torch.optim.SGD(block.parameters(), lr=0.5, momentum=0.9, weight_decay=3e-4)
+    for _ in range(2):
+        optimizer.zero_grad()
+        block([torch.randn(2, 1, 4, 6, 6) for _ in range(2)], torch.softmax(torch.randn(2, 8), 1)).square().sum().backward()
+        optimizer.step()
+    kernels = block.atrous.detach().view(2, 2, 4, 4, 5, 5)
+    assert kernels[:, 0, ..., 0, :].abs().sum() == 0 and kernels[:, 0, ..., :, 4].abs().sum() == 0
+    assert kernels[:, 0, ..., 1:4, 1:4].abs().sum() > 0 and kernels[:, 1, ..., 0, :].abs().sum() > 0
