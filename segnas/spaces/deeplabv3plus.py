@@ -100,17 +100,16 @@ class DeepLabV3PlusSpace(Space):
         arch = self.check(genotype).arch
         if not _is_int(num_classes) or num_classes <= 0:
             raise ConfigError(f"num_classes must be a positive int, got {num_classes!r}")
-        backbone = build_backbone(
-            arch["backbone"],
-            output_stride=arch["output_stride"],
-            pretrained=bool(pretrained),
-            weights=backbone_weights,
-        )
         return DeepLabV3Plus(
-            backbone,
+            self._backbone(arch, pretrained, backbone_weights),
             num_classes,
             aspp_rates=arch["aspp_rates"],
             aspp_channels=arch["aspp_channels"],
             decoder_channels=arch["decoder_channels"],
             low_level_channels=arch["low_level_channels"],
         )
+
+    def _backbone(self, arch: dict[str, Any], pretrained: bool, backbone_weights: str | None) -> nn.Module:
+        """The timm backbone for ``arch``; subclasses reshape it (the elastic space slices it)."""
+        return build_backbone(arch["backbone"], output_stride=arch["output_stride"], pretrained=bool(pretrained),
+                              weights=backbone_weights)

@@ -20,9 +20,8 @@ from typing import Any
 
 from torch import nn
 
-from segnas.errors import ConfigError, GenotypeError
-from segnas.genotype import Genotype
-from segnas.nn import DeepLabV3Plus, build_backbone
+from segnas.errors import GenotypeError
+from segnas.nn import build_backbone
 from segnas.nn.elastic import shrink_backbone, stage_depths
 from segnas.spaces.deeplabv3plus import DeepLabV3PlusSpace, _is_int
 
@@ -72,23 +71,9 @@ class ElasticDeepLabV3PlusSpace(DeepLabV3PlusSpace):
         else:
             super()._check_label(label, value)
 
-    def build(
-        self, genotype: Genotype, num_classes: int, pretrained: bool = False,
-        backbone_weights: str | None = None,
-    ) -> nn.Module:
-        """The sub-network's architecture, with the backbone's initial weights sliced from the
-        full backbone (random, ImageNet or a local file, as for the DeepLabV3+ space)."""
-        arch = self.check(genotype).arch
-        if not _is_int(num_classes) or num_classes <= 0:
-            raise ConfigError(f"num_classes must be a positive int, got {num_classes!r}")
-        backbone = build_backbone(arch["backbone"], output_stride=arch["output_stride"],
-                                  pretrained=bool(pretrained), weights=backbone_weights)
+    def _backbone(self, arch: dict[str, Any], pretrained: bool, backbone_weights: str | None) -> nn.Module:
+        """The sub-network's backbone, its initial weights sliced from the full backbone (random,
+        ImageNet or a local file, as for the DeepLabV3+ space)."""
+        backbone = super()._backbone(arch, pretrained, backbone_weights)
         shrink_backbone(backbone, arch["depths"], arch["widths"])
-        return DeepLabV3Plus(
-            backbone,
-            num_classes,
-            aspp_rates=arch["aspp_rates"],
-            aspp_channels=arch["aspp_channels"],
-            decoder_channels=arch["decoder_channels"],
-            low_level_channels=arch["low_level_channels"],
-        )
+        return backbone
