@@ -57,3 +57,21 @@ def subprocess_env(tmp_path: Path) -> dict[str, str]:
     env = dict(os.environ)
     env.update(WANDB_MODE="offline", WANDB_SILENT="true", WANDB_DIR=str(tmp_path), PYTHONUNBUFFERED="1")
     return env
+
+
+@pytest.fixture(scope="session")
+def supernet_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A DeepLabV3+-MobileNetV2 (5 classes) with BatchNorm statistics from one batch, as a
+    model.pt: FMAS's supernet without the minutes of training."""
+    import torch
+
+    from segnas import spaces
+    from segnas.training.checkpoint import save_network
+
+    torch.manual_seed(0)
+    genotype = spaces.resolve_arch("deeplabv3plus-mobilenetv2")
+    net = spaces.build(genotype, 5)
+    with torch.no_grad():
+        net.train()
+        net(torch.randn(4, 3, 32, 32))
+    return save_network(tmp_path_factory.mktemp("supernet") / "model.pt", genotype, 5, net.eval())

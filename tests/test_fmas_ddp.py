@@ -14,7 +14,6 @@ from segnas import spaces
 from segnas.searchers.fmas.evaluator import Evaluator
 from segnas.searchers.fmas.scoring import Scorer
 from segnas.training import load_network
-from segnas.training.checkpoint import save_network
 
 
 def arches() -> list[dict]:
@@ -53,19 +52,8 @@ def worker(rank: int, world: int, init: str, supernet: Path, out: Path) -> None:
         dist.destroy_process_group()
 
 
-@pytest.fixture(scope="module")
-def supernet(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    genotype = spaces.resolve_arch("deeplabv3plus-mobilenetv2")
-    net = spaces.build(genotype, 5)
-    with torch.no_grad():
-        net.train()
-        net(torch.randn(4, 3, 32, 32))
-    return save_network(tmp_path_factory.mktemp("ddp") / "model.pt", genotype, 5, net.eval())
-
-
-def test_ranks_split_the_population_and_agree(supernet: Path, tmp_path: Path) -> None:
-    mp.spawn(worker, args=(2, f"file://{tmp_path / 'rendezvous'}", supernet, tmp_path), nprocs=2, join=True)
+def test_ranks_split_the_population_and_agree(supernet_file: Path, tmp_path: Path) -> None:
+    mp.spawn(worker, args=(2, f"file://{tmp_path / 'rendezvous'}", supernet_file, tmp_path), nprocs=2, join=True)
     single, single_calls = torch.load(tmp_path / "alone.pt", weights_only=False)
     assert single_calls == 6
     results = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]

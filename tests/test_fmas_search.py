@@ -19,22 +19,10 @@ from segnas.searchers.fmas import search
 from segnas.searchers.fmas.evaluator import Evaluator
 from segnas.searchers.fmas.pareto import hypervolume, non_dominated, pick
 from segnas.searchers.fmas.scoring import Scorer
-from segnas.training.checkpoint import save_network
 from tests.conftest import compose_config
 
 SEARCH = ["searcher=fmas", "searcher.pop_size=4", "searcher.val_images=4", "searcher.calib_images=4",
           "data.eval_batch_size=2"]
-
-
-@pytest.fixture(scope="module")
-def supernet_file(tmp_path_factory):
-    torch.manual_seed(0)
-    genotype = spaces.resolve_arch("deeplabv3plus-mobilenetv2")
-    net = spaces.build(genotype, 5)
-    with torch.no_grad():
-        net.train()
-        net(torch.randn(4, 3, 32, 32))
-    return save_network(tmp_path_factory.mktemp("supernet") / "model.pt", genotype, 5, net.eval())
 
 
 def cfg_for(run_dir, supernet_file, *overrides):

@@ -88,7 +88,6 @@ class AutoDeepLabSearchModule(pl.LightningModule):
                 for grad in grads:
                     dist.all_reduce(grad)
                     grad.div_(dist.get_world_size())
-            arch_opt.zero_grad()
             for parameter, grad in zip(arch, grads):
                 parameter.grad = grad
             arch_opt.step()
