@@ -100,9 +100,13 @@ def test_warmup_epochs_take_no_architecture_step(tmp_path: Path):
     assert torch.equal(module.supernet.alpha, alpha)
 
 
-def test_search_writes_records_and_retrains_the_decoded_network(make_cfg, tmp_path: Path):
+def test_search_writes_records_and_retrains_the_decoded_network(make_cfg, tmp_path: Path, capsys):
     summary = pipeline.run(make_cfg(*SMALL))
     run = tmp_path / "run"
+    printed = capsys.readouterr().out
+    for name, path in (("genotype", run / "genotype.yaml"), ("model", run / "model.pt"),
+                       ("summary", run / "summary.json")):
+        assert f"{name:>8}: {path}" in printed
     genotype = spaces.resolve_arch(str(run / "genotype.yaml"))
     assert genotype.space == "autodeeplab" and len(genotype.arch["path"]) == 3
     assert len(genotype.arch["cell"]) == 2 and genotype.arch["filter_multiplier"] == 2
