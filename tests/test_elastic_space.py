@@ -18,7 +18,9 @@ from segnas.nn.elastic import (
     full_config,
     sort_hidden_channels,
 )
-from segnas.searchers.fmas.encoding import subnet_config
+from segnas.nn.elastic_stages import elastic_stages
+from segnas.searchers.fmas.encoding import Encoding, subnet_config
+from segnas.searchers.fmas.scoring import recalibrate_bn
 from segnas.training import load_network
 from segnas.training.checkpoint import save_network
 
@@ -138,19 +140,116 @@ def test_extract_refuses_a_rate_the_supernet_lacks(supernet) -> None:
         extract(supernet, SubnetConfig(tuple(FULL_DEPTHS), (1.0,) * 6, (24,), 256, 256))
 
 
-def test_xception_backbone_has_only_head_elasticity() -> None:
-    genotype = spaces.resolve_arch("elastic-deeplabv3plus-xception")
-    assert genotype.arch["depths"] == [] and genotype.arch["widths"] == []
+# --- aligned Xception-65: the middle flow (16 identity-residual blocks of 728 channels) is elastic ---
+
+XCEPTION_MIDDLE = 16
 
 
-def test_xception_head_subnet_equals_masked_supernet() -> None:
-    """The paper's backbone: only the ASPP and decoder are elastic, slicing still matches masking."""
+@pytest.fixture(scope="module")
+def xception():
+    """The paper's backbone (~40M params, built once). Its BatchNorm statistics are those of real
+    batches: with timm's initial ones, activations shrink block after block and the middle flow's
+    residual branches barely move the features, so a wrong slice there could go unnoticed."""
     torch.manual_seed(0)
-    net = spaces.build(spaces.resolve_arch("elastic-deeplabv3plus-xception"), 3).eval()
-    config = SubnetConfig((), (), (12,), 96, 64)
-    sub = extract(net, config).eval()
+    net = spaces.build(spaces.resolve_arch("elastic-deeplabv3plus-xception"), 3)
+    return recalibrate_bn(net, [torch.randn(4, 3, 32, 32)])
+
+
+def assert_close_to_scale(actual: torch.Tensor, expected: torch.Tensor) -> None:
+    """Equal up to float32 reordering noise, measured against the map's largest value (activations
+    reach tens here, and near-zero entries make a purely relative test meaningless)."""
+    torch.testing.assert_close(actual, expected, rtol=0, atol=2e-5 * float(expected.abs().max()))
+
+
+def xception_arch(rng: random.Random) -> dict:
+    return {"backbone": "xception65", "depths": [rng.randint(1, XCEPTION_MIDDLE - 1)],
+            "widths": [rng.choice([0.25, 0.5, 0.75])], "aspp_rates": sorted(rng.sample([6, 12, 18], rng.randint(0, 2))),
+            "aspp_channels": rng.choice([64, 128]), "decoder_channels": rng.choice([32, 128])}
+
+
+def test_xception_middle_flow_is_one_elastic_stage(xception) -> None:
+    genotype = spaces.resolve_arch("elastic-deeplabv3plus-xception")
+    assert genotype.arch["depths"] == [XCEPTION_MIDDLE] and genotype.arch["widths"] == [1.0]
+    (stage,) = elastic_stages(xception.backbone)
+    assert stage.names == tuple(f"blocks_{i}" for i in range(3, 3 + XCEPTION_MIDDLE))
+    with pytest.raises(GenotypeError, match="depths"):
+        spaces.get_space(SPACE).genotype({"backbone": "xception65", "depths": [XCEPTION_MIDDLE + 1]})
+
+
+@pytest.mark.parametrize("config", [
+    subnet_config(spaces.get_space(SPACE).genotype(xception_arch(random.Random(seed)))) for seed in range(2)
+] + [SubnetConfig((5,), (0.5,), (6, 12, 18), 256, 256)], ids=["random0", "random1", "backbone-only"])
+def test_xception_subnet_equals_masked_supernet(xception, config: SubnetConfig) -> None:
+    """Sliced and masked agree on every backbone feature map and on the logits; the feature map
+    right after the middle flow (tapped inside the next block) moves by a sizeable fraction."""
+    sub = extract(xception, config).eval()
+    x = torch.randn(2, 3, 48, 48, generator=torch.Generator().manual_seed(sum(config.depths)))
+    with torch.no_grad():
+        with active(xception, config):
+            masked_features, masked = xception.backbone(x), xception(x)
+        full_features = xception.backbone(x)
+        sliced_features, sliced = sub.backbone(x), sub(x)
+    for mine, reference in zip(sliced_features, masked_features):
+        assert_close_to_scale(mine, reference)
+    assert_close_to_scale(sliced, masked)
+    after_middle, full = sliced_features[2], full_features[2]
+    assert (after_middle - full).abs().max() > 0.1 * full.abs().max(), "the configuration should change the features"
+    assert len(elastic_stages(sub.backbone)[0].names) == config.depths[0]
+
+
+def test_xception_full_configuration_reproduces_the_network_exactly(xception) -> None:
+    copy = extract(xception, full_config(xception)).eval()
+    reference, extracted = xception.state_dict(), copy.state_dict()
+    assert list(reference) == list(extracted)
+    assert all(torch.equal(reference[k], extracted[k]) for k in reference)
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
-        with active(net, config):
-            masked = net(x)
-        torch.testing.assert_close(sub(x), masked, atol=1e-5, rtol=1e-4)
+        assert torch.equal(copy(x), xception(x))
+
+
+def test_xception_build_matches_extraction_and_costs(xception) -> None:
+    genotype = spaces.get_space(SPACE).genotype(xception_arch(random.Random(5)))
+    sub = extract(xception, subnet_config(genotype)).eval()
+    built = spaces.build(genotype, 3)
+    assert {k: v.shape for k, v in built.state_dict().items()} == {k: v.shape for k, v in sub.state_dict().items()}
+    assert count_params(built) == count_params(sub) < count_params(xception)
+    assert count_macs(built, (32, 32)) == count_macs(sub, (32, 32)) < count_macs(xception, (32, 32))
+
+
+def test_hand_count_of_sliced_xception_middle_blocks(xception) -> None:
+    """One middle block at half width, counted by hand: three separable convs (depthwise 3x3 +
+    pointwise 1x1, each followed by a BatchNorm) over 728 -> h -> h -> 728 channels; its MACs are
+    what one more block adds at the middle flow's 2x2 map (32 px input, stride 16)."""
+    c, h = 728, round(728 * 0.5)
+    config = SubnetConfig((1,), (0.5,), (), 256, 256)
+    one, two = extract(xception, config), extract(xception, SubnetConfig((2,), (0.5,), (), 256, 256))
+    block = one.backbone.blocks_3
+    params = (9 * c + 2 * c + c * h + 2 * h) + (9 * h + 2 * h + h * h + 2 * h) + (9 * h + 2 * h + h * c + 2 * c)
+    assert sum(p.numel() for p in block.parameters()) == params
+    assert count_params(two) - count_params(one) == params
+    pixels = 2 * 2
+    macs = pixels * (9 * c + c * h + 9 * h + h * h + 9 * h + h * c)
+    assert count_macs(two, (32, 32)) - count_macs(one, (32, 32)) == macs
+
+
+def test_sorting_xception_hidden_channels_keeps_the_function(xception) -> None:
+    import copy
+
+    net = copy.deepcopy(xception)
+    sort_hidden_channels(net)
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert_close_to_scale(net(x), xception(x))
+    stack = net.backbone.blocks_7.stack
+    for reader in (stack.conv2.conv_pw, stack.conv3.conv_pw):
+        norms = reader.weight.abs().sum(dim=(0, 2, 3))
+        assert torch.all(norms[:-1] >= norms[1:])
+
+
+def test_xception_encoding_searches_the_middle_flow(xception) -> None:
+    space = spaces.get_space(SPACE)
+    encoding = Encoding(space, spaces.resolve_arch("elastic-deeplabv3plus-xception"), [0.5, 1.0], [0.5, 1.0])
+    genes = {(g.label, g.index): g.choices for g in encoding.genes}
+    assert genes[("depths", 0)] == tuple(range(1, XCEPTION_MIDDLE + 1)) and genes[("widths", 0)] == (0.5, 1.0)
+    genotype = encoding.decode([3 if g.label == "depths" else 0 for g in encoding.genes])
+    assert genotype.arch["depths"] == [4] and genotype.arch["widths"] == [0.5]

@@ -1,5 +1,7 @@
 """Population scoring split across 2 CPU processes (gloo): each rank scores half of the new
-sub-networks and every rank ends with the records a single process computes."""
+sub-networks and every rank ends with the records a single process computes; what rank 0
+measured alone reaches every rank. The whole command under trainer=ddp and trainer=ddp_spawn is
+run in tests/test_fmas_search.py."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from segnas import spaces
-from segnas.searchers.fmas.evaluator import Evaluator
+from segnas.searchers.fmas.evaluator import Evaluator, from_rank_zero
 from segnas.searchers.fmas.scoring import Scorer
 from segnas.training import load_network
 
@@ -48,6 +50,7 @@ def worker(rank: int, world: int, init: str, supernet: Path, out: Path) -> None:
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     try:
         torch.save(evaluate(supernet), out / f"rank{rank}.pt")
+        torch.save(from_rank_zero({"measured_on": rank}), out / f"broadcast{rank}.pt")
     finally:
         dist.destroy_process_group()
 
@@ -60,6 +63,9 @@ def test_ranks_split_the_population_and_agree(supernet_file: Path, tmp_path: Pat
     assert [calls for _, calls in results] == [3, 3]
     for records, _ in results:
         assert [r["genotype_hash"] for r in records] == [r["genotype_hash"] for r in single]
+        # new genotypes dealt round-robin; the repeat of the first is a cache hit
+        assert [r["scored_by_rank"] for r in records] == [0, 1, 0, 1, 0, 1, 0]
         for mine, reference in zip(records, single):
             assert mine["macs"] == reference["macs"] and mine["params"] == reference["params"]
             assert mine["miou"] == pytest.approx(reference["miou"], abs=1e-9)
+    assert [torch.load(tmp_path / f"broadcast{r}.pt") for r in range(2)] == [{"measured_on": 0}] * 2

@@ -108,6 +108,9 @@ def test_search_writes_a_front_that_pymoo_agrees_with(supernet_file, tmp_path) -
     assert [int(r["generation"]) for r in history] == [1, 2]
     hv = [float(r["hypervolume"]) for r in history]
     assert hv[0] > 0 and hv[1] >= hv[0]
+    fronts = read_csv(run_dir / "fronts.csv")  # each generation's front; the last one is pareto.csv's
+    assert [int(h["front_size"]) for h in history] == [sum(f["generation"] == g for f in fronts) for g in "12"]
+    assert {f["genotype_hash"] for f in fronts if f["generation"] == "2"} == expected
     assert 1 <= len(result.candidates) <= 2
     assert result.candidates[0].scores["miou"] == max(float(r["miou"]) for r in rows)
     assert (run_dir / "pareto.png").stat().st_size > 1000
@@ -228,3 +231,65 @@ def test_nsga2_beats_random_sampling_on_a_toy_problem() -> None:
         front = front_records(list(toy.cache.values()), objectives, scale)
         rand.append(hypervolume(objective_matrix(front, objectives, scale), reference))
     assert np.mean(nsga) > np.mean(rand) + 0.01, (nsga, rand)
+
+
+# --- DDP: trainer=ddp splits the scoring between ranks; trainer=ddp_spawn searches in the main process ---
+
+DDP_SEARCH = [*SEARCH, "searcher.generations=2", "searcher.top_k=1", "searcher.retrain_epochs=1"]
+
+
+def test_join_ranks_leaves_single_process_and_spawn_trainers_alone() -> None:
+    import torch.distributed as dist
+
+    from segnas.searchers.fmas.evaluator import join_ranks, rank_and_world
+
+    for trainer in (None, {"strategy": "auto", "devices": 1}, {"strategy": "ddp", "devices": 1, "num_nodes": 1},
+                    {"strategy": "ddp_spawn", "devices": 2}, {"strategy": "ddp_fork", "devices": 2}):
+        join_ranks(trainer)
+        assert not dist.is_initialized() and rank_and_world() == (0, 1)
+
+
+@pytest.mark.slow
+def test_trainer_ddp_splits_the_scoring_between_two_cpu_ranks(supernet_file, tmp_path) -> None:
+    """The whole command under trainer=ddp (Lightning relaunches it for rank 1, so it runs as a
+    subprocess). With a given supernet no Trainer fits before the search: the ranks must join
+    before it, score half of each generation each, and rank 0 alone writes the files."""
+    import subprocess
+    import sys
+
+    from tests.conftest import TINY, subprocess_env
+
+    run_dir = tmp_path / "run"
+    ddp = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true",
+           "trainer.benchmark=false", "trainer.sync_batchnorm=false"]
+    done = subprocess.run(
+        [sys.executable, "-m", "segnas.run", *TINY, *ddp, *DDP_SEARCH, f"searcher.supernet={supernet_file}",
+         f"hydra.run.dir={run_dir}"],
+        cwd=tmp_path, env=subprocess_env(tmp_path), capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = torch.load(run_dir / "last.ckpt", weights_only=False)
+    ranks = [record["scored_by_rank"] for record in state["cache"].values()]
+    assert sorted(set(ranks)) == [0, 1] and abs(ranks.count(0) - ranks.count(1)) <= state["generation"]
+    assert [int(row["generation"]) for row in read_csv(run_dir / "search.csv")] == [1, 2]  # one writer
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["candidates_scored"] == len(state["cache"]) == state["scored"]
+    rows = read_csv(run_dir / "pareto.csv")
+    assert len({row["genotype_hash"] for row in rows}) == len(rows) == summary["front_size"]
+
+
+@pytest.mark.slow
+def test_trainer_ddp_spawn_searches_in_the_main_process(supernet_file, tmp_path) -> None:
+    """trainer=ddp_spawn: the front is fine-tuned on 2 spawned CPU processes; the search itself
+    runs here, alone, and gives what a single-process search gives. No logger: Lightning's CSV
+    writer cannot follow metrics written by an earlier spawned fit (a logging matter, not DDP's)."""
+    from segnas import pipeline
+
+    spawned = tmp_path / "spawned"
+    summary = pipeline.run(cfg_for(spawned, supernet_file, *DDP_SEARCH[len(SEARCH):], "trainer=ddp_spawn",
+                                   "trainer.devices=2", "~logger"))
+    alone = tmp_path / "alone"
+    run_search(cfg_for(alone, supernet_file, *DDP_SEARCH[len(SEARCH):]), alone)
+    state = torch.load(spawned / "last.ckpt", weights_only=False)
+    assert {record["scored_by_rank"] for record in state["cache"].values()} == {0}
+    assert without_times(read_csv(spawned / "search.csv")) == without_times(read_csv(alone / "search.csv"))
+    assert summary["front_finetuned"] == 1 and 0.0 <= summary["val_mIoU"] <= 1.0

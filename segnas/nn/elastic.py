@@ -10,23 +10,24 @@ Two views of the same sub-network are provided on purpose:
 
 They are built independently, so the test that their outputs agree checks the slicing.
 
-What is elastic (:class:`SubnetConfig`):
+What is elastic (:class:`SubnetConfig`; which backbone parts, see :mod:`segnas.nn.elastic_stages`):
 
-- ``depths``: per elastic backbone stage, keep the first d blocks. Only stages of inverted
-  residual blocks (timm's EfficientNet family: MobileNetV2/V3, EfficientNet) are elastic; a block
-  after the first of a stage has a residual connection with equal in/out shape, so dropping it
-  leaves an identity, which keeps every tensor shape downstream.
-- ``widths``: per elastic stage, the fraction of each block's expanded (hidden) channels kept.
-  Hidden channels live between the block's 1x1 expansion and its 1x1 projection, so slicing them
-  never changes a block's interface.
+- ``depths``: per elastic backbone stage, keep the first d blocks. Every block of a stage after
+  its first adds its input back with an equal in/out shape, so dropping it leaves an identity,
+  which keeps every tensor shape downstream (MobileNetV2's inverted-residual stages, Xception's
+  middle flow).
+- ``widths``: per elastic stage, the fraction of each block's hidden channel groups kept (the
+  expanded channels of an inverted residual; the two inner separable-convolution outputs of an
+  Xception block). Hidden channels are written and read inside one block, so slicing them never
+  changes a block's interface.
 - ``aspp_rates``: the atrous branches kept (a subset of the trained network's rates); the 1x1 and
   image-pooling branches always stay.
 - ``aspp_channels`` / ``decoder_channels``: the first k output channels of every ASPP branch and
   projection, and of the decoder's two refinement convolutions.
 
 Channels are kept "first k" (``torch.arange(k)``); :func:`sort_hidden_channels` permutes a trained
-network's hidden channels once by importance (L1 norm of the projection weights) so that first-k
-keeps the most important ones without changing the network's function.
+network's hidden channels once by importance (L1 norm of the weights that read them) so that
+first-k keeps the most important ones without changing the network's function.
 """
 
 from __future__ import annotations
@@ -41,6 +42,12 @@ from torch import nn
 
 from segnas.errors import GenotypeError
 from segnas.nn.deeplab import DeepLabV3Plus
+from segnas.nn.elastic_stages import (
+    HiddenGroup,
+    elastic_stages,
+    hidden_groups,
+    stage_depths,
+)
 
 
 @dataclass(frozen=True)
@@ -52,27 +59,6 @@ class SubnetConfig:
     aspp_rates: tuple[int, ...]
     aspp_channels: int
     decoder_channels: int
-
-
-def _is_inverted_residual(block: nn.Module) -> bool:
-    return all(hasattr(block, name) for name in ("conv_pw", "bn1", "conv_dw", "bn2", "conv_pwl"))
-
-
-def elastic_stages(backbone: nn.Module) -> list[nn.Sequential]:
-    """The backbone stages whose depth and hidden width can shrink, in forward order.
-
-    Empty for backbones without inverted-residual stages (e.g. Xception, ResNet): for those only
-    the ASPP and decoder are elastic.
-    """
-    blocks = getattr(backbone, "blocks", None)
-    if not isinstance(blocks, nn.Sequential):
-        return []
-    return [stage for stage in blocks
-            if isinstance(stage, nn.Sequential) and len(stage) and all(map(_is_inverted_residual, stage))]
-
-
-def stage_depths(backbone: nn.Module) -> list[int]:
-    return [len(stage) for stage in elastic_stages(backbone)]
 
 
 def kept_channels(full: int, ratio: float) -> int:
@@ -150,26 +136,39 @@ def _check_lengths(backbone: nn.Module, depths: Sequence[int], widths: Sequence[
     return full
 
 
+def _replace(root: nn.Module, path: str, module: nn.Module) -> None:
+    parent, _, name = path.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, name, module)
+
+
+def _slice_group(block: nn.Module, group: HiddenGroup, width: float) -> None:
+    """Keep the first ``width`` of ``group``'s channels in every module that holds them."""
+    producer = block.get_submodule(group.producer)
+    idx = _first(kept_channels(producer.out_channels, width))
+    _replace(block, group.producer, _slice_conv(producer, out_idx=idx))
+    for path in group.channelwise:
+        module = block.get_submodule(path)
+        sliced = _slice_bn(module, idx) if isinstance(module, nn.modules.batchnorm._BatchNorm) else \
+            _slice_conv(module, out_idx=idx)
+        _replace(block, path, sliced)
+    _replace(block, group.consumer, _slice_conv(block.get_submodule(group.consumer), in_idx=idx))
+
+
 def shrink_backbone(backbone: nn.Module, depths: Sequence[int], widths: Sequence[float]) -> nn.Module:
     """Slice ``backbone`` in place: first ``depths[s]`` blocks and ``widths[s]`` of the hidden
-    channels of every block of elastic stage ``s``. Returns ``backbone``."""
+    channels of every block of elastic stage ``s``. Returns ``backbone``.
+
+    Dropped blocks are deleted from their container, kept modules keep their names, so the
+    state-dict keys of what stays are those of the full backbone.
+    """
     _check_lengths(backbone, depths, widths)
-    stages = elastic_stages(backbone)
-    if not stages:
-        return backbone
-    positions = [i for i, stage in enumerate(backbone.blocks) if any(stage is s for s in stages)]
-    for position, stage, depth, width in zip(positions, stages, depths, widths):
-        kept = nn.Sequential(*list(stage)[: int(depth)])
+    for stage, depth, width in zip(elastic_stages(backbone), depths, widths):
+        kept = stage.blocks()[: int(depth)]
+        for name in stage.names[int(depth):]:
+            delattr(stage.container, name)
         for block in kept:
-            if not isinstance(getattr(block, "se", nn.Identity()), nn.Identity):
-                raise GenotypeError("width slicing of blocks with squeeze-excitation is not supported")
-            idx = _first(kept_channels(block.conv_pw.out_channels, width))
-            block.conv_pw = _slice_conv(block.conv_pw, out_idx=idx)
-            block.bn1 = _slice_bn(block.bn1, idx)
-            block.conv_dw = _slice_conv(block.conv_dw, out_idx=idx)
-            block.bn2 = _slice_bn(block.bn2, idx)
-            block.conv_pwl = _slice_conv(block.conv_pwl, in_idx=idx)
-        backbone.blocks[position] = kept
+            for group in hidden_groups(block):
+                _slice_group(block, group, width)
     return backbone
 
 
@@ -245,9 +244,10 @@ def _mask(channels: int, kept: int, like: torch.Tensor) -> torch.Tensor:
 def active(net: DeepLabV3Plus, config: SubnetConfig) -> Iterator[DeepLabV3Plus]:
     """Run ``net`` itself as the sub-network ``config`` inside the ``with`` block.
 
-    Forward hooks replace dropped residual blocks by their input and zero dropped channels and
-    ASPP branches; zeros entering the next convolution contribute nothing, which is what slicing
-    its input channels does. BatchNorm statistics stay the full network's (no recalibration).
+    Forward hooks replace dropped residual blocks by their input and zero dropped head channels
+    and ASPP branches; pre-hooks zero dropped hidden channels where a block's convolution reads
+    them. Zeros entering a convolution contribute nothing, which is what slicing its input
+    channels does. BatchNorm statistics stay the full network's (no recalibration).
     """
     _check_lengths(net.backbone, config.depths, config.widths)
     check_head(net, config)
@@ -257,14 +257,18 @@ def active(net: DeepLabV3Plus, config: SubnetConfig) -> Iterator[DeepLabV3Plus]:
     def scale(kept: int):
         return lambda module, inputs, output: output * _mask(output.shape[1], kept, output)
 
+    def mask_input(kept: int):
+        return lambda module, inputs: (inputs[0] * _mask(inputs[0].shape[1], kept, inputs[0]), *inputs[1:])
+
     try:
         for stage, depth, width in zip(elastic_stages(net.backbone), config.depths, config.widths):
-            for index, block in enumerate(stage):
+            for index, block in enumerate(stage.blocks()):
                 if index >= depth:
                     handles.append(block.register_forward_hook(lambda m, inputs, output: inputs[0]))
-                else:
-                    hidden = kept_channels(block.conv_pw.out_channels, width)
-                    handles.append(block.bn2.register_forward_hook(scale(hidden)))
+                    continue
+                for group in hidden_groups(block):
+                    hidden = kept_channels(block.get_submodule(group.producer).out_channels, width)
+                    handles.append(block.get_submodule(group.consumer).register_forward_pre_hook(mask_input(hidden)))
         for position, branch in enumerate(net.aspp.branches):
             handles.append(branch.register_forward_hook(scale(config.aspp_channels if position in positions else 0)))
         handles.append(net.aspp.project[0].register_forward_hook(scale(config.aspp_channels)))
@@ -279,19 +283,23 @@ def active(net: DeepLabV3Plus, config: SubnetConfig) -> Iterator[DeepLabV3Plus]:
 def sort_hidden_channels(net: DeepLabV3Plus) -> DeepLabV3Plus:
     """Permute every elastic block's hidden channels by decreasing importance, in place.
 
-    Importance is the L1 norm of the projection (``conv_pwl``) weights reading the channel. The
-    permutation is applied consistently to the expansion, depthwise and projection weights and to
-    both BatchNorms, so the network computes exactly the same function; afterwards "keep the first
-    k channels" keeps the k most important ones.
+    Importance of a hidden channel is the L1 norm of the consumer weights reading it (the
+    projection ``conv_pwl`` of an inverted residual, the next pointwise conv in an Xception
+    block). The permutation is applied consistently to every module of the group (producer
+    outputs, BatchNorms, depthwise convs, consumer inputs), so the network computes exactly the
+    same function; afterwards "keep the first k channels" keeps the k most important ones.
     """
     with torch.no_grad():
         for stage in elastic_stages(net.backbone):
-            for block in stage:
-                order = block.conv_pwl.weight.abs().sum(dim=(0, 2, 3)).argsort(descending=True)
-                for conv, dim in ((block.conv_pw, 0), (block.conv_dw, 0), (block.conv_pwl, 1)):
-                    conv.weight.copy_(conv.weight.index_select(dim, order))
-                for bn in (block.bn1, block.bn2):
-                    for tensor in (bn.weight, bn.bias, bn.running_mean, bn.running_var):
-                        if tensor is not None:
-                            tensor.copy_(tensor[order])
+            for block in stage.blocks():
+                for group in hidden_groups(block):
+                    consumer = block.get_submodule(group.consumer)
+                    order = consumer.weight.abs().sum(dim=(0, 2, 3)).argsort(descending=True)
+                    consumer.weight.copy_(consumer.weight.index_select(1, order))
+                    for path in (group.producer, *group.channelwise):
+                        module = block.get_submodule(path)
+                        for name in ("weight", "bias", "running_mean", "running_var"):
+                            tensor = getattr(module, name, None)
+                            if tensor is not None:
+                                tensor.copy_(tensor.index_select(0, order))
     return net

@@ -2,15 +2,16 @@
 backbone stage, hidden width per stage, the ASPP branches kept and the ASPP / decoder widths.
 
 A genotype here is the DeepLabV3+ genotype plus two lists, ``depths`` and ``widths``, with one
-entry per elastic backbone stage (see :mod:`segnas.nn.elastic`; for MobileNetV2 the six
-inverted-residual stages, full depths ``[2, 3, 4, 3, 3, 1]``). ``null`` means the full network,
-and is written out as the explicit full lists so that one network has one hash.
+entry per elastic backbone stage (see :mod:`segnas.nn.elastic_stages`: for MobileNetV2 the six
+inverted-residual stages, full depths ``[2, 3, 4, 3, 3, 1]``; for aligned Xception-65 its middle
+flow, full depths ``[16]``). ``null`` means the full network, and is written out as the explicit
+full lists so that one network has one hash.
 
 ``build`` makes a randomly initialised standalone network with exactly the modules, state-dict
 keys and shapes of the sub-network that :func:`segnas.nn.elastic.extract` slices from a trained
 supernet, so a fine-tuned sub-network saved as ``model.pt`` reloads through ``load_network``.
-Backbones without inverted-residual stages (Xception, ResNet) have no elastic backbone stages:
-their ``depths`` and ``widths`` are empty lists and only the head is elastic.
+Backbones of other families (e.g. ResNet) have no elastic backbone stages: their ``depths`` and
+``widths`` are empty lists and only the head is elastic.
 """
 
 from __future__ import annotations

@@ -7,10 +7,12 @@ sub-networks (:mod:`.encoding`), pricing and scoring with a cache (:mod:`.evalua
 :mod:`.scoring`), the NSGA-II loop and its checkpoint (:mod:`.nsga`), the front, hypervolume and
 plots (:mod:`.pareto`) and per-generation logging (:mod:`.progress`).
 
-Under DDP (a process group left up by Lightning after fitting the supernet) the ranks split
-each population's new sub-networks between them and all-gather the records
-(:meth:`.evaluator.Evaluator.evaluate_many`). Scoring runs on ``searcher.device`` (``auto``:
-this process's CUDA device when there is one).
+Under ``trainer=ddp`` the ranks join one process group before the search
+(:func:`.evaluator.join_ranks`), split each population's new sub-networks between them and
+all-gather the records (:meth:`.evaluator.Evaluator.evaluate_many`); rank 0 writes the files.
+Under ``trainer=ddp_spawn`` only the supernet's training and the front's fine-tuning use the
+spawned processes; the search runs in the main process alone. Scoring runs on
+``searcher.device`` (``auto``: this process's CUDA device when there is one).
 """
 
 from __future__ import annotations
@@ -27,9 +29,20 @@ from segnas.errors import ConfigError
 from segnas.genotype import Genotype
 from segnas.hardware import count_macs, count_params
 from segnas.nn.elastic import sort_hidden_channels
+from segnas.searchers.budget import Budget
 from segnas.searchers.fmas.encoding import Encoding
-from segnas.searchers.fmas.evaluator import Evaluator, check_objectives, rank_and_world
-from segnas.searchers.fmas.nsga import SearchState, build_algorithm, run_generations
+from segnas.searchers.fmas.evaluator import (
+    Evaluator,
+    check_objectives,
+    from_rank_zero,
+    join_ranks,
+    rank_and_world,
+)
+from segnas.searchers.fmas.nsga import (
+    SearchState,
+    build_search_algorithm,
+    run_generations,
+)
 from segnas.searchers.fmas.pareto import (
     front_records,
     pick,
@@ -69,6 +82,7 @@ def search(cfg: DictConfig, run_dir: Path, resume: Path | None, logger: Any) -> 
     objectives = check_objectives(list(s.objectives))
     if s.channel_order not in CHANNEL_ORDERS:
         raise ConfigError(f"searcher.channel_order={s.channel_order}: expected one of {', '.join(CHANNEL_ORDERS)}")
+    join_ranks(cfg.get("trainer"))  # trainer=ddp: every rank searches from here on, together
     space = get_space("elastic-deeplabv3plus")
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
@@ -90,12 +104,14 @@ def search(cfg: DictConfig, run_dir: Path, resume: Path | None, logger: Any) -> 
     evaluator = Evaluator(supernet, scorer, objectives, constraints, input_size, target)
     encoding = Encoding(space, full, list(s.width_ratios), list(s.head_ratios), int(s.min_depth))
     if state is None:
-        algorithm = build_algorithm(encoding, len(objectives), int(s.pop_size), int(s.generations), int(s.seed),
-                                    float(s.crossover_prob), float(s.crossover_eta),
-                                    None if s.mutation_prob is None else float(s.mutation_prob), float(s.mutation_eta))
+        algorithm = build_search_algorithm(
+            str(s.get("algorithm", "nsga2")), encoding, len(objectives), int(s.pop_size), int(s.generations),
+            int(s.seed), crossover_prob=float(s.crossover_prob), crossover_eta=float(s.crossover_eta),
+            mutation_prob=None if s.mutation_prob is None else float(s.mutation_prob),
+            mutation_eta=float(s.mutation_eta))
         # the full network scored like every candidate: the reference the front is read against
         state = SearchState(algorithm, extra={"supernet": facts["supernet"], "full": full.to_dict(),
-                                              "scale": _scale(supernet, objectives, input_size, target),
+                                              "scale": from_rank_zero(_scale(supernet, objectives, input_size, target)),
                                               "supernet_miou": scorer.score(evaluator.subnet(full))["miou"]})
     elif state.extra["full"]["hash"] != full.hash:
         raise ConfigError(f"resume={resume}: the checkpoint searched supernet {state.extra['full']['hash']}, "
@@ -104,9 +120,16 @@ def search(cfg: DictConfig, run_dir: Path, resume: Path | None, logger: Any) -> 
     reference = [1.0] + [float(s.hv_reference)] * (len(objectives) - 1)
     cost = objectives[1]
     writer = rank_and_world()[0] == 0  # under DDP every rank holds the same state; one writes it
-    run_generations(state, encoding, evaluator, objectives, scale, reference, int(s.generations),
-                    run_dir / "last.ckpt" if writer else None,
-                    SearchLog(run_dir, logger, cost, state.history) if writer else None)
+    budget = Budget.from_config(cfg)
+    supernet_images = int(facts.get("supernet_images_seen", 0))
+
+    def spent() -> str | None:  # rank 0's clock decides for every rank (they must stop together)
+        return from_rank_zero(budget.exhausted(time.perf_counter() - start,
+                                               evaluator.scored * scorer.images_per_score + supernet_images))
+
+    stopped = run_generations(state, encoding, evaluator, objectives, scale, reference, int(s.generations),
+                              run_dir / "last.ckpt" if writer else None,
+                              SearchLog(run_dir, logger, cost, state.history) if writer else None, stop=spent)
     records = list(state.cache.values())
     front = front_records(records, objectives, scale)
     if not front:
@@ -127,7 +150,9 @@ def search(cfg: DictConfig, run_dir: Path, resume: Path | None, logger: Any) -> 
     summary = {
         "search_wall_time_s": round(time.perf_counter() - start, 2),
         "search_steps": state.scored,
-        "search_images_seen": state.scored * scorer.images_per_score + int(facts.get("supernet_images_seen", 0)),
+        "search_images_seen": state.scored * scorer.images_per_score + supernet_images,
+        **budget.summary(stopped),
+        "search_algorithm": str(s.get("algorithm", "nsga2")),
         **facts,
         "supernet_genotype_hash": full.hash,
         "supernet_miou": state.extra["supernet_miou"],

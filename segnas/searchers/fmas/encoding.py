@@ -3,6 +3,10 @@
 Each gene is an index into a list of choices, so pymoo works on plain integer vectors (SBX and
 polynomial mutation on floats, rounded back) while genotypes stay readable dicts. Genes with a
 single choice (e.g. a stage of one block) are left out of the vector.
+
+The backbone genes follow the supernet's elastic stages (:mod:`segnas.nn.elastic_stages`): a
+depth and a width gene per stage, i.e. eleven for MobileNetV2 (its last stage has one block)
+and two for aligned Xception-65 (its middle flow: 1..16 blocks, one hidden width for all).
 """
 
 from __future__ import annotations

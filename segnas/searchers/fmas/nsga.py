@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from pymoo.algorithms.moo.nsga2 import NSGA2
 from pymoo.core.evaluator import Evaluator as PymooEvaluator
+from pymoo.core.population import Population
 from pymoo.core.problem import Problem
 from pymoo.operators.crossover.sbx import SBX
 from pymoo.operators.mutation.pm import PM
@@ -69,9 +70,44 @@ def build_algorithm(encoding: Encoding, n_obj: int, pop_size: int, generations: 
     return algorithm
 
 
+class UniformProposals:
+    """Random search (``searcher=random searcher.space=fmas``) behind NSGA-II's ask/tell: every
+    generation is ``pop_size`` genes drawn uniformly and independently, and what was scored
+    teaches nothing. Scoring, the cache and the front are the same as for NSGA-II."""
+
+    def __init__(self, problem: SubnetProblem, pop_size: int, seed: int) -> None:
+        self.problem = problem
+        self.pop_size = int(pop_size)
+        self.rng = np.random.default_rng(seed)
+
+    def ask(self) -> Population:
+        X = self.rng.integers(self.problem.xl, self.problem.xu, endpoint=True,
+                              size=(self.pop_size, self.problem.n_var))
+        return Population.new("X", X)
+
+    def tell(self, infills: Population) -> None:
+        """Nothing to learn."""
+
+
+ALGORITHMS = ("nsga2", "random")
+
+
+def build_search_algorithm(name: str, encoding: Encoding, n_obj: int, pop_size: int, generations: int, seed: int,
+                           **nsga2: Any) -> NSGA2 | UniformProposals:
+    """``searcher.algorithm``: nsga2 (FMAS) or random (its baseline at the same number of proposals)."""
+    if name == "nsga2":
+        return build_algorithm(encoding, n_obj, pop_size, generations, seed, **nsga2)
+    if name == "random":
+        if pop_size < 1 or generations < 1 or encoding.n_var == 0:
+            raise ConfigError(f"searcher.pop_size={pop_size}, searcher.generations={generations}: need both >= 1 "
+                              "and a space with choices")
+        return UniformProposals(SubnetProblem(encoding.xl, encoding.xu, n_obj), pop_size, seed)
+    raise ConfigError(f"searcher.algorithm={name}: expected one of {', '.join(ALGORITHMS)}")
+
+
 @dataclass
 class SearchState:
-    algorithm: NSGA2
+    algorithm: NSGA2 | UniformProposals
     generation: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     cache: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -104,12 +140,19 @@ class SearchState:
 def run_generations(state: SearchState, encoding: Encoding, evaluator: Evaluator, objectives: Sequence[str],
                     scale: dict[str, float], reference: Sequence[float], generations: int,
                     checkpoint: Path | None = None,
-                    on_generation: Callable[[dict[str, Any], list[dict[str, Any]]], None] | None = None) -> None:
+                    on_generation: Callable[[dict[str, Any], list[dict[str, Any]]], None] | None = None,
+                    stop: Callable[[], str | None] | None = None) -> str | None:
     """Advance ``state`` to ``generations`` generations; after each, log a row (hypervolume of the
-    front of everything scored so far, its size, candidates scored, cache hits) and checkpoint."""
+    front of everything scored so far, its size, candidates scored, cache hits) and checkpoint.
+
+    ``stop`` (the search budget) is asked after every generation; its reason is returned when it
+    ended the search early. The first generation always runs, so there is a front to return."""
     evaluator.cache, evaluator.hits, evaluator.scored = state.cache, state.hits, state.scored
     algorithm = state.algorithm
     while state.generation < generations:
+        reason = stop() if stop is not None and state.generation > 0 else None
+        if reason:
+            return reason
         start = time.perf_counter()
         hits, scored = evaluator.hits, evaluator.scored
         population = algorithm.ask()
@@ -139,3 +182,4 @@ def run_generations(state: SearchState, encoding: Encoding, evaluator: Evaluator
             on_generation(row, front)
         if checkpoint is not None:
             state.save(checkpoint)
+    return None

@@ -1,5 +1,6 @@
-"""Per-generation logging: ``search.csv`` in the run directory, ``search/*`` metrics to the run's
-logger, and for W&B the current front as a table and a mIoU-against-cost scatter."""
+"""Per-generation logging: ``search.csv`` in the run directory, each generation's front in
+``fronts.csv`` (to replay how the front moved), ``search/*`` metrics to the run's logger, and for
+W&B the current front as a table and a mIoU-against-cost scatter."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from segnas.searchers.fmas.pareto import COST_FIELDS
 
 COLUMNS = ("generation", "hypervolume", "front_size", "proposed", "scored", "scored_total", "infeasible",
            "cache_hits", "cache_hits_total", "best_miou", "wall_s")
+FRONT_COLUMNS = ("generation", "genotype_hash", "miou", "params", "macs", "latency_ms")
 
 
 class SearchLog:
@@ -30,6 +32,13 @@ class SearchLog:
     def __call__(self, row: dict[str, Any], front: list[dict[str, Any]]) -> None:
         with open(self.path, "a", newline="") as handle:
             csv.DictWriter(handle, fieldnames=COLUMNS, extrasaction="ignore").writerow(row)
+        fronts = self.path.with_name("fronts.csv")
+        new_file = not fronts.is_file()
+        with open(fronts, "a", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=FRONT_COLUMNS, extrasaction="ignore")
+            if new_file:
+                writer.writeheader()
+            writer.writerows({**r, "generation": row["generation"]} for r in front)
         if self.logger is None:
             return
         metrics = {f"search/{k}": float(row[k]) for k in ("generation", "hypervolume", "front_size",

@@ -79,7 +79,9 @@ def _train(cfg: DictConfig, run_dir: Path, logger: Any, datamodule: Any,
     trainer = build_trainer(cfg, out_dir, logger, datamodule, max_epochs=epochs)
     resume = out_dir / "last.ckpt"
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume.is_file() else None)
-    path = save_network(out_dir / "model.pt", genotype, datamodule.num_classes, net.cpu())
+    path = out_dir / "model.pt"
+    if trainer.is_global_zero:  # under trainer=ddp every rank holds the same weights; one writes them
+        save_network(path, genotype, datamodule.num_classes, net.cpu())
     return genotype, net, {
         "supernet": str(path), "supernet_trained_here": True, "supernet_epochs": epochs,
         "supernet_train_time_s": round(time.perf_counter() - start, 2),
