@@ -1,8 +1,9 @@
 """The tasks behind ``python -m segnas.run``: a plain ``run(cfg)`` that tests call directly.
 
 ``task=train`` trains a fixed architecture, ``task=eval`` scores a checkpoint on a split,
-``task=profile`` prices an architecture, ``task=search`` runs the chosen searcher. Each writes
-``config.yaml`` and ``summary.json`` to the run directory and returns the summary.
+``task=profile`` prices an architecture, ``task=search`` runs the chosen searcher,
+``task=compare`` runs several searchers and their random baselines (:mod:`segnas.compare`). Each
+writes ``config.yaml`` and ``summary.json`` to the run directory and returns the summary.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from segnas.training.trainer import build_module, build_trainer
 
 log = logging.getLogger(__name__)
 
-TASKS = ("search", "train", "eval", "profile")
+TASKS = ("search", "train", "eval", "profile", "compare")
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -43,7 +44,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     failed = True
     try:
-        summary = {"search": _search, "train": _train, "eval": _eval, "profile": _profile}[cfg.task](cfg, run_dir)
+        summary = {"search": search, "train": _train, "eval": _eval, "profile": _profile,
+                   "compare": _compare}[cfg.task](cfg, run_dir)
         failed = False
     finally:
         close_loggers(failed)
@@ -77,7 +79,7 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError("task=eval needs checkpoint=<.ckpt, model.pt or run dir>")
 
 
-def _search(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+def search(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Search, save the winner's genotype, retrain every returned candidate, keep the best."""
     start = time.perf_counter()
     target = OmegaConf.select(cfg, "searcher._target_")
@@ -105,8 +107,11 @@ def _search(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         **_architecture(result.candidates[0].genotype, datamodule.num_classes),
         "data": cfg.data.get("name"),
         **result.summary,
+        "seed": int(cfg.seed),
     }
     if int(cfg.retrain.epochs) > 0:
+    if torch.cuda.is_available():
+        summary["search_gpu_hours"] = round(result.summary.get("search_wall_time_s", 0.0) * _gpus(cfg) / 3600, 4)
         best = max(retrained, key=lambda entry: entry["val_mIoU"])
         winner = spaces.resolve_arch(best["genotype"])
         winner.save(run_dir / "genotype.yaml")
@@ -126,6 +131,22 @@ def _search(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 def _retrain(
     cfg: DictConfig, run_dir: Path, rank: int, candidate: Candidate, datamodule, logger
 ) -> dict[str, Any] | None:
+def _gpus(cfg: DictConfig) -> int:
+    """GPUs a search occupied: ``trainer.devices`` (all visible ones for auto / -1)."""
+    devices = OmegaConf.select(cfg, "trainer.devices", default=1)
+    if isinstance(devices, int) and devices > 0:
+        return devices
+    if OmegaConf.is_list(devices):
+        return len(devices)
+    return torch.cuda.device_count()
+
+
+def _compare(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    from segnas.compare import compare  # it runs pipeline.search for every entry
+
+    return compare(cfg, run_dir)
+
+
     """Train one candidate for ``retrain.epochs`` in ``retrain/<rank>_<hash>/`` (resumable);
     0 epochs keeps only what the search measured."""
     genotype = candidate.genotype

@@ -75,3 +75,31 @@ def supernet_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
         net.train()
         net(torch.randn(4, 3, 32, 32))
     return save_network(tmp_path_factory.mktemp("supernet") / "model.pt", genotype, 5, net.eval())
+
+
+#: The Auto-DeepLab search of test_autodeeplab_search (seconds), as compare overrides.
+TINY_ADL = ["searcher.layers=3", "searcher.filter_multiplier=2", "searcher.blocks=2", "searcher.epochs=2",
+            "searcher.warmup_epochs=1", "searcher.val_images=4", "searcher.batches_per_epoch=null",
+            "searcher.network.filter_multiplier=2", "searcher.network.aspp_channels=8",
+            "searcher.network.decoder_channels=8", "searcher.network.low_level_channels=4"]
+
+
+def compare_cfg(run_dir: Path, *overrides: str) -> DictConfig:
+    """task=compare of the tiny Auto-DeepLab search and its random baseline over seeds 0 and 1."""
+    listed = ",".join(f'"{o}"' for o in TINY_ADL)
+    return compose_config("task=compare", f"run_dir={run_dir}", "compare.searchers=[autodeeplab]",
+                          f"compare.overrides.autodeeplab=[{listed}]", "compare.retrain_epochs=1",
+                          'compare.random_overrides=["searcher.samples=2"]', *overrides)
+
+
+@pytest.fixture(scope="session")
+def tiny_comparison(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """One finished comparison (4 runs, W&B offline), shared by the compare and notebook tests."""
+    from segnas import pipeline
+
+    run_dir = tmp_path_factory.mktemp("compare") / "run"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("WANDB_MODE", "offline")
+        patch.setenv("WANDB_SILENT", "true")
+        patch.setenv("WANDB_DIR", str(tmp_path_factory.mktemp("wandb")))
+        return run_dir, pipeline.run(compare_cfg(run_dir, "logger=wandb"))

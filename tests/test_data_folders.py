@@ -42,13 +42,14 @@ def quadrants(top_left: int, top_right: int, bottom_left: int, bottom_right: int
 VOC_MASK = quadrants(0, 15, 255, 20)
 
 
-def write_voc(root: Path, train=("2007_000001", "2007_000002"), val=("2007_000003",)) -> Path:
+def write_voc(root: Path, train=("2007_000001", "2007_000002"), val=("2007_000003",), train_split: str = "train",
+              mask_dir: str = "SegmentationClass") -> Path:
     for name in (*train, *val):
         write_image(root / "JPEGImages" / f"{name}.jpg")
-        write_mask(root / "SegmentationClass" / f"{name}.png", VOC_MASK, palette=True)
+        write_mask(root / mask_dir / f"{name}.png", VOC_MASK, palette=True)
     lists = root / "ImageSets" / "Segmentation"
     lists.mkdir(parents=True, exist_ok=True)
-    (lists / "train.txt").write_text("\n".join(train) + "\n")
+    (lists / f"{train_split}.txt").write_text("\n".join(train) + "\n")
     (lists / "val.txt").write_text("\n".join(val) + "\n")
     return root
 
@@ -56,10 +57,10 @@ def write_voc(root: Path, train=("2007_000001", "2007_000002"), val=("2007_00000
 CITY_MASK = quadrants(7, 26, 0, 4)  # road, car, unlabeled, static
 
 
-def write_cityscapes(root: Path, label_values: np.ndarray = CITY_MASK) -> Path:
+def write_cityscapes(root: Path, label_values: np.ndarray = CITY_MASK, per_split: int = 2) -> Path:
     for split, city in (("train", "aachen"), ("val", "lindau")):
-        for k in range(2):
-            stem = f"{city}_00000{k}_000019"
+        for k in range(per_split):
+            stem = f"{city}_{k:06d}_000019"
             write_image(root / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png")
             write_mask(root / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png", label_values)
     return root

@@ -6,16 +6,29 @@ directory and can be uploaded later with ``wandb sync <run_dir>/wandb/offline-ru
 
 from __future__ import annotations
 
+import inspect
+import logging
 from pathlib import Path
 
-from hydra.utils import instantiate
-from omegaconf import DictConfig
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import Logger, WandbLogger
+
+log = logging.getLogger(__name__)
 
 
 def build_logger(cfg: DictConfig | None, run_dir: Path) -> Logger | None:
+    """The configured logger, writing under ``run_dir``. Keys this logger does not take (an
+    experiment preset's W&B ``group`` under ``logger=csv``) are dropped with a warning rather
+    than failing the run."""
     if cfg is None:
         return None
+    parameters = inspect.signature(get_class(cfg._target_)).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        unused = [key for key in cfg if key != "_target_" and key not in parameters]
+        if unused:
+            log.warning("logger=%s takes no %s: ignored", cfg._target_.rsplit(".", 1)[-1], ", ".join(unused))
+            cfg = OmegaConf.masked_copy(cfg, [key for key in cfg if key not in unused])
     return instantiate(cfg, save_dir=str(run_dir))
 
 

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from segnas.errors import ConfigError
@@ -25,6 +26,27 @@ def write_atomic(path: Path, text: str) -> Path:
     temporary.write_text(text)
     os.replace(temporary, path)
     return path
+
+
+def save_state(path: Path, kind: str, state: dict[str, Any]) -> Path:
+    """A search's resumable state, tagged with ``kind`` (its format), written atomically so a
+    crash while saving leaves the previous state."""
+    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save({"format": kind, **state}, temporary)
+    os.replace(temporary, path)
+    return path
+
+
+def load_state(path: Path, kind: str, what: str) -> dict[str, Any]:
+    """The state :func:`save_state` wrote; a file of another kind is refused naming ``what``
+    (e.g. ``searcher=auxcell``) wrote the expected one."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:
+        raise ConfigError(f"resume={path}: cannot be read ({err})") from err
+    if not isinstance(state, dict) or state.get("format") != kind:
+        raise ConfigError(f"resume={path}: not a {what} checkpoint (expected format {kind})")
+    return state
 
 
 def write_json(path: Path, data: dict[str, Any]) -> Path:

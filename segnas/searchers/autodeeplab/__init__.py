@@ -16,12 +16,14 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import Logger
+from pytorch_lightning.callbacks import Callback
 from torch.utils.data import DataLoader
 
 from segnas.data.epoch_seeded import EpochSeededDataset, EpochSeededSampler
 from segnas.errors import ConfigError
 from segnas.searchers.autodeeplab.module import AutoDeepLabSearchModule
 from segnas.searchers.autodeeplab.records import ArchitectureLog, write_arch_params
+from segnas.searchers.budget import Budget
 from segnas.searchers.result import Candidate, SearchResult
 from segnas.spaces.autodeeplab import RELEASED_CELL, RELEASED_PATH
 from segnas.spaces.autodeeplab.supernet import AutoDeepLabSupernet
@@ -63,23 +65,21 @@ def search(cfg: DictConfig, run_dir: Path, resume: Path | None, logger: Logger |
         ignore_index=datamodule.ignore_index, channels_last=bool(options.channels_last),
     )
     limit = options.batches_per_epoch
-    trainer = build_trainer(cfg, run_dir, logger, datamodule, callbacks=[records], max_epochs=epochs,
+    progress = _Progress(Budget.from_config(cfg), warmup, datamodule.batch_size, start)
+    trainer = build_trainer(cfg, run_dir, logger, datamodule, callbacks=[records, progress], max_epochs=epochs,
                             limit_train_batches=int(limit) if limit else 1.0)
     trainer.fit(module, train_dataloaders=train_loaders, val_dataloaders=val_loader,
                 ckpt_path=str(resume) if resume else None)
 
     genotype = records.genotype(module.decoded())
-    batches = trainer.num_training_batches
-    world = trainer.world_size
-    weight_steps = epochs * batches
-    arch_steps = (epochs - warmup) * batches
     summary: dict[str, Any] = {
         "search_wall_time_s": round(time.perf_counter() - start, 2),
-        "search_epochs": epochs,
-        "search_steps": weight_steps + arch_steps,
-        "search_weight_steps": weight_steps,
-        "search_arch_steps": arch_steps,
-        "search_images_seen": (weight_steps + arch_steps) * datamodule.batch_size * world,
+        "search_epochs": trainer.current_epoch,
+        "search_steps": progress.weight_steps + progress.arch_steps,
+        "search_weight_steps": progress.weight_steps,
+        "search_arch_steps": progress.arch_steps,
+        "search_images_seen": progress.images,
+        **progress.budget.summary(progress.stopped),
         "supernet_params": sum(p.numel() for p in supernet.weight_parameters()),
         "search_checkpoint": str(run_dir / "last.ckpt"),
         "search_resumed_from": str(resume) if resume else None,
@@ -87,6 +87,32 @@ def search(cfg: DictConfig, run_dir: Path, resume: Path | None, logger: Logger |
     if trainer.is_global_zero:
         summary["arch_params"] = str(write_arch_params(run_dir / "arch_params.json", supernet))
     return SearchResult([Candidate(genotype)], summary)
+
+
+class _Progress(Callback):
+    """Counts the steps done so far (from the epoch and batch index, so a resumed search counts
+    the steps before the interruption too) and stops training when the budget is spent."""
+
+    def __init__(self, budget: Budget, warmup_epochs: int, batch_size: int, start: float) -> None:
+        self.budget, self.warmup, self.batch_size, self.start = budget, warmup_epochs, batch_size, start
+        self.weight_steps = self.arch_steps = self.images = 0
+        self.stopped: str | None = None
+
+    def _count(self, trainer, done_in_epoch: int) -> None:
+        batches, epoch = trainer.num_training_batches, trainer.current_epoch
+        self.weight_steps = epoch * batches + done_in_epoch
+        self.arch_steps = max(0, epoch - self.warmup) * batches + (done_in_epoch if epoch >= self.warmup else 0)
+        self.images = (self.weight_steps + self.arch_steps) * self.batch_size * trainer.world_size
+
+    def on_train_start(self, trainer, module) -> None:
+        self._count(trainer, 0)
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx: int) -> None:
+        self._count(trainer, batch_idx + 1)
+        self.stopped = self.budget.exhausted(time.perf_counter() - self.start, self.images)
+        if self.stopped:
+            log.info("stopping the Auto-DeepLab search: %s", self.stopped)
+            trainer.should_stop = True
 
 
 def _epoch_seeded_loader(datamodule: Any, dataset: Any, stream: int) -> DataLoader:

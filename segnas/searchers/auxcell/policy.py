@@ -11,6 +11,7 @@ with reward 0. REINFORCE takes one step on the newest child.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from typing import Any
@@ -46,6 +47,10 @@ class PolicyGradient:
         loss.backward()
         nn.utils.clip_grad_norm_(self.controller.parameters(), self.grad_clip)
         self.optimizer.step()
+
+    def sample(self, generator: torch.Generator) -> tuple[list[int], float, float]:
+        """The next child's decisions, their log-probability and summed entropy."""
+        return self.controller.sample(generator)
 
     def update(self, actions: list[int], log_prob: float, reward: float) -> dict[str, float]:
         """Learn from one child; returns loss, entropy, baseline, advantage and update time."""
@@ -120,8 +125,23 @@ class PPO(PolicyGradient):
         self.generator.set_state(state["generator"])
 
 
+class Uniform(PolicyGradient):
+    """Random search (``searcher=random searcher.space=auxcell``): every decision uniform over
+    its choices and nothing learnt, so the child loop and its costs are exactly the RL search's.
+    The baseline is still tracked so that ``search.csv`` reads the same for both."""
+
+    def sample(self, generator: torch.Generator) -> tuple[list[int], float, float]:
+        actions = [int(torch.randint(n, (1,), generator=generator)) for n in self.controller.choices]
+        entropy = sum(math.log(n) for n in self.controller.choices)
+        return actions, -entropy, entropy
+
+    def _learn(self, actions: list[int], log_prob: float, reward: float) -> dict[str, float]:
+        return {"loss": 0.0, "entropy": -float(log_prob)}
+
+
 def build_policy(name: str, controller: Controller, cfg: Any, seed: int = 0) -> PolicyGradient:
-    """``searcher.controller.algorithm``: ppo or reinforce, with the shared settings of ``cfg``."""
+    """``searcher.controller.algorithm``: ppo, reinforce or uniform (random search), with the
+    shared settings of ``cfg``."""
     common = {"lr": float(cfg.lr), "baseline_decay": float(cfg.baseline_decay), "grad_clip": float(cfg.grad_clip),
                   "entropy_coef": float(cfg.entropy_coef)}
     if name == "ppo":
@@ -129,4 +149,6 @@ def build_policy(name: str, controller: Controller, cfg: Any, seed: int = 0) -> 
                    minibatch_size=int(cfg.ppo.minibatch_size), epochs=int(cfg.ppo.epochs), seed=seed, **common)
     if name == "reinforce":
         return Reinforce(controller, **common)
-    raise ConfigError(f"searcher.controller.algorithm={name}: expected ppo or reinforce")
+    if name == "uniform":
+        return Uniform(controller, **common)
+    raise ConfigError(f"searcher.controller.algorithm={name}: expected ppo, reinforce or uniform")

@@ -7,13 +7,10 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from segnas.errors import ConfigError
+from segnas.report import run_dir
 from segnas.report.run_dir import write_atomic
 
 FORMAT = "segnas-auxcell-search/1"
@@ -36,20 +33,11 @@ def write_csv(path: Path, records: list[dict[str, Any]]) -> Path:
 
 
 def save_state(path: Path, state: dict[str, Any]) -> Path:
-    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save({"format": FORMAT, **state}, temporary)
-    os.replace(temporary, path)
-    return path
+    return run_dir.save_state(path, FORMAT, state)
 
 
 def load_state(path: Path) -> dict[str, Any]:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:
-        raise ConfigError(f"resume={path}: cannot be read ({err})") from err
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise ConfigError(f"resume={path}: not a searcher=auxcell checkpoint (expected format {FORMAT})")
-    return state
+    return run_dir.load_state(path, FORMAT, "searcher=auxcell")
 
 
 def plot_rewards(path: Path, records: list[dict[str, Any]]) -> Path | None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import numpy as np
 from torch import nn
 
 from segnas.errors import ConfigError, GenotypeError
@@ -106,6 +107,20 @@ class AutoDeepLabSpace(Space):
             previous = stride
         return list(path)
 
+    def sample(self, rng: np.random.Generator, blocks: int, layers: int, **labels: Any) -> Genotype:
+        """A genotype drawn uniformly from what the supernet can decode to: per block two distinct
+        inputs (an unordered pair) and an op for each (any but ``none``); a path drawn uniformly
+        from all valid paths of ``layers`` layers (not step by step, which would favour paths
+        that stay near the boundary strides)."""
+        if blocks < 1 or layers < 1:
+            raise ConfigError(f"{self.name}: sampling needs blocks >= 1 and layers >= 1, got {blocks} and {layers}")
+        ops = [name for name in PRIMITIVES if name != "none"]
+        cell = []
+        for block in range(blocks):
+            inputs = sorted(int(i) for i in rng.choice(2 + block, size=2, replace=False))
+            cell.append([[ops[int(rng.integers(len(ops)))], state] for state in inputs])
+        return self.genotype({"cell": cell, "path": sample_path(rng, layers), **labels})
+
     def build(self, genotype: Genotype, num_classes: int, **options: Any) -> nn.Module:
         """The network has no backbone to initialise (the paper trains it from scratch), so asking
         for backbone weights is a config mistake, not something to ignore."""
@@ -117,3 +132,28 @@ class AutoDeepLabSpace(Space):
             arch["cell"], path_levels(arch["path"]), num_classes, arch["filter_multiplier"],
             arch["aspp_channels"], arch["decoder_channels"], arch["low_level_channels"],
         )
+
+
+def count_paths(layers: int) -> np.ndarray:
+    """``counts[l, s]``: the ways to place layers l..L-1 when layer l-1 sits at stride index s
+    (the stem counts as layer -1 at stride 4, so ``counts[0, 0]`` is the number of paths)."""
+    counts = np.zeros((layers + 1, len(STRIDES)), dtype=object)  # exact integers for any L
+    counts[layers, :] = 1
+    for layer in range(layers - 1, -1, -1):
+        for level in range(len(STRIDES)):
+            counts[layer, level] = sum(counts[layer + 1, n] for n in (level - 1, level, level + 1)
+                                       if 0 <= n < len(STRIDES))
+    return counts
+
+
+def sample_path(rng: np.random.Generator, layers: int) -> list[int]:
+    """A path (strides) uniform over all valid paths: each step is drawn in proportion to the
+    number of ways to finish from there. The stem ends at stride 4, so layer 1 is at 4 or 8."""
+    counts = count_paths(layers)
+    path, level = [], 0
+    for layer in range(layers):
+        options = [n for n in (level - 1, level, level + 1) if 0 <= n < len(STRIDES)]
+        weights = np.array([float(counts[layer + 1, n]) for n in options])
+        level = options[int(rng.choice(len(options), p=weights / weights.sum()))]
+        path.append(STRIDES[level])
+    return path

@@ -1,0 +1,114 @@
+"""task=compare: runs every entry, gathers runs from folders, survives a failing run, keeps
+finished runs on resume; the tables agree with the runs' own summaries."""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+import yaml
+
+from segnas import pipeline
+from segnas.compare import plan
+from segnas.errors import ConfigError
+from tests.conftest import compare_cfg, compose_config
+
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_plan_pairs_each_searcher_with_its_random_baseline() -> None:
+    cfg = compose_config("run_dir=/tmp/x")
+    assert plan(cfg.compare) == [("autodeeplab", "autodeeplab"), ("random-autodeeplab", "autodeeplab"),
+                                 ("auxcell", "auxcell"), ("random-auxcell", "auxcell"),
+                                 ("fmas", "fmas"), ("random-fmas", "fmas")]
+    with pytest.raises(ConfigError, match="compare.searchers"):
+        plan(compose_config("run_dir=/tmp/x", "compare.searchers=[darts]").compare)
+
+
+def test_compare_runs_searcher_and_baseline_over_seeds(tiny_comparison) -> None:
+    run_dir, summary = tiny_comparison
+    assert summary["runs"] == 4 and summary["failed"] == 0
+    table = read_csv(run_dir / "comparison.csv")
+    assert [(r["label"], r["seed"]) for r in table] == [
+        ("autodeeplab", "0"), ("random-autodeeplab", "0"), ("autodeeplab", "1"), ("random-autodeeplab", "1")]
+    for row in table:
+        run = json.loads((Path(row["run_dir"]) / "summary.json").read_text())
+        assert float(row["val_mIoU"]) == pytest.approx(run["val_mIoU"])
+        assert int(row["params"]) == run["params"] and int(row["retrain_epochs"]) == 1
+        assert run["seed"] == int(row["seed"]) and run["retrained"][0]["epochs"] == 1
+    # the random baseline ran the Auto-DeepLab search's own settings, at its step count
+    baseline = json.loads((run_dir / "runs" / "random-autodeeplab_seed0" / "summary.json").read_text())
+    searched = json.loads((run_dir / "runs" / "autodeeplab_seed0" / "summary.json").read_text())
+    assert baseline["search_steps"] == searched["search_steps"] == 6
+    assert baseline["search_images_seen"] == searched["search_images_seen"]
+
+
+def test_compare_markdown_has_means_and_spreads_of_the_runs(tiny_comparison) -> None:
+    run_dir, _ = tiny_comparison
+    text = (run_dir / "comparison.md").read_text()
+    table = read_csv(run_dir / "comparison.csv")
+    values = [float(r["val_mIoU"]) for r in table if r["label"] == "autodeeplab"]
+    expected = f"{statistics.fmean(values):.4f} ± {statistics.stdev(values):.4f}"
+    line = next(li for li in text.splitlines() if li.startswith("| autodeeplab |"))
+    assert expected in line and "| 2/2 |" in line
+    assert "autodeeplab − random-autodeeplab:" in text
+    assert (run_dir / "comparison.png").stat().st_size > 0
+
+
+def test_compare_runs_share_one_wandb_group(tiny_comparison) -> None:
+    run_dir, _ = tiny_comparison
+    groups = set()
+    for name in ("autodeeplab_seed0", "random-autodeeplab_seed1"):
+        config = yaml.safe_load((run_dir / "runs" / name / "config.yaml").read_text())
+        groups.add(config["logger"]["group"])
+        assert config["logger"]["name"] == name.replace("_seed", "-seed")
+        assert list((run_dir / "runs" / name / "wandb").glob("offline-run-*"))
+    assert groups == {f"compare-{run_dir.name}"}
+
+
+def test_gather_reads_runs_from_a_multirun_folder(tiny_comparison, tmp_path: Path) -> None:
+    run_dir, _ = tiny_comparison
+    gathered = pipeline.run(compose_config("task=compare", f"run_dir={tmp_path / 'g'}",
+                                           f"compare.gather={run_dir / 'runs'}"))
+    assert gathered["runs"] == 4
+    def key(row):
+        return row["label"], row["seed"]
+
+    assert sorted(read_csv(tmp_path / "g" / "comparison.csv"), key=key) == \
+        sorted(read_csv(run_dir / "comparison.csv"), key=key)
+    with pytest.raises(ConfigError, match="no task=search run"):
+        pipeline.run(compose_config("task=compare", f"run_dir={tmp_path / 'e'}", f"compare.gather={tmp_path}/g"))
+
+
+def test_a_failing_run_is_recorded_and_the_rest_go_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = pipeline.search
+
+    def flaky(cfg, run_dir):
+        if cfg.searcher.name == "random":
+            raise RuntimeError("out of memory")
+        return real(cfg, run_dir)
+
+    monkeypatch.setattr(pipeline, "search", flaky)
+    summary = pipeline.run(compare_cfg(tmp_path / "run", "compare.seeds=[0]"))
+    assert summary["failed"] == 1
+    rows = {r["label"]: r for r in read_csv(tmp_path / "run" / "comparison.csv")}
+    assert rows["random-autodeeplab"]["status"] == "failed"
+    assert "out of memory" in rows["random-autodeeplab"]["error"] and rows["autodeeplab"]["status"] == "ok"
+    assert "| random-autodeeplab | 0/1 |" in (tmp_path / "run" / "comparison.md").read_text()
+
+    def refuse(cfg, run_dir):
+        assert cfg.searcher.name == "random", "a finished run was run again"
+        return real(cfg, run_dir)
+
+    monkeypatch.setattr(pipeline, "search", refuse)
+    with pytest.raises(ConfigError, match="already holds a run"):
+        pipeline.run(compare_cfg(tmp_path / "run", "compare.seeds=[0]"))
+    resumed = pipeline.run(compare_cfg(tmp_path / "run", "compare.seeds=[0]", "resume=true"))
+    assert resumed["failed"] == 0
