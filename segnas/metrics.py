@@ -1,14 +1,18 @@
-"""Segmentation metrics.
+"""Segmentation and depth metrics.
 
 All segmentation scores come from one confusion matrix per split, accumulated by torchmetrics so
 that DDP ranks sum their matrices before anything is divided. Classes absent from both the
 ground truth and the predictions of a split are left out of the means (NaN-mean), as in the
 PASCAL VOC and Cityscapes evaluation code; pixels labelled ``ignore_index`` count nowhere.
+
+Depth scores (RMSE, REL, δ1) are likewise sums over every valid pixel of a split, divided once
+at the end: a split's RMSE is over its pixels, not a mean of per-image RMSEs.
 """
 
 from __future__ import annotations
 
 import torch
+from torchmetrics import Metric
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 
@@ -59,20 +63,69 @@ class SegmentationMetrics(MulticlassConfusionMatrix):
         super().update(preds.flatten(), target.flatten())
 
 
+class DepthMetrics(Metric):
+    """RMSE, REL (mean |d - d*| / d*) and δ1 (fraction with max(d / d*, d* / d) < 1.25) over the
+    valid pixels of a split, DDP-correct (ranks sum their pixel sums before dividing).
+
+    ``update`` takes predictions and targets in metres of the same shape, e.g. (N, 1, H, W), and
+    ``valid`` (bool, same shape); without ``valid`` the pixels with target > 0 count (the
+    transforms put 0 wherever depth is unknown). Predictions are clamped to ``min_depth`` first,
+    as depth benchmarks clamp, so a negative output cannot make δ1 or REL meaningless.
+    ``compute`` returns ``{"RMSE", "REL", "delta1"}`` (NaN when no pixel was valid).
+    """
+
+    full_state_update = False
+
+    def __init__(self, min_depth: float = 1e-3, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.min_depth = float(min_depth)
+        for name in ("squared_error", "relative_error", "within", "count"):
+            self.add_state(name, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None) -> None:  # type: ignore[override]
+        if preds.shape != target.shape:
+            raise ValueError(f"depth predictions {tuple(preds.shape)} and targets {tuple(target.shape)} differ in shape")
+        valid = target > 0 if valid is None else valid.bool() & (target > 0)
+        pred = preds.detach()[valid].double().clamp(min=self.min_depth)
+        true = target[valid].double()
+        self.squared_error += ((pred - true) ** 2).sum()
+        self.relative_error += ((pred - true).abs() / true).sum()
+        self.within += (torch.maximum(pred / true, true / pred) < 1.25).sum()
+        self.count += float(true.numel())
+
+    def compute(self) -> dict[str, float]:
+        if self.count == 0:
+            return {"RMSE": float("nan"), "REL": float("nan"), "delta1": float("nan")}
+        return {
+            "RMSE": float(torch.sqrt(self.squared_error / self.count)),
+            "REL": float(self.relative_error / self.count),
+            "delta1": float(self.within / self.count),
+        }
+
+
 #: The Fast Dense NAS reward: what the authors' code multiplies (mIoU, mean class accuracy, fwIoU).
 REWARD_METRICS = ("mIoU", "fwIoU", "mean_class_acc")
+#: The depth reward: δ1 and RMSE (entering as 1 / (1 + RMSE), see ``geometric_reward``).
+DEPTH_REWARD_METRICS = ("delta1", "RMSE")
+#: Errors (lower is better): ``geometric_reward`` turns each into 1 / (1 + error).
+LOWER_IS_BETTER = ("RMSE", "REL")
 
 
 def geometric_reward(scores: dict[str, float], metrics: tuple[str, ...] | list[str] = REWARD_METRICS) -> float:
     """Geometric mean of ``metrics`` taken from ``scores`` (e.g. ``scores_from_confusion``).
 
     A geometric mean rewards a network only when every score is up: one collapsed score (say
-    mIoU of an all-background prediction) pulls the reward towards zero.
+    mIoU of an all-background prediction) pulls the reward towards zero. An error in
+    :data:`LOWER_IS_BETTER` enters as 1 / (1 + error): in (0, 1], 1 for a perfect prediction,
+    falling monotonically as the error grows, so it multiplies with fractions such as δ1.
     """
     unknown = [name for name in metrics if name not in scores]
     if unknown or not metrics:
         raise KeyError(f"reward metrics {unknown or '[]'} not among {sorted(scores)}")
     product = 1.0
     for name in metrics:
-        product *= max(float(scores[name]), 0.0)
+        value = float(scores[name])
+        if name in LOWER_IS_BETTER:
+            value = 1.0 / (1.0 + max(value, 0.0))
+        product *= max(value, 0.0)
     return product ** (1.0 / len(metrics))

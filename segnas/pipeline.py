@@ -20,7 +20,7 @@ import torch
 from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from segnas import hardware, spaces
+from segnas import hardware, spaces, targets
 from segnas.errors import ConfigError
 from segnas.hardware.onnx_export import export_onnx
 from segnas.metrics import per_class_iou
@@ -77,6 +77,7 @@ def check_config(cfg: DictConfig) -> None:
                           f"{', '.join(sorted(spaces.presets()))}")
     if cfg.task == "eval" and not cfg.get("checkpoint"):
         raise ConfigError("task=eval needs checkpoint=<.ckpt, model.pt or run dir>")
+    targets.check(cfg)
 
 
 def search(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
@@ -106,13 +107,13 @@ def search(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "searcher": cfg.searcher.get("name"),
         **_architecture(result.candidates[0].genotype, datamodule.num_classes),
         "data": cfg.data.get("name"),
-        **result.summary,
         "seed": int(cfg.seed),
+        **result.summary,
     }
-    if int(cfg.retrain.epochs) > 0:
     if torch.cuda.is_available():
         summary["search_gpu_hours"] = round(result.summary.get("search_wall_time_s", 0.0) * _gpus(cfg) / 3600, 4)
-        best = max(retrained, key=lambda entry: entry["val_mIoU"])
+    if int(cfg.retrain.epochs) > 0:
+        best = targets.best(cfg, retrained)
         winner = spaces.resolve_arch(best["genotype"])
         winner.save(run_dir / "genotype.yaml")
         summary.update(_architecture(winner, datamodule.num_classes))
@@ -128,9 +129,6 @@ def search(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     return _finish(run_dir, summary, logger)
 
 
-def _retrain(
-    cfg: DictConfig, run_dir: Path, rank: int, candidate: Candidate, datamodule, logger
-) -> dict[str, Any] | None:
 def _gpus(cfg: DictConfig) -> int:
     """GPUs a search occupied: ``trainer.devices`` (all visible ones for auto / -1)."""
     devices = OmegaConf.select(cfg, "trainer.devices", default=1)
@@ -147,6 +145,9 @@ def _compare(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     return compare(cfg, run_dir)
 
 
+def _retrain(
+    cfg: DictConfig, run_dir: Path, rank: int, candidate: Candidate, datamodule, logger
+) -> dict[str, Any] | None:
     """Train one candidate for ``retrain.epochs`` in ``retrain/<rank>_<hash>/`` (resumable);
     0 epochs keeps only what the search measured."""
     genotype = candidate.genotype
@@ -159,7 +160,7 @@ def _compare(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     genotype.save(out_dir / "genotype.yaml")
     net = candidate.network if candidate.network is not None else spaces.build(
-        genotype, datamodule.num_classes, **_weights(cfg))
+        genotype, targets.out_channels(cfg, datamodule.num_classes), **_weights(cfg))
     checkpoint = out_dir / "last.ckpt" if cfg.get("resume") and (out_dir / "last.ckpt").is_file() else None
     fitted = _fit(cfg, out_dir, genotype, net, datamodule, logger, checkpoint, max_epochs=epochs)
     if fitted is None:
@@ -177,7 +178,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     checkpoint = resume_checkpoint(run_dir, cfg.get("resume"))
     datamodule = instantiate(cfg.data)
     genotype = spaces.resolve_arch(cfg.arch)
-    net = spaces.build(genotype, datamodule.num_classes, **_weights(cfg))
+    net = spaces.build(genotype, targets.out_channels(cfg, datamodule.num_classes), **_weights(cfg))
     write_config(run_dir, cfg)
     genotype.save(run_dir / "genotype.yaml")
     logger = build_logger(cfg.get("logger"), run_dir)
@@ -201,7 +202,8 @@ def _fit(
     checkpoint: Path | None, max_epochs: int | None = None,
 ) -> dict[str, Any] | None:
     """Train ``net`` into ``out_dir`` and score it on val; None on DDP ranks other than 0."""
-    module = build_module(cfg, genotype, datamodule.num_classes, net)
+    outputs = targets.out_channels(cfg, datamodule.num_classes)
+    module = build_module(cfg, genotype, outputs, net)
     trainer = build_trainer(cfg, out_dir, logger, datamodule,
                             **({"max_epochs": max_epochs} if max_epochs is not None else {}))
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(checkpoint) if checkpoint else None)
@@ -211,6 +213,7 @@ def _fit(
     epochs, steps = _progress(trainer, out_dir)
     crop = (cfg.data.crop_size, cfg.data.crop_size)
     return {
+        "task_type": targets.task_type(cfg),
         **_val_scores(scores, module, datamodule.class_names),
         **_costs(cfg, net, crop),
         "epochs": epochs,
@@ -218,7 +221,7 @@ def _fit(
         "images_seen": steps * cfg.data.batch_size * trainer.world_size * trainer.accumulate_grad_batches,
         "resumed_from": str(checkpoint) if checkpoint else None,
         "checkpoint": str(out_dir / "last.ckpt"),
-        "model": str(save_network(out_dir / "model.pt", genotype, datamodule.num_classes, net.cpu())),
+        "model": str(save_network(out_dir / "model.pt", genotype, outputs, net.cpu())),
         **_onnx(net, out_dir / "model.onnx", crop),
     }
 
@@ -227,9 +230,10 @@ def _eval(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     start = time.perf_counter()
     genotype, num_classes, net = load_network(cfg.checkpoint)
     datamodule = instantiate(cfg.data)
-    if datamodule.num_classes != num_classes:
-        raise ConfigError(f"checkpoint={cfg.checkpoint} predicts {num_classes} classes but "
-                          f"data.num_classes={datamodule.num_classes}")
+    if targets.out_channels(cfg, datamodule.num_classes) != num_classes:
+        raise ConfigError(f"checkpoint={cfg.checkpoint} predicts {num_classes} channels but task_type="
+                          f"{targets.task_type(cfg)} with data.num_classes={datamodule.num_classes} needs "
+                          f"{targets.out_channels(cfg, datamodule.num_classes)}")
     split = cfg.eval.split
     if split not in ("train", "val"):
         raise ConfigError(f"eval.split={split}: expected train or val")
@@ -298,7 +302,7 @@ def _val_scores(
 ) -> dict[str, Any]:
     """The module logs ``val/<score>`` whatever it validated on; ``prefix`` names the real split."""
     result: dict[str, Any] = {key.replace("val/", f"{prefix}_"): float(value) for key, value in scores.items()}
-    if module.last_confusion is not None:
+    if getattr(module, "last_confusion", None) is not None:  # segmentation only
         iou = per_class_iou(module.last_confusion).tolist()
         result[f"{prefix}_per_class_iou"] = {name: round(v, 4) if v == v else None for name, v in zip(class_names, iou)}
     return result
@@ -317,10 +321,29 @@ def _onnx(net: torch.nn.Module, path: Path, input_size: tuple[int, int]) -> dict
         return {"onnx": None, "onnx_skipped": str(err)}
 
 
+#: The search's own cost, logged once per run as ``search/<name>`` (without the prefix).
+SEARCH_COSTS = ("search_wall_time_s", "search_steps", "search_images_seen", "search_gpu_hours")
+
+
+def final_metrics(summary: dict[str, Any]) -> dict[str, float]:
+    """One set of names every run logs at its end, so the runs of a comparison line up in W&B:
+    ``cost/*`` (the final network), ``search/*`` (what the search spent) and ``retrain/*`` (the
+    retrained winner's validation scores)."""
+    def numeric(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    metrics = {f"cost/{k}": summary[k] for k in ("params", "macs", "latency_ms") if numeric(summary.get(k))}
+    if summary.get("task") == "search":
+        metrics.update({f"search/{k.removeprefix('search_')}": summary[k] for k in SEARCH_COSTS
+                        if numeric(summary.get(k))})
+        metrics.update({f"retrain/{k}": value for k, value in summary.items()
+                        if k.startswith("val_") and numeric(value)})
+    return {key: float(value) for key, value in metrics.items()}
+
+
 def _finish(run_dir: Path, summary: dict[str, Any], logger) -> dict[str, Any]:
     summary["logs"] = log_location(logger)
     write_json(run_dir / "summary.json", summary)
     if logger is not None and hasattr(logger, "log_metrics"):
-        costs = {f"cost/{k}": summary[k] for k in ("params", "macs", "latency_ms") if summary.get(k) is not None}
-        logger.log_metrics(costs)
+        logger.log_metrics(final_metrics(summary))
     return summary

@@ -112,3 +112,17 @@ def test_a_failing_run_is_recorded_and_the_rest_go_on(tmp_path: Path, monkeypatc
         pipeline.run(compare_cfg(tmp_path / "run", "compare.seeds=[0]"))
     resumed = pipeline.run(compare_cfg(tmp_path / "run", "compare.seeds=[0]", "resume=true"))
     assert resumed["failed"] == 0
+
+
+def test_every_run_ends_with_the_same_wandb_metric_names(tiny_comparison) -> None:
+    run_dir, _ = tiny_comparison
+    names = set()
+    for summary_file in sorted((run_dir / "runs").glob("*/summary.json")):
+        summary = json.loads(summary_file.read_text())
+        metrics = pipeline.final_metrics(summary)
+        assert metrics["retrain/val_mIoU"] == pytest.approx(summary["val_mIoU"])
+        assert metrics["search/images_seen"] == summary["search_images_seen"]
+        assert metrics["cost/params"] == summary["params"]
+        names.add(frozenset(metrics))
+    assert len(names) == 1
+    assert {"search/wall_time_s", "search/steps", "cost/macs", "cost/latency_ms"} <= set(next(iter(names)))

@@ -110,10 +110,13 @@ class SegmentationDataModule(pl.LightningDataModule):
     Subclasses implement :meth:`build_source`. Samples are dicts: ``image`` float32 (3, H, W),
     ``mask`` int64 (H, W) with ids in ``[0, num_classes)`` and ``ignore_index`` (255) for
     ignore/padding, ``name`` str, and for datasets with depth ``depth`` float32 (1, H, W) plus
-    ``depth_valid`` bool (1, H, W) (depth is 0 on padding).
+    ``depth_valid`` bool (1, H, W) (depth is 0 on padding and where the raw depth is 0, unknown).
     """
 
+    #: Samples carry ``depth``/``depth_valid`` (``task_type=depth`` needs it).
     has_depth = False
+    #: Samples carry class labels in ``mask`` (False: depth only, ``mask`` is all ``ignore_index``).
+    has_labels = True
 
     def __init__(
         self,

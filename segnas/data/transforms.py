@@ -48,9 +48,10 @@ class SegmentationTransform:
 
     Output keys: ``image`` float32 (3, H, W) normalised with ``mean``/``std``; ``mask`` int64
     (H, W); ``name`` str; and, when the raw sample has depth, ``depth`` float32 (1, H, W) and
-    ``depth_valid`` bool (1, H, W). Depth is 0 where ``depth_valid`` is False (padding), so a
-    depth loss must be masked with ``depth_valid``; NaN padding was rejected because one stray
-    NaN poisons a whole batch's loss.
+    ``depth_valid`` bool (1, H, W). Depth is 0 where ``depth_valid`` is False (padding, and raw
+    depth 0 = no measurement), so a depth loss must be masked with ``depth_valid``; NaN padding
+    was rejected because one stray NaN poisons a whole batch's loss. Random scaling by s divides
+    depth by s (see ``_zoom``).
     """
 
     def __init__(self, pipelines: Sequence[A.Compose], select_large: int | None = None) -> None:
@@ -73,7 +74,7 @@ class SegmentationTransform:
         has_depth = raw.get("depth") is not None
         if has_depth:
             targets["depth"] = raw["depth"].astype(np.float32, copy=False)
-            targets["valid"] = np.ones(mask.shape, np.uint8)
+            targets["valid"] = (targets["depth"] > 0).astype(np.uint8)  # raw 0: no measurement
         out = pipeline(**targets)
         sample: Sample = {
             "image": torch.from_numpy(np.ascontiguousarray(out["image"].transpose(2, 0, 1))),
@@ -82,10 +83,22 @@ class SegmentationTransform:
         }
         if has_depth:
             valid = out["valid"] == 1
-            depth = np.where(valid, out["depth"], 0.0).astype(np.float32)
+            depth = np.where(valid, out["depth"] / _zoom(out), 0.0).astype(np.float32)
             sample["depth"] = torch.from_numpy(depth)[None]
             sample["depth_valid"] = torch.from_numpy(valid)[None]
         return sample
+
+
+def _zoom(out: dict[str, Any]) -> float:
+    """The factor ``RandomScale`` enlarged the image by (1 when it did not run).
+
+    Depth is divided by it: an image enlarged s times looks like the scene seen from s times
+    closer (Eigen et al., NIPS 2014), so the depth cues the network reads stay consistent.
+    """
+    for name, params in out.get("applied_transforms", ()):
+        if name == "RandomScale":
+            return float(params["scale"])
+    return 1.0
 
 
 def _pad(size: int, ignore_index: int, position: str) -> A.PadIfNeeded:
@@ -120,6 +133,7 @@ def train_transform(
         ],
         additional_targets=_EXTRA_TARGETS,
         seed=seed % 2**32,
+        save_applied_params=True,  # the drawn scale, for the depth targets (see _zoom)
     )
     return SegmentationTransform([pipeline])
 

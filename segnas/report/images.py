@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from matplotlib import colormaps
 from PIL import Image
 
 from segnas.report.loggers import is_wandb
@@ -32,6 +33,21 @@ def overlay_panel(
         return (alpha * colour + (1 - alpha) * image.astype(np.float32)).astype(np.uint8)
 
     return np.concatenate([image, blend(target), blend(prediction)], axis=1)
+
+
+def depth_panel(image: np.ndarray, target: np.ndarray, prediction: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Image | true depth | predicted depth (uint8 HxWx3), both depths on one colour scale set
+    by the true depth's valid range (near = bright), unknown true depth white."""
+    known = target[valid]
+    low, high = (float(known.min()), float(known.max())) if known.size else (0.0, 1.0)
+
+    def colour(depth: np.ndarray) -> np.ndarray:
+        scaled = 1.0 - np.clip((depth - low) / max(high - low, 1e-6), 0.0, 1.0)
+        return (colormaps["magma"](scaled)[..., :3] * 255).astype(np.uint8)
+
+    truth = colour(target)
+    truth[~valid] = IGNORE_COLOUR
+    return np.concatenate([image, truth, colour(prediction)], axis=1)
 
 
 def denormalise(images: torch.Tensor, mean: Any, std: Any) -> np.ndarray:
@@ -63,12 +79,17 @@ class ValidationImages(pl.Callback):
         datamodule = self.datamodule
         count = min(self.num_images, batch["image"].shape[0])
         images = denormalise(batch["image"][:count], datamodule.mean, datamodule.std)
-        targets = batch["mask"][:count].cpu().numpy()
-        predictions = outputs["logits"][:count].argmax(1).cpu().numpy()
-        panels = [
-            overlay_panel(image, target, prediction, datamodule.palette, datamodule.ignore_index)
-            for image, target, prediction in zip(images, targets, predictions)
-        ]
+        if "depth" in outputs:  # task_type=depth
+            truth, valid = (batch[key][:count, 0].cpu().numpy() for key in ("depth", "depth_valid"))
+            predictions = outputs["depth"][:count, 0].float().cpu().numpy()
+            panels = [depth_panel(*parts) for parts in zip(images, truth, predictions, valid)]
+        else:
+            targets = batch["mask"][:count].cpu().numpy()
+            predictions = outputs["logits"][:count].argmax(1).cpu().numpy()
+            panels = [
+                overlay_panel(image, target, prediction, datamodule.palette, datamodule.ignore_index)
+                for image, target, prediction in zip(images, targets, predictions)
+            ]
         self.directory.mkdir(parents=True, exist_ok=True)
         grid = np.concatenate(panels, axis=0)
         Image.fromarray(grid).save(self.directory / f"val_epoch{trainer.current_epoch:03d}.png")

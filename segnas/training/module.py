@@ -19,7 +19,27 @@ from segnas.metrics import SegmentationMetrics, scores_from_confusion
 from segnas.training.schedules import build_schedule
 
 
-class SegmentationModule(pl.LightningModule):
+class ScheduledModule(pl.LightningModule):
+    """What every training module shares: the optimiser from a config partial over ``self.net``'s
+    parameters and a per-step schedule from the ``scheduler``, ``poly_power`` and ``min_lr``
+    hyper-parameters the subclass saved."""
+
+    net: nn.Module
+    optimizer_factory: Callable[[Iterable[nn.Parameter]], Optimizer]
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = self.optimizer_factory(self.net.parameters())
+        schedule = build_schedule(
+            optimizer,
+            self.hparams.scheduler,
+            self.trainer.estimated_stepping_batches,
+            power=self.hparams.poly_power,
+            min_lr=self.hparams.min_lr,
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+class SegmentationModule(ScheduledModule):
     """Cross-entropy training (ignore 255) with a per-step poly / cosine / constant schedule.
 
     ``optimizer`` is a partial from config (``_partial_: true``) that receives the parameters.
@@ -69,14 +89,3 @@ class SegmentationModule(pl.LightningModule):
         scores = scores_from_confusion(self.last_confusion)
         for name, value in scores.items():
             self.log(f"val/{name}", value, prog_bar=name == "mIoU")
-
-    def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = self.optimizer_factory(self.net.parameters())
-        schedule = build_schedule(
-            optimizer,
-            self.hparams.scheduler,
-            self.trainer.estimated_stepping_batches,
-            power=self.hparams.poly_power,
-            min_lr=self.hparams.min_lr,
-        )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

@@ -13,13 +13,29 @@ from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelChec
 from pytorch_lightning.loggers import Logger
 from torch import nn
 
+from segnas import targets
 from segnas.genotype import Genotype
 from segnas.report.images import ValidationImages
+from segnas.training.depth import DepthModule
 from segnas.training.module import SegmentationModule
 
 
-def build_module(cfg: DictConfig, genotype: Genotype, num_classes: int, net: nn.Module) -> SegmentationModule:
+def build_module(
+    cfg: DictConfig, genotype: Genotype, num_classes: int, net: nn.Module
+) -> SegmentationModule | DepthModule:
+    """The training module for ``task_type``: cross-entropy over ``num_classes`` classes, or
+    depth regression (``num_classes`` is then the network's single output channel)."""
     train = cfg.train
+    if targets.task_type(cfg) == targets.DEPTH:
+        return DepthModule(
+            net,
+            optimizer=instantiate(train.optimizer),
+            scheduler=train.scheduler,
+            poly_power=train.poly_power,
+            min_lr=train.min_lr,
+            genotype=genotype.to_dict(),
+            num_classes=num_classes,
+        )
     return SegmentationModule(
         net,
         num_classes=num_classes,
@@ -40,7 +56,8 @@ def build_trainer(
     callbacks: Sequence[Callback] = (),
     **overrides: Any,
 ) -> pl.Trainer:
-    """``last.ckpt`` (for resume) and ``best.ckpt`` (by val mIoU) land directly in ``run_dir``.
+    """``last.ckpt`` (for resume) and ``best.ckpt`` (by val mIoU, or val RMSE for depth) land
+    directly in ``run_dir``.
 
     ``overrides`` replace ``trainer.*`` keys for phases that have their own length
     (``max_epochs=searcher.epochs``, ``limit_train_batches=...``).
@@ -48,8 +65,9 @@ def build_trainer(
     ``last.ckpt`` has its own callback because Lightning 2.6's ``save_last`` only rewrites it in
     epochs where the monitored metric improved, which leaves a stale file to resume from.
     """
+    monitor, mode = targets.monitor(cfg)
     best = ModelCheckpoint(
-        dirpath=run_dir, filename="best", monitor="val/mIoU", mode="max", save_top_k=1,
+        dirpath=run_dir, filename="best", monitor=monitor, mode=mode, save_top_k=1,
         enable_version_counter=False,
     )
     last = ModelCheckpoint(dirpath=run_dir, filename="last", save_top_k=1, enable_version_counter=False)

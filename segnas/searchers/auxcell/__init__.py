@@ -6,8 +6,12 @@ children progressive early stopping lets through), its held-out reward updates t
 and the child's row joins ``search.csv``. The best ``top_k`` children come back with the final
 width and separable repeats for the pipeline to retrain from scratch.
 
+``task_type=depth`` runs the same search with one output channel: berHu losses (auxiliary heads
+included), distillation as MSE to a depth teacher's map, and a reward from δ1 and RMSE
+(``searcher.reward.depth_metrics``).
+
 Not done: several children per round under DDP (this search trains one child at a time on one
-process), and depth estimation.
+process).
 """
 
 from __future__ import annotations
@@ -23,14 +27,20 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import Logger
 
+from segnas import targets
 from segnas.errors import ConfigError
 from segnas.genotype import Genotype
-from segnas.metrics import REWARD_METRICS, scores_from_confusion
+from segnas.metrics import scores_from_confusion
 from segnas.nn import build_backbone
 from segnas.report.loggers import is_wandb
 from segnas.searchers import Candidate, SearchResult
 from segnas.searchers.auxcell import decisions, records
-from segnas.searchers.auxcell.child import Stage
+from segnas.searchers.auxcell.child import (
+    Objective,
+    Stage,
+    depth_objective,
+    segmentation_objective,
+)
 from segnas.searchers.auxcell.controller import Controller
 from segnas.searchers.auxcell.diagram import draw_cell
 from segnas.searchers.auxcell.early_stopping import ProgressiveStopper
@@ -43,6 +53,7 @@ from segnas.searchers.auxcell.features import (
 from segnas.searchers.auxcell.policy import build_policy
 from segnas.searchers.auxcell.splits import SearchData
 from segnas.searchers.auxcell.trial import ChildContext, run_child
+from segnas.searchers.budget import Budget
 from segnas.spaces.auxcell import (
     ENCODER_OUT_INDICES,
     ENCODER_STRIDE,
@@ -52,6 +63,7 @@ from segnas.spaces.auxcell import (
     to_encoding,
 )
 from segnas.training import load_network
+from segnas.training.depth import mean_depth
 
 log = logging.getLogger(__name__)
 SPACE = AuxCellSpace()
@@ -66,12 +78,13 @@ def search(cfg: DictConfig, run_dir: Path, resume: Path | None, logger: Logger |
     start = time.perf_counter()
     settings = cfg.searcher
     seed = int(cfg.seed)
-    _check(settings)
+    _check(settings, targets.task_type(cfg))
     datamodule = instantiate(cfg.data)
+    objective, outputs = _objective(cfg, datamodule)
     data = SearchData.split(datamodule, settings.reward.holdout, settings.reward.holdout_min, seed)
     torch.manual_seed(seed)  # the shared encoder's init (pretrained=false) is part of the run's seed
     encoder = _encoder(cfg).eval()
-    teacher = _teacher(settings, datamodule.num_classes)
+    teacher = _teacher(settings, outputs)
     controller = Controller(decisions.choices(), int(settings.controller.hidden_size), int(settings.controller.num_layers))
     policy = build_policy(str(settings.controller.algorithm), controller, settings.controller, seed=seed)
     stopper = ProgressiveStopper(settings.early_stopping.initial, settings.early_stopping.tolerance,
@@ -90,14 +103,20 @@ def search(cfg: DictConfig, run_dir: Path, resume: Path | None, logger: Logger |
         log.info("resumed the auxcell search from %s after %d children", resume, len(history))
 
     tick = time.perf_counter()
-    context = _context(settings, cfg, datamodule, data, encoder, teacher, stopper, seed)
+    context = _context(settings, cfg, datamodule, data, encoder, teacher, stopper, seed, objective, outputs)
     cache_s = time.perf_counter() - tick
     labels = {"backbone": str(settings.backbone)}
     search_labels = {**labels, "width": int(settings.width), "sep_repeats": int(settings.sep_repeats)}
     encoder_params = sum(p.numel() for p in encoder.parameters())
+    budget, stopped = Budget.from_config(cfg), None
     for index in range(len(history), int(settings.children)):
+        stopped = budget.exhausted(spent + time.perf_counter() - start,
+                                   _images_seen(history, settings, cfg)) if history else None
+        if stopped:
+            log.info("stopping the auxcell search after %d children: %s", index, stopped)
+            break
         tick = time.perf_counter()
-        actions, log_prob, entropy = controller.sample(sampler)
+        actions, log_prob, entropy = policy.sample(sampler)
         sample_s = time.perf_counter() - tick
         final = SPACE.genotype(decisions.to_arch(actions, **labels))
         result = run_child(context, index, SPACE.validate(decisions.to_arch(actions, **search_labels)))
@@ -105,7 +124,7 @@ def search(cfg: DictConfig, run_dir: Path, resume: Path | None, logger: Logger |
         record = {
             "child": index, **result, "genotype_hash": final.hash, "genotype": final.to_dict(),
             "encoding": json.dumps(to_encoding(final.arch)), "cell": describe(final.arch),
-            "params": encoder_params + _decoder_params(final, encoder, datamodule.num_classes),
+            "params": encoder_params + _decoder_params(final, encoder, outputs),
             "controller_update_s": round(update["update_s"], 4), "controller_sample_s": round(sample_s, 4),
             "baseline": update["baseline"], "advantage": update["advantage"], "entropy": entropy, "log_prob": log_prob,
         }
@@ -118,14 +137,27 @@ def search(cfg: DictConfig, run_dir: Path, resume: Path | None, logger: Logger |
             "wall_time_s": spent + time.perf_counter() - start,
         })
         log.info("child %d: %s reward %.4f (%s)", index, record["status"], record["reward"], record["cell"])
-    return _result(run_dir, history, spent + time.perf_counter() - start, cache_s, settings, teacher, cfg, logger)
+    result = _result(run_dir, history, spent + time.perf_counter() - start, cache_s, settings, teacher, cfg, logger)
+    result.summary.update(budget.summary(stopped))
+    return result
 
 
-def _check(settings: DictConfig) -> None:
-    unknown = [m for m in settings.reward.metrics if m not in REWARD_METRICS + ("pixel_acc",)]
-    if unknown or not settings.reward.metrics:
-        raise ConfigError(f"searcher.reward.metrics={list(settings.reward.metrics)}: expected a non-empty list of "
-                          f"{sorted(scores_from_confusion(torch.eye(2)))}")
+#: Training batches whose mean depth every depth child's output starts at (see training.depth).
+_DEPTH_INIT_BATCHES = 8
+#: Reward metrics each task type may use (the key under ``searcher.reward`` and its choices).
+_REWARD_CHOICES = {targets.SEGMENTATION: ("metrics", sorted(scores_from_confusion(torch.eye(2)))),
+                   targets.DEPTH: ("depth_metrics", ["RMSE", "REL", "delta1"])}
+
+
+def _reward_metrics(settings: DictConfig, kind: str) -> tuple[str, ...]:
+    return tuple(settings.reward.get(_REWARD_CHOICES[kind][0]) or ())
+
+
+def _check(settings: DictConfig, kind: str) -> None:
+    key, choices = _REWARD_CHOICES[kind]
+    metrics = _reward_metrics(settings, kind)
+    if not metrics or any(m not in choices for m in metrics):
+        raise ConfigError(f"searcher.reward.{key}={list(metrics)}: expected a non-empty list of {choices}")
     for key in ("children", "top_k", "stage1.epochs", "stage1.num_crops", "stage1.batch_size"):
         value = OmegaConf.select(settings, key)
         if not isinstance(value, int) or value < 1:
@@ -145,19 +177,28 @@ def _encoder(cfg: DictConfig) -> torch.nn.Module:
                           weights=weights, out_indices=ENCODER_OUT_INDICES)
 
 
+def _objective(cfg: DictConfig, datamodule) -> tuple[Objective, int]:
+    """What children learn for ``task_type``, and their decoders' output channels."""
+    if targets.task_type(cfg) == targets.DEPTH:
+        return depth_objective(), 1
+    return segmentation_objective(datamodule.num_classes, datamodule.ignore_index), datamodule.num_classes
+
+
 def _teacher(settings: DictConfig, num_classes: int) -> torch.nn.Module | None:
+    """The distillation teacher; ``num_classes`` is the output channels it must have (1: depth)."""
     if settings.teacher in (None, ""):
         if float(settings.loss.kd_weight) > 0:
             log.info("searcher.teacher is not set: knowledge distillation is off (give a task=train checkpoint to use it)")
         return None
     _, classes, teacher = load_network(settings.teacher)
     if classes != num_classes:
-        raise ConfigError(f"searcher.teacher={settings.teacher} predicts {classes} classes, data has {num_classes}")
+        raise ConfigError(f"searcher.teacher={settings.teacher} has {classes} output channels, the task needs "
+                          f"{num_classes} (the class count, or 1 for task_type=depth)")
     return teacher.eval()
 
 
 def _context(settings: DictConfig, cfg: DictConfig, datamodule, data: SearchData, encoder, teacher, stopper,
-             seed: int) -> ChildContext:
+             seed: int, objective: Objective, outputs: int) -> ChildContext:
     s1, s2 = settings.stage1, settings.stage2
     loader = data.train_loader(int(s1.batch_size), seed, int(cfg.data.num_workers))
     if not cfg.model.pretrained and cfg.model.backbone_weights is None and settings.calibrate_batches:
@@ -165,13 +206,14 @@ def _context(settings: DictConfig, cfg: DictConfig, datamodule, data: SearchData
         log.info("random encoder: BatchNorm statistics set from %d training batches (searcher.calibrate_batches)", used)
     stage1_data: FeatureCache | OnTheFly
     if s1.cache:
-        stage1_data = build_cache(encoder, loader, int(s1.num_crops), teacher)
+        stage1_data = build_cache(encoder, loader, int(s1.num_crops), teacher, target=objective.target)
     else:
-        stage1_data = OnTheFly(encoder, loader, int(s1.num_crops), teacher)
+        stage1_data = OnTheFly(encoder, loader, int(s1.num_crops), teacher, target=objective.target)
     holdout_loader = datamodule.loader(data.holdout, train=False)
     return ChildContext(
         encoder=encoder, stage1_data=stage1_data,
-        holdout_features=build_cache(encoder, holdout_loader, len(data.holdout), None, label_stride=False),
+        holdout_features=build_cache(encoder, holdout_loader, len(data.holdout), None, label_stride=False,
+                                     target=objective.target),
         holdout_loader=holdout_loader,
         stage2_loader=datamodule.loader(data.train, train=True) if s2.enabled else None,
         stage1=Stage(epochs=int(s1.epochs), batch_size=int(s1.batch_size), decoder_lr=float(s1.decoder_lr),
@@ -180,9 +222,10 @@ def _context(settings: DictConfig, cfg: DictConfig, datamodule, data: SearchData
                      encoder_lr=float(s2.encoder_lr), encoder_momentum=float(s2.encoder_momentum),
                      encoder_weight_decay=float(s2.encoder_weight_decay), grad_clip=float(s2.grad_clip),
                      polyak=s2.polyak, max_batches=s2.max_batches) if s2.enabled else None,
-        stopper=stopper, num_classes=datamodule.num_classes, aux_weight=float(settings.loss.aux_weight),
+        stopper=stopper, out_channels=outputs, aux_weight=float(settings.loss.aux_weight),
         aux_cell=bool(settings.loss.aux_cell), kd_weight=float(settings.loss.kd_weight) if teacher is not None else 0.0,
-        reward_metrics=tuple(settings.reward.metrics), seed=seed, ignore_index=datamodule.ignore_index,
+        reward_metrics=_reward_metrics(settings, targets.task_type(cfg)), seed=seed, objective=objective,
+        output_bias=mean_depth(loader, _DEPTH_INIT_BATCHES) if objective.target == "depth" else None,
     )
 
 
@@ -190,6 +233,12 @@ def _decoder_params(genotype: Genotype, encoder: torch.nn.Module, num_classes: i
     """Parameters of the decoder the pipeline will retrain (final width and repeats, no aux heads)."""
     decoder = build_decoder(genotype.arch, encoder.feature_info.channels(), num_classes)
     return sum(p.numel() for p in decoder.parameters())
+
+
+def _images_seen(history: list[dict[str, Any]], settings: DictConfig, cfg: DictConfig) -> int:
+    """Training images of every child so far (stage 1 counts cached crops as images)."""
+    return (sum(r.get("stage1_steps", 0) for r in history) * int(settings.stage1.batch_size)
+            + sum(r.get("stage2_steps", 0) for r in history) * int(cfg.data.batch_size))
 
 
 def _log_child(logger: Logger | None, record: dict[str, Any]) -> None:
@@ -222,15 +271,13 @@ def _result(run_dir: Path, history: list[dict[str, Any]], wall_s: float, cache_s
         "reward": r["reward"], "stage1_reward": r.get("stage1_reward"), "stage2_reward": r.get("stage2_reward"),
         "child": r["child"]}) for r in best]
     updates = [r["controller_update_s"] for r in history]
-    stage1_images = sum(r.get("stage1_steps", 0) for r in history) * int(settings.stage1.batch_size)
-    stage2_images = sum(r.get("stage2_steps", 0) for r in history) * int(cfg.data.batch_size)
     return SearchResult(candidates, summary={
         "search_wall_time_s": round(wall_s, 2),
         "search_steps": sum(r.get("stage1_steps", 0) + r.get("stage2_steps", 0) for r in history),
         "search_children": len(history),
         "search_failed": sum(r["status"] != "ok" for r in history),
         "search_stopped_early": sum(bool(r.get("stopped_early")) for r in history),
-        "search_images_seen": stage1_images + stage2_images,
+        "search_images_seen": _images_seen(history, settings, cfg),
         "search_best_reward": best[0]["reward"],
         "search_best_cell": best[0]["cell"],
         "search_encoding": best[0]["encoding"],

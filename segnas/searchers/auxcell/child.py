@@ -1,25 +1,32 @@
 """Training and scoring one child: stage 1 on cached encoder features, stage 2 end to end.
 
-Losses (the paper's): cross-entropy (ignore 255) on the main output, plus ``aux_weight`` × the
-cross-entropy of every auxiliary head, plus, in stage 1 with a teacher, ``kd_weight`` × the MSE
-between the main logits and the teacher's. Logits are resized bilinearly to the labels' size.
-A non-finite loss raises FloatingPointError, so a diverged child is reported as a failure.
+Losses (the paper's): the task's loss on the main output, plus ``aux_weight`` × the same loss on
+every auxiliary head, plus, in stage 1 with a teacher, ``kd_weight`` × the MSE between the main
+output and the teacher's. Outputs are resized bilinearly to the targets' size. A non-finite loss
+raises FloatingPointError, so a diverged child is reported as a failure.
+
+The task is an :class:`Objective`: segmentation (cross-entropy, ignore 255; scored by the
+confusion-matrix scores) or depth (berHu over valid pixels, so auxiliary heads regress depth too,
+and distillation is MSE to a depth teacher's map; scored by RMSE, REL and δ1).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from segnas.metrics import SegmentationMetrics, scores_from_confusion
+from segnas.metrics import DepthMetrics, SegmentationMetrics, scores_from_confusion
 from segnas.nn.auxcell import AuxCellDecoder
 from segnas.searchers.auxcell.features import FeatureCache, OnTheFly
 from segnas.searchers.auxcell.polyak import PolyakAverage
+from segnas.training.depth import berhu_loss
 
 
 @dataclass
@@ -37,6 +44,32 @@ class Stage:
     max_batches: int | None = None
 
 
+@dataclass(frozen=True)
+class Objective:
+    """What a child learns and how it is scored.
+
+    ``target``: the batch key of the targets; ``loss(output, target)`` with the output already at
+    the target's size; ``metrics()``: a fresh torchmetrics accumulator, updated with
+    ``(output, target)``; ``scores(metrics.compute())``: the named scores the reward reads.
+    """
+
+    target: str
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    metrics: Callable[[], Any]
+    scores: Callable[[Any], dict[str, float]]
+
+
+def segmentation_objective(num_classes: int, ignore_index: int = 255) -> Objective:
+    return Objective("mask", partial(F.cross_entropy, ignore_index=ignore_index),
+                     partial(SegmentationMetrics, num_classes, ignore_index), scores_from_confusion)
+
+
+def depth_objective() -> Objective:
+    """Depth targets mark unknown pixels with 0 (the transforms' contract), which is how the
+    cached targets, which keep no separate validity plane, stay masked."""
+    return Objective("depth", berhu_loss, DepthMetrics, dict)
+
+
 def _resize(logits: torch.Tensor, size: torch.Size) -> torch.Tensor:
     if logits.shape[-2:] == size:
         return logits
@@ -45,13 +78,16 @@ def _resize(logits: torch.Tensor, size: torch.Size) -> torch.Tensor:
 
 def child_loss(
     logits: torch.Tensor, aux: list[torch.Tensor], labels: torch.Tensor, teacher: torch.Tensor | None,
-    aux_weight: float, kd_weight: float, ignore_index: int = 255,
+    aux_weight: float, kd_weight: float, criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
+    """``criterion`` (default: cross-entropy, ignore 255) on the main output and every auxiliary
+    head, plus the distillation term."""
+    criterion = criterion or partial(F.cross_entropy, ignore_index=255)
     size = labels.shape[-2:]
     logits = _resize(logits, size)
-    loss = F.cross_entropy(logits, labels, ignore_index=ignore_index)
+    loss = criterion(logits, labels)
     for head in aux:
-        loss = loss + aux_weight * F.cross_entropy(_resize(head, size), labels, ignore_index=ignore_index)
+        loss = loss + aux_weight * criterion(_resize(head, size), labels)
     if teacher is not None and kd_weight > 0:
         loss = loss + kd_weight * F.mse_loss(logits, teacher)
     if not torch.isfinite(loss):
@@ -73,7 +109,7 @@ def _step(loss: torch.Tensor, optimizers: Iterable[torch.optim.Optimizer], clips
 
 def train_stage1(
     decoder: AuxCellDecoder, data: FeatureCache | OnTheFly, stage: Stage, aux_weight: float, kd_weight: float,
-    generator: torch.Generator, ignore_index: int = 255,
+    generator: torch.Generator, objective: Objective,
 ) -> int:
     """Train the decoder alone on encoder features; returns optimiser steps taken."""
     optimizer = torch.optim.Adam(decoder.parameters(), lr=stage.decoder_lr)
@@ -85,7 +121,7 @@ def train_stage1(
             if stage.max_batches is not None and index >= stage.max_batches:
                 break
             logits, aux = decoder(features)
-            loss = child_loss(logits, aux, labels, teacher, aux_weight, kd_weight, ignore_index)
+            loss = child_loss(logits, aux, labels, teacher, aux_weight, kd_weight, objective.loss)
             _step(loss, [optimizer], [(decoder, stage.grad_clip)])
             steps += 1
             if average is not None:
@@ -97,7 +133,7 @@ def train_stage1(
 
 def train_stage2(
     encoder: nn.Module, decoder: AuxCellDecoder, loader: DataLoader, stage: Stage, aux_weight: float,
-    ignore_index: int = 255,
+    objective: Objective,
 ) -> int:
     """Train encoder (SGD) and decoder (Adam) together on images; returns optimiser steps taken."""
     encoder_optimizer = torch.optim.SGD(encoder.parameters(), lr=stage.encoder_lr, momentum=stage.encoder_momentum,
@@ -112,7 +148,7 @@ def train_stage2(
             if stage.max_batches is not None and index >= stage.max_batches:
                 break
             logits, aux = decoder(encoder(batch["image"]))
-            loss = child_loss(logits, aux, batch["mask"], None, aux_weight, 0.0, ignore_index)
+            loss = child_loss(logits, aux, batch[objective.target], None, aux_weight, 0.0, objective.loss)
             _step(loss, [encoder_optimizer, decoder_optimizer], [(encoder, stage.grad_clip), (decoder, stage.grad_clip)])
             steps += 1
             if average is not None:
@@ -123,25 +159,26 @@ def train_stage2(
 
 
 @torch.no_grad()
-def score_features(decoder: AuxCellDecoder, holdout: FeatureCache, num_classes: int, ignore_index: int = 255) -> dict[str, float]:
-    """Scores of the decoder on cached held-out features (labels at full resolution)."""
+def score_features(decoder: AuxCellDecoder, holdout: FeatureCache, objective: Objective) -> dict[str, float]:
+    """Scores of the decoder on cached held-out features (targets at full resolution)."""
     decoder.eval()
-    metrics = SegmentationMetrics(num_classes, ignore_index)
+    metrics = objective.metrics()
     for features, labels, _ in holdout.batches(8, shuffle=False):
         logits, _ = decoder(features)
         metrics.update(_resize(logits, labels.shape[-2:]), labels)
-    return scores_from_confusion(metrics.compute())
+    return objective.scores(metrics.compute())
 
 
 @torch.no_grad()
 def score_images(
-    encoder: nn.Module, decoder: AuxCellDecoder, loader: DataLoader, num_classes: int, ignore_index: int = 255
+    encoder: nn.Module, decoder: AuxCellDecoder, loader: DataLoader, objective: Objective
 ) -> dict[str, float]:
     """Scores of encoder + decoder on held-out images."""
     encoder.eval()
     decoder.eval()
-    metrics = SegmentationMetrics(num_classes, ignore_index)
+    metrics = objective.metrics()
     for batch in loader:
         logits, _ = decoder(encoder(batch["image"]))
-        metrics.update(_resize(logits, batch["mask"].shape[-2:]), batch["mask"])
-    return scores_from_confusion(metrics.compute())
+        target = batch[objective.target]
+        metrics.update(_resize(logits, target.shape[-2:]), target)
+    return objective.scores(metrics.compute())

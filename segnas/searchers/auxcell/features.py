@@ -7,6 +7,10 @@ kept at the resolution of the finest encoder map (stride 4, nearest), where stag
 loss, and the teacher's logits are resized there bilinearly. With the cache off, the same
 tensors are computed on the fly from the loader (for timing the cache, and for data too large
 to keep).
+
+Targets are whichever batch key the task learns: class masks (N, H, W), resized by nearest
+neighbour, or depth maps (N, 1, H, W), also nearest so that no invalid pixel (depth 0) is
+blended into a valid one; a depth teacher's output is resized like logits.
 """
 
 from __future__ import annotations
@@ -22,15 +26,24 @@ from torch.utils.data import DataLoader
 Batch = tuple[list[torch.Tensor], torch.Tensor, torch.Tensor | None]
 
 
+def resize_target(target: torch.Tensor, size: torch.Size) -> torch.Tensor:
+    """A mask (N, H, W) or depth map (N, 1, H, W) at ``size``, nearest neighbour."""
+    if target.shape[-2:] == size:
+        return target
+    if target.dim() == 3:
+        return F.interpolate(target[:, None].float(), size=size, mode="nearest")[:, 0].long()
+    return F.interpolate(target, size=size, mode="nearest")
+
+
 @torch.no_grad()
 def encode(
-    encoder: nn.Module, images: torch.Tensor, masks: torch.Tensor, teacher: nn.Module | None,
+    encoder: nn.Module, images: torch.Tensor, targets: torch.Tensor, teacher: nn.Module | None,
     label_stride: bool = True,
 ) -> Batch:
-    """Encoder maps, labels (at the finest map's size when ``label_stride``) and teacher logits."""
+    """Encoder maps, targets (at the finest map's size when ``label_stride``) and teacher logits."""
     features = [f.detach() for f in encoder(images)]
-    size = features[0].shape[-2:] if label_stride else masks.shape[-2:]
-    labels = masks if masks.shape[-2:] == size else F.interpolate(masks[:, None].float(), size=size, mode="nearest")[:, 0].long()
+    size = features[0].shape[-2:] if label_stride else targets.shape[-2:]
+    labels = resize_target(targets, size)
     soft = None
     if teacher is not None:
         soft = F.interpolate(teacher(images), size=size, mode="bilinear", align_corners=False)
@@ -61,15 +74,17 @@ class FeatureCache:
 
 
 def build_cache(
-    encoder: nn.Module, loader: DataLoader, limit: int, teacher: nn.Module | None = None, label_stride: bool = True
+    encoder: nn.Module, loader: DataLoader, limit: int, teacher: nn.Module | None = None, label_stride: bool = True,
+    target: str = "mask",
 ) -> FeatureCache:
-    """Encode the first ``limit`` images of ``loader`` (cycling through it if it is shorter)."""
+    """Encode the first ``limit`` images of ``loader`` (cycling through it if it is shorter);
+    ``target`` is the batch key kept as labels (``mask`` or ``depth``)."""
     parts: list[Batch] = []
     seen = 0
     while seen < limit:
         before = seen
         for batch in loader:
-            parts.append(encode(encoder, batch["image"], batch["mask"], teacher, label_stride))
+            parts.append(encode(encoder, batch["image"], batch[target], teacher, label_stride))
             seen += batch["image"].shape[0]
             if seen >= limit:
                 break
@@ -84,8 +99,10 @@ def build_cache(
 class OnTheFly:
     """The cache's interface without the cache: encodes each batch of ``loader`` when asked."""
 
-    def __init__(self, encoder: nn.Module, loader: DataLoader, limit: int, teacher: nn.Module | None = None) -> None:
+    def __init__(self, encoder: nn.Module, loader: DataLoader, limit: int, teacher: nn.Module | None = None,
+                 target: str = "mask") -> None:
         self.encoder, self.loader, self.limit, self.teacher = encoder, loader, int(limit), teacher
+        self.target = target
 
     def __len__(self) -> int:
         return self.limit
@@ -95,7 +112,7 @@ class OnTheFly:
         while seen + batch_size <= self.limit:
             before = seen
             for batch in self.loader:
-                yield encode(self.encoder, batch["image"], batch["mask"], self.teacher)
+                yield encode(self.encoder, batch["image"], batch[self.target], self.teacher)
                 seen += batch["image"].shape[0]
                 if seen + batch_size > self.limit:
                     return

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 
 from segnas.metrics import geometric_reward
 from segnas.searchers.auxcell.child import (
+    Objective,
     Stage,
     score_features,
     score_images,
@@ -31,13 +32,18 @@ from segnas.searchers.auxcell.child import (
 from segnas.searchers.auxcell.early_stopping import ProgressiveStopper
 from segnas.searchers.auxcell.features import FeatureCache, OnTheFly
 from segnas.spaces.auxcell import build_decoder
+from segnas.training.depth import init_depth_output
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class ChildContext:
-    """What every child shares: the encoder's initial weights, the data and the settings."""
+    """What every child shares: the encoder's initial weights, the data and the settings.
+
+    ``out_channels`` is the decoder's output: the class count, or 1 for depth (``objective``);
+    ``output_bias`` (depth): the mean training depth every child's output layers start at.
+    """
 
     encoder: nn.Module
     stage1_data: FeatureCache | OnTheFly
@@ -47,13 +53,14 @@ class ChildContext:
     stage1: Stage
     stage2: Stage | None
     stopper: ProgressiveStopper | None
-    num_classes: int
+    out_channels: int
     aux_weight: float
     aux_cell: bool
     kd_weight: float
     reward_metrics: tuple[str, ...]
     seed: int
-    ignore_index: int = 255
+    objective: Objective
+    output_bias: float | None = None
 
 
 def run_child(context: ChildContext, index: int, arch: dict[str, Any],
@@ -74,16 +81,18 @@ def train_child(context: ChildContext, index: int, arch: dict[str, Any]) -> dict
     torch.manual_seed(context.seed * 100_003 + index)  # a child's init does not depend on resume
     generator = torch.Generator().manual_seed(context.seed * 100_003 + index)
     channels = context.encoder.feature_info.channels()
-    decoder = build_decoder(arch, channels, context.num_classes, aux_heads=context.aux_weight > 0,
+    decoder = build_decoder(arch, channels, context.out_channels, aux_heads=context.aux_weight > 0,
                             aux_cell=context.aux_cell)
+    if context.output_bias is not None:
+        init_depth_output(decoder, context.output_bias)
     result: dict[str, Any] = {
         "search_params": sum(p.numel() for n, p in decoder.named_parameters() if not n.startswith("aux_heads"))
         + sum(p.numel() for p in context.encoder.parameters()),
     }
     tick = time.perf_counter()
     result["stage1_steps"] = train_stage1(decoder, context.stage1_data, context.stage1, context.aux_weight, context.kd_weight, generator,
-                 context.ignore_index)
-    scores = score_features(decoder, context.holdout_features, context.num_classes, context.ignore_index)
+                 context.objective)
+    scores = score_features(decoder, context.holdout_features, context.objective)
     result.update(stage1_reward=geometric_reward(scores, context.reward_metrics), stage1_s=round(time.perf_counter() - tick, 3))
     result.update(scores)
     result["reward"] = result["stage1_reward"]
@@ -95,8 +104,8 @@ def train_child(context: ChildContext, index: int, arch: dict[str, Any]) -> dict
         return result
     tick = time.perf_counter()
     encoder = copy.deepcopy(context.encoder)
-    result["stage2_steps"] = train_stage2(encoder, decoder, context.stage2_loader, context.stage2, context.aux_weight, context.ignore_index)
-    scores = score_images(encoder, decoder, context.holdout_loader, context.num_classes, context.ignore_index)
+    result["stage2_steps"] = train_stage2(encoder, decoder, context.stage2_loader, context.stage2, context.aux_weight, context.objective)
+    scores = score_images(encoder, decoder, context.holdout_loader, context.objective)
     result.update(scores)
     result.update(stage2_reward=geometric_reward(scores, context.reward_metrics), stage2_s=round(time.perf_counter() - tick, 3))
     result["reward"] = result["stage2_reward"]

@@ -1,0 +1,69 @@
+"""What the networks predict: ``task_type=segmentation`` (class scores, the default) or
+``task_type=depth`` (one channel of depth in metres).
+
+The key is read here only, so the data check, the networks' output channels, the training
+module, the checkpoint monitor and the rule that picks the best retrained candidate agree.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hydra.utils import get_class
+from omegaconf import DictConfig, OmegaConf
+
+from segnas.errors import ConfigError
+
+SEGMENTATION = "segmentation"
+DEPTH = "depth"
+TASK_TYPES = (SEGMENTATION, DEPTH)
+
+#: The validation score that ranks networks of each task type, and its direction.
+SELECTION: dict[str, tuple[str, str]] = {SEGMENTATION: ("mIoU", "max"), DEPTH: ("RMSE", "min")}
+
+
+def task_type(cfg: DictConfig) -> str:
+    """``cfg.task_type`` checked (absent means segmentation, as configs before the key)."""
+    value = cfg.get("task_type", SEGMENTATION)
+    if value not in TASK_TYPES:
+        raise ConfigError(f"task_type={value}: expected one of {', '.join(TASK_TYPES)}")
+    return str(value)
+
+
+def out_channels(cfg: DictConfig, num_classes: int) -> int:
+    """Output channels of the networks built for ``cfg``: the class count, or 1 for depth."""
+    return 1 if task_type(cfg) == DEPTH else int(num_classes)
+
+
+def check(cfg: DictConfig) -> None:
+    """The data must carry what the task learns, and a searcher must support the task."""
+    kind = task_type(cfg)
+    target = OmegaConf.select(cfg, "data._target_")
+    if target:
+        try:
+            datamodule = get_class(str(target))
+        except Exception as err:
+            raise ConfigError(f"data._target_={target}: cannot be imported ({err})") from err
+        if kind == DEPTH and not getattr(datamodule, "has_depth", False):
+            raise ConfigError(f"task_type=depth needs data with depth maps; data={cfg.data.get('name')} has none "
+                              "(use data=synthetic or data=nyu_depth)")
+        if kind == SEGMENTATION and not getattr(datamodule, "has_labels", True):
+            raise ConfigError(f"data={cfg.data.get('name')} has depth but no class labels: set task_type=depth")
+    if cfg.get("task") == "search" and OmegaConf.select(cfg, "searcher._target_"):
+        supported = list(OmegaConf.select(cfg, "searcher.task_types", default=[SEGMENTATION]))
+        if kind not in supported:
+            raise ConfigError(f"searcher={cfg.searcher.get('name')} does not support task_type={kind} "
+                              f"(searcher.task_types: {supported})")
+
+
+def monitor(cfg: DictConfig) -> tuple[str, str]:
+    """The logged key (``val/<score>``) and mode that pick ``best.ckpt``."""
+    score, mode = SELECTION[task_type(cfg)]
+    return f"val/{score}", mode
+
+
+def best(cfg: DictConfig, entries: list[dict[str, Any]], prefix: str = "val") -> dict[str, Any]:
+    """The entry with the best ``<prefix>_<score>`` for the task (highest mIoU, lowest RMSE)."""
+    score, mode = SELECTION[task_type(cfg)]
+    key = f"{prefix}_{score}"
+    return (max if mode == "max" else min)(entries, key=lambda entry: entry[key])
