@@ -52,3 +52,27 @@ def test_overlay_marks_ignored_pixels_and_keeps_image_left() -> None:
     np.testing.assert_array_equal(panel[:, :5], image)
     assert (colourise(mask, palette)[:, 3] == 255).all()
     assert len({tuple(c) for c in default_palette(21)}) == 21
+
+
+def test_csv_logger_copied_into_another_process_keeps_the_file_consistent(tmp_path) -> None:
+    """A spawned process gets a pickled copy of the parent's CSV logger (trainer=ddp_spawn): rows
+    it writes after the parent (or another copy) added columns must land under the right header."""
+    import csv
+    import pickle
+
+    from segnas.report.loggers import CSVLogger
+
+    parent = CSVLogger(save_dir=str(tmp_path), name="csv")
+    parent.log_metrics({"search/reward": 0.5}, step=0)
+    parent.save()
+    child = pickle.loads(pickle.dumps(parent))  # what a spawned process starts from
+    parent.log_metrics({"search/reward": 0.6, "search/baseline": 0.55}, step=1)
+    parent.save()
+    child.log_metrics({"train/loss": 1.5}, step=0)
+    child.save()
+    child.log_metrics({"search/reward": 0.7}, step=2)
+    child.save()
+    with open(parent.experiment.metrics_file_path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["step"], r["search/reward"], r["search/baseline"], r["train/loss"]) for r in rows] == [
+        ("0", "0.5", "", ""), ("1", "0.6", "0.55", ""), ("0", "", "", "1.5"), ("2", "0.7", "", "")]

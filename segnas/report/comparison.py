@@ -148,8 +148,10 @@ def write_csv(path: Path, table: Sequence[dict[str, Any]]) -> Path:
     return write_atomic(path, buffer.getvalue())
 
 
-def fronts(table: Sequence[dict[str, Any]], cost: str = "latency_ms") -> list[tuple[str, list[tuple[float, float]]]]:
-    """FMAS fronts (search-time mIoU, no fine-tuning) of runs whose pareto.csv priced ``cost``."""
+def fronts(table: Sequence[dict[str, Any]], cost: str = "latency_ms"
+           ) -> list[tuple[str, Any, list[tuple[float, float]]]]:
+    """(label, seed, points): FMAS fronts (search-time mIoU, no fine-tuning) of the runs whose
+    pareto.csv priced ``cost``."""
     found = []
     for row in table:
         path = Path(row["run_dir"]) / "pareto.csv"
@@ -158,7 +160,7 @@ def fronts(table: Sequence[dict[str, Any]], cost: str = "latency_ms") -> list[tu
         with path.open() as handle:
             points = [(float(r[cost]), float(r["miou"])) for r in csv.DictReader(handle) if r.get(cost)]
         if points:
-            found.append((f"{row['label']} seed {row['seed']}", sorted(points)))
+            found.append((row["label"], row["seed"], sorted(points)))
     return found
 
 
@@ -177,8 +179,9 @@ def draw(ax: Any, table: Sequence[dict[str, Any]]) -> None:
         random = label.startswith("random-")
         ax.scatter(*zip(*points), s=50, label=label, edgecolors=colour,
                    facecolors="none" if random else colour, marker="s" if random else "o")
-    for name, points in fronts(table):
-        ax.step(*zip(*points), where="post", lw=0.8, alpha=0.6, label=f"front: {name}")
+    for label, seed, points in fronts(table):
+        ax.step(*zip(*points), where="post", lw=0.8, alpha=0.6, color=colours[label.removeprefix("random-")],
+                linestyle="--" if label.startswith("random-") else "-", label=f"front: {label} seed {seed}")
     estimated = any(r.get("latency_estimated") for r in table)
     ax.set_xlabel("latency (ms, estimated)" if estimated else "latency (ms)")
     ax.set_ylabel("val mIoU (retrained winner; fronts: search-time mIoU)")

@@ -6,13 +6,17 @@ directory and can be uploaded later with ``wandb sync <run_dir>/wandb/offline-ru
 
 from __future__ import annotations
 
+import csv
 import inspect
 import logging
 from pathlib import Path
 
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.loggers import CSVLogger as LightningCSVLogger
 from pytorch_lightning.loggers import Logger, WandbLogger
+from pytorch_lightning.loggers.csv_logs import ExperimentWriter
+from pytorch_lightning.loggers.logger import rank_zero_experiment
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +34,35 @@ def build_logger(cfg: DictConfig | None, run_dir: Path) -> Logger | None:
             log.warning("logger=%s takes no %s: ignored", cfg._target_.rsplit(".", 1)[-1], ", ".join(unused))
             cfg = OmegaConf.masked_copy(cfg, [key for key in cfg if key not in unused])
     return instantiate(cfg, save_dir=str(run_dir))
+
+
+class _HeaderAwareWriter(ExperimentWriter):
+    """Lightning's CSV writer remembers the columns it has written. Under ``trainer=ddp_spawn``
+    each spawned process gets a copy of the parent's writer that has not seen the columns an
+    earlier spawned fit added, and then appends rows under the wrong header or fails rewriting
+    it. This writer takes the file's own header as the truth before every save."""
+
+    def save(self) -> None:
+        if self.metrics and self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as handle:
+                header = next(csv.reader(handle), [])
+            known = set(self.metrics_keys)
+            self.metrics_keys = sorted(known | set(header))
+            if set(header) != set(self.metrics_keys):
+                self._rewrite_with_new_header(self.metrics_keys)
+        super().save()
+
+
+class CSVLogger(LightningCSVLogger):
+    """Lightning's CSVLogger with a writer that stays correct across spawned processes."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _HeaderAwareWriter(log_dir=self.log_dir)
+        return self._experiment
 
 
 def close_loggers(failed: bool = False) -> None:
