@@ -73,14 +73,17 @@ def test_extracted_subnet_equals_masked_supernet(supernet, seed: int) -> None:
     assert count_params(sub) < count_params(supernet)
 
 
-def test_full_configuration_reproduces_the_network_exactly(supernet) -> None:
-    copy = extract(supernet, full_config(supernet)).eval()
-    reference, extracted = supernet.state_dict(), copy.state_dict()
+@pytest.mark.parametrize("backbone", ["supernet", "xception"])
+def test_full_configuration_reproduces_the_network_exactly(backbone: str, request: pytest.FixtureRequest) -> None:
+    """MobileNetV2 (``supernet``) and Xception-65: the full genotype extracts the original."""
+    net = request.getfixturevalue(backbone)
+    copy = extract(net, full_config(net)).eval()
+    reference, extracted = net.state_dict(), copy.state_dict()
     assert list(reference) == list(extracted)
     assert all(torch.equal(reference[k], extracted[k]) for k in reference)
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        assert torch.equal(copy(x), supernet(x))
+        assert torch.equal(copy(x), net(x))
 
 
 def test_build_matches_extraction_and_costs(supernet, tmp_path) -> None:
@@ -195,16 +198,6 @@ def test_xception_subnet_equals_masked_supernet(xception, config: SubnetConfig) 
     after_middle, full = sliced_features[2], full_features[2]
     assert (after_middle - full).abs().max() > 0.1 * full.abs().max(), "the configuration should change the features"
     assert len(elastic_stages(sub.backbone)[0].names) == config.depths[0]
-
-
-def test_xception_full_configuration_reproduces_the_network_exactly(xception) -> None:
-    copy = extract(xception, full_config(xception)).eval()
-    reference, extracted = xception.state_dict(), copy.state_dict()
-    assert list(reference) == list(extracted)
-    assert all(torch.equal(reference[k], extracted[k]) for k in reference)
-    x = torch.randn(1, 3, 32, 32)
-    with torch.no_grad():
-        assert torch.equal(copy(x), xception(x))
 
 
 def test_xception_build_matches_extraction_and_costs(xception) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import nbformat
@@ -15,20 +14,13 @@ from tests.conftest import compose_config
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
 
-def execute(name: str, tmp_path: Path, **env: str) -> nbformat.NotebookNode:
-    """Run a notebook with ``env`` set for its kernel; errors fail the test with the cell's traceback."""
+def execute(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **env: str) -> nbformat.NotebookNode:
+    """Run a notebook whose kernel inherits ``env``; errors fail the test with the cell's traceback."""
     notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
-    old = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
-    try:
-        NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}},
-                       ).execute()
-    finally:
-        for key, value in old.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+                   ).execute()
     return notebook
 
 
@@ -37,9 +29,9 @@ def outputs(notebook: nbformat.NotebookNode) -> str:
                      for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs)
 
 
-def test_compare_notebook_reproduces_the_comparison(tiny_comparison, tmp_path: Path) -> None:
+def test_compare_notebook_reproduces_the_comparison(tiny_comparison, tmp_path: Path, monkeypatch) -> None:
     run_dir, _ = tiny_comparison
-    notebook = execute("compare.ipynb", tmp_path, SEGNAS_COMPARE_DIR=str(run_dir))
+    notebook = execute("compare.ipynb", tmp_path, monkeypatch, SEGNAS_COMPARE_DIR=str(run_dir))
     text = outputs(notebook)
     assert "4 search runs" in text and "comparison.csv reproduced for 4 runs" in text
     assert "| autodeeplab | 2/2 |" in text
@@ -48,13 +40,14 @@ def test_compare_notebook_reproduces_the_comparison(tiny_comparison, tmp_path: P
 
 
 @pytest.mark.parametrize("kind", ["autodeeplab", "random-autodeeplab"])
-def test_walkthrough_notebook_on_autodeeplab_runs(kind: str, tiny_comparison, tmp_path: Path) -> None:
+def test_walkthrough_notebook_on_autodeeplab_runs(kind: str, tiny_comparison, tmp_path: Path, monkeypatch) -> None:
     run_dir, _ = tiny_comparison
-    text = outputs(execute("search_walkthrough.ipynb", tmp_path, SEGNAS_RUN_DIR=str(run_dir / "runs" / f"{kind}_seed0")))
+    text = outputs(execute("search_walkthrough.ipynb", tmp_path, monkeypatch,
+                           SEGNAS_RUN_DIR=str(run_dir / "runs" / f"{kind}_seed0")))
     assert f"search kind: {kind}" in text
 
 
-def test_walkthrough_notebook_on_auxcell_and_fmas_runs(supernet_file: Path, tmp_path: Path) -> None:
+def test_walkthrough_notebook_on_auxcell_and_fmas_runs(supernet_file: Path, tmp_path: Path, monkeypatch) -> None:
     small = {
         "auxcell": ["searcher=auxcell", "searcher.children=2", "searcher.stage1.num_crops=8",
                     "searcher.stage1.batch_size=4", "searcher.stage1.epochs=1", "searcher.stage2.max_batches=1",
@@ -65,5 +58,5 @@ def test_walkthrough_notebook_on_auxcell_and_fmas_runs(supernet_file: Path, tmp_
     for kind, overrides in small.items():
         run = tmp_path / kind
         pipeline.run(compose_config("task=search", f"run_dir={run}", "retrain.epochs=1", *overrides))
-        text = outputs(execute("search_walkthrough.ipynb", tmp_path, SEGNAS_RUN_DIR=str(run)))
+        text = outputs(execute("search_walkthrough.ipynb", tmp_path, monkeypatch, SEGNAS_RUN_DIR=str(run)))
         assert f"search kind: {kind}" in text and "rows in search.csv" in text

@@ -107,28 +107,41 @@ def _step(loss: torch.Tensor, optimizers: Iterable[torch.optim.Optimizer], clips
         optimizer.step()
 
 
-def train_stage1(
-    decoder: AuxCellDecoder, data: FeatureCache | OnTheFly, stage: Stage, aux_weight: float, kd_weight: float,
-    generator: torch.Generator, objective: Objective,
-) -> int:
-    """Train the decoder alone on encoder features; returns optimiser steps taken."""
-    optimizer = torch.optim.Adam(decoder.parameters(), lr=stage.decoder_lr)
-    average = PolyakAverage(decoder, stage.polyak) if stage.polyak else None
-    decoder.train()
+def _run_epochs(stage: Stage, batches: Callable[[], Iterable[Any]], train_step: Callable[[Any], None],
+                averaged: nn.Module) -> int:
+    """``stage.epochs`` passes over ``batches()`` (at most ``stage.max_batches`` each), Polyak
+    averaging ``averaged`` after every step and swapping the average in at every epoch's end, as
+    both stages do; returns the optimiser steps taken."""
+    average = PolyakAverage(averaged, stage.polyak) if stage.polyak else None
     steps = 0
     for _ in range(stage.epochs):
-        for index, (features, labels, teacher) in enumerate(data.batches(stage.batch_size, generator)):
+        for index, batch in enumerate(batches()):
             if stage.max_batches is not None and index >= stage.max_batches:
                 break
-            logits, aux = decoder(features)
-            loss = child_loss(logits, aux, labels, teacher, aux_weight, kd_weight, objective.loss)
-            _step(loss, [optimizer], [(decoder, stage.grad_clip)])
+            train_step(batch)
             steps += 1
             if average is not None:
                 average.update()
         if average is not None:
             average.apply()
     return steps
+
+
+def train_stage1(
+    decoder: AuxCellDecoder, data: FeatureCache | OnTheFly, stage: Stage, aux_weight: float, kd_weight: float,
+    generator: torch.Generator, objective: Objective,
+) -> int:
+    """Train the decoder alone on encoder features; returns optimiser steps taken."""
+    optimizer = torch.optim.Adam(decoder.parameters(), lr=stage.decoder_lr)
+    decoder.train()
+
+    def train_step(batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]) -> None:
+        features, labels, teacher = batch
+        logits, aux = decoder(features)
+        loss = child_loss(logits, aux, labels, teacher, aux_weight, kd_weight, objective.loss)
+        _step(loss, [optimizer], [(decoder, stage.grad_clip)])
+
+    return _run_epochs(stage, lambda: data.batches(stage.batch_size, generator), train_step, decoder)
 
 
 def train_stage2(
@@ -140,22 +153,14 @@ def train_stage2(
                                         weight_decay=stage.encoder_weight_decay)
     decoder_optimizer = torch.optim.Adam(decoder.parameters(), lr=stage.decoder_lr)
     both = nn.ModuleList([encoder, decoder])
-    average = PolyakAverage(both, stage.polyak) if stage.polyak else None
     both.train()
-    steps = 0
-    for _ in range(stage.epochs):
-        for index, batch in enumerate(loader):
-            if stage.max_batches is not None and index >= stage.max_batches:
-                break
-            logits, aux = decoder(encoder(batch["image"]))
-            loss = child_loss(logits, aux, batch[objective.target], None, aux_weight, 0.0, objective.loss)
-            _step(loss, [encoder_optimizer, decoder_optimizer], [(encoder, stage.grad_clip), (decoder, stage.grad_clip)])
-            steps += 1
-            if average is not None:
-                average.update()
-        if average is not None:
-            average.apply()
-    return steps
+
+    def train_step(batch: dict[str, torch.Tensor]) -> None:
+        logits, aux = decoder(encoder(batch["image"]))
+        loss = child_loss(logits, aux, batch[objective.target], None, aux_weight, 0.0, objective.loss)
+        _step(loss, [encoder_optimizer, decoder_optimizer], [(encoder, stage.grad_clip), (decoder, stage.grad_clip)])
+
+    return _run_epochs(stage, lambda: loader, train_step, both)
 
 
 @torch.no_grad()
