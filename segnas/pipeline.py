@@ -204,7 +204,7 @@ def _fit(
     """Train ``net`` into ``out_dir`` and score it on val; None on DDP ranks other than 0."""
     outputs = targets.out_channels(cfg, datamodule.num_classes)
     module = build_module(cfg, genotype, outputs, net)
-    trainer = build_trainer(cfg, out_dir, logger, datamodule,
+    trainer = build_trainer(cfg, out_dir, logger, datamodule, net=net,
                             **({"max_epochs": max_epochs} if max_epochs is not None else {}))
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(checkpoint) if checkpoint else None)
     scores = trainer.validate(module, datamodule=datamodule, verbose=False)[0]

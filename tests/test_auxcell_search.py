@@ -86,16 +86,18 @@ def test_reward_is_the_geometric_mean_of_hand_computed_scores() -> None:
     assert geometric_reward(scores, ["mIoU", "fwIoU", "pixel_acc"]) == pytest.approx((miou * fwiou * 0.7) ** (1 / 3))
 
 
-def test_a_child_that_raises_gets_reward_zero_and_a_logged_error(caplog: pytest.LogCaptureFixture) -> None:
-    def out_of_memory(context, index, arch):
-        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+def test_a_child_that_raises_gets_reward_zero_and_a_logged_error(caplog: pytest.LogCaptureFixture, monkeypatch) -> None:
+    from segnas.searchers.auxcell import trial
 
-    def diverged(context, index, arch):
+    def fails(context, index, arch):
+        if index == 7:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         raise FloatingPointError("non-finite training loss (nan)")
 
+    monkeypatch.setattr(trial, "train_stage_one", fails)
     with caplog.at_level(logging.ERROR):
-        first = run_child(None, 7, {}, train=out_of_memory)
-        second = run_child(None, 8, {}, train=diverged)
+        first = run_child(None, 7, {})
+        second = run_child(None, 8, {})
     assert first["status"] == second["status"] == "failed"
     assert first["reward"] == second["reward"] == 0.0
     assert "OutOfMemoryError" in first["error"] and "nan" in second["error"]
@@ -192,14 +194,14 @@ def test_bad_searcher_settings_name_the_key(make_cfg, tmp_path: Path, override: 
 def test_a_failing_child_is_recorded_as_failed_and_the_search_goes_on(make_cfg, tmp_path: Path, monkeypatch) -> None:
     from segnas.searchers.auxcell import trial
 
-    real = trial.train_child
+    real = trial.train_stage_one
 
     def second_runs_out_of_memory(context, index, arch):
         if index == 1:
             raise torch.OutOfMemoryError("out of memory (simulated)")
         return real(context, index, arch)
 
-    monkeypatch.setattr(trial, "train_child", second_runs_out_of_memory)
+    monkeypatch.setattr(trial, "train_stage_one", second_runs_out_of_memory)
     result = search(make_cfg(*SMALL, "searcher.stage2.enabled=false", "searcher.top_k=3"), tmp_path, None, None)
     table = rows(tmp_path / "search.csv")
     assert [r["status"] for r in table] == ["ok", "failed", "ok"]

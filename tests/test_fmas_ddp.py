@@ -13,7 +13,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from segnas import spaces
-from segnas.searchers.fmas.evaluator import Evaluator, from_rank_zero
+from segnas.searchers.distributed import from_rank_zero
+from segnas.searchers.fmas.evaluator import Evaluator
 from segnas.searchers.fmas.scoring import Scorer
 from segnas.training import load_network
 

@@ -241,7 +241,7 @@ DDP_SEARCH = [*SEARCH, "searcher.generations=2", "searcher.top_k=1", "searcher.r
 def test_join_ranks_leaves_single_process_and_spawn_trainers_alone() -> None:
     import torch.distributed as dist
 
-    from segnas.searchers.fmas.evaluator import join_ranks, rank_and_world
+    from segnas.searchers.distributed import join_ranks, rank_and_world
 
     for trainer in (None, {"strategy": "auto", "devices": 1}, {"strategy": "ddp", "devices": 1, "num_nodes": 1},
                     {"strategy": "ddp_spawn", "devices": 2}, {"strategy": "ddp_fork", "devices": 2}):

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from segnas.data.datamodule import SegmentationDataset
 
@@ -49,3 +49,11 @@ class EpochSeededDataset(Dataset):
         epoch, item = divmod(int(index), len(self.dataset))
         self.dataset.reseed(int(np.random.SeedSequence([self.seed, epoch, item]).generate_state(1)[0]))
         return self.dataset[item]
+
+
+def at_epoch(loader: DataLoader, epoch: int) -> DataLoader:
+    """``loader`` set to replay ``epoch`` (its order and augmentation), when its sampler is epoch
+    seeded; other loaders are returned as they are."""
+    if isinstance(loader.sampler, EpochSeededSampler):
+        loader.sampler.set_epoch(epoch)
+    return loader

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
@@ -18,6 +20,8 @@ from segnas.genotype import Genotype
 from segnas.report.images import ValidationImages
 from segnas.training.depth import DepthModule
 from segnas.training.module import SegmentationModule
+
+log = logging.getLogger(__name__)
 
 
 def build_module(
@@ -54,6 +58,7 @@ def build_trainer(
     logger: Logger | None,
     datamodule: pl.LightningDataModule,
     callbacks: Sequence[Callback] = (),
+    net: nn.Module | None = None,
     **overrides: Any,
 ) -> pl.Trainer:
     """``last.ckpt`` (for resume) and ``best.ckpt`` (by val mIoU, or val RMSE for depth) land
@@ -64,6 +69,9 @@ def build_trainer(
 
     ``last.ckpt`` has its own callback because Lightning 2.6's ``save_last`` only rewrites it in
     epochs where the monitored metric improved, which leaves a stale file to resume from.
+
+    ``net``: the network to be trained; under a DDP strategy one with dead parameters switches the
+    strategy to find them (see :func:`ddp_strategy`).
     """
     monitor, mode = targets.monitor(cfg)
     best = ModelCheckpoint(
@@ -75,8 +83,43 @@ def build_trainer(
                                      *callbacks]
     if logger is not None:
         all_callbacks.append(LearningRateMonitor(logging_interval="step"))
+    if net is not None and "strategy" not in overrides:
+        overrides.update(ddp_strategy(cfg, net))
     return instantiate(
         cfg.trainer, logger=logger if logger is not None else False, callbacks=all_callbacks,
         default_root_dir=str(run_dir),
         **overrides,
     )
+
+
+def dead_parameters(net: nn.Module, size: int = 64) -> list[str]:
+    """Names of ``net``'s parameters that its output does not depend on, from one eval-mode
+    forward and backward pass on a ``size``² input (BatchNorm statistics untouched). An auxcell
+    decoder leaves the projection of every encoder map no block takes, and the encoder's last
+    stage when no block takes the stride-32 map."""
+    training = net.training
+    net.eval()
+    try:
+        output = net(torch.zeros(1, 3, size, size, device=next(net.parameters()).device))
+        (output[0] if isinstance(output, tuple | list) else output).float().sum().backward()
+        dead = [name for name, p in net.named_parameters() if p.requires_grad and p.grad is None]
+    finally:
+        net.zero_grad(set_to_none=True)
+        net.train(training)
+    return dead
+
+
+def ddp_strategy(cfg: DictConfig, net: nn.Module) -> dict[str, str]:
+    """``{"strategy": <name>_find_unused_parameters_true}`` when ``trainer.strategy`` is a DDP
+    strategy and ``net`` has dead parameters (DDP otherwise stops at the first step, waiting for
+    gradients that never come); ``{}`` when nothing needs to change. Finding them costs a graph
+    traversal per step, so networks without dead parameters keep the plain strategy."""
+    strategy = str(cfg.trainer.get("strategy", "auto"))
+    if strategy not in ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook"):
+        return {}
+    dead = dead_parameters(net)
+    if not dead:
+        return {}
+    log.info("%d parameter tensors of the network never reach its output (e.g. %s): trainer.strategy=%s "
+             "becomes %s_find_unused_parameters_true", len(dead), dead[0], strategy, strategy)
+    return {"strategy": f"{strategy}_find_unused_parameters_true"}

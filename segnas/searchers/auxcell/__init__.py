@@ -1,17 +1,24 @@
 """``searcher=auxcell``: Fast Dense NAS (Nekrasov et al., CVPR 2019) over the ``auxcell`` space.
 
-Each round the controller samples a decoder; the child trains in two stages (decoder on cached
-frozen-encoder features with auxiliary heads and optional distillation, then end to end for the
-children progressive early stopping lets through), its held-out reward updates the controller,
-and the child's row joins ``search.csv``. The best ``top_k`` children come back with the final
-width and separable repeats for the pipeline to retrain from scratch.
+Each round the controller samples ``searcher.children_per_round`` decoders from one state; each
+child trains in two stages (decoder on cached frozen-encoder features with auxiliary heads and
+optional distillation, then end to end for the children progressive early stopping lets
+through), their held-out rewards update the controller in child order, and their rows join
+``search.csv``. The best ``top_k`` children come back with the final width and separable
+repeats for the pipeline to retrain from scratch. Children train on ``searcher.device``
+(``auto``: this process's CUDA device when there is one).
+
+Under ``trainer=ddp`` the ranks join one process group before the search
+(:func:`~segnas.searchers.distributed.join_ranks`); a round has one child per rank by default,
+each rank trains its own (:func:`.trial.run_round`), results are all-gathered, and every rank
+makes the same controller update, so all hold the same state; rank 0 writes the files. A run
+with ``children_per_round=W`` in one process samples, trains and learns exactly what ``W`` ranks
+do, only one child after another. Under ``trainer=ddp_spawn`` the search runs in the main
+process alone.
 
 ``task_type=depth`` runs the same search with one output channel: berHu losses (auxiliary heads
 included), distillation as MSE to a depth teacher's map, and a reward from δ1 and RMSE
 (``searcher.reward.depth_metrics``).
-
-Not done: several children per round under DDP (this search trains one child at a time on one
-process).
 """
 
 from __future__ import annotations
@@ -52,8 +59,9 @@ from segnas.searchers.auxcell.features import (
 )
 from segnas.searchers.auxcell.policy import build_policy
 from segnas.searchers.auxcell.splits import SearchData
-from segnas.searchers.auxcell.trial import ChildContext, run_child
+from segnas.searchers.auxcell.trial import ChildContext, run_round
 from segnas.searchers.budget import Budget
+from segnas.searchers.distributed import all_gather, from_rank_zero, join_ranks, rank_and_world, search_device
 from segnas.spaces.auxcell import (
     ENCODER_OUT_INDICES,
     ENCODER_STRIDE,
@@ -72,20 +80,27 @@ SPACE = AuxCellSpace()
 def search(cfg: DictConfig, run_dir: Path, resume: Path | None, logger: Logger | None) -> SearchResult:
     """Sample, train and score ``searcher.children`` children; return the ``top_k`` by reward.
 
-    State is saved to ``run_dir/last.ckpt`` after every child, so an interrupted search resumed
-    from it samples the same next child the uninterrupted one would have.
+    State is saved to ``run_dir/last.ckpt`` after every round, so an interrupted search resumed
+    from it samples the same next children the uninterrupted one would have.
     """
     start = time.perf_counter()
     settings = cfg.searcher
     seed = int(cfg.seed)
     _check(settings, targets.task_type(cfg))
+    join_ranks(cfg.get("trainer"))  # trainer=ddp: every rank searches from here on, together
+    rank, world = rank_and_world()
+    per_round = _children_per_round(settings, world)
+    device = search_device(str(settings.device))
     datamodule = instantiate(cfg.data)
     objective, outputs = _objective(cfg, datamodule)
     data = SearchData.split(datamodule, settings.reward.holdout, settings.reward.holdout_min, seed)
     torch.manual_seed(seed)  # the shared encoder's init (pretrained=false) is part of the run's seed
-    encoder = _encoder(cfg).eval()
+    encoder = _encoder(cfg).to(device).eval()
     teacher = _teacher(settings, outputs)
-    controller = Controller(decisions.choices(), int(settings.controller.hidden_size), int(settings.controller.num_layers))
+    if teacher is not None:
+        teacher.to(device)
+    controller = Controller(decisions.choices(), int(settings.controller.hidden_size), int(settings.controller.num_layers),
+                            seed=seed)
     policy = build_policy(str(settings.controller.algorithm), controller, settings.controller, seed=seed)
     stopper = ProgressiveStopper(settings.early_stopping.initial, settings.early_stopping.tolerance,
                                  settings.early_stopping.decay, dict(settings.early_stopping.schedule), seed=seed) \
@@ -101,6 +116,9 @@ def search(cfg: DictConfig, run_dir: Path, resume: Path | None, logger: Logger |
         sampler.set_state(state["sampler"])
         history, spent = list(state["children"]), float(state["wall_time_s"])
         log.info("resumed the auxcell search from %s after %d children", resume, len(history))
+        if state.get("children_per_round", 1) != per_round:
+            log.warning("resume=%s ran %s children per round, this run %d: the next children differ from what the "
+                        "interrupted search would have sampled", resume, state.get("children_per_round", 1), per_round)
 
     tick = time.perf_counter()
     context = _context(settings, cfg, datamodule, data, encoder, teacher, stopper, seed, objective, outputs)
@@ -109,37 +127,63 @@ def search(cfg: DictConfig, run_dir: Path, resume: Path | None, logger: Logger |
     search_labels = {**labels, "width": int(settings.width), "sep_repeats": int(settings.sep_repeats)}
     encoder_params = sum(p.numel() for p in encoder.parameters())
     budget, stopped = Budget.from_config(cfg), None
-    for index in range(len(history), int(settings.children)):
-        stopped = budget.exhausted(spent + time.perf_counter() - start,
-                                   _images_seen(history, settings, cfg)) if history else None
+    writer = rank == 0  # every rank holds the same state; one writes it
+    while len(history) < int(settings.children):
+        # rank 0's clock decides for every rank: they must run the same rounds
+        stopped = from_rank_zero(budget.exhausted(spent + time.perf_counter() - start,
+                                                  _images_seen(history, settings, cfg))) if history else None
         if stopped:
-            log.info("stopping the auxcell search after %d children: %s", index, stopped)
+            log.info("stopping the auxcell search after %d children: %s", len(history), stopped)
             break
-        tick = time.perf_counter()
-        actions, log_prob, entropy = policy.sample(sampler)
-        sample_s = time.perf_counter() - tick
-        final = SPACE.genotype(decisions.to_arch(actions, **labels))
-        result = run_child(context, index, SPACE.validate(decisions.to_arch(actions, **search_labels)))
-        update = policy.update(actions, log_prob, result["reward"])
-        record = {
-            "child": index, **result, "genotype_hash": final.hash, "genotype": final.to_dict(),
-            "encoding": json.dumps(to_encoding(final.arch)), "cell": describe(final.arch),
-            "params": encoder_params + _decoder_params(final, encoder, outputs),
-            "controller_update_s": round(update["update_s"], 4), "controller_sample_s": round(sample_s, 4),
-            "baseline": update["baseline"], "advantage": update["advantage"], "entropy": entropy, "log_prob": log_prob,
-        }
-        history.append(record)
-        _log_child(logger, record)
-        records.write_csv(run_dir / "search.csv", history)
-        records.save_state(run_dir / "last.ckpt", {
-            "policy": policy.state_dict(), "stopper": stopper.state_dict() if stopper else None,
-            "sampler": sampler.get_state(), "children": history,
-            "wall_time_s": spent + time.perf_counter() - start,
-        })
-        log.info("child %d: %s reward %.4f (%s)", index, record["status"], record["reward"], record["cell"])
-    result = _result(run_dir, history, spent + time.perf_counter() - start, cache_s, settings, teacher, cfg, logger)
-    result.summary.update(budget.summary(stopped))
+        first = len(history)
+        round_index = history[-1].get("round", history[-1]["child"]) + 1 if history else 0
+        samples = []
+        for _ in range(min(per_round, int(settings.children) - first)):
+            tick = time.perf_counter()
+            actions, log_prob, entropy = policy.sample(sampler)
+            samples.append((actions, log_prob, entropy, time.perf_counter() - tick))
+        children = [(first + k, SPACE.validate(decisions.to_arch(s[0], **search_labels))) for k, s in enumerate(samples)]
+        results = run_round(context, children, rank, world, all_gather)
+        for k, ((actions, log_prob, entropy, sample_s), result) in enumerate(zip(samples, results)):
+            update = policy.update(actions, log_prob, result["reward"])
+            final = SPACE.genotype(decisions.to_arch(actions, **labels))
+            record = {
+                **result, "child": first + k, "round": round_index, "rank": k % world,
+                "genotype_hash": final.hash, "genotype": final.to_dict(),
+                "encoding": json.dumps(to_encoding(final.arch)), "cell": describe(final.arch),
+                "params": encoder_params + _decoder_params(final, encoder, outputs),
+                "controller_update_s": round(update["update_s"], 4), "controller_sample_s": round(sample_s, 4),
+                "baseline": update["baseline"], "advantage": update["advantage"], "entropy": entropy,
+                "log_prob": log_prob,
+            }
+            history.append(record)
+            log.info("child %d: %s reward %.4f (%s)", record["child"], record["status"], record["reward"],
+                     record["cell"])
+            if writer:
+                _log_child(logger, record)
+        if writer:
+            records.write_csv(run_dir / "search.csv", history)
+            records.save_state(run_dir / "last.ckpt", {
+                "policy": policy.state_dict(), "stopper": stopper.state_dict() if stopper else None,
+                "sampler": sampler.get_state(), "children": history, "children_per_round": per_round,
+                "wall_time_s": spent + time.perf_counter() - start,
+            })
+    result = _result(run_dir, history, spent + time.perf_counter() - start, cache_s, settings, teacher, cfg,
+                     logger if writer else None, writer)
+    result.summary.update(budget.summary(stopped), search_children_per_round=per_round, search_ranks=world,
+                          search_device=str(device))
     return result
+
+
+def _children_per_round(settings: DictConfig, world: int) -> int:
+    """``searcher.children_per_round`` (null: one per rank); fewer than the ranks would idle some."""
+    value = settings.get("children_per_round")
+    if value is None:
+        return world
+    if not isinstance(value, int) or value < world:
+        raise ConfigError(f"searcher.children_per_round={value}: expected null (one child per rank) or an integer "
+                          f">= the number of ranks ({world})")
+    return value
 
 
 #: Training batches whose mean depth every depth child's output starts at (see training.depth).
@@ -200,22 +244,24 @@ def _teacher(settings: DictConfig, num_classes: int) -> torch.nn.Module | None:
 def _context(settings: DictConfig, cfg: DictConfig, datamodule, data: SearchData, encoder, teacher, stopper,
              seed: int, objective: Objective, outputs: int) -> ChildContext:
     s1, s2 = settings.stage1, settings.stage2
-    loader = data.train_loader(int(s1.batch_size), seed, int(cfg.data.num_workers))
+    store = None if s1.cache_device == "auto" else search_device(str(s1.cache_device), "searcher.stage1.cache_device")
+    loader = data.train_loader(int(s1.batch_size), seed * 1000 + 1, int(cfg.data.num_workers))
     if not cfg.model.pretrained and cfg.model.backbone_weights is None and settings.calibrate_batches:
         used = calibrate_batchnorm(encoder, loader, int(settings.calibrate_batches))
         log.info("random encoder: BatchNorm statistics set from %d training batches (searcher.calibrate_batches)", used)
     stage1_data: FeatureCache | OnTheFly
     if s1.cache:
-        stage1_data = build_cache(encoder, loader, int(s1.num_crops), teacher, target=objective.target)
+        stage1_data = build_cache(encoder, loader, int(s1.num_crops), teacher, target=objective.target, store=store)
     else:
         stage1_data = OnTheFly(encoder, loader, int(s1.num_crops), teacher, target=objective.target)
     holdout_loader = datamodule.loader(data.holdout, train=False)
     return ChildContext(
         encoder=encoder, stage1_data=stage1_data,
         holdout_features=build_cache(encoder, holdout_loader, len(data.holdout), None, label_stride=False,
-                                     target=objective.target),
+                                     target=objective.target, store=store),
         holdout_loader=holdout_loader,
-        stage2_loader=datamodule.loader(data.train, train=True) if s2.enabled else None,
+        stage2_loader=data.train_loader(datamodule.batch_size, seed * 1000 + 2, int(cfg.data.num_workers),
+                                        key="data.batch_size") if s2.enabled else None,
         stage1=Stage(epochs=int(s1.epochs), batch_size=int(s1.batch_size), decoder_lr=float(s1.decoder_lr),
                      grad_clip=float(s1.grad_clip), polyak=s1.polyak),
         stage2=Stage(epochs=int(s2.epochs), batch_size=datamodule.batch_size, decoder_lr=float(s2.decoder_lr),
@@ -253,8 +299,9 @@ def _log_child(logger: Logger | None, record: dict[str, Any]) -> None:
 
 
 def _result(run_dir: Path, history: list[dict[str, Any]], wall_s: float, cache_s: float, settings: DictConfig,
-            teacher, cfg: DictConfig, logger: Logger | None) -> SearchResult:
-    plot = records.plot_rewards(run_dir / "reward_curve.png", history)
+            teacher, cfg: DictConfig, logger: Logger | None, writer: bool = True) -> SearchResult:
+    """The ``top_k`` candidates and the summary on every rank; the plots only where ``writer``."""
+    plot = records.plot_rewards(run_dir / "reward_curve.png", history) if writer else None
     ranked: dict[str, dict[str, Any]] = {}
     for record in sorted((r for r in history if r["status"] == "ok"), key=lambda r: -r["reward"]):
         ranked.setdefault(record["genotype_hash"], record)
@@ -262,7 +309,8 @@ def _result(run_dir: Path, history: list[dict[str, Any]], wall_s: float, cache_s
     if not best:
         raise ConfigError(f"searcher=auxcell: all {len(history)} children failed; see search.csv (column error)")
     cell = draw_cell(best[0]["genotype"]["arch"], run_dir / "best_cell.png",
-                     f"best child {best[0]['child']} (reward {best[0]['reward']:.4f}): {best[0]['encoding']}")
+                     f"best child {best[0]['child']} (reward {best[0]['reward']:.4f}): {best[0]['encoding']}") \
+        if writer else None
     if is_wandb(logger):
         logger.log_table("search/children", columns=list(records.COLUMNS),
                          data=[[r.get(c) for c in records.COLUMNS] for r in history])
@@ -287,5 +335,5 @@ def _result(run_dir: Path, history: list[dict[str, Any]], wall_s: float, cache_s
         "search_distillation": teacher is not None,
         "search_encoder_weights": cfg.model.backbone_weights or ("pretrained" if cfg.model.pretrained else "random"),
         "search_reward_curve": str(plot) if plot else None,
-        "search_best_cell_diagram": str(cell),
+        "search_best_cell_diagram": str(cell) if cell else None,
     })

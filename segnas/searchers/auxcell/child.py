@@ -22,9 +22,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from segnas.data.epoch_seeded import at_epoch
 from segnas.metrics import DepthMetrics, SegmentationMetrics, scores_from_confusion
 from segnas.nn.auxcell import AuxCellDecoder
-from segnas.searchers.auxcell.features import FeatureCache, OnTheFly
+from segnas.searchers.auxcell.features import FeatureCache, OnTheFly, module_device
 from segnas.searchers.auxcell.polyak import PolyakAverage
 from segnas.training.depth import berhu_loss
 
@@ -60,14 +61,16 @@ class Objective:
 
 
 def segmentation_objective(num_classes: int, ignore_index: int = 255) -> Objective:
+    """Scores never sync across ranks: under DDP each rank scores its own child."""
     return Objective("mask", partial(F.cross_entropy, ignore_index=ignore_index),
-                     partial(SegmentationMetrics, num_classes, ignore_index), scores_from_confusion)
+                     partial(SegmentationMetrics, num_classes, ignore_index, sync_on_compute=False),
+                     scores_from_confusion)
 
 
 def depth_objective() -> Objective:
     """Depth targets mark unknown pixels with 0 (the transforms' contract), which is how the
     cached targets, which keep no separate validity plane, stay masked."""
-    return Objective("depth", berhu_loss, DepthMetrics, dict)
+    return Objective("depth", berhu_loss, partial(DepthMetrics, sync_on_compute=False), dict)
 
 
 def _resize(logits: torch.Tensor, size: torch.Size) -> torch.Tensor:
@@ -107,15 +110,15 @@ def _step(loss: torch.Tensor, optimizers: Iterable[torch.optim.Optimizer], clips
         optimizer.step()
 
 
-def _run_epochs(stage: Stage, batches: Callable[[], Iterable[Any]], train_step: Callable[[Any], None],
+def _run_epochs(stage: Stage, batches: Callable[[int], Iterable[Any]], train_step: Callable[[Any], None],
                 averaged: nn.Module) -> int:
-    """``stage.epochs`` passes over ``batches()`` (at most ``stage.max_batches`` each), Polyak
+    """``stage.epochs`` passes over ``batches(epoch)`` (at most ``stage.max_batches`` each), Polyak
     averaging ``averaged`` after every step and swapping the average in at every epoch's end, as
     both stages do; returns the optimiser steps taken."""
     average = PolyakAverage(averaged, stage.polyak) if stage.polyak else None
     steps = 0
-    for _ in range(stage.epochs):
-        for index, batch in enumerate(batches()):
+    for epoch in range(stage.epochs):
+        for index, batch in enumerate(batches(epoch)):
             if stage.max_batches is not None and index >= stage.max_batches:
                 break
             train_step(batch)
@@ -141,33 +144,36 @@ def train_stage1(
         loss = child_loss(logits, aux, labels, teacher, aux_weight, kd_weight, objective.loss)
         _step(loss, [optimizer], [(decoder, stage.grad_clip)])
 
-    return _run_epochs(stage, lambda: data.batches(stage.batch_size, generator), train_step, decoder)
+    return _run_epochs(stage, lambda epoch: data.batches(stage.batch_size, generator), train_step, decoder)
 
 
 def train_stage2(
     encoder: nn.Module, decoder: AuxCellDecoder, loader: DataLoader, stage: Stage, aux_weight: float,
     objective: Objective,
 ) -> int:
-    """Train encoder (SGD) and decoder (Adam) together on images; returns optimiser steps taken."""
+    """Train encoder (SGD) and decoder (Adam) together on images; returns optimiser steps taken.
+    Epoch ``e`` replays the loader's epoch ``e`` (epoch-seeded loaders), the same for every child."""
     encoder_optimizer = torch.optim.SGD(encoder.parameters(), lr=stage.encoder_lr, momentum=stage.encoder_momentum,
                                         weight_decay=stage.encoder_weight_decay)
     decoder_optimizer = torch.optim.Adam(decoder.parameters(), lr=stage.decoder_lr)
     both = nn.ModuleList([encoder, decoder])
     both.train()
+    device = module_device(encoder)
 
     def train_step(batch: dict[str, torch.Tensor]) -> None:
-        logits, aux = decoder(encoder(batch["image"]))
-        loss = child_loss(logits, aux, batch[objective.target], None, aux_weight, 0.0, objective.loss)
+        logits, aux = decoder(encoder(batch["image"].to(device, non_blocking=True)))
+        target = batch[objective.target].to(device, non_blocking=True)
+        loss = child_loss(logits, aux, target, None, aux_weight, 0.0, objective.loss)
         _step(loss, [encoder_optimizer, decoder_optimizer], [(encoder, stage.grad_clip), (decoder, stage.grad_clip)])
 
-    return _run_epochs(stage, lambda: loader, train_step, both)
+    return _run_epochs(stage, lambda epoch: at_epoch(loader, epoch), train_step, both)
 
 
 @torch.no_grad()
 def score_features(decoder: AuxCellDecoder, holdout: FeatureCache, objective: Objective) -> dict[str, float]:
     """Scores of the decoder on cached held-out features (targets at full resolution)."""
     decoder.eval()
-    metrics = objective.metrics()
+    metrics = objective.metrics().to(module_device(decoder))
     for features, labels, _ in holdout.batches(8, shuffle=False):
         logits, _ = decoder(features)
         metrics.update(_resize(logits, labels.shape[-2:]), labels)
@@ -181,9 +187,10 @@ def score_images(
     """Scores of encoder + decoder on held-out images."""
     encoder.eval()
     decoder.eval()
-    metrics = objective.metrics()
+    device = module_device(encoder)
+    metrics = objective.metrics().to(device)
     for batch in loader:
-        logits, _ = decoder(encoder(batch["image"]))
-        target = batch[objective.target]
+        logits, _ = decoder(encoder(batch["image"].to(device, non_blocking=True)))
+        target = batch[objective.target].to(device, non_blocking=True)
         metrics.update(_resize(logits, target.shape[-2:]), target)
     return objective.scores(metrics.compute())

@@ -32,10 +32,11 @@ def one_thread() -> Iterator[None]:
 
 
 class Controller(nn.Module):
-    """Samples decision sequences and scores them; parameters initialised in ±0.1 (as ENAS)."""
+    """Samples decision sequences and scores them; parameters initialised in ±0.1 (as ENAS) from
+    their own ``seed``, so the initial controller depends on nothing built before it."""
 
     def __init__(self, choices: Sequence[int], hidden_size: int = 100, num_layers: int = 2,
-                 warmup_steps: int = 4) -> None:
+                 warmup_steps: int = 4, seed: int = 0) -> None:
         super().__init__()
         self.choices = [int(c) for c in choices]
         self.warmup_steps = int(warmup_steps)
@@ -44,8 +45,9 @@ class Controller(nn.Module):
         self.embed = nn.Embedding(sum(self.choices), hidden_size)
         self.heads = nn.ModuleList(nn.Linear(hidden_size, c) for c in self.choices)
         self.register_buffer("offsets", torch.tensor([0, *self.choices[:-1]]).cumsum(0), persistent=False)
+        generator = torch.Generator().manual_seed(int(seed))
         for parameter in self.parameters():
-            nn.init.uniform_(parameter, -0.1, 0.1)
+            nn.init.uniform_(parameter, -0.1, 0.1, generator=generator)
 
     def _warmup(self, batch: int) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         inputs, state = self.start.expand(1, batch, -1), None

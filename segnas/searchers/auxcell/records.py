@@ -15,7 +15,7 @@ from segnas.report.run_dir import write_atomic
 
 FORMAT = "segnas-auxcell-search/1"
 COLUMNS = (
-    "child", "status", "reward", "stage1_reward", "stage2_reward", "stopped_early", "mIoU", "fwIoU",
+    "child", "round", "rank", "status", "reward", "stage1_reward", "stage2_reward", "stopped_early", "mIoU", "fwIoU",
     "pixel_acc", "mean_class_acc", "RMSE", "REL", "delta1", "genotype_hash", "encoding", "cell", "params", "search_params",
     "stage1_steps", "stage2_steps", "stage1_s", "stage2_s", "child_s", "controller_update_s", "baseline", "advantage", "entropy",
     "log_prob", "error",

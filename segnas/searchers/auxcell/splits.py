@@ -1,7 +1,10 @@
 """The search's data: a seeded held-out part of train to score children, the rest to train them.
 
 The paper scores children on a held-out part of the training set, so the validation split stays
-untouched for the retrained winners.
+untouched for the retrained winners. Training loaders are epoch seeded: epoch ``e`` of a loader
+is the same order and augmentation whenever it is replayed, so every child's stage 2 sees the
+same batches, and a child's result does not depend on which children trained before it, in
+this process or on this rank.
 """
 
 from __future__ import annotations
@@ -9,10 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from torch.utils.data import DataLoader, Subset
 
-from segnas.data.datamodule import SegmentationDataModule
+from segnas.data.datamodule import SegmentationDataModule, SegmentationDataset
+from segnas.data.epoch_seeded import EpochSeededDataset, EpochSeededSampler
 from segnas.errors import ConfigError
 
 _HOLDOUT_STREAM = 41
@@ -20,7 +23,7 @@ _HOLDOUT_STREAM = 41
 
 @dataclass
 class SearchData:
-    train: Subset
+    train: SegmentationDataset
     holdout: Subset
 
     @classmethod
@@ -34,12 +37,16 @@ class SearchData:
                 f"{count} of {total} training images, leaving fewer than data.batch_size={datamodule.batch_size} to train on"
             )
         order = np.random.default_rng([seed, _HOLDOUT_STREAM]).permutation(total)
-        return cls(train=Subset(datamodule.dataset("train"), order[count:].tolist()),
+        augmented = datamodule.dataset("train")
+        return cls(train=SegmentationDataset(augmented.source, augmented.transform, order[count:].tolist()),
                    holdout=Subset(datamodule.eval_dataset("train"), order[:count].tolist()))
 
-    def train_loader(self, batch_size: int, seed: int, num_workers: int = 0) -> DataLoader:
-        """Shuffled, seeded, full batches only (BatchNorm of pooling ops needs two or more)."""
+    def train_loader(self, batch_size: int, seed: int, num_workers: int = 0, key: str = "searcher.stage1.batch_size") -> DataLoader:
+        """Epoch-seeded shuffle and augmentation, full batches only (BatchNorm of pooling ops
+        needs two or more); ``key`` names the batch size's setting in the error."""
         if len(self.train) < batch_size:
-            raise ConfigError(f"searcher.stage1.batch_size={batch_size} exceeds the {len(self.train)} training images")
-        return DataLoader(self.train, batch_size=batch_size, shuffle=True, drop_last=True,
-                          generator=torch.Generator().manual_seed(seed), num_workers=num_workers)
+            raise ConfigError(f"{key}={batch_size} exceeds the {len(self.train)} training images left after the "
+                              "held-out part")
+        return DataLoader(EpochSeededDataset(self.train, seed), batch_size=batch_size,
+                          sampler=EpochSeededSampler(len(self.train), seed), drop_last=True, num_workers=num_workers,
+                          persistent_workers=num_workers > 0)

@@ -1,10 +1,20 @@
-"""One child from decisions to reward: build its decoder, stage 1, the early-stopping check,
-stage 2, and the failure rule.
+"""Children from decisions to rewards, one round at a time: build each decoder, stage 1, the
+early-stopping check, stage 2, and the failure rule.
+
+A round is the children sampled from one controller state. Rank ``r`` of ``world`` trains the
+round's children ``r, r + world, ...``: stage 1 for each, then every rank gathers the stage-1
+rewards and takes the progressive early-stopping decisions for the whole round, in child order
+(the same ``step`` calls, on the same rewards, on every rank, so the stopper stays identical
+everywhere and equals a one-process run of the same round), then stage 2 for its children that
+passed, and the results are gathered. With one process, a round of one child is the paper's
+loop. A child's result depends only on its index, its decisions and the stopper, never on which
+rank trained it.
 
 A child whose training raises RuntimeError (out of memory included) or diverges (non-finite
 loss) is recorded with status ``failed``, its error message and reward 0, and the search goes on:
 the controller learns that such decoders pay nothing, and the failure is visible in
-``search.csv`` and the log rather than disguised as a poor network.
+``search.csv`` and the log rather than disguised as a poor network. A child that fails in stage 1
+takes no early-stopping check.
 """
 
 from __future__ import annotations
@@ -12,7 +22,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +31,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from segnas.metrics import geometric_reward
+from segnas.nn.auxcell import AuxCellDecoder
 from segnas.searchers.auxcell.child import (
     Objective,
     Stage,
@@ -30,7 +41,7 @@ from segnas.searchers.auxcell.child import (
     train_stage2,
 )
 from segnas.searchers.auxcell.early_stopping import ProgressiveStopper
-from segnas.searchers.auxcell.features import FeatureCache, OnTheFly
+from segnas.searchers.auxcell.features import FeatureCache, OnTheFly, module_device
 from segnas.spaces.auxcell import build_decoder
 from segnas.training.depth import init_depth_output
 
@@ -63,50 +74,120 @@ class ChildContext:
     output_bias: float | None = None
 
 
-def run_child(context: ChildContext, index: int, arch: dict[str, Any],
-              train: Callable[[ChildContext, int, dict[str, Any]], dict[str, Any]] | None = None) -> dict[str, Any]:
-    """Train and score one child; never raises for a failure of the child itself."""
+@dataclass
+class _Child:
+    """A child between its two stages (``decoder`` None once it failed)."""
+
+    index: int
+    arch: dict[str, Any]
+    decoder: AuxCellDecoder | None
+    result: dict[str, Any]
+    seconds: float = 0.0
+
+
+def run_round(context: ChildContext, children: Sequence[tuple[int, dict[str, Any]]], rank: int = 0, world: int = 1,
+              gather: Callable[[Any], list[Any]] | None = None) -> list[dict[str, Any]]:
+    """Results of ``children`` (index, search arch) in order, on every rank.
+
+    ``gather(value)`` returns every rank's value in rank order (:func:`~segnas.searchers.
+    distributed.all_gather`; by default this process alone). Never raises for a child's failure.
+    """
+    gather = gather or (lambda value: [value])
+    mine = [_guarded(lambda c=(index, arch): _stage_one(context, *c), index, arch)
+            for index, arch in children[rank::world]]
+    stage1 = _in_order(gather([(c.index, c.result) for c in mine]))
+    passed = _decide(context, [stage1[index] for index, _ in children])
+    for child in mine:
+        if child.decoder is not None and passed[child.index]:
+            done = _guarded(lambda c=child: _stage_two(context, c), child.index, child.arch)
+            child.result, child.seconds = {**child.result, **done.result}, child.seconds + done.seconds
+        child.result["child_s"] = round(child.seconds, 3)
+    final = _in_order(gather([(c.index, c.result) for c in mine]))
+    return [final[index] for index, _ in children]
+
+
+def run_child(context: ChildContext, index: int, arch: dict[str, Any]) -> dict[str, Any]:
+    """One child alone: a round of one in this process."""
+    return run_round(context, [(index, arch)])[0]
+
+
+def _in_order(parts: list[list[tuple[int, dict[str, Any]]]]) -> dict[int, dict[str, Any]]:
+    return {index: result for part in parts for index, result in part}
+
+
+def _decide(context: ChildContext, stage1: list[dict[str, Any]]) -> dict[int, bool]:
+    """Which of the round's children go on to stage 2 (failed children never do)."""
+    passed = {}
+    for result in stage1:
+        index, ok = result["child"], result["status"] == "ok"
+        if not ok or context.stage2 is None:
+            passed[index] = False
+        else:
+            passed[index] = context.stopper is None or context.stopper.step(result["stage1_reward"])
+    return passed
+
+
+def _guarded(train: Callable[[], _Child], index: int, arch: dict[str, Any]) -> _Child:
     start = time.perf_counter()
     try:
-        result = (train or train_child)(context, index, arch)
-        result["status"], result["error"] = "ok", None
+        child = train()
     except (RuntimeError, FloatingPointError) as err:
         log.error("child %d failed (%s: %s); it gets reward 0 and the search goes on", index, type(err).__name__, err)
-        result = {"status": "failed", "error": f"{type(err).__name__}: {err}", "reward": 0.0, "stopped_early": False}
-    result["child_s"] = round(time.perf_counter() - start, 3)
-    return result
+        child = _Child(index, arch, None, {"child": index, "status": "failed", "error": f"{type(err).__name__}: {err}",
+                                           "reward": 0.0, "stopped_early": False})
+    child.seconds = time.perf_counter() - start
+    return child
 
 
-def train_child(context: ChildContext, index: int, arch: dict[str, Any]) -> dict[str, Any]:
-    torch.manual_seed(context.seed * 100_003 + index)  # a child's init does not depend on resume
+def _stage_one(context: ChildContext, index: int, arch: dict[str, Any]) -> _Child:
+    result = train_stage_one(context, index, arch)
+    decoder = result.pop("decoder")
+    result.update(child=index, status="ok", error=None, stopped_early=context.stage2 is not None)
+    return _Child(index, arch, decoder, result)
+
+
+def _stage_two(context: ChildContext, child: _Child) -> _Child:
+    result = train_stage_two(context, child.index, child.decoder, dict(child.result, stopped_early=False))
+    return _Child(child.index, child.arch, None, result)
+
+
+def train_stage_one(context: ChildContext, index: int, arch: dict[str, Any]) -> dict[str, Any]:
+    """Build the child's decoder on the search device, train it on the stage-1 data and score it
+    on the held-out features; the result carries the trained ``decoder``."""
+    torch.manual_seed(context.seed * 100_003 + index)  # a child's init does not depend on resume or rank
     generator = torch.Generator().manual_seed(context.seed * 100_003 + index)
     channels = context.encoder.feature_info.channels()
     decoder = build_decoder(arch, channels, context.out_channels, aux_heads=context.aux_weight > 0,
                             aux_cell=context.aux_cell)
     if context.output_bias is not None:
         init_depth_output(decoder, context.output_bias)
+    decoder.to(module_device(context.encoder))
     result: dict[str, Any] = {
         "search_params": sum(p.numel() for n, p in decoder.named_parameters() if not n.startswith("aux_heads"))
         + sum(p.numel() for p in context.encoder.parameters()),
     }
     tick = time.perf_counter()
-    result["stage1_steps"] = train_stage1(decoder, context.stage1_data, context.stage1, context.aux_weight, context.kd_weight, generator,
-                 context.objective)
+    result["stage1_steps"] = train_stage1(decoder, context.stage1_data, context.stage1, context.aux_weight,
+                                          context.kd_weight, generator, context.objective)
     scores = score_features(decoder, context.holdout_features, context.objective)
-    result.update(stage1_reward=geometric_reward(scores, context.reward_metrics), stage1_s=round(time.perf_counter() - tick, 3))
+    result.update(stage1_reward=geometric_reward(scores, context.reward_metrics),
+                  stage1_s=round(time.perf_counter() - tick, 3))
     result.update(scores)
     result["reward"] = result["stage1_reward"]
-    result["stopped_early"] = False
-    if context.stage2 is None:
-        return result
-    if context.stopper is not None and not context.stopper.step(result["stage1_reward"]):
-        result["stopped_early"] = True
-        return result
+    result["decoder"] = decoder
+    return result
+
+
+def train_stage_two(context: ChildContext, index: int, decoder: AuxCellDecoder, result: dict[str, Any]) -> dict[str, Any]:
+    """Fine-tune a copy of the shared encoder with the child's decoder on images, score on the
+    held-out images; ``result`` (stage 1's) gains the stage-2 scores and reward."""
     tick = time.perf_counter()
     encoder = copy.deepcopy(context.encoder)
-    result["stage2_steps"] = train_stage2(encoder, decoder, context.stage2_loader, context.stage2, context.aux_weight, context.objective)
+    result["stage2_steps"] = train_stage2(encoder, decoder, context.stage2_loader, context.stage2, context.aux_weight,
+                                          context.objective)
     scores = score_images(encoder, decoder, context.holdout_loader, context.objective)
     result.update(scores)
-    result.update(stage2_reward=geometric_reward(scores, context.reward_metrics), stage2_s=round(time.perf_counter() - tick, 3))
+    result.update(stage2_reward=geometric_reward(scores, context.reward_metrics),
+                  stage2_s=round(time.perf_counter() - tick, 3))
     result["reward"] = result["stage2_reward"]
     return result

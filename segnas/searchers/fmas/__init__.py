@@ -8,7 +8,7 @@ sub-networks (:mod:`.encoding`), pricing and scoring with a cache (:mod:`.evalua
 plots (:mod:`.pareto`) and per-generation logging (:mod:`.progress`).
 
 Under ``trainer=ddp`` the ranks join one process group before the search
-(:func:`.evaluator.join_ranks`), split each population's new sub-networks between them and
+(:func:`segnas.searchers.distributed.join_ranks`), split each population's new sub-networks between them and
 all-gather the records (:meth:`.evaluator.Evaluator.evaluate_many`); rank 0 writes the files.
 Under ``trainer=ddp_spawn`` only the supernet's training and the front's fine-tuning use the
 spawned processes; the search runs in the main process alone. Scoring runs on
@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -31,13 +30,8 @@ from segnas.hardware import count_macs, count_params
 from segnas.nn.elastic import sort_hidden_channels
 from segnas.searchers.budget import Budget
 from segnas.searchers.fmas.encoding import Encoding
-from segnas.searchers.fmas.evaluator import (
-    Evaluator,
-    check_objectives,
-    from_rank_zero,
-    join_ranks,
-    rank_and_world,
-)
+from segnas.searchers.distributed import from_rank_zero, join_ranks, rank_and_world, search_device
+from segnas.searchers.fmas.evaluator import Evaluator, check_objectives
 from segnas.searchers.fmas.nsga import (
     SearchState,
     build_search_algorithm,
@@ -67,14 +61,6 @@ def _scale(full_net, objectives: list[str], input_size: tuple[int, int], target)
     return scale
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"searcher.device={name}: CUDA is not available here; use auto or cpu")
-    return torch.device(name)
-
-
 def search(cfg: DictConfig, run_dir: Path, resume: Path | None, logger: Any) -> SearchResult:
     """Obtain the supernet, run NSGA-II over its sub-networks, return the spread top-k of the front."""
     start = time.perf_counter()
@@ -89,7 +75,7 @@ def search(cfg: DictConfig, run_dir: Path, resume: Path | None, logger: Any) -> 
     state = SearchState.load(resume) if resume is not None else None
     full, supernet, facts = obtain(cfg, run_dir, logger, datamodule, space,
                                    known=state.extra["supernet"] if state else None)
-    device = _device(str(s.get("device", "auto")))
+    device = search_device(str(s.get("device", "auto")))
     supernet.to(device).eval()
     if s.channel_order == "l1":
         sort_hidden_channels(supernet)

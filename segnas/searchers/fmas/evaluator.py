@@ -8,11 +8,9 @@ within every limit is recalibrated and scored on the validation subset.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
-import torch.distributed as dist
-from lightning_fabric import Fabric
 from torch import nn
 
 from segnas.errors import ConfigError
@@ -20,12 +18,12 @@ from segnas.genotype import Genotype
 from segnas.hardware import LatencyTarget, count_macs, count_params
 from segnas.nn.elastic import extract
 from segnas.searchers.fmas.encoding import subnet_config
+from segnas.searchers.distributed import all_gather, rank_and_world
 from segnas.searchers.fmas.scoring import Scorer
 
 OBJECTIVES = ("miou", "params", "macs", "latency")
 #: Constraint config keys and the record field each limits.
 CONSTRAINTS = {"max_params": "params", "max_macs": "macs", "max_latency_ms": "latency_ms"}
-T = TypeVar("T")
 
 
 def check_objectives(objectives: Sequence[str]) -> list[str]:
@@ -78,7 +76,7 @@ class Evaluator:
     def evaluate_many(self, genotypes: Sequence[Genotype]) -> list[dict[str, Any]]:
         """Records of ``genotypes`` in order; the ones not cached yet are priced and scored.
 
-        When ``torch.distributed`` is initialised with several ranks (:func:`join_ranks` under
+        When ``torch.distributed`` is initialised with several ranks (:func:`~segnas.searchers.distributed.join_ranks` under
         ``trainer=ddp``), each rank prices and scores every ``world_size``-th new genotype and the
         records are all-gathered, so every rank ends with the same cache (and the same NSGA-II
         state) at a fraction of the work. ``scored_by_rank`` in a record says which rank did it.
@@ -91,10 +89,7 @@ class Evaluator:
                 todo[genotype.hash] = genotype
         rank, world = rank_and_world()
         mine = [self._evaluate_new(g) for g in list(todo.values())[rank::world]]
-        if world > 1:
-            gathered: list[Any] = [None] * world
-            dist.all_gather_object(gathered, mine)
-            mine = [record for part in gathered for record in part]
+        mine = [record for part in all_gather(mine) for record in part]
         for record in mine:
             self.cache[record["genotype_hash"]] = record
         self.scored += sum(record["feasible"] for record in mine)
@@ -116,49 +111,3 @@ class Evaluator:
         if record["feasible"]:
             record.update(self.scorer.score(net))
         return record
-
-
-def rank_and_world() -> tuple[int, int]:
-    """This process's rank and the world size (0, 1 without an initialised process group)."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def join_ranks(trainer: Mapping[str, Any] | None) -> None:
-    """Start (rank 0) or join (the other ranks) the process group of a ``strategy=ddp`` trainer now.
-
-    Lightning's ``ddp`` launcher starts the other ranks, each re-running the whole command, when
-    the first Trainer fits. FMAS needs them before that: with a given supernet no Trainer fits
-    before the search, so the other ranks would start only at fine-tuning and each would run the
-    whole search again on its own, writing its own files. Launched here through Fabric, all ranks
-    search together, and the Trainers built later find the group up and use it.
-
-    Spawn strategies (``ddp_spawn``) are left alone: their group lives in child processes for one
-    fit call, so the search runs in this process alone (unsplit, but the same result).
-    """
-    if trainer is None or rank_and_world()[1] > 1:
-        return
-    strategy = str(trainer.get("strategy", "auto"))
-    if not strategy.startswith("ddp") or any(kind in strategy for kind in ("spawn", "fork", "notebook")):
-        return
-    devices, nodes = trainer.get("devices", 1), int(trainer.get("num_nodes", 1))
-    if devices == 1 and nodes == 1:
-        return
-    Fabric(accelerator=str(trainer.get("accelerator", "auto")), devices=devices, num_nodes=nodes,
-           strategy="ddp").launch()
-
-
-def from_rank_zero(value: T) -> T:
-    """Rank 0's ``value`` on every rank (``value`` itself without a process group).
-
-    For what each rank would otherwise measure on its own (the full network's latency, which
-    scales the objectives; the wall clock that decides when the budget is spent): every rank
-    must hold the same NSGA-II state and stop at the same generation, or the all-gathers of
-    :meth:`Evaluator.evaluate_many` pair up different generations or wait forever.
-    """
-    if rank_and_world()[1] == 1:
-        return value
-    box = [value]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]

@@ -35,6 +35,7 @@ from segnas.metrics import SegmentationMetrics, scores_from_confusion
 from segnas.report.loggers import is_wandb
 from segnas.report.run_dir import load_state, save_state, write_atomic
 from segnas.searchers.budget import Budget
+from segnas.searchers.distributed import search_device
 from segnas.searchers.result import Candidate, SearchResult
 from segnas.spaces.autodeeplab import AutoDeepLabSpace
 from segnas.training.schedules import build_schedule
@@ -71,7 +72,7 @@ def search(cfg: DictConfig, random_settings: DictConfig, run_dir: Path, resume: 
     if steps < 1:
         raise ConfigError(f"searcher.samples={samples} architectures share {steps_total} training steps: "
                           "fewer samples or a larger budget")
-    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    device = search_device("auto")
     train_loader = datamodule.loader(datamodule.dataset("train"), train=True)
     val_loader = datamodule.loader(datamodule.val_subset(settings.val_images) if settings.val_images
                                    else datamodule.eval_dataset("val"), train=False)
