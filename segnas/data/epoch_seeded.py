@@ -9,11 +9,11 @@ sampler at the start of every epoch, including the first one after a resume.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import Dataset, Sampler
 
 from segnas.data.datamodule import SegmentationDataset
 
@@ -51,9 +51,9 @@ class EpochSeededDataset(Dataset):
         return self.dataset[item]
 
 
-def at_epoch(loader: DataLoader, epoch: int) -> DataLoader:
-    """``loader`` set to replay ``epoch`` (its order and augmentation), when its sampler is epoch
-    seeded; other loaders are returned as they are."""
-    if isinstance(loader.sampler, EpochSeededSampler):
+def at_epoch(loader: Iterable[Any], epoch: int) -> Iterable[Any]:
+    """``loader`` set to replay ``epoch`` (its order and augmentation), when it is a DataLoader
+    with an epoch-seeded sampler; any other iterable of batches is returned as it is."""
+    if isinstance(getattr(loader, "sampler", None), EpochSeededSampler):
         loader.sampler.set_epoch(epoch)
     return loader
