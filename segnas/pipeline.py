@@ -105,7 +105,7 @@ def search(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     summary = {
         "task": "search",
         "searcher": cfg.searcher.get("name"),
-        **_architecture(result.candidates[0].genotype, datamodule.num_classes),
+        **_architecture(result.candidates[0].genotype, targets.out_channels(cfg, datamodule.num_classes)),
         "data": cfg.data.get("name"),
         "seed": int(cfg.seed),
         **result.summary,
@@ -116,7 +116,7 @@ def search(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         best = targets.best(cfg, retrained)
         winner = spaces.resolve_arch(best["genotype"])
         winner.save(run_dir / "genotype.yaml")
-        summary.update(_architecture(winner, datamodule.num_classes))
+        summary.update(_architecture(winner, targets.out_channels(cfg, datamodule.num_classes)))
         summary.update({key: value for key, value in best.items() if key not in ("genotype", "rank")})
         summary["model"] = str(_copy(Path(best["model"]), run_dir / "model.pt"))
         if best.get("onnx"):
@@ -188,7 +188,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     summary = {
         "task": "train",
         "arch": str(cfg.arch),
-        **_architecture(genotype, datamodule.num_classes),
+        **_architecture(genotype, targets.out_channels(cfg, datamodule.num_classes)),
         "data": cfg.data.get("name"),
         **fitted,
         "wall_time_s": round(time.perf_counter() - start, 2),
@@ -293,6 +293,7 @@ def _weights(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _architecture(genotype, num_classes: int) -> dict[str, Any]:
+    """``num_classes``: the network's output channels (1 for ``task_type=depth``)."""
     return {"space": genotype.space, "genotype_hash": genotype.hash, "genotype": genotype.arch,
             "num_classes": num_classes}
 

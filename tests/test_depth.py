@@ -147,7 +147,7 @@ def test_depth_search_then_retrain_end_to_end(make_cfg, tmp_path: Path) -> None:
         assert float(row["reward"]) == pytest.approx(math.sqrt(float(row["delta1"]) / (1 + float(row["RMSE"]))))
         assert row["mIoU"] == ""
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["task_type"] == "depth" and summary["search_distillation"]
+    assert summary["task_type"] == "depth" and summary["search_distillation"] and summary["num_classes"] == 1
     assert summary["val_RMSE"] > 0 and 0 <= summary["val_delta1"] <= 1 and summary["val_REL"] >= 0
     assert "val_mIoU" not in summary and "val_per_class_iou" not in summary
     genotype, channels, net = load_network(run_dir / "model.pt")
