@@ -166,6 +166,18 @@ def test_resume_continues_exactly(make_cfg, tmp_path: Path, monkeypatch: pytest.
     assert (tmp_path / "resumed" / "genotype.yaml").read_text() == (tmp_path / "straight" / "genotype.yaml").read_text()
 
 
+def test_resuming_a_finished_search_reports_its_steps(make_cfg, tmp_path: Path):
+    """Lightning runs no batch when the checkpoint is already at the last epoch; the step counts
+    come back from the checkpoint instead."""
+    overrides = [*SMALL, "retrain.epochs=0"]
+    first = pipeline.run(make_cfg(*overrides, run_dir=tmp_path / "first"))
+    again = pipeline.run(make_cfg(*overrides, f"resume={tmp_path / 'first' / 'last.ckpt'}", run_dir=tmp_path / "again"))
+    assert first["search_steps"] > 0
+    for key in ("search_steps", "search_weight_steps", "search_arch_steps", "search_images_seen"):
+        assert again[key] == first[key], key
+    assert (tmp_path / "again" / "genotype.yaml").read_text() == (tmp_path / "first" / "genotype.yaml").read_text()
+
+
 class _GatherArch(pl.Callback):
     """Every rank's α and β at the end of training, saved by rank 0."""
 

@@ -91,7 +91,11 @@ def search(cfg: DictConfig, run_dir: Path, resume: Path | None, logger: Logger |
 
 class _Progress(Callback):
     """Counts the steps done so far (from the epoch and batch index, so a resumed search counts
-    the steps before the interruption too) and stops training when the budget is spent."""
+    the steps before the interruption too) and stops training when the budget is spent.
+
+    The counts also travel in the checkpoint: resuming a search that had already finished runs
+    no batch (Lightning skips the whole fit loop), and the summary still reports its steps.
+    """
 
     def __init__(self, budget: Budget, warmup_epochs: int, batch_size: int, start: float) -> None:
         self.budget, self.warmup, self.batch_size, self.start = budget, warmup_epochs, batch_size, start
@@ -106,6 +110,13 @@ class _Progress(Callback):
 
     def on_train_start(self, trainer, module) -> None:
         self._count(trainer, 0)
+
+    def state_dict(self) -> dict[str, int]:
+        return {"weight_steps": self.weight_steps, "arch_steps": self.arch_steps, "images": self.images}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self.weight_steps, self.arch_steps = int(state_dict["weight_steps"]), int(state_dict["arch_steps"])
+        self.images = int(state_dict["images"])
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx: int) -> None:
         self._count(trainer, batch_idx + 1)
