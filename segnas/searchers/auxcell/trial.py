@@ -140,20 +140,19 @@ def _guarded(train: Callable[[], _Child], index: int, arch: dict[str, Any]) -> _
 
 
 def _stage_one(context: ChildContext, index: int, arch: dict[str, Any]) -> _Child:
-    result = train_stage_one(context, index, arch)
-    decoder = result.pop("decoder")
+    decoder, result = train_stage_one(context, index, arch)
     result.update(child=index, status="ok", error=None, stopped_early=context.stage2 is not None)
     return _Child(index, arch, decoder, result)
 
 
 def _stage_two(context: ChildContext, child: _Child) -> _Child:
-    result = train_stage_two(context, child.index, child.decoder, dict(child.result, stopped_early=False))
+    result = train_stage_two(context, child.decoder, dict(child.result, stopped_early=False))
     return _Child(child.index, child.arch, None, result)
 
 
-def train_stage_one(context: ChildContext, index: int, arch: dict[str, Any]) -> dict[str, Any]:
+def train_stage_one(context: ChildContext, index: int, arch: dict[str, Any]) -> tuple[AuxCellDecoder, dict[str, Any]]:
     """Build the child's decoder on the search device, train it on the stage-1 data and score it
-    on the held-out features; the result carries the trained ``decoder``."""
+    on the held-out features; returns the trained decoder and the result so far."""
     torch.manual_seed(context.seed * 100_003 + index)  # a child's init does not depend on resume or rank
     generator = torch.Generator().manual_seed(context.seed * 100_003 + index)
     channels = context.encoder.feature_info.channels()
@@ -174,11 +173,10 @@ def train_stage_one(context: ChildContext, index: int, arch: dict[str, Any]) -> 
                   stage1_s=round(time.perf_counter() - tick, 3))
     result.update(scores)
     result["reward"] = result["stage1_reward"]
-    result["decoder"] = decoder
-    return result
+    return decoder, result
 
 
-def train_stage_two(context: ChildContext, index: int, decoder: AuxCellDecoder, result: dict[str, Any]) -> dict[str, Any]:
+def train_stage_two(context: ChildContext, decoder: AuxCellDecoder, result: dict[str, Any]) -> dict[str, Any]:
     """Fine-tune a copy of the shared encoder with the child's decoder on images, score on the
     held-out images; ``result`` (stage 1's) gains the stage-2 scores and reward."""
     tick = time.perf_counter()
