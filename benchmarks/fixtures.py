@@ -1,0 +1,119 @@
+"""Real-format datasets written from segnas's synthetic scenes: deterministic, offline, small.
+
+    python benchmarks/fixtures.py /tmp/voc9 --train 120 --val 40
+
+:func:`write_voc_fixture` writes a folder in the PASCAL VOC 2012 layout that ``data=voc`` reads
+(``JPEGImages/<id>.jpg``, ``SegmentationClass/<id>.png`` palette masks whose values are class ids
+with 255 on object borders, ``ImageSets/Segmentation/{train,val,trainval}.txt``). Its images
+have the shapes of a small real dataset rather than of the square synthetic default: each side
+drawn independently (heights 150-230, widths 170-260 by default, never square), JPEG quality
+75-90 as in VOC, 9 classes. Every sample comes from ``render_scene`` with its own generator
+``default_rng([seed, split, index])``, so the same arguments always write the same bytes.
+
+Importable by tests and other benchmarks (``benchmarks/`` is not a package: load the file, e.g.
+``importlib.util.spec_from_file_location``, or put ``benchmarks/`` on ``sys.path``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from segnas.data.datamodule import default_palette
+from segnas.data.synthetic import SceneSpec, render_scene
+
+SPLIT_IDS = {"train": 0, "val": 1}
+STAMP = "fixture.json"
+
+
+def render_sample(
+    seed: int,
+    split: str,
+    index: int,
+    num_classes: int = 9,
+    heights: Sequence[int] = (150, 230),
+    widths: Sequence[int] = (170, 260),
+    border: int = 3,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """One sample: image uint8 (H, W, 3), mask uint8 (H, W) with 255 borders, JPEG quality.
+
+    ``border`` is the side of the square structuring element whose morphological gradient marks
+    the ignore band around every labelled region (VOC's annotators drew ~5 px at 500 px; 3 gives
+    2-3 px at these sizes); 0 leaves no border.
+    """
+    rng = np.random.default_rng([seed, SPLIT_IDS[split], index])
+    height = int(rng.integers(heights[0], heights[1] + 1))
+    width = int(rng.integers(widths[0], widths[1] + 1))
+    if width == height:  # real photos are rarely square; keep the fixture honest about it
+        width += 1 if width < widths[1] else -1
+    quality = int(rng.integers(75, 91))
+    image, mask, _, _ = render_scene(rng, height, width, SceneSpec(num_classes))
+    if border > 0:
+        edge = cv2.morphologyEx(mask, cv2.MORPH_GRADIENT, np.ones((border, border), np.uint8)) > 0
+        mask = mask.copy()
+        mask[edge] = 255
+    return image, mask, quality
+
+
+def write_voc_fixture(
+    root: str | Path,
+    train: int = 120,
+    val: int = 40,
+    num_classes: int = 9,
+    seed: int = 0,
+    heights: Sequence[int] = (150, 230),
+    widths: Sequence[int] = (170, 260),
+    border: int = 3,
+) -> Path:
+    """Write (or keep, when ``root`` already holds the same fixture) a VOC-layout dataset.
+
+    Returns ``root``. A ``fixture.json`` stamp records the arguments; a folder with another stamp
+    is rewritten. Ids look like VOC's (``2012_000000`` train, ``2012_100000`` val).
+    """
+    root = Path(root)
+    params = {"train": train, "val": val, "num_classes": num_classes, "seed": seed,
+              "heights": list(heights), "widths": list(widths), "border": border, "version": 1}
+    stamp = root / STAMP
+    if stamp.is_file() and json.loads(stamp.read_text()) == params:
+        return root
+    for folder in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    palette = default_palette(256).ravel().tolist()
+    lists: dict[str, list[str]] = {}
+    for split, count in (("train", train), ("val", val)):
+        ids = lists[split] = []
+        for index in range(count):
+            name = f"2012_{SPLIT_IDS[split] * 100000 + index:06d}"
+            image, mask, quality = render_sample(seed, split, index, num_classes, heights, widths, border)
+            Image.fromarray(image).save(root / "JPEGImages" / f"{name}.jpg", quality=quality)
+            indexed = Image.fromarray(mask)  # uint8 (H, W): mode "L"
+            indexed.putpalette(palette)  # -> mode "P": values stay class ids, as in VOC
+            indexed.save(root / "SegmentationClass" / f"{name}.png")
+            ids.append(name)
+    split_dir = root / "ImageSets" / "Segmentation"
+    for split, ids in lists.items():
+        (split_dir / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids))
+    (split_dir / "trainval.txt").write_text("".join(f"{i}\n" for i in lists["train"] + lists["val"]))
+    stamp.write_text(json.dumps(params))
+    return root
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("root")
+    parser.add_argument("--train", type=int, default=120)
+    parser.add_argument("--val", type=int, default=40)
+    parser.add_argument("--classes", type=int, default=9)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    print(write_voc_fixture(args.root, args.train, args.val, args.classes, args.seed))
+
+
+if __name__ == "__main__":
+    main()
