@@ -12,8 +12,10 @@ import pytest
 import yaml
 
 from segnas import pipeline
-from segnas.compare import plan
 from segnas.errors import ConfigError
+from segnas.tasks import search as search_task
+from segnas.tasks.compare import plan
+from segnas.tasks.summary import final_metrics
 from tests.conftest import compare_cfg, compose_config
 
 
@@ -88,14 +90,14 @@ def test_gather_reads_runs_from_a_multirun_folder(tiny_comparison, tmp_path: Pat
 
 
 def test_a_failing_run_is_recorded_and_the_rest_go_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = pipeline.search
+    real = search_task.run
 
-    def flaky(cfg, run_dir):
+    def flaky(cfg):
         if cfg.searcher.name == "random":
             raise RuntimeError("out of memory")
-        return real(cfg, run_dir)
+        return real(cfg)
 
-    monkeypatch.setattr(pipeline, "search", flaky)
+    monkeypatch.setattr(search_task, "run", flaky)
     summary = pipeline.run(compare_cfg(tmp_path / "run", "compare.seeds=[0]"))
     assert summary["failed"] == 1
     rows = {r["label"]: r for r in read_csv(tmp_path / "run" / "comparison.csv")}
@@ -103,11 +105,11 @@ def test_a_failing_run_is_recorded_and_the_rest_go_on(tmp_path: Path, monkeypatc
     assert "out of memory" in rows["random-autodeeplab"]["error"] and rows["autodeeplab"]["status"] == "ok"
     assert "| random-autodeeplab | 0/1 |" in (tmp_path / "run" / "comparison.md").read_text()
 
-    def refuse(cfg, run_dir):
+    def refuse(cfg):
         assert cfg.searcher.name == "random", "a finished run was run again"
-        return real(cfg, run_dir)
+        return real(cfg)
 
-    monkeypatch.setattr(pipeline, "search", refuse)
+    monkeypatch.setattr(search_task, "run", refuse)
     with pytest.raises(ConfigError, match="already holds a run"):
         pipeline.run(compare_cfg(tmp_path / "run", "compare.seeds=[0]"))
     resumed = pipeline.run(compare_cfg(tmp_path / "run", "compare.seeds=[0]", "resume=true"))
@@ -119,7 +121,7 @@ def test_every_run_ends_with_the_same_wandb_metric_names(tiny_comparison) -> Non
     names = set()
     for summary_file in sorted((run_dir / "runs").glob("*/summary.json")):
         summary = json.loads(summary_file.read_text())
-        metrics = pipeline.final_metrics(summary)
+        metrics = final_metrics(summary)
         assert metrics["retrain/val_mIoU"] == pytest.approx(summary["val_mIoU"])
         assert metrics["search/images_seen"] == summary["search_images_seen"]
         assert metrics["cost/params"] == summary["params"]

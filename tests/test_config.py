@@ -10,6 +10,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from segnas import pipeline
+from segnas.tasks import TASKS
 from tests.conftest import CONFIG_DIR
 
 
@@ -84,7 +85,7 @@ def test_experiment_presets_compose_and_pass_the_config_check(name: str, tmp_pat
     cfg = compose_with(f"experiment={name}", f"run_dir={tmp_path}")
     OmegaConf.resolve(cfg)
     pipeline.check_config(cfg)
-    assert cfg.task in pipeline.TASKS
+    assert cfg.task in TASKS
 
 
 @pytest.mark.parametrize("name", options("searcher"))

@@ -22,19 +22,22 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from segnas.config_checks import check_config
 from segnas.errors import ConfigError, SegnasError
 from segnas.report import comparison
 from segnas.report.loggers import close_loggers
 from segnas.report.run_dir import resume_checkpoint, write_config, write_json
+from segnas.tasks import search
 
 log = logging.getLogger(__name__)
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 RANDOM = "random"
 
 
-def compare(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+def run(cfg: DictConfig) -> dict[str, Any]:
     """Run (or gather) the comparison and write comparison.csv / .md / .png and summary.json."""
     start = time.perf_counter()
+    run_dir = Path(cfg.run_dir).resolve()
     settings = cfg.compare
     if settings.get("gather"):
         folders = [Path(str(f)) for f in (settings.gather if OmegaConf.is_list(settings.gather) else [settings.gather])]
@@ -112,8 +115,6 @@ def searcher_config(label: str, name: str, overrides: list[str], random_override
 
 def _run_one(cfg: DictConfig, runs_dir: Path, label: str, name: str, seed: int) -> dict[str, Any]:
     """One search run; a finished one is read back, a failure is recorded, never raised."""
-    from segnas import pipeline
-
     run_dir = runs_dir / f"{label}_seed{seed}"
     record = {"label": label, "seed": seed, "run_dir": run_dir}
     if (run_dir / "summary.json").is_file():
@@ -137,8 +138,8 @@ def _run_one(cfg: DictConfig, runs_dir: Path, label: str, name: str, seed: int) 
     log.info("compare: %s seed %d -> %s", label, seed, run_dir)
     failed = True
     try:
-        pipeline.check_config(sub)
-        summary = pipeline.search(sub, run_dir)
+        check_config(sub)
+        summary = search.run(sub)
         failed = False
         return {**record, "summary": summary}
     except (SegnasError, RuntimeError, ValueError) as err:  # one broken run must not sink the others

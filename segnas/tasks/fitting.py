@@ -1,0 +1,73 @@
+"""Training one network with the shared module and Trainer, then scoring it on val: what
+``task=train`` does once and ``task=search`` does for every candidate it retrains."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig
+
+from segnas import targets
+from segnas.genotype import Genotype
+from segnas.hardware.onnx_export import export_onnx
+from segnas.tasks.summary import costs, val_scores
+from segnas.training.checkpoint import save_network
+from segnas.training.trainer import build_module, build_trainer
+
+log = logging.getLogger(__name__)
+
+
+def weights(cfg: DictConfig) -> dict[str, Any]:
+    """Where the backbone's initial weights come from: a build option, not part of the genotype."""
+    return {"pretrained": bool(cfg.model.pretrained), "backbone_weights": cfg.model.backbone_weights}
+
+
+def fit(
+    cfg: DictConfig, out_dir: Path, genotype: Genotype, net: torch.nn.Module, datamodule: Any, logger: Any,
+    checkpoint: Path | None, max_epochs: int | None = None,
+) -> dict[str, Any] | None:
+    """Train ``net`` into ``out_dir`` and score it on val; None on DDP ranks other than 0."""
+    outputs = targets.out_channels(cfg, datamodule.num_classes)
+    module = build_module(cfg, genotype, outputs, net)
+    trainer = build_trainer(cfg, out_dir, logger, datamodule, net=net,
+                            **({"max_epochs": max_epochs} if max_epochs is not None else {}))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(checkpoint) if checkpoint else None)
+    scores = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
+    if not trainer.is_global_zero:
+        return None
+    epochs, steps = _progress(trainer, out_dir)
+    crop = (cfg.data.crop_size, cfg.data.crop_size)
+    return {
+        "task_type": targets.task_type(cfg),
+        **val_scores(scores, module, datamodule.class_names),
+        **costs(cfg, net, crop),
+        "epochs": epochs,
+        "steps": steps,
+        "images_seen": steps * cfg.data.batch_size * trainer.world_size * trainer.accumulate_grad_batches,
+        "resumed_from": str(checkpoint) if checkpoint else None,
+        "checkpoint": str(out_dir / "last.ckpt"),
+        "model": str(save_network(out_dir / "model.pt", genotype, outputs, net.cpu())),
+        **onnx(net, out_dir / "model.onnx", crop),
+    }
+
+
+def onnx(net: torch.nn.Module, path: Path, input_size: tuple[int, int]) -> dict[str, Any]:
+    """``{"onnx": path}``, or the reason it was skipped when the ONNX extras are missing."""
+    try:
+        return {"onnx": str(export_onnx(net.cpu(), path, tuple(input_size)))}
+    except ImportError as err:
+        log.warning("ONNX export skipped: %s", err)
+        return {"onnx": None, "onnx_skipped": str(err)}
+
+
+def _progress(trainer: pl.Trainer, run_dir: Path) -> tuple[int, int]:
+    """Epochs and optimiser steps done; under ddp_spawn they live in the children, so the
+    checkpoint they wrote is the record."""
+    if trainer.global_step == 0 and (run_dir / "last.ckpt").is_file():
+        state = torch.load(run_dir / "last.ckpt", map_location="cpu", weights_only=False)
+        return int(state["epoch"]), int(state["global_step"])
+    return trainer.current_epoch, trainer.global_step

@@ -1,0 +1,71 @@
+"""What a task's ``summary.json`` holds and how it is written: the architecture, the validation
+scores named by split, the costs of the network, and the final metrics every run logs."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from segnas import hardware
+from segnas.genotype import Genotype
+from segnas.metrics import per_class_iou
+from segnas.report.loggers import log_location
+from segnas.report.run_dir import write_json
+
+log = logging.getLogger(__name__)
+
+#: The search's own cost, logged once per run as ``search/<name>`` (without the prefix).
+SEARCH_COSTS = ("search_wall_time_s", "search_steps", "search_images_seen", "search_gpu_hours")
+
+
+def architecture(genotype: Genotype, num_classes: int) -> dict[str, Any]:
+    """``num_classes``: the network's output channels (1 for ``task_type=depth``)."""
+    return {"space": genotype.space, "genotype_hash": genotype.hash, "genotype": genotype.arch,
+            "num_classes": num_classes}
+
+
+def val_scores(
+    scores: dict[str, float], module: Any, class_names: list[str], prefix: str = "val"
+) -> dict[str, Any]:
+    """The module logs ``val/<score>`` whatever it validated on; ``prefix`` names the real split."""
+    result: dict[str, Any] = {key.replace("val/", f"{prefix}_"): float(value) for key, value in scores.items()}
+    if getattr(module, "last_confusion", None) is not None:  # segmentation only
+        iou = per_class_iou(module.last_confusion).tolist()
+        result[f"{prefix}_per_class_iou"] = {name: round(v, 4) if v == v else None for name, v in zip(class_names, iou)}
+    return result
+
+
+def costs(cfg: DictConfig, net: torch.nn.Module, input_size: tuple[int, int]) -> dict[str, Any]:
+    """Params, MACs and (with a hardware target) latency of ``net`` at ``input_size``."""
+    target = instantiate(cfg.hardware) if cfg.get("hardware") is not None else None
+    return hardware.profile(net, tuple(input_size), target)
+
+
+def final_metrics(summary: dict[str, Any]) -> dict[str, float]:
+    """One set of names every run logs at its end, so the runs of a comparison line up in W&B:
+    ``cost/*`` (the final network), ``search/*`` (what the search spent) and ``retrain/*`` (the
+    retrained winner's validation scores)."""
+    def numeric(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    metrics = {f"cost/{k}": summary[k] for k in ("params", "macs", "latency_ms") if numeric(summary.get(k))}
+    if summary.get("task") == "search":
+        metrics.update({f"search/{k.removeprefix('search_')}": summary[k] for k in SEARCH_COSTS
+                        if numeric(summary.get(k))})
+        metrics.update({f"retrain/{k}": value for k, value in summary.items()
+                        if k.startswith("val_") and numeric(value)})
+    return {key: float(value) for key, value in metrics.items()}
+
+
+def finish(run_dir: Path, summary: dict[str, Any], logger: Any) -> dict[str, Any]:
+    """Write ``summary.json`` (with where the logs went) and log the final metrics."""
+    summary["logs"] = log_location(logger)
+    write_json(run_dir / "summary.json", summary)
+    if logger is not None and hasattr(logger, "log_metrics"):
+        logger.log_metrics(final_metrics(summary))
+    return summary
