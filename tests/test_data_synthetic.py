@@ -124,11 +124,14 @@ def test_depth_is_finite_positive_and_far_objects_are_smaller():
 
 def test_module_samples_carry_depth_and_validity():
     dm = module(crop_size=32, image_size=24)
-    sample = dm.dataset("val")[0]
-    assert sample["image"].shape == (3, 32, 32)
-    assert sample["depth"].shape == sample["depth_valid"].shape == (1, 32, 32)
-    assert torch.equal(sample["depth_valid"][0], sample["mask"] != 255)
-    assert (sample["depth"][~sample["depth_valid"]] == 0).all()
+    sample = dm.dataset("val")[0]  # whole, at the scene's own size
+    assert sample["image"].shape == (3, 24, 24)
+    assert sample["depth"].shape == sample["depth_valid"].shape == (1, 24, 24)
+    assert sample["depth_valid"].all() and (sample["depth"] > 0).all()
+    crop = dm.dataset("train")[0]  # training crops pad the scene: padding is invalid depth
+    assert crop["depth"].shape == crop["depth_valid"].shape == (1, 32, 32)
+    assert torch.equal(crop["depth_valid"][0], crop["mask"] != 255)
+    assert (crop["depth"][~crop["depth_valid"]] == 0).all()
     assert dm.has_depth
 
 

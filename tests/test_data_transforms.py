@@ -1,5 +1,6 @@
-"""Train/eval transforms: padding is ignore (the albumentations 2.x fill_mask trap), eval keeps
-labels exact, depth follows the geometry, and augmentation is reproducible by seed."""
+"""Train/eval transforms: padding is ignore (the albumentations 2.x fill_mask trap) and the mean
+colour, eval keeps the whole image and its labels exact, depth follows the geometry, and
+augmentation is reproducible by seed."""
 
 import cv2
 import numpy as np
@@ -25,14 +26,13 @@ def make_train(crop: int = 48, scale=(1.0, 1.0), seed: int = 0):
     return train_transform(crop, scale, IMAGENET_MEAN, IMAGENET_STD, 255, seed)
 
 
-def test_train_pads_mask_with_ignore_and_image_with_zero():
+def test_train_pads_mask_with_ignore_and_image_with_the_mean_colour():
     out = make_train(crop=48)(raw_sample(20, 24))
     assert out["image"].shape == (3, 48, 48) and out["image"].dtype == torch.float32
     assert out["mask"].shape == (48, 48) and out["mask"].dtype == torch.int64
     padded = out["mask"] == 255
     assert int((~padded).sum()) == 20 * 24
-    zero = (0 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)
-    assert torch.allclose(out["image"][:, padded], zero[:, None].expand(3, int(padded.sum())), atol=1e-5)
+    assert torch.equal(out["image"][:, padded], torch.zeros(3, int(padded.sum())))  # 0 after normalising
 
 
 def test_train_normalises_with_mean_and_std():
@@ -61,37 +61,31 @@ def test_train_is_reproducible_by_seed_and_reseed_changes_it():
     assert any(not torch.equal(outs[0], other) for other in outs[1:])
 
 
-def test_eval_pads_small_image_bottom_right_without_resizing():
-    sample = raw_sample(20, 24)
-    out = eval_transform(32, IMAGENET_MEAN, IMAGENET_STD, 255)(sample)
-    assert out["mask"].shape == (32, 32)
-    assert torch.equal(out["mask"][:20, :24], torch.from_numpy(sample["mask"]).long())
-    assert (out["mask"][20:] == 255).all() and (out["mask"][:, 24:] == 255).all()
-
-
-def test_eval_shrinks_large_image_to_fit_keeping_aspect():
-    sample = raw_sample(60, 100)
-    out = eval_transform(50, IMAGENET_MEAN, IMAGENET_STD, 255)(sample)
-    assert out["mask"].shape == (50, 50)
-    assert (out["mask"][:30] != 255).all() and (out["mask"][30:] == 255).all()
-    assert set(out["mask"][:30].unique().tolist()) <= set(range(5))
+@pytest.mark.parametrize("size", [(20, 24), (60, 100)])
+def test_eval_keeps_the_whole_image_and_its_labels_at_any_size(size):
+    sample = raw_sample(*size)
+    out = eval_transform(IMAGENET_MEAN, IMAGENET_STD)(sample)
+    assert out["image"].shape == (3, *size)
+    assert torch.equal(out["mask"], torch.from_numpy(sample["mask"]).long())
+    expected = (sample["image"] / 255.0 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)
+    assert np.allclose(out["image"].permute(1, 2, 0).numpy(), expected, atol=1e-5)
 
 
 @pytest.mark.parametrize("mode", ["train", "eval"])
 def test_depth_follows_geometry_and_padding_is_marked(mode):
     sample = raw_sample(20, 24, depth=True)
     if mode == "train":
-        out = make_train(crop=32)(sample)
+        out, size = make_train(crop=32)(sample), (32, 32)
     else:
-        out = eval_transform(32, IMAGENET_MEAN, IMAGENET_STD, 255)(sample)
+        out, size = eval_transform(IMAGENET_MEAN, IMAGENET_STD)(sample), (20, 24)
     depth, valid = out["depth"], out["depth_valid"]
-    assert depth.shape == (1, 32, 32) and depth.dtype == torch.float32
-    assert valid.shape == (1, 32, 32) and valid.dtype == torch.bool
+    assert depth.shape == (1, *size) and depth.dtype == torch.float32
+    assert valid.shape == (1, *size) and valid.dtype == torch.bool
     assert torch.equal(valid[0], out["mask"] != 255)
     assert (depth[~valid] == 0).all() and (depth[valid] >= 1).all()
     assert torch.isfinite(depth).all()
     if mode == "eval":
-        assert torch.equal(depth[0, :20, :24], torch.from_numpy(sample["depth"]))
+        assert torch.equal(depth[0], torch.from_numpy(sample["depth"]))
 
 
 def test_opencv_is_sequential_so_forked_workers_cannot_deadlock():

@@ -103,9 +103,9 @@ def test_random_zoom_divides_depth_and_zero_depth_is_invalid() -> None:
     depth[0, :] = 0.0  # no measurement
     zoomed = train_transform(16, (2.0, 2.0), (0.5,) * 3, (0.5,) * 3, 255, seed=0)(raw_scene(depth))
     assert torch.allclose(zoomed["depth"][zoomed["depth_valid"]], torch.tensor(5.0))
-    plain = eval_transform(20, (0.5,) * 3, (0.5,) * 3, 255)(raw_scene(depth))
-    assert plain["depth"].shape == (1, 20, 20)
-    assert not plain["depth_valid"][0, 0].any() and not plain["depth_valid"][0, 16:].any()
+    plain = eval_transform((0.5,) * 3, (0.5,) * 3)(raw_scene(depth))
+    assert plain["depth"].shape == (1, 16, 16)
+    assert not plain["depth_valid"][0, 0].any() and plain["depth_valid"][0, 1:].all()
     assert torch.all(plain["depth"][plain["depth_valid"]] == 10.0)
     assert torch.all(plain["depth"][~plain["depth_valid"]] == 0.0)
 

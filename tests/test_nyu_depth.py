@@ -68,14 +68,15 @@ def test_frames_come_out_upright_with_the_official_split(tmp_path: Path, split_f
 
 def test_batches_carry_depth_valid_where_measured(tmp_path: Path) -> None:
     dm = datamodule(write_release(tmp_path / "nyu"))
-    batch = next(iter(dm.val_dataloader()))
-    assert batch["image"].shape == (2, 3, 16, 16) and batch["depth"].shape == (2, 1, 16, 16)
+    batch = next(iter(dm.val_dataloader()))  # whole frames, at their own size
+    assert batch["image"].shape == (2, 3, HEIGHT, WIDTH) and batch["depth"].shape == (2, 1, HEIGHT, WIDTH)
+    assert batch["size"].tolist() == [[HEIGHT, WIDTH]] * 2
     valid = batch["depth_valid"]
-    assert not valid[:, 0, 0, 0].any() and not valid[:, 0, HEIGHT:].any()  # the missing pixel, the padding
+    assert not valid[:, 0, 0, 0].any()  # the missing pixel
     assert int(valid.sum()) == 2 * (HEIGHT * WIDTH - 1)
     _, depths = frames()
     expected = torch.from_numpy(depths[TEST[0] - 1])
-    torch.testing.assert_close(batch["depth"][0, 0, :HEIGHT, :WIDTH], expected)
+    torch.testing.assert_close(batch["depth"][0, 0], expected)
 
 
 def test_image_scale_halves_frames(tmp_path: Path) -> None:

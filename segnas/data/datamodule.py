@@ -8,7 +8,8 @@ that every dataset gets them identically and deterministically from ``seed``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from functools import partial
+from typing import Any, Protocol
 
 import numpy as np
 import pytorch_lightning as pl
@@ -21,6 +22,8 @@ from segnas.data.transforms import (
     RawSample,
     Sample,
     SegmentationTransform,
+    calibration_transform,
+    centre_crop_transform,
     eval_transform,
     train_transform,
 )
@@ -31,6 +34,7 @@ SPLITS = ("train", "val")
 # Streams of the seed, so that each derived split and augmentation has its own randomness.
 _AUG_TRAIN, _AUG_HALF_A, _AUG_HALF_B = 0, 1, 2
 _PERM_HALVES, _PERM_VAL, _PERM_CALIB = 10, 11, 12
+_AUG_CALIB = 3
 
 
 class SampleSource(Protocol):
@@ -84,6 +88,31 @@ def _init_worker(worker_id: int) -> None:
         dataset.reseed(info.seed)
 
 
+def pad_collate(samples: Sequence[Sample], ignore_index: int = 255) -> dict[str, Any]:
+    """Evaluation batches of whole images of any sizes: each image padded bottom/right to the
+    batch's largest (image 0, mask ``ignore_index``, depth 0 and not valid) and its true
+    (height, width) in ``size``, so :func:`segnas.evaluation.size_groups` can crop every image
+    back before the network sees it and the padding is never predicted or scored."""
+    sizes = [tuple(sample["image"].shape[-2:]) for sample in samples]
+    height, width = max(s[0] for s in sizes), max(s[1] for s in sizes)
+    count = len(samples)
+    first = samples[0]
+    batch: dict[str, Any] = {
+        "image": first["image"].new_zeros(count, first["image"].shape[0], height, width),
+        "mask": first["mask"].new_full((count, height, width), ignore_index),
+        "name": [sample["name"] for sample in samples],
+        "size": torch.tensor(sizes, dtype=torch.long),
+    }
+    if "depth" in first:
+        batch["depth"] = first["depth"].new_zeros(count, 1, height, width)
+        batch["depth_valid"] = first["depth_valid"].new_zeros(count, 1, height, width)
+    for index, (sample, (h, w)) in enumerate(zip(samples, sizes)):
+        for key in ("image", "mask", "depth", "depth_valid"):
+            if key in batch:
+                batch[key][index, ..., :h, :w] = sample[key]
+    return batch
+
+
 def default_palette(num_classes: int) -> np.ndarray:
     """The VOC colour map (bits of the class id spread over R, G, B), uint8 (num_classes, 3)."""
     ids = np.arange(num_classes)
@@ -117,6 +146,8 @@ class SegmentationDataModule(pl.LightningDataModule):
     has_depth = False
     #: Samples carry class labels in ``mask`` (False: depth only, ``mask`` is all ``ignore_index``).
     has_labels = True
+    #: The dataset's evaluation protocol (``eval.mode=auto``): whole images or sliding windows.
+    eval_mode = "whole"
 
     def __init__(
         self,
@@ -201,7 +232,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         )
 
     def _eval_transform(self) -> SegmentationTransform:
-        return eval_transform(self.crop_size, self.mean, self.std, self.ignore_index)
+        return eval_transform(self.mean, self.std)
 
     def _permutation(self, split: str, stream: int) -> np.ndarray:
         return np.random.default_rng([self.seed, stream]).permutation(len(self.source(split)))
@@ -234,19 +265,25 @@ class SegmentationDataModule(pl.LightningDataModule):
         return SegmentationDataset(self.source("val"), self._eval_transform(), self._permutation("val", _PERM_VAL)[:n])
 
     def calib_subset(self, n: int | None = None) -> SegmentationDataset:
-        """A seeded subset of train (default ``calib_subset_size``, at most all) with the eval
-        transform, for recalibrating BatchNorm statistics of sub-networks before scoring."""
+        """A seeded subset of train (default ``calib_subset_size``, at most all) as fixed, unpadded
+        ``crop_size`` crops (see ``transforms.calibration_transform``), for recalibrating
+        BatchNorm statistics of sub-networks before scoring."""
         n = self.calib_subset_size if n is None else _positive(n, "calib_subset_size")
-        return SegmentationDataset(
-            self.source("train"), self._eval_transform(), self._permutation("train", _PERM_CALIB)[:n]
-        )
+        transform = calibration_transform(self.crop_size, self.mean, self.std, _seed_stream(self.seed, _AUG_CALIB))
+        return SegmentationDataset(self.source("train"), transform, self._permutation("train", _PERM_CALIB)[:n])
+
+    def centre_crops(self, split: str, size: int, indices: Sequence[int] | None = None) -> SegmentationDataset:
+        """``split`` (or its ``indices``) resized and centre-cropped to ``size`` squares: the
+        auxiliary-cell search's held-out reward transform (``transforms.centre_crop_transform``)."""
+        return SegmentationDataset(self.source(split), centre_crop_transform(size, self.mean, self.std), indices)
 
     def loader(self, dataset: Dataset, train: bool) -> DataLoader:
         """A DataLoader with the module's batching rules.
 
         Training loaders shuffle with a generator seeded by ``seed`` and drop the last partial
         batch, because BatchNorm after image pooling fails on a batch of one. Build a loader
-        once and iterate it every epoch: a new loader restarts the same seeded order.
+        once and iterate it every epoch: a new loader restarts the same seeded order. Evaluation
+        loaders batch whole images of any sizes (:func:`pad_collate`).
         """
         if train and len(dataset) < self.batch_size:
             raise DatasetError(
@@ -263,6 +300,7 @@ class SegmentationDataModule(pl.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             worker_init_fn=_init_worker,
+            collate_fn=None if train else partial(pad_collate, ignore_index=self.ignore_index),
         )
 
     def train_dataloader(self) -> DataLoader:

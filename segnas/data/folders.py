@@ -297,6 +297,8 @@ class CityscapesDataModule(_FixedClassesDataModule):
     DATASET = "cityscapes"
     CROP_SIZE = 769
     PALETTE = CITYSCAPES_PALETTE
+    #: 1024x2048 images, scored by sliding windows of the crop (e.g. 769, stride 513)
+    eval_mode = "slide"
 
     def build_source(self, split: str) -> FileSource:
         base = resolve_root(self.root, "leftImg8bit", (), "Cityscapes: leftImg8bit/ and gtFine/")

@@ -21,7 +21,7 @@ The traps this module keeps in one place:
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no network at import time
@@ -54,11 +54,11 @@ class SegmentationTransform:
     depth by s (see ``_zoom``).
     """
 
-    def __init__(self, pipelines: Sequence[A.Compose], select_large: int | None = None) -> None:
-        """``pipelines`` holds one pipeline, or two when ``select_large`` is set: the second is
-        used for images whose longest side exceeds ``select_large`` pixels."""
+    def __init__(self, pipelines: Sequence[A.Compose], select: Callable[[int, int], int] | None = None) -> None:
+        """``pipelines`` holds one pipeline, or several and ``select``, which picks the index of
+        the one to use from an image's height and width."""
         self.pipelines = list(pipelines)
-        self.select_large = select_large
+        self.select = select
 
     def reseed(self, seed: int) -> None:
         """Give the random augmentations a fresh, reproducible state (one per worker)."""
@@ -67,9 +67,7 @@ class SegmentationTransform:
 
     def __call__(self, raw: RawSample) -> Sample:
         image, mask = raw["image"], raw["mask"]
-        pipeline = self.pipelines[0]
-        if self.select_large is not None and max(image.shape[:2]) > self.select_large:
-            pipeline = self.pipelines[1]
+        pipeline = self.pipelines[0 if self.select is None else self.select(*image.shape[:2])]
         targets = {"image": image, "mask": mask}
         has_depth = raw.get("depth") is not None
         if has_depth:
@@ -101,15 +99,24 @@ def _zoom(out: dict[str, Any]) -> float:
     return 1.0
 
 
-def _pad(size: int, ignore_index: int, position: str) -> A.PadIfNeeded:
+def _pad(size: int, ignore_index: int) -> A.PadIfNeeded:
+    """Pad bottom and right to ``size``: the image stays anchored at the top-left corner, as
+    DeepLab's and mmsegmentation's training pipelines pad. The image is already normalised, so
+    the fill 0 is the mean colour, which is also what a convolution's zero padding sees at an
+    image border: a network evaluated on whole, unpadded images meets the same surroundings it
+    was trained with. Mask padding is ``ignore_index`` (albumentations 2.x: ``fill_mask``)."""
     return A.PadIfNeeded(
         min_height=size,
         min_width=size,
-        position=position,
+        position="top_left",
         border_mode=cv2.BORDER_CONSTANT,
         fill=0,
         fill_mask=ignore_index,
     )
+
+
+def _normalise(mean: Sequence[float], std: Sequence[float]) -> A.Normalize:
+    return A.Normalize(mean=tuple(mean), std=tuple(std))
 
 
 def train_transform(
@@ -120,16 +127,16 @@ def train_transform(
     ignore_index: int,
     seed: int,
 ) -> SegmentationTransform:
-    """Random scale in ``scale_range``, pad to the crop (image 0, mask ``ignore_index``),
-    random ``crop_size`` square crop, horizontal flip, normalise."""
+    """Random scale in ``scale_range``, normalise, pad bottom/right to the crop (mean colour,
+    mask ``ignore_index``; see :func:`_pad`), random ``crop_size`` square crop, horizontal flip."""
     low, high = scale_range
     pipeline = A.Compose(
         [
             A.RandomScale(scale_limit=(low - 1.0, high - 1.0), p=1.0),
-            _pad(crop_size, ignore_index, "center"),
+            _normalise(mean, std),
+            _pad(crop_size, ignore_index),
             A.RandomCrop(crop_size, crop_size),
             A.HorizontalFlip(p=0.5),
-            A.Normalize(mean=tuple(mean), std=tuple(std)),
         ],
         additional_targets=_EXTRA_TARGETS,
         seed=seed % 2**32,
@@ -138,26 +145,40 @@ def train_transform(
     return SegmentationTransform([pipeline])
 
 
-def eval_transform(
-    crop_size: int,
-    mean: Sequence[float],
-    std: Sequence[float],
-    ignore_index: int,
-) -> SegmentationTransform:
-    """Fit the whole image into a ``crop_size`` square without cropping, so batches stack.
+def eval_transform(mean: Sequence[float], std: Sequence[float]) -> SegmentationTransform:
+    """The whole image at its own resolution, normalised; the mask untouched.
 
-    An image that already fits is only padded (bottom/right, mask ``ignore_index``), so it is
-    scored at its native resolution with no interpolation of the labels. A larger one is first
-    shrunk so its longest side equals ``crop_size`` (labels by nearest neighbour), which means
-    scores on e.g. Cityscapes at crop 769 are at reduced resolution, not the official full-size
-    protocol. The prediction for the real pixels is ``pred[:h, :w]`` of the padded output.
+    Evaluation scores the full-resolution prediction against the original mask (see
+    :mod:`segnas.evaluation`); images of different sizes are batched by padding them in the
+    loader's collate and cropped back before the network sees them.
     """
+    return SegmentationTransform([A.Compose([_normalise(mean, std)], additional_targets=_EXTRA_TARGETS)])
 
-    def tail() -> list[A.BasicTransform]:
-        return [_pad(crop_size, ignore_index, "top_left"), A.Normalize(mean=tuple(mean), std=tuple(std))]
 
-    fits = A.Compose(tail(), additional_targets=_EXTRA_TARGETS)
-    shrink = A.Compose(
-        [A.LongestMaxSize(max_size=crop_size), *tail()], additional_targets=_EXTRA_TARGETS
-    )
-    return SegmentationTransform([fits, shrink], select_large=crop_size)
+def calibration_transform(
+    crop_size: int, mean: Sequence[float], std: Sequence[float], seed: int
+) -> SegmentationTransform:
+    """A ``crop_size`` square cut from inside the image, never padded: for recalibrating
+    BatchNorm statistics, which padding would bias (about a quarter of the pixels of a VOC image
+    padded to 512). An image whose shorter side is below the crop is first enlarged to it
+    (aspect kept); only image statistics are read, so the resampled labels are never scored."""
+
+    def pipeline(*steps: A.BasicTransform) -> A.Compose:
+        return A.Compose([*steps, A.RandomCrop(crop_size, crop_size), _normalise(mean, std)],
+                         additional_targets=_EXTRA_TARGETS, seed=seed % 2**32)
+
+    fits = pipeline()
+    small = pipeline(A.SmallestMaxSize(max_size=crop_size, interpolation=cv2.INTER_LINEAR,
+                                       mask_interpolation=cv2.INTER_NEAREST))
+    return SegmentationTransform([fits, small], select=lambda h, w: int(min(h, w) < crop_size))
+
+
+def centre_crop_transform(size: int, mean: Sequence[float], std: Sequence[float]) -> SegmentationTransform:
+    """Shorter side resized to ``size``, then the central ``size`` square (labels nearest): the
+    auxiliary-cell authors' held-out transform (nas-segm-pytorch ``src/data/loaders.py``,
+    ``ResizeShorterScale(val_shorter_side) -> CentralCrop(val_crop_size)``). A search signal, not a
+    reported score: it resamples labels, which the evaluation protocol never does."""
+    return SegmentationTransform([A.Compose(
+        [A.SmallestMaxSize(max_size=size, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST),
+         A.CenterCrop(size, size), _normalise(mean, std)],
+        additional_targets=_EXTRA_TARGETS)])

@@ -59,7 +59,8 @@ def denormalise(images: torch.Tensor, mean: Any, std: Any) -> np.ndarray:
 
 
 class ValidationImages(pl.Callback):
-    """Draws the first ``num_images`` images of the first validation batch every epoch.
+    """Draws the first ``num_images`` images of the first validation batch every epoch, each at
+    its own size, from the per-image ``predictions`` the validation step returns.
 
     ``datamodule`` supplies the normalisation to undo and the palette; it is given here rather
     than read from the trainer because ``task=eval`` validates on a bare dataloader.
@@ -78,18 +79,22 @@ class ValidationImages(pl.Callback):
             return
         datamodule = self.datamodule
         count = min(self.num_images, batch["image"].shape[0])
-        images = denormalise(batch["image"][:count], datamodule.mean, datamodule.std)
-        if "depth" in outputs:  # task_type=depth
-            truth, valid = (batch[key][:count, 0].cpu().numpy() for key in ("depth", "depth_valid"))
-            predictions = outputs["depth"][:count, 0].float().cpu().numpy()
-            panels = [depth_panel(*parts) for parts in zip(images, truth, predictions, valid)]
+        sizes = batch["size"].tolist() if "size" in batch else [batch["image"].shape[-2:]] * count
+        images = [denormalise(batch["image"][i: i + 1, :, :h, :w], datamodule.mean, datamodule.std)[0]
+                  for i, (h, w) in zip(range(count), sizes)]
+        predictions = [p.float().cpu().numpy() for p in outputs["predictions"][:count]]
+        if predictions[0].ndim == 3:  # task_type=depth: (1, H, W) per image
+            truth, valid = ([batch[key][i, 0, :h, :w].cpu().numpy() for i, (h, w) in zip(range(count), sizes)]
+                            for key in ("depth", "depth_valid"))
+            panels = [depth_panel(*parts) for parts in zip(images, truth, [p[0] for p in predictions], valid)]
         else:
-            targets = batch["mask"][:count].cpu().numpy()
-            predictions = outputs["logits"][:count].argmax(1).cpu().numpy()
+            targets = [batch["mask"][i, :h, :w].cpu().numpy() for i, (h, w) in zip(range(count), sizes)]
             panels = [
-                overlay_panel(image, target, prediction, datamodule.palette, datamodule.ignore_index)
+                overlay_panel(image, target, prediction.astype(np.int64), datamodule.palette, datamodule.ignore_index)
                 for image, target, prediction in zip(images, targets, predictions)
             ]
+        width = max(panel.shape[1] for panel in panels)  # images of different sizes: pad the rows white
+        panels = [np.pad(p, ((0, 0), (0, width - p.shape[1]), (0, 0)), constant_values=255) for p in panels]
         self.directory.mkdir(parents=True, exist_ok=True)
         grid = np.concatenate(panels, axis=0)
         Image.fromarray(grid).save(self.directory / f"val_epoch{trainer.current_epoch:03d}.png")

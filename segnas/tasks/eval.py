@@ -46,6 +46,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         **architecture(genotype, num_classes),
         "data": cfg.data.get("name"),
         **val_scores(scores, module, datamodule.class_names, prefix=split),
+        f"{split}_protocol": module.protocol.describe(),
         **costs(cfg, net, (cfg.data.crop_size, cfg.data.crop_size)),
         "wall_time_s": round(time.perf_counter() - start, 2),
         "run_dir": str(run_dir),

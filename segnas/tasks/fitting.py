@@ -44,6 +44,7 @@ def fit(
     return {
         "task_type": targets.task_type(cfg),
         **val_scores(scores, module, datamodule.class_names),
+        "val_protocol": module.protocol.describe(),
         **costs(cfg, net, crop),
         "epochs": epochs,
         "steps": steps,

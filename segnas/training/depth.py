@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
+from segnas.evaluation import EvalProtocol
 from segnas.metrics import DepthMetrics
 from segnas.training.module import ScheduledModule
 
@@ -77,8 +78,9 @@ class DepthModule(ScheduledModule):
     """Trains a network whose single output channel is depth in metres.
 
     Validation logs ``val/RMSE``, ``val/REL`` and ``val/delta1`` over every valid pixel of the
-    split. ``num_classes`` (the output channels, always 1) is saved under that name because it
-    is what ``segnas.training.load_network`` rebuilds a network from. A fit that does not resume
+    split, predicted by ``protocol`` (default: whole images at full resolution). ``num_classes``
+    (the output channels, always 1) is saved under that name because it is what
+    ``segnas.training.load_network`` rebuilds a network from. A fit that does not resume
     first sets the output bias to the mean depth of ``init_batches`` training batches (0: off).
     """
 
@@ -92,13 +94,15 @@ class DepthModule(ScheduledModule):
         genotype: dict[str, Any] | None = None,
         num_classes: int = 1,
         init_batches: int = 8,
+        protocol: EvalProtocol | None = None,
     ) -> None:
         super().__init__()
         if num_classes != 1:
             raise ValueError(f"a depth network has one output channel, got num_classes={num_classes}")
-        self.save_hyperparameters(ignore=["net", "optimizer"])
+        self.save_hyperparameters(ignore=["net", "optimizer", "protocol"])
         self.net = net
         self.optimizer_factory = optimizer
+        self.protocol = protocol or EvalProtocol()
         self.val_metrics = DepthMetrics()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -117,12 +121,22 @@ class DepthModule(ScheduledModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["image"].shape[0])
         return loss
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
-        depth = self(batch["image"])
-        loss = berhu_loss(depth, batch["depth"], batch["depth_valid"])
-        self.val_metrics.update(depth, batch["depth"], batch["depth_valid"])
-        self.log("val/loss", loss, sync_dist=True, batch_size=batch["image"].shape[0])
-        return {"depth": depth.detach()}
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, list[torch.Tensor]]:
+        """Scores every image by the protocol; returns each image's depth (1, H, W) at its size.
+        ``val/loss`` is the berHu loss of each size group, weighted by its valid pixels."""
+        predictions: list[torch.Tensor] = [torch.empty(0)] * batch["image"].shape[0]
+        loss = torch.zeros((), device=self.device)
+        pixels = 0
+        for depth, targets in self.protocol.outputs(self.net, batch):
+            depth = depth.float()
+            self.val_metrics.update(depth, targets["depth"], targets["depth_valid"])
+            valid = int(targets["depth_valid"].sum())
+            loss = loss + berhu_loss(depth, targets["depth"], targets["depth_valid"]) * valid
+            pixels += valid
+            for index, predicted in zip(targets["index"].tolist(), depth):
+                predictions[index] = predicted
+        self.log("val/loss", loss / max(pixels, 1), sync_dist=True, batch_size=batch["image"].shape[0])
+        return {"predictions": predictions}
 
     def on_validation_epoch_end(self) -> None:
         scores = self.val_metrics.compute()

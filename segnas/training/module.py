@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
+from segnas.evaluation import EvalProtocol, score_segmentation
 from segnas.metrics import SegmentationMetrics, scores_from_confusion
 from segnas.training.schedules import build_schedule
 
@@ -44,7 +45,8 @@ class SegmentationModule(ScheduledModule):
 
     ``optimizer`` is a partial from config (``_partial_: true``) that receives the parameters.
     The genotype and class count are saved as hyper-parameters, so a checkpoint alone is enough
-    to rebuild the network (``segnas.training.load_network``).
+    to rebuild the network (``segnas.training.load_network``). Validation follows ``protocol``
+    (default: whole images at full resolution against the original masks).
     """
 
     def __init__(
@@ -57,11 +59,13 @@ class SegmentationModule(ScheduledModule):
         min_lr: float = 0.0,
         ignore_index: int = 255,
         genotype: dict[str, Any] | None = None,
+        protocol: EvalProtocol | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["net", "optimizer"])
+        self.save_hyperparameters(ignore=["net", "optimizer", "protocol"])
         self.net = net
         self.optimizer_factory = optimizer
+        self.protocol = protocol or EvalProtocol()
         self.criterion = nn.CrossEntropyLoss(ignore_index=ignore_index)
         self.val_metrics = SegmentationMetrics(num_classes, ignore_index)
         #: The last validation's confusion matrix, summed over DDP ranks.
@@ -76,12 +80,12 @@ class SegmentationModule(ScheduledModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["image"].shape[0])
         return loss
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
-        logits = self(batch["image"])
-        loss = self.criterion(logits, batch["mask"])
-        self.val_metrics.update(logits, batch["mask"])
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, list[torch.Tensor]]:
+        """Scores every image of ``batch`` by the protocol; returns each image's predicted
+        classes (H, W) at its own size, in batch order (for :class:`ValidationImages`)."""
+        loss, predictions = score_segmentation(self.protocol, self.net, batch, self.val_metrics, self.hparams.ignore_index)
         self.log("val/loss", loss, sync_dist=True, batch_size=batch["image"].shape[0])
-        return {"logits": logits.detach()}
+        return {"predictions": predictions}
 
     def on_validation_epoch_end(self) -> None:
         self.last_confusion = self.val_metrics.compute().cpu()

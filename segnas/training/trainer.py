@@ -16,6 +16,7 @@ from pytorch_lightning.loggers import Logger
 from torch import nn
 
 from segnas import targets
+from segnas.evaluation import eval_protocol
 from segnas.genotype import Genotype
 from segnas.report.images import ValidationImages
 from segnas.training.depth import DepthModule
@@ -28,7 +29,8 @@ def build_module(
     cfg: DictConfig, genotype: Genotype, num_classes: int, net: nn.Module
 ) -> SegmentationModule | DepthModule:
     """The training module for ``task_type``: cross-entropy over ``num_classes`` classes, or
-    depth regression (``num_classes`` is then the network's single output channel)."""
+    depth regression (``num_classes`` is then the network's single output channel); both
+    validate by the ``eval.*`` protocol."""
     train = cfg.train
     if targets.task_type(cfg) == targets.DEPTH:
         return DepthModule(
@@ -39,6 +41,7 @@ def build_module(
             min_lr=train.min_lr,
             genotype=genotype.to_dict(),
             num_classes=num_classes,
+            protocol=eval_protocol(cfg),
         )
     return SegmentationModule(
         net,
@@ -49,6 +52,7 @@ def build_module(
         min_lr=train.min_lr,
         ignore_index=int(cfg.data.get("ignore_index", 255)),
         genotype=genotype.to_dict(),
+        protocol=eval_protocol(cfg),
     )
 
 

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 
 from segnas.data.epoch_seeded import EpochSeededDataset, EpochSeededSampler
 from segnas.errors import ConfigError
+from segnas.evaluation import eval_protocol
 from segnas.searchers.autodeeplab.module import AutoDeepLabSearchModule
 from segnas.searchers.autodeeplab.records import ArchitectureLog, write_arch_params
 from segnas.searchers.budget import Budget
@@ -42,6 +43,7 @@ def search(cfg: DictConfig, run_dir: Path, resume: Path | None, logger: Logger |
     records = ArchitectureLog(run_dir, OmegaConf.to_container(options.network, resolve=True))
     records.genotype({"cell": RELEASED_CELL, "path": RELEASED_PATH})  # a bad searcher.network label fails now, not after the search
 
+    protocol = eval_protocol(cfg)
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
     half_a, half_b = datamodule.train_halves()
@@ -62,7 +64,7 @@ def search(cfg: DictConfig, run_dir: Path, resume: Path | None, logger: Logger |
     module = AutoDeepLabSearchModule(
         supernet, datamodule.num_classes, instantiate(options.weight_optimizer), instantiate(options.arch_optimizer),
         weight_min_lr=float(options.weight_min_lr), warmup_epochs=warmup,
-        ignore_index=datamodule.ignore_index, channels_last=bool(options.channels_last),
+        ignore_index=datamodule.ignore_index, channels_last=bool(options.channels_last), protocol=protocol,
     )
     limit = options.batches_per_epoch
     progress = _Progress(Budget.from_config(cfg), warmup, datamodule.batch_size, start)
@@ -83,6 +85,7 @@ def search(cfg: DictConfig, run_dir: Path, resume: Path | None, logger: Logger |
         "supernet_params": sum(p.numel() for p in supernet.weight_parameters()),
         "search_checkpoint": str(run_dir / "last.ckpt"),
         "search_resumed_from": str(resume) if resume else None,
+        "search_val_protocol": protocol.describe(),
     }
     if trainer.is_global_zero:
         summary["arch_params"] = str(write_arch_params(run_dir / "arch_params.json", supernet))

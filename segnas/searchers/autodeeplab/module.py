@@ -21,6 +21,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.optim import Optimizer
 
+from segnas.evaluation import EvalProtocol, score_segmentation
 from segnas.metrics import SegmentationMetrics, scores_from_confusion
 from segnas.spaces.autodeeplab.decode import (
     decode_cell,
@@ -43,10 +44,12 @@ class AutoDeepLabSearchModule(pl.LightningModule):
         warmup_epochs: int = 20,
         ignore_index: int = 255,
         channels_last: bool = False,
+        protocol: EvalProtocol | None = None,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
-        self.save_hyperparameters(ignore=["supernet", "weight_optimizer", "arch_optimizer"])
+        self.save_hyperparameters(ignore=["supernet", "weight_optimizer", "arch_optimizer", "protocol"])
+        self.protocol = protocol or EvalProtocol()
         self.supernet = supernet
         self.weight_optimizer_factory = weight_optimizer
         self.arch_optimizer_factory = arch_optimizer
@@ -94,11 +97,12 @@ class AutoDeepLabSearchModule(pl.LightningModule):
             arch_opt.zero_grad()
             self.log("search/arch_loss", loss_a, prog_bar=True, batch_size=size)
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
-        logits = self(batch["image"])
-        self.val_metrics.update(logits, batch["mask"])
-        self.log("val/loss", self.criterion(logits, batch["mask"]), sync_dist=True, batch_size=batch["image"].shape[0])
-        return {"logits": logits.detach()}
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, list[torch.Tensor]]:
+        """The supernet's score by the evaluation protocol; per-image predicted classes for the
+        images callback."""
+        loss, predictions = score_segmentation(self.protocol, self, batch, self.val_metrics, self.hparams.ignore_index)
+        self.log("val/loss", loss, sync_dist=True, batch_size=batch["image"].shape[0])
+        return {"predictions": predictions}
 
     def on_validation_epoch_end(self) -> None:
         scores = scores_from_confusion(self.val_metrics.compute().cpu())

@@ -93,7 +93,8 @@ def search(cfg: DictConfig, run_dir: Path, resume: Path | None, logger: Logger |
     device = search_device(str(settings.device))
     datamodule = instantiate(cfg.data)
     objective, outputs = _objective(cfg, datamodule)
-    data = SearchData.split(datamodule, settings.reward.holdout, settings.reward.holdout_min, seed)
+    data = SearchData.split(datamodule, settings.reward.holdout, settings.reward.holdout_min, seed,
+                            settings.reward.get("crop_size"))
     torch.manual_seed(seed)  # the shared encoder's init (pretrained=false) is part of the run's seed
     encoder = _encoder(cfg).to(device).eval()
     teacher = _teacher(settings, outputs)
@@ -334,6 +335,9 @@ def _result(run_dir: Path, history: list[dict[str, Any]], wall_s: float, cache_s
         "search_controller_algorithm": str(settings.controller.algorithm),
         "search_distillation": teacher is not None,
         "search_encoder_weights": cfg.model.backbone_weights or ("pretrained" if cfg.model.pretrained else "random"),
+        "search_reward_protocol": (f"held-out train images, shorter side resized to "
+                                   f"{settings.reward.get('crop_size') or cfg.data.crop_size} and centre-cropped "
+                                   "(labels nearest; the authors' held-out transform)"),
         "search_reward_curve": str(plot) if plot else None,
         "search_best_cell_diagram": str(cell) if cell else None,
     })

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader
 
 from segnas.data.datamodule import SegmentationDataModule, SegmentationDataset
 from segnas.data.epoch_seeded import EpochSeededDataset, EpochSeededSampler
@@ -24,10 +24,13 @@ _HOLDOUT_STREAM = 41
 @dataclass
 class SearchData:
     train: SegmentationDataset
-    holdout: Subset
+    holdout: SegmentationDataset
 
     @classmethod
-    def split(cls, datamodule: SegmentationDataModule, fraction: float, minimum: int, seed: int) -> SearchData:
+    def split(cls, datamodule: SegmentationDataModule, fraction: float, minimum: int, seed: int,
+              crop_size: int | None = None) -> SearchData:
+        """``holdout``: a seeded ``fraction`` (at least ``minimum`` images) of train as
+        ``crop_size`` centre crops (default ``data.crop_size``; see ``datamodule.centre_crops``)."""
         datamodule.setup()
         total = len(datamodule.source("train"))
         count = max(int(minimum), round(float(fraction) * total))
@@ -39,7 +42,8 @@ class SearchData:
         order = np.random.default_rng([seed, _HOLDOUT_STREAM]).permutation(total)
         augmented = datamodule.dataset("train")
         return cls(train=SegmentationDataset(augmented.source, augmented.transform, order[count:].tolist()),
-                   holdout=Subset(datamodule.eval_dataset("train"), order[:count].tolist()))
+                   holdout=datamodule.centre_crops("train", int(crop_size or datamodule.crop_size),
+                                                   order[:count].tolist()))
 
     def train_loader(self, batch_size: int, seed: int, num_workers: int = 0, key: str = "searcher.stage1.batch_size") -> DataLoader:
         """Epoch-seeded shuffle and augmentation, full batches only (BatchNorm of pooling ops

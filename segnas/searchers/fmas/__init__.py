@@ -25,6 +25,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from segnas.errors import ConfigError
+from segnas.evaluation import eval_protocol
 from segnas.genotype import Genotype
 from segnas.hardware import count_macs, count_params
 from segnas.nn.elastic import sort_hidden_channels
@@ -82,7 +83,7 @@ def search(cfg: DictConfig, run_dir: Path, resume: Path | None, logger: Any) -> 
     recalibrate = bool(s.recalibrate_bn)
     scorer = Scorer(preload(datamodule, datamodule.val_subset(int(s.val_images)), device),
                     preload(datamodule, datamodule.calib_subset(int(s.calib_images)), device) if recalibrate else [],
-                    datamodule.num_classes, datamodule.ignore_index, recalibrate)
+                    datamodule.num_classes, datamodule.ignore_index, recalibrate, protocol=eval_protocol(cfg))
     constraints = OmegaConf.to_container(s.constraints, resolve=True) if s.get("constraints") else {}
     needs_latency = "latency" in objectives or constraints.get("max_latency_ms") is not None
     target = instantiate(cfg.hardware) if needs_latency and cfg.get("hardware") is not None else None
@@ -146,6 +147,7 @@ def search(cfg: DictConfig, run_dir: Path, resume: Path | None, logger: Any) -> 
         "supernet_params": int(scale["params"]),
         "objectives": objectives,
         "recalibrate_bn": recalibrate,
+        "search_val_protocol": scorer.protocol.describe(),
         "generations": state.generation,
         "candidates_scored": state.scored,
         "cache_hits": state.hits,

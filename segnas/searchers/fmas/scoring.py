@@ -18,12 +18,14 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from segnas.evaluation import EvalProtocol
 from segnas.metrics import SegmentationMetrics, scores_from_confusion
 
 
 def preload(datamodule: Any, dataset: Dataset, device: torch.device | str = "cpu") -> list[dict[str, torch.Tensor]]:
-    """Every batch of ``dataset`` (eval batching, fixed order) held in memory on ``device``."""
-    return [{"image": batch["image"].to(device), "mask": batch["mask"].to(device)}
+    """Every batch of ``dataset`` (eval batching, fixed order; images of different sizes padded,
+    with their true ``size``) held in memory on ``device``."""
+    return [{key: batch[key].to(device) for key in ("image", "mask", "size")}
             for batch in datamodule.loader(dataset, train=False)]
 
 
@@ -55,26 +57,30 @@ def recalibrate_bn(net: nn.Module, images: Iterable[torch.Tensor]) -> nn.Module:
 
 
 def confusion(net: nn.Module, batches: Sequence[dict[str, torch.Tensor]], num_classes: int,
-              ignore_index: int = 255) -> torch.Tensor:
-    """The (num_classes, num_classes) confusion matrix of ``net`` (eval mode) over ``batches``.
+              ignore_index: int = 255, protocol: EvalProtocol | None = None) -> torch.Tensor:
+    """The (num_classes, num_classes) confusion matrix of ``net`` (eval mode) over ``batches``,
+    each image predicted by ``protocol`` (default: whole, full resolution).
 
     Never summed over DDP ranks: under DDP each rank scores different sub-networks.
     """
+    protocol = protocol or EvalProtocol()
     metric = SegmentationMetrics(num_classes, ignore_index, sync_on_compute=False)
     net.eval()
     with torch.no_grad():
         for batch in batches:
-            metric.update(net(batch["image"]), batch["mask"])
+            for logits, targets in protocol.outputs(net, batch):
+                metric.update(logits, targets["mask"])
     return metric.compute()
 
 
 class Scorer:
-    """Scores networks on one fixed validation subset, recalibrating on one fixed calibration
-    subset first when ``recalibrate`` is true."""
+    """Scores networks on one fixed validation subset by ``protocol``, recalibrating on one fixed
+    calibration subset (unpadded crops) first when ``recalibrate`` is true."""
 
     def __init__(self, val_batches: Sequence[dict[str, torch.Tensor]],
                  calib_batches: Sequence[dict[str, torch.Tensor]], num_classes: int,
-                 ignore_index: int = 255, recalibrate: bool = True) -> None:
+                 ignore_index: int = 255, recalibrate: bool = True, protocol: EvalProtocol | None = None) -> None:
+        self.protocol = protocol or EvalProtocol()
         self.val_batches = list(val_batches)
         self.calib_batches = list(calib_batches)
         self.num_classes = num_classes
@@ -91,5 +97,5 @@ class Scorer:
 
     def score(self, net: nn.Module) -> dict[str, float]:
         scores = scores_from_confusion(confusion(self.prepare(net), self.val_batches, self.num_classes,
-                                                 self.ignore_index))
+                                                 self.ignore_index, self.protocol))
         return {"miou": scores["mIoU"], "pixel_acc": scores["pixel_acc"]}

@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from segnas.errors import ConfigError
+from segnas.evaluation import EvalProtocol, eval_protocol
 from segnas.genotype import Genotype
 from segnas.hardware import count_params
 from segnas.metrics import SegmentationMetrics, scores_from_confusion
@@ -73,6 +74,7 @@ def search(cfg: DictConfig, random_settings: DictConfig, run_dir: Path, resume: 
         raise ConfigError(f"searcher.samples={samples} architectures share {steps_total} training steps: "
                           "fewer samples or a larger budget")
     device = search_device("auto")
+    protocol = eval_protocol(cfg)
     train_loader = datamodule.loader(datamodule.dataset("train"), train=True)
     val_loader = datamodule.loader(datamodule.val_subset(settings.val_images) if settings.val_images
                                    else datamodule.eval_dataset("val"), train=False)
@@ -96,7 +98,7 @@ def search(cfg: DictConfig, random_settings: DictConfig, run_dir: Path, resume: 
         torch.manual_seed(int(cfg.seed) * 1000 + index)
         net = SPACE.build(genotype, datamodule.num_classes).to(device)
         loss = _train(net, train_loader, steps, cfg, datamodule.ignore_index, device)
-        miou = _score(net, val_loader, datamodule.num_classes, datamodule.ignore_index, device)
+        miou = _score(net, val_loader, datamodule.num_classes, datamodule.ignore_index, device, protocol)
         record = {"sample": index, "genotype_hash": genotype.hash, "genotype": genotype.to_dict(),
                   "path": " ".join(map(str, genotype.arch["path"])), "cell": _describe(genotype.arch["cell"]),
                   "params": count_params(net), "steps": steps, "train_loss": round(loss, 4),
@@ -124,6 +126,7 @@ def search(cfg: DictConfig, random_settings: DictConfig, run_dir: Path, resume: 
             "search_steps_per_sample": steps,
             "search_matched_steps": matched_steps(settings, batches),
             "search_best_val_mIoU": best[0]["val_mIoU"],
+            "search_val_protocol": protocol.describe(),
             **budget.summary(stopped),
         })
 
@@ -150,11 +153,14 @@ def _train(net: nn.Module, loader, steps: int, cfg: DictConfig, ignore_index: in
 
 
 @torch.no_grad()
-def _score(net: nn.Module, loader, num_classes: int, ignore_index: int, device: torch.device) -> float:
+def _score(net: nn.Module, loader, num_classes: int, ignore_index: int, device: torch.device,
+           protocol: EvalProtocol) -> float:
     metrics = SegmentationMetrics(num_classes, ignore_index, sync_on_compute=False).to(device)
     net.eval()
     for batch in loader:
-        metrics.update(net(batch["image"].to(device)), batch["mask"].to(device))
+        batch = {key: value.to(device) if isinstance(value, torch.Tensor) else value for key, value in batch.items()}
+        for logits, targets in protocol.outputs(net, batch):
+            metrics.update(logits, targets["mask"])
     return scores_from_confusion(metrics.compute().cpu())["mIoU"]
 
 
