@@ -20,6 +20,7 @@ from segnas.evaluation import eval_protocol
 from segnas.genotype import Genotype
 from segnas.report.images import ValidationImages
 from segnas.training.depth import DepthModule
+from segnas.training.layer_sync import TimmSyncBatchNorm
 from segnas.training.module import SegmentationModule
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,9 @@ def build_trainer(
 
     ``net``: the network to be trained; under a DDP strategy one with dead parameters switches the
     strategy to find them (see :func:`ddp_strategy`).
+
+    ``trainer.sync_batchnorm=true`` synchronises BatchNorm through :class:`TimmSyncBatchNorm`
+    instead of Lightning's own conversion, which silently drops every timm activation.
     """
     monitor, mode = targets.monitor(cfg)
     best = ModelCheckpoint(
@@ -89,6 +93,8 @@ def build_trainer(
         all_callbacks.append(LearningRateMonitor(logging_interval="step"))
     if net is not None and "strategy" not in overrides:
         overrides.update(ddp_strategy(cfg, net))
+    if overrides.get("sync_batchnorm", cfg.trainer.get("sync_batchnorm", False)):
+        overrides.update(sync_batchnorm=False, plugins=[TimmSyncBatchNorm()])  # Lightning refuses both
     return instantiate(
         cfg.trainer, logger=logger if logger is not None else False, callbacks=all_callbacks,
         default_root_dir=str(run_dir),
