@@ -26,6 +26,7 @@ from __future__ import annotations
 from functools import partial
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
@@ -58,35 +59,88 @@ def _channel_sum(t: torch.Tensor) -> torch.Tensor:
     return t.sum(dim=(0, 2, 3))
 
 
+def _stats_dtype(t: torch.Tensor) -> torch.dtype:
+    """float32 for a bf16 / fp16 tensor (what autocast gives a convolution), else its own dtype:
+    batch statistics and per-channel sums accumulated in half precision lose the digits the
+    running buffers and the gradients need (nn.BatchNorm2d's kernels accumulate in float32 too)."""
+    return torch.promote_types(t.dtype, torch.float32)
+
+
+def _global_moments(mean: torch.Tensor, var: torch.Tensor, count: int,
+                    group: dist.ProcessGroup | None) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """The mean, biased variance and count over every rank of ``group`` from each rank's own:
+    all_gather of [mean, var, count] (counts may differ between ranks), then the parallel
+    variance formula Σ n_r (var_r + (mean_r - mean)²) / Σ n_r."""
+    local = torch.cat([mean, var, mean.new_full((1,), count)])
+    gathered = [torch.empty_like(local) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(gathered, local, group=group)
+    means, variances, counts = torch.stack(gathered).split([mean.numel(), var.numel(), 1], dim=1)
+    total = counts.sum()
+    global_mean = (counts * means).sum(0) / total
+    global_var = (counts * (variances + (means - global_mean).square())).sum(0) / total
+    return global_mean, global_var, int(total.item())
+
+
 class _NormScale(torch.autograd.Function):
     """BatchNorm with batch statistics (no affine) times per-channel weights; keeps only the
-    input for backward and recomputes the normalised tensor there."""
+    input for backward and recomputes the normalised tensor there.
+
+    With a process ``group``, the statistics are those of the whole batch across its ranks, as
+    ``torch.nn.SyncBatchNorm`` computes them (torch/nn/modules/_functions.py ``SyncBatchNorm``:
+    forward all_gathers each rank's mean, variance and count and combines them with the counts;
+    backward all_reduces the two per-channel sums the input gradient needs, Σ g and Σ g·BN(z),
+    and divides by the global count; the gradient of the weights stays the rank's own, which
+    DDP then reduces).
+
+    Under autocast the input is bf16 / fp16: statistics and sums are computed in float32
+    (:func:`_stats_dtype`), and the output has the dtype ``nn.BatchNorm2d(z) * scales`` has
+    (BatchNorm keeps its input's dtype, the product promotes it with the scales').
+    """
 
     @staticmethod
-    def forward(ctx, z: torch.Tensor, scales: torch.Tensor, eps: float) -> tuple[torch.Tensor, ...]:
-        """Returns the output and the batch mean and (biased) variance, for the running buffers."""
-        var, mean = torch.var_mean(z, dim=(0, 2, 3), correction=0)
+    def forward(ctx, z: torch.Tensor, scales: torch.Tensor, eps: float,
+                group: dist.ProcessGroup | None = None) -> tuple[torch.Tensor, ...]:
+        """Returns the output and the batch mean and unbiased variance (over every rank of
+        ``group``), in float32 or wider, for the running buffers."""
+        wide = z.to(_stats_dtype(z))
+        var, mean = torch.var_mean(wide, dim=(0, 2, 3), correction=0)
+        count = z.numel() // z.shape[1]
+        if group is not None:
+            mean, var, count = _global_moments(mean, var, count, group)
         invstd = (var + eps).rsqrt()
         ctx.save_for_backward(z, mean, invstd, scales)
-        ctx.mark_non_differentiable(mean, var)
-        return (z - mean.view(1, -1, 1, 1)) * (invstd * scales).view(1, -1, 1, 1), mean, var
+        ctx.count, ctx.group = count, group
+        out = (wide - mean.view(1, -1, 1, 1)) * (invstd * scales.to(invstd.dtype)).view(1, -1, 1, 1)
+        unbiased = var * count / max(count - 1, 1)  # as nn.BatchNorm2d updates running_var
+        ctx.mark_non_differentiable(mean, unbiased)
+        return out.to(torch.promote_types(z.dtype, scales.dtype)), mean, unbiased
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor, *_: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
+    def backward(ctx, grad: torch.Tensor, *_: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None, None]:
         z, mean, invstd, scales = ctx.saved_tensors
-        normed = (z - mean.view(1, -1, 1, 1)) * invstd.view(1, -1, 1, 1)
-        grad_scales = _channel_sum(grad * normed)
-        count = z.numel() // z.shape[1]
+        grad = grad.to(mean.dtype)
+        s = scales.to(mean.dtype).view(1, -1, 1, 1)
+        normed = (z.to(mean.dtype) - mean.view(1, -1, 1, 1)) * invstd.view(1, -1, 1, 1)
+        sum_g, grad_scales = _channel_sum(grad), _channel_sum(grad * normed)
+        sum_gn = grad_scales  # the scales' gradient stays this rank's; the input's needs every rank's sums
+        if ctx.group is not None:
+            sums = torch.cat([sum_g, grad_scales])
+            dist.all_reduce(sums, group=ctx.group)
+            sum_g, sum_gn = sums.chunk(2)
         # d/dz of BN(z)·s: invstd · (g·s - mean(g·s) - BN(z) · mean(g·s · BN(z)))
-        mean_g = (_channel_sum(grad) * scales / count).view(1, -1, 1, 1)
-        mean_gn = (grad_scales * scales / count).view(1, -1, 1, 1)
-        grad_z = (grad * scales.view(1, -1, 1, 1) - mean_g - normed * mean_gn) * invstd.view(1, -1, 1, 1)
-        return grad_z, grad_scales, None
+        mean_g = (sum_g / ctx.count).view(1, -1, 1, 1) * s
+        mean_gn = (sum_gn / ctx.count).view(1, -1, 1, 1) * s
+        grad_z = (grad * s - mean_g - normed * mean_gn) * invstd.view(1, -1, 1, 1)
+        return grad_z.to(z.dtype), grad_scales.to(scales.dtype), None, None
 
 
 class _PoolMix(torch.autograd.Function):
     """3×3 max pool, 3×3 average pool and identity of ``x``, each times its per-channel weight,
-    summed; keeps only ``x`` for backward and recomputes the pools there."""
+    summed; keeps only ``x`` for backward and recomputes the pools there.
+
+    Under autocast ``x`` is bf16 / fp16 and the output promotes to the scales' float32, as the
+    plain ops do; the pools' backward kernels then take the gradient in ``x``'s dtype, as the
+    plain ops' autograd hands it to them."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
@@ -102,23 +156,34 @@ class _PoolMix(torch.autograd.Function):
         pooled, indices = F.max_pool2d(x, 3, 1, 1, return_indices=True)
         averaged = F.avg_pool2d(x, 3, 1, 1, count_include_pad=False)
         grad_scales = torch.cat([_channel_sum(grad * pooled), _channel_sum(grad * averaged), _channel_sum(grad * x)])
-        grad_x = (torch.ops.aten.max_pool2d_with_indices_backward(grad * s_max, x, [3, 3], [1, 1], [1, 1], [1, 1],
-                                                                   False, indices)
-                  + torch.ops.aten.avg_pool2d_backward(grad * s_avg, x, [3, 3], [1, 1], [1, 1], False, False, None)
+        grad_x = (torch.ops.aten.max_pool2d_with_indices_backward((grad * s_max).to(x.dtype), x, [3, 3], [1, 1],
+                                                                   [1, 1], [1, 1], False, indices)
+                  + torch.ops.aten.avg_pool2d_backward((grad * s_avg).to(x.dtype), x, [3, 3], [1, 1], [1, 1], False,
+                                                       False, None)
                   + grad * s_skip)
-        return grad_x, grad_scales
+        return grad_x.to(x.dtype), grad_scales.to(scales.dtype)
+
+
+def _sync_group(norm: nn.BatchNorm2d) -> dist.ProcessGroup | None:
+    """The process group whose batch statistics ``norm`` must use: its own (or the world) when it
+    is a ``SyncBatchNorm`` (the layer sync converted it: the user asked for synchronised
+    BatchNorm) and the group has more than one rank; else None, this rank's batch alone."""
+    if not (isinstance(norm, nn.SyncBatchNorm) and dist.is_available() and dist.is_initialized()):
+        return None
+    group = norm.process_group or dist.group.WORLD
+    return group if dist.get_world_size(group) > 1 else None
 
 
 def _norm_scale(norm: nn.BatchNorm2d, z: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
     """``norm(z)`` times per-channel weights; in training the running buffers are updated here
-    exactly as ``nn.BatchNorm2d`` updates them, and the normalised tensor is not stored."""
+    exactly as ``nn.BatchNorm2d`` (or ``nn.SyncBatchNorm``, with every rank's statistics) updates
+    them, in their own dtype, and the normalised tensor is not stored."""
     if not norm.training:
         return norm(z) * scales.view(1, -1, 1, 1)
-    out, mean, var = _NormScale.apply(z, scales, norm.eps)
+    out, mean, var = _NormScale.apply(z, scales, norm.eps, _sync_group(norm))
     with torch.no_grad():
-        count = z.numel() // z.shape[1]
-        norm.running_mean.lerp_(mean, norm.momentum)
-        norm.running_var.lerp_(var * count / max(count - 1, 1), norm.momentum)  # unbiased, as nn.BatchNorm2d
+        norm.running_mean.lerp_(mean.to(norm.running_mean.dtype), norm.momentum)
+        norm.running_var.lerp_(var.to(norm.running_var.dtype), norm.momentum)
         norm.num_batches_tracked += 1
     return out
 
