@@ -19,7 +19,7 @@ from segnas.errors import ConfigError, GenotypeError
 from segnas.searchers.autodeeplab import ArchitectureLog
 from segnas.searchers.autodeeplab.module import AutoDeepLabSearchModule
 from segnas.spaces.autodeeplab.decode import normalise_beta, num_edges
-from segnas.spaces.autodeeplab.supernet import AutoDeepLabSupernet
+from segnas.spaces.autodeeplab.supernet import AutoDeepLabSupernet, BlockEdges
 from segnas.training import load_network
 
 SMALL = [
@@ -192,6 +192,8 @@ class _GatherArch(pl.Callback):
 
 
 def test_alpha_beta_stay_identical_across_two_ddp_spawn_processes(tmp_path: Path):
+    """Also: the 3×3 atrous kernels' zero ring stays zero in spawned ranks (a constraint kept by
+    a tensor hook would not be pickled into them)."""
     module = _module()
     initial = torch.cat([p.detach().flatten() for p in module.supernet.arch_parameters()])
     out = tmp_path / "arch.pt"
@@ -203,6 +205,12 @@ def test_alpha_beta_stay_identical_across_two_ddp_spawn_processes(tmp_path: Path
     assert gathered.shape[0] == 2
     assert torch.equal(gathered[0], gathered[1])
     assert not torch.allclose(gathered[0], initial)  # architecture steps did run
+    blocks = [m for m in module.supernet.modules() if isinstance(m, BlockEdges)]  # rank 0's trained weights
+    assert blocks
+    for block in blocks:
+        ring = block.atrous.detach().view(block.edges, 2, block.mixed, block.mixed, 5, 5)[:, 0].clone()
+        ring[..., 1:4, 1:4] = 0
+        assert ring.abs().max() == 0
 
 
 def test_search_on_a_voc_folder_logs_alpha_beta_to_wandb(make_cfg, tmp_path: Path):

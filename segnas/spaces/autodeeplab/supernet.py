@@ -23,8 +23,6 @@ of the paper's supernet, off by default.
 
 from __future__ import annotations
 
-from functools import partial
-
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -49,10 +47,6 @@ def halve(size: tuple[int, int]) -> tuple[int, int]:
 
 def _column(name: str) -> int:
     return PRIMITIVES.index(name)
-
-
-def _masked(mask: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-    return grad * mask.to(device=grad.device, dtype=grad.dtype)
 
 
 def _channel_sum(t: torch.Tensor) -> torch.Tensor:
@@ -217,15 +211,18 @@ class BlockEdges(nn.Module):
         self.sep3 = nn.ModuleList([conv(3, width), conv(1, self.edges), conv(3, width), conv(1, self.edges)])
         self.sep5 = nn.ModuleList([conv(5, width), conv(1, self.edges), conv(5, width), conv(1, self.edges)])
         # both atrous ops in one grouped convolution: each edge's group outputs its [3×3 | 5×5]
-        # channels; 3×3 kernels sit zero-ringed in 5×5 slots whose ring never receives gradient,
-        # so they stay exact 3×3 convolutions under any optimiser (zero stays zero)
+        # channels; 3×3 kernels sit in 5×5 slots whose ring the forward multiplies by zero, so
+        # they are exact 3×3 convolutions whatever the stored ring holds, and the ring gets zero
+        # gradient under any optimiser (it starts at zero; weight decay keeps zero at zero). The
+        # mask is in the forward, not in a gradient hook: hooks are not pickled into ddp_spawn
+        # ranks. It is rebuilt from the shapes, so checkpoints do not carry it.
         small, large = conv(3, self.edges).weight, conv(5, self.edges).weight
         kernels = torch.stack([F.pad(small, [1] * 4).view(self.edges, self.mixed, self.mixed, 5, 5),
                                large.view(self.edges, self.mixed, self.mixed, 5, 5)], dim=1)
         self.atrous = nn.Parameter(kernels.reshape(2 * width, self.mixed, 5, 5).detach().clone())
         mask = torch.ones(self.edges, 2, self.mixed, self.mixed, 5, 5)
         mask[:, 0] = F.pad(torch.ones(3, 3), [1] * 4)
-        self.atrous.register_hook(partial(_masked, mask.reshape_as(self.atrous)))
+        self.register_buffer("atrous_mask", mask.reshape_as(self.atrous), persistent=False)
         # per-channel, so one BatchNorm over [3×3 | 5×5] channels is the two ops' own BatchNorms
         self.norms = nn.ModuleList(nn.BatchNorm2d(2 * width, affine=False) for _ in range(3))
 
@@ -260,7 +257,7 @@ class BlockEdges(nn.Module):
         sep = F.relu(self.norms[0](sep))
         sep = F.conv2d(sep, self._pair(self.sep3[2].weight, self.sep5[2].weight), padding=2, groups=2 * width)
         sep = F.conv2d(sep, torch.cat([self.sep3[3].weight, self.sep5[3].weight]), groups=2 * self.edges)
-        atrous = F.conv2d(relu, self.atrous, padding=4, dilation=2, groups=self.edges)
+        atrous = F.conv2d(relu, self.atrous * self.atrous_mask, padding=4, dilation=2, groups=self.edges)
         atrous_scales = torch.stack([scale("atrous_conv_3x3").view(-1, c), scale("atrous_conv_5x5").view(-1, c)], dim=1)
         atrous = _norm_scale(self.norms[2], atrous, atrous_scales.reshape(-1)).view(n, self.edges, 2, c, h, w).sum(2)
         sep = _norm_scale(self.norms[1], sep, scale("sep_conv_3x3", "sep_conv_5x5"))
