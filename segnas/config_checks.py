@@ -1,32 +1,67 @@
 """Config checks that run before any data is loaded or any network is built, so a mistake is
-reported naming its key within the time it takes to import torch."""
+reported naming its key within about a second.
+
+Everything here (and in :mod:`segnas.searchers.checks`) imports only omegaconf, hydra and
+light segnas modules; the one check that must import the data module's class (does the data
+carry what ``task_type`` learns?) runs last, after every key has been read.
+"""
 
 from __future__ import annotations
 
 from omegaconf import DictConfig, OmegaConf
 
-from segnas import spaces, targets
+from segnas import targets
+from segnas.config_keys import Keys
 from segnas.errors import ConfigError
+from segnas.searchers.budget import Budget
+from segnas.searchers.checks import check_searcher
 from segnas.tasks import TASKS
+
+#: ``train.scheduler`` (:func:`segnas.training.schedules.build_schedule`).
+SCHEDULES = ("poly", "cosine", "constant")
+#: ``trainer.precision`` values Lightning accepts (lightning_fabric's ``_PRECISION_INPUT``).
+PRECISIONS = ("transformer-engine", "transformer-engine-float16", "16-true", "16-mixed", "bf16-true",
+              "bf16-mixed", "32-true", "64-true", "64", "32", "16", "bf16", 64, 32, 16)
+#: ``eval.split``: what ``task=eval`` scores.
+EVAL_SPLITS = ("val", "train")
 
 
 def check_config(cfg: DictConfig) -> None:
-    """Catch the config mistakes that would otherwise surface as a deep traceback."""
+    """Catch the config mistakes that would otherwise surface as a deep traceback, or only after
+    minutes of training."""
     if cfg.get("task") not in TASKS:
         raise ConfigError(f"task={cfg.get('task')}: expected one of {', '.join(TASKS)}")
     if cfg.get("run_dir") in (None, ""):
         raise ConfigError("run_dir is not set (it defaults to hydra.runtime.output_dir under segnas.run)")
-    for key in ("num_classes", "crop_size", "batch_size"):
-        value = OmegaConf.select(cfg, f"data.{key}")
-        if not isinstance(value, int) or value < (2 if key == "num_classes" else 1):
-            raise ConfigError(f"data.{key}={value}: expected a positive integer" +
-                              (" >= 2" if key == "num_classes" else ""))
-    size = OmegaConf.select(cfg, "profile.input_size")
-    if size is None or len(size) != 2 or not all(isinstance(v, int) and v > 0 for v in size):
-        raise ConfigError(f"profile.input_size={size}: expected [H, W], two positive integers")
+    keys = Keys(cfg)
+    keys.integer("data.num_classes", low=2)
+    keys.integer("data.crop_size")
+    keys.integer("data.batch_size")
+    keys.size("profile.input_size")
     if cfg.task in ("train", "profile") and not cfg.get("arch"):
+        from segnas import spaces  # only to list the presets in the message (imports timm)
+
         raise ConfigError(f"task={cfg.task} needs arch=<preset or genotype file>; presets: "
                           f"{', '.join(sorted(spaces.presets()))}")
-    if cfg.task == "eval" and not cfg.get("checkpoint"):
-        raise ConfigError("task=eval needs checkpoint=<.ckpt, model.pt or run dir>")
+    if cfg.task == "eval":
+        if not cfg.get("checkpoint"):
+            raise ConfigError("task=eval needs checkpoint=<.ckpt, model.pt or run dir>")
+        keys.choice("eval.split", EVAL_SPLITS)
+    _check_training(keys)
+    if cfg.task == "search":
+        keys.integer("retrain.epochs", low=0)
+        Budget.from_config(cfg)
+        check_searcher(cfg)
     targets.check(cfg)
+
+
+def _check_training(keys: Keys) -> None:
+    """``train.*`` (every task that trains shares them) and the trainer's cheap sanity checks."""
+    keys.choice("train.scheduler", SCHEDULES)
+    keys.number("train.poly_power", above=0)
+    keys.number("train.min_lr", low=0)
+    keys.integer("train.log_images", low=0)
+    keys.partial("train.optimizer")
+    keys.choice("trainer.precision", PRECISIONS)
+    if OmegaConf.select(keys.node, "trainer.sync_batchnorm") and OmegaConf.select(keys.node, "trainer.accelerator") == "cpu":
+        keys.fail("trainer.sync_batchnorm", "false with trainer.accelerator=cpu (SyncBatchNorm needs GPUs)")

@@ -16,12 +16,13 @@ __all__ = ["run", "check_config"]
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """Run ``cfg.task``; the W&B run is closed even when the task raises."""
+    """Run ``cfg.task``; the W&B run is closed even when the task raises. The config is checked
+    before Lightning and W&B are imported, so a mistake is reported within about a second."""
+    check_config(cfg)
     import pytorch_lightning as pl
 
     from segnas.report.loggers import close_loggers
 
-    check_config(cfg)
     run_dir = Path(cfg.run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)

@@ -18,6 +18,11 @@ SEGMENTATION = "segmentation"
 DEPTH = "depth"
 TASK_TYPES = (SEGMENTATION, DEPTH)
 
+#: The scores each task type's validation computes (:mod:`segnas.metrics`), named here so the
+#: config checks can list them without importing torchmetrics.
+SCORES: dict[str, tuple[str, ...]] = {SEGMENTATION: ("mIoU", "fwIoU", "pixel_acc", "mean_class_acc"),
+                                      DEPTH: ("RMSE", "REL", "delta1")}
+
 #: The validation score that ranks networks of each task type, and its direction.
 SELECTION: dict[str, tuple[str, str]] = {SEGMENTATION: ("mIoU", "max"), DEPTH: ("RMSE", "min")}
 

@@ -141,11 +141,6 @@ def test_resume_refuses_a_foreign_checkpoint(supernet_file, tmp_path) -> None:
         run_search(cfg_for(tmp_path / "run", supernet_file), tmp_path / "run", resume=other)
 
 
-def test_bad_objectives_are_refused(supernet_file, tmp_path) -> None:
-    with pytest.raises(ConfigError, match="searcher.objectives"):
-        run_search(cfg_for(tmp_path / "run", supernet_file, "searcher.objectives=[macs,flops]"), tmp_path / "run")
-
-
 def test_generation_rows_reach_csv_and_wandb(tmp_path) -> None:
     import wandb
     from pytorch_lightning.loggers import WandbLogger
@@ -178,8 +173,6 @@ def test_encoding_bounds_decode_to_the_full_and_the_smallest_network() -> None:
     smallest = encoding.decode(encoding.xl).arch
     assert smallest["depths"] == [1] * 6 and smallest["widths"] == [0.25] * 6
     assert smallest["aspp_rates"] == [] and smallest["aspp_channels"] == 64 and smallest["decoder_channels"] == 64
-    with pytest.raises(ConfigError, match="width_ratios"):
-        Encoding(space, full, [1.5], [1.0])
 
 
 class ToyEvaluator:

@@ -176,11 +176,6 @@ def test_random_fmas_scores_uniform_proposals(supernet_file: Path, tmp_path: Pat
     assert "budget.images=1" in summary["search_budget_exhausted"] and summary["space"] == "elastic-deeplabv3plus"
 
 
-def test_unknown_random_space_is_a_config_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="searcher.space=nasnet"):
-        pipeline.run(random_cfg(tmp_path, "nasnet"))
-
-
 def test_autodeeplab_search_stops_when_the_budget_is_spent(tmp_path: Path) -> None:
     cfg = compose_config("task=search", "searcher=autodeeplab", f"run_dir={tmp_path}", "retrain.epochs=0",
                          "budget.images=8", *(o.replace("searcher.autodeeplab.", "searcher.") for o in ADL))

@@ -7,8 +7,22 @@ logger, shared with retraining so one W&B run holds both), named by
 searcher's own. The pipeline calls it, saves the winner's genotype, retrains (or fine-tunes) the
 returned candidates with the shared training module and evaluates them. A searcher never imports
 another searcher.
+
+Each searcher's keys are checked before it runs by its validator in :mod:`.checks`, which the
+config checks import; so this package imports nothing heavy itself, and ``Candidate`` /
+``SearchResult`` (torch) load on first use.
 """
 
-from segnas.searchers.result import Candidate, SearchResult
+from __future__ import annotations
+
+from typing import Any
 
 __all__ = ["Candidate", "SearchResult"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from segnas.searchers import result
+
+        return getattr(result, name)
+    raise AttributeError(f"module 'segnas.searchers' has no attribute {name!r}")

@@ -7,7 +7,9 @@ also be assembled from runs started elsewhere: ``compare.gather=<folder>`` reads
 run under a folder (a Hydra multirun, local or through submitit) instead of running anything.
 The tables and the plot come from :mod:`segnas.report.comparison`.
 
-A run that fails is recorded as failed and the others go on; re-running the comparison with
+Every run's composed config is checked before the first run starts, so a config mistake in
+any of them stops the comparison before anything has run. A run that fails is recorded as
+failed and the others go on; re-running the comparison with
 ``resume=true`` (in the same ``hydra.run.dir``) keeps finished runs and continues unfinished ones.
 """
 
@@ -52,9 +54,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     else:
         if not cfg.get("resume"):
             resume_checkpoint(run_dir, None)  # refuses a folder that already holds a comparison
+        planned = [(label, seed, _sub_config(cfg, run_dir / "runs", label, searcher, seed))
+                   for seed in _seeds(settings) for label, searcher in plan(settings)]
+        for _, _, sub in planned:  # every run's config, before the first one starts
+            check_config(sub)
         write_config(run_dir, cfg)
-        runs = [_run_one(cfg, run_dir / "runs", label, searcher, seed)
-                for seed in _seeds(settings) for label, searcher in plan(settings)]
+        runs = [_run_one(label, seed, sub) for label, seed, sub in planned]
     rows = comparison.rows(runs)
     outputs = comparison.write(run_dir, rows, command=_command(cfg))
     summary = {
@@ -113,13 +118,9 @@ def searcher_config(label: str, name: str, overrides: list[str], random_override
         raise ConfigError(f"compare.overrides.{name}={overrides}: {err}") from err
 
 
-def _run_one(cfg: DictConfig, runs_dir: Path, label: str, name: str, seed: int) -> dict[str, Any]:
-    """One search run; a finished one is read back, a failure is recorded, never raised."""
+def _sub_config(cfg: DictConfig, runs_dir: Path, label: str, name: str, seed: int) -> DictConfig:
+    """The ``task=search`` config of one run in ``runs_dir/<label>_seed<seed>``."""
     run_dir = runs_dir / f"{label}_seed{seed}"
-    record = {"label": label, "seed": seed, "run_dir": run_dir}
-    if (run_dir / "summary.json").is_file():
-        log.info("compare: %s seed %d already finished in %s", label, seed, run_dir)
-        return {**record, "summary": comparison.read_summary(run_dir)}
     overrides = [str(o) for o in (cfg.compare.overrides or {}).get(name, [])]
     sub = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
     with open_dict(sub):
@@ -134,11 +135,20 @@ def _run_one(cfg: DictConfig, runs_dir: Path, label: str, name: str, seed: int) 
         if sub.get("logger") is not None and "group" in sub.logger:
             sub.logger.group = cfg.compare.group or f"compare-{Path(cfg.run_dir).name}"
             sub.logger.name = f"{label}-seed{seed}"
+    return sub
+
+
+def _run_one(label: str, seed: int, sub: DictConfig) -> dict[str, Any]:
+    """One search run; a finished one is read back, a failure is recorded, never raised."""
+    run_dir = Path(sub.run_dir)
+    record = {"label": label, "seed": seed, "run_dir": run_dir}
+    if (run_dir / "summary.json").is_file():
+        log.info("compare: %s seed %d already finished in %s", label, seed, run_dir)
+        return {**record, "summary": comparison.read_summary(run_dir)}
     run_dir.mkdir(parents=True, exist_ok=True)
     log.info("compare: %s seed %d -> %s", label, seed, run_dir)
     failed = True
     try:
-        check_config(sub)
         summary = search.run(sub)
         failed = False
         return {**record, "summary": summary}

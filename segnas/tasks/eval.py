@@ -27,9 +27,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(f"checkpoint={cfg.checkpoint} predicts {num_classes} channels but task_type="
                           f"{targets.task_type(cfg)} with data.num_classes={datamodule.num_classes} needs "
                           f"{targets.out_channels(cfg, datamodule.num_classes)}")
-    split = cfg.eval.split
-    if split not in ("train", "val"):
-        raise ConfigError(f"eval.split={split}: expected train or val")
+    split = cfg.eval.split  # train or val: checked with the config
     write_config(run_dir, cfg)
     module = build_module(cfg, genotype, num_classes, net)
     logger = build_logger(cfg.get("logger"), run_dir)

@@ -7,9 +7,8 @@ import math
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
+from segnas.config_checks import SCHEDULES
 from segnas.errors import ConfigError
-
-SCHEDULES = ("poly", "cosine", "constant")
 
 
 def build_schedule(

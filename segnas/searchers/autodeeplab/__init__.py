@@ -20,13 +20,11 @@ from pytorch_lightning.callbacks import Callback
 from torch.utils.data import DataLoader
 
 from segnas.data.epoch_seeded import EpochSeededDataset, EpochSeededSampler
-from segnas.errors import ConfigError
 from segnas.evaluation import eval_protocol
 from segnas.searchers.autodeeplab.module import AutoDeepLabSearchModule
 from segnas.searchers.autodeeplab.records import ArchitectureLog, write_arch_params
 from segnas.searchers.budget import Budget
 from segnas.searchers.result import Candidate, SearchResult
-from segnas.spaces.autodeeplab import RELEASED_CELL, RELEASED_PATH
 from segnas.spaces.autodeeplab.supernet import AutoDeepLabSupernet
 from segnas.training.trainer import build_trainer
 
@@ -36,12 +34,8 @@ log = logging.getLogger(__name__)
 def search(cfg: DictConfig, run_dir: Path, resume: Path | None, logger: Logger | None) -> SearchResult:
     start = time.perf_counter()
     options = cfg.searcher
-    epochs, warmup = int(options.epochs), int(options.warmup_epochs)
-    if not 0 <= warmup < epochs:
-        raise ConfigError(f"searcher.warmup_epochs={warmup} must be >= 0 and below searcher.epochs={epochs}, "
-                          "or no architecture step would run")
+    epochs, warmup = int(options.epochs), int(options.warmup_epochs)  # every key was checked with the config
     records = ArchitectureLog(run_dir, OmegaConf.to_container(options.network, resolve=True))
-    records.genotype({"cell": RELEASED_CELL, "path": RELEASED_PATH})  # a bad searcher.network label fails now, not after the search
 
     protocol = eval_protocol(cfg)
     datamodule = instantiate(cfg.data)
@@ -50,14 +44,11 @@ def search(cfg: DictConfig, run_dir: Path, resume: Path | None, logger: Logger |
     train_loaders = {"a": _epoch_seeded_loader(datamodule, half_a, 1), "b": _epoch_seeded_loader(datamodule, half_b, 2)}
     val_loader = datamodule.loader(datamodule.val_subset(options.val_images) if options.val_images
                                    else datamodule.eval_dataset("val"), train=False)
-    try:
-        supernet = AutoDeepLabSupernet(
-            datamodule.num_classes, int(options.layers), int(options.filter_multiplier), int(options.blocks),
-            aspp_channels=int(options.aspp_channels), checkpoint_cells=bool(options.checkpoint_cells),
-            partial_channels=int(options.partial_channels),
-        )
-    except ValueError as err:
-        raise ConfigError(f"searcher: {err}") from err
+    supernet = AutoDeepLabSupernet(
+        datamodule.num_classes, int(options.layers), int(options.filter_multiplier), int(options.blocks),
+        aspp_channels=int(options.aspp_channels), checkpoint_cells=bool(options.checkpoint_cells),
+        partial_channels=int(options.partial_channels),
+    )
     if int(options.partial_channels) > 1:
         log.warning("searcher.partial_channels=%s: PC-DARTS partial channels, an approximation of "
                     "Auto-DeepLab's supernet", options.partial_channels)

@@ -31,13 +31,12 @@ from typing import Any
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from pytorch_lightning.loggers import Logger
 
 from segnas import targets
 from segnas.errors import ConfigError
 from segnas.genotype import Genotype
-from segnas.metrics import scores_from_confusion
 from segnas.nn import build_backbone
 from segnas.report.loggers import is_wandb
 from segnas.searchers import Candidate, SearchResult
@@ -61,6 +60,7 @@ from segnas.searchers.auxcell.policy import build_policy
 from segnas.searchers.auxcell.splits import SearchData
 from segnas.searchers.auxcell.trial import ChildContext, run_round
 from segnas.searchers.budget import Budget
+from segnas.searchers.checks.auxcell import REWARD_KEYS
 from segnas.searchers.distributed import all_gather, from_rank_zero, join_ranks, rank_and_world, search_device
 from segnas.spaces.auxcell import (
     ENCODER_OUT_INDICES,
@@ -86,7 +86,6 @@ def search(cfg: DictConfig, run_dir: Path, resume: Path | None, logger: Logger |
     start = time.perf_counter()
     settings = cfg.searcher
     seed = int(cfg.seed)
-    _check(settings, targets.task_type(cfg))
     join_ranks(cfg.get("trainer"))  # trainer=ddp: every rank searches from here on, together
     rank, world = rank_and_world()
     per_round = _children_per_round(settings, world)
@@ -189,26 +188,10 @@ def _children_per_round(settings: DictConfig, world: int) -> int:
 
 #: Training batches whose mean depth every depth child's output starts at (see training.depth).
 _DEPTH_INIT_BATCHES = 8
-#: Reward metrics each task type may use (the key under ``searcher.reward`` and its choices).
-_REWARD_CHOICES = {targets.SEGMENTATION: ("metrics", sorted(scores_from_confusion(torch.eye(2)))),
-                   targets.DEPTH: ("depth_metrics", ["RMSE", "REL", "delta1"])}
 
 
 def _reward_metrics(settings: DictConfig, kind: str) -> tuple[str, ...]:
-    return tuple(settings.reward.get(_REWARD_CHOICES[kind][0]) or ())
-
-
-def _check(settings: DictConfig, kind: str) -> None:
-    key, choices = _REWARD_CHOICES[kind]
-    metrics = _reward_metrics(settings, kind)
-    if not metrics or any(m not in choices for m in metrics):
-        raise ConfigError(f"searcher.reward.{key}={list(metrics)}: expected a non-empty list of {choices}")
-    for key in ("children", "top_k", "stage1.epochs", "stage1.num_crops", "stage1.batch_size"):
-        value = OmegaConf.select(settings, key)
-        if not isinstance(value, int) or value < 1:
-            raise ConfigError(f"searcher.{key}={value}: expected a positive integer")
-    if settings.stage1.batch_size < 2:
-        raise ConfigError("searcher.stage1.batch_size must be >= 2 (BatchNorm after global pooling)")
+    return tuple(settings.reward.get(REWARD_KEYS[kind]) or ())
 
 
 def _encoder(cfg: DictConfig) -> torch.nn.Module:

@@ -21,6 +21,7 @@ from torch import nn
 
 from segnas.errors import ConfigError
 from segnas.searchers.auxcell.controller import Controller, one_thread
+from segnas.searchers.checks.auxcell import POLICIES
 
 
 class PolicyGradient:
@@ -151,4 +152,4 @@ def build_policy(name: str, controller: Controller, cfg: Any, seed: int = 0) -> 
         return Reinforce(controller, **common)
     if name == "uniform":
         return Uniform(controller, **common)
-    raise ConfigError(f"searcher.controller.algorithm={name}: expected ppo, reinforce or uniform")
+    raise ConfigError(f"searcher.controller.algorithm={name}: expected one of {', '.join(POLICIES)}")

@@ -30,9 +30,10 @@ from segnas.genotype import Genotype
 from segnas.hardware import count_macs, count_params
 from segnas.nn.elastic import sort_hidden_channels
 from segnas.searchers.budget import Budget
+from segnas.searchers.checks.fmas import ordered_objectives
 from segnas.searchers.fmas.encoding import Encoding
 from segnas.searchers.distributed import from_rank_zero, join_ranks, rank_and_world, search_device
-from segnas.searchers.fmas.evaluator import Evaluator, check_objectives
+from segnas.searchers.fmas.evaluator import Evaluator
 from segnas.searchers.fmas.nsga import (
     SearchState,
     build_search_algorithm,
@@ -50,9 +51,6 @@ from segnas.searchers.fmas.supernet import obtain
 from segnas.searchers.result import Candidate, SearchResult
 from segnas.spaces import get_space
 
-CHANNEL_ORDERS = ("first", "l1")
-
-
 def _scale(full_net, objectives: list[str], input_size: tuple[int, int], target) -> dict[str, float]:
     """The full network's costs: objectives are divided by them, which fixes the hypervolume
     reference point before the search starts."""
@@ -66,9 +64,7 @@ def search(cfg: DictConfig, run_dir: Path, resume: Path | None, logger: Any) -> 
     """Obtain the supernet, run NSGA-II over its sub-networks, return the spread top-k of the front."""
     start = time.perf_counter()
     s = cfg.searcher
-    objectives = check_objectives(list(s.objectives))
-    if s.channel_order not in CHANNEL_ORDERS:
-        raise ConfigError(f"searcher.channel_order={s.channel_order}: expected one of {', '.join(CHANNEL_ORDERS)}")
+    objectives = ordered_objectives(list(s.objectives))  # every key was checked with the config
     join_ranks(cfg.get("trainer"))  # trainer=ddp: every rank searches from here on, together
     space = get_space("elastic-deeplabv3plus")
     datamodule = instantiate(cfg.data)

@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 
-from segnas.errors import ConfigError
 from segnas.genotype import Genotype
 from segnas.nn.elastic import SubnetConfig, kept_channels
 from segnas.spaces.elastic_deeplabv3plus import ElasticDeepLabV3PlusSpace
@@ -30,11 +29,9 @@ class Gene:
     choices: tuple[Any, ...]
 
 
-def _ratios(values: Sequence[float], key: str) -> tuple[float, ...]:
-    ratios = tuple(sorted({float(v) for v in values}))
-    if not ratios or not all(0.0 < r <= 1.0 for r in ratios):
-        raise ConfigError(f"{key}={list(values)}: expected a non-empty list of fractions in (0, 1]")
-    return ratios
+def _ratios(values: Sequence[float]) -> tuple[float, ...]:
+    """Distinct and ascending (the config checks made them fractions in (0, 1])."""
+    return tuple(sorted({float(v) for v in values}))
 
 
 class Encoding:
@@ -45,10 +42,7 @@ class Encoding:
         self.space = space
         self.full = space.check(full)
         arch = self.full.arch
-        widths = _ratios(width_ratios, "searcher.width_ratios")
-        heads = _ratios(head_ratios, "searcher.head_ratios")
-        if min_depth < 1:
-            raise ConfigError(f"searcher.min_depth={min_depth}: expected >= 1")
+        widths, heads = _ratios(width_ratios), _ratios(head_ratios)
         genes: list[Gene] = []
         for stage, depth in enumerate(arch["depths"]):
             genes.append(Gene("depths", stage, tuple(range(min(min_depth, depth), depth + 1))))

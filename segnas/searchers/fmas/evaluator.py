@@ -13,26 +13,13 @@ from typing import Any
 
 from torch import nn
 
-from segnas.errors import ConfigError
 from segnas.genotype import Genotype
 from segnas.hardware import LatencyTarget, count_macs, count_params
 from segnas.nn.elastic import extract
+from segnas.searchers.checks.fmas import CONSTRAINTS, ordered_objectives
 from segnas.searchers.fmas.encoding import subnet_config
 from segnas.searchers.distributed import all_gather, rank_and_world
 from segnas.searchers.fmas.scoring import Scorer
-
-OBJECTIVES = ("miou", "params", "macs", "latency")
-#: Constraint config keys and the record field each limits.
-CONSTRAINTS = {"max_params": "params", "max_macs": "macs", "max_latency_ms": "latency_ms"}
-
-
-def check_objectives(objectives: Sequence[str]) -> list[str]:
-    objectives = [str(o) for o in objectives]
-    unknown = [o for o in objectives if o not in OBJECTIVES]
-    if unknown or "miou" not in objectives or len(objectives) < 2 or len(set(objectives)) != len(objectives):
-        raise ConfigError(f"searcher.objectives={objectives}: expected miou and at least one of "
-                          f"params, macs, latency, each once (known: {', '.join(OBJECTIVES)})")
-    return ["miou", *[o for o in objectives if o != "miou"]]
 
 
 class Evaluator:
@@ -43,15 +30,10 @@ class Evaluator:
                  target: LatencyTarget | None = None, cache: dict[str, dict[str, Any]] | None = None) -> None:
         self.supernet = supernet.eval()
         self.scorer = scorer
-        self.objectives = check_objectives(objectives)
+        self.objectives = ordered_objectives(objectives)
+        # names and the hardware target were checked with the config (segnas.searchers.checks.fmas)
         self.constraints = {k: float(v) for k, v in constraints.items() if v is not None}
-        unknown = sorted(set(self.constraints) - set(CONSTRAINTS))
-        if unknown:
-            raise ConfigError(f"searcher.constraints: unknown key(s) {unknown}; known: {sorted(CONSTRAINTS)}")
         self.needs_latency = "latency" in self.objectives or "max_latency_ms" in self.constraints
-        if self.needs_latency and target is None:
-            raise ConfigError("searcher.objectives or searcher.constraints use latency but no hardware "
-                              "target is configured: pick hardware=cpu, onnx_cpu or gap8")
         self.input_size = input_size
         self.target = target
         self.cache: dict[str, dict[str, Any]] = cache if cache is not None else {}

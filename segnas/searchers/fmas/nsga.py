@@ -33,6 +33,7 @@ from pymoo.operators.sampling.rnd import IntegerRandomSampling
 from pymoo.problems.static import StaticProblem
 
 from segnas.errors import ConfigError
+from segnas.searchers.checks.fmas import ALGORITHMS
 from segnas.searchers.fmas.encoding import Encoding
 from segnas.searchers.fmas.evaluator import Evaluator
 from segnas.searchers.fmas.pareto import front_records, hypervolume, objective_matrix
@@ -52,11 +53,6 @@ def build_algorithm(encoding: Encoding, n_obj: int, pop_size: int, generations: 
                     mutation_prob: float | None = None, mutation_eta: float = 20.0) -> NSGA2:
     """NSGA-II on the integer genes of ``encoding``: random integer sampling, SBX and polynomial
     mutation on floats rounded back to integers; ``mutation_prob`` null = 1 / genes."""
-    if pop_size < 2 or generations < 1:
-        raise ConfigError(f"searcher.pop_size={pop_size}, searcher.generations={generations}: "
-                          "need pop_size >= 2 and generations >= 1")
-    if encoding.n_var == 0:
-        raise ConfigError("the elastic space of this supernet has no choices to search")
     algorithm = NSGA2(
         pop_size=pop_size,
         sampling=IntegerRandomSampling(),
@@ -89,18 +85,15 @@ class UniformProposals:
         """Nothing to learn."""
 
 
-ALGORITHMS = ("nsga2", "random")
-
-
 def build_search_algorithm(name: str, encoding: Encoding, n_obj: int, pop_size: int, generations: int, seed: int,
                            **nsga2: Any) -> NSGA2 | UniformProposals:
-    """``searcher.algorithm``: nsga2 (FMAS) or random (its baseline at the same number of proposals)."""
+    """``searcher.algorithm``: nsga2 (FMAS) or random (its baseline at the same number of proposals).
+    The settings were checked with the config; what the supernet's space offers is known only now."""
+    if encoding.n_var == 0:
+        raise ConfigError("the elastic space of this supernet has no choices to search")
     if name == "nsga2":
         return build_algorithm(encoding, n_obj, pop_size, generations, seed, **nsga2)
     if name == "random":
-        if pop_size < 1 or generations < 1 or encoding.n_var == 0:
-            raise ConfigError(f"searcher.pop_size={pop_size}, searcher.generations={generations}: need both >= 1 "
-                              "and a space with choices")
         return UniformProposals(SubnetProblem(encoding.xl, encoding.xu, n_obj), pop_size, seed)
     raise ConfigError(f"searcher.algorithm={name}: expected one of {', '.join(ALGORITHMS)}")
 

@@ -64,10 +64,7 @@ def obtain(cfg: DictConfig, run_dir: Path, logger: Any, datamodule: Any, space: 
 def _train(cfg: DictConfig, run_dir: Path, logger: Any, datamodule: Any,
            space: ElasticDeepLabV3PlusSpace) -> tuple[Genotype, nn.Module, dict[str, Any]]:
     searcher = cfg.searcher
-    epochs = int(searcher.supernet_epochs)
-    if epochs < 1:
-        raise ConfigError(f"searcher.supernet_epochs={epochs}: with searcher.supernet=null the supernet is "
-                          "trained here, so at least 1 epoch is needed (or give searcher.supernet=<checkpoint>)")
+    epochs = int(searcher.supernet_epochs)  # >= 1 here: checked with the config
     genotype = as_elastic(spaces.resolve_arch(searcher.supernet_arch), space,
                           f"searcher.supernet_arch={searcher.supernet_arch}")
     out_dir = run_dir / "supernet"

@@ -23,28 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from hydra.utils import get_method
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from segnas.errors import ConfigError
+from segnas.searchers.checks.random import matching
 from segnas.searchers.result import SearchResult
-
-SPACES = ("autodeeplab", "auxcell", "fmas")
-#: The one setting that turns the matching searcher into random search.
-UNIFORM = {"auxcell": {"controller": {"algorithm": "uniform"}}, "fmas": {"algorithm": "random"}}
-
-
-def matching(cfg: DictConfig) -> DictConfig:
-    """The run's config with ``searcher`` replaced by the matching searcher's (random) settings."""
-    space = cfg.searcher.get("space")
-    if space not in SPACES:
-        raise ConfigError(f"searcher.space={space}: expected one of {', '.join(SPACES)}")
-    settings = cfg.searcher.get(space)
-    if settings is None:
-        raise ConfigError(f"searcher.{space} is missing: searcher=random composes the {space} searcher's "
-                          "settings there (conf/searcher/random.yaml)")
-    inner = OmegaConf.to_container(cfg, resolve=True)
-    inner["searcher"] = OmegaConf.to_container(OmegaConf.merge(settings, UNIFORM.get(space, {})), resolve=True)
-    return OmegaConf.create(inner)
 
 
 def search(cfg: DictConfig, run_dir: Path, resume: Path | None, logger: Any) -> SearchResult:

@@ -58,9 +58,7 @@ def search(cfg: DictConfig, random_settings: DictConfig, run_dir: Path, resume: 
     """``cfg.searcher``: the Auto-DeepLab searcher's settings; ``random_settings``: samples, top_k."""
     start = time.perf_counter()
     settings = cfg.searcher
-    samples, top_k = int(random_settings.samples), int(random_settings.top_k)
-    if samples < 1 or top_k < 1:
-        raise ConfigError(f"searcher.samples={samples}, searcher.top_k={top_k}: both must be >= 1")
+    samples, top_k = int(random_settings.samples), int(random_settings.top_k)  # checked with the config
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
     half = len(datamodule.train_halves()[0]) // datamodule.batch_size

@@ -1,0 +1,33 @@
+"""``searcher=autodeeplab``: the keys of conf/searcher/autodeeplab.yaml, checked before the search."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from segnas.config_keys import Keys
+
+#: The final network's labels (``searcher.network``) besides the decoded cell and path; the
+#: Auto-DeepLab space checks them again when it builds the network.
+NETWORK_LABELS = ("filter_multiplier", "aspp_channels", "decoder_channels", "low_level_channels")
+
+
+def check(cfg: DictConfig, keys: Keys) -> None:
+    """Supernet sizes, schedule, optimisers and the final network's labels."""
+    for key in ("layers", "blocks", "aspp_channels"):
+        keys.integer(key)
+    multiplier = keys.integer("filter_multiplier")
+    epochs = keys.integer("epochs")
+    keys.integer("warmup_epochs", low=0, high=epochs - 1,
+                 why=f"below {keys.name('epochs')}={epochs}, or no architecture step would run")
+    keys.integer("batches_per_epoch", null=True)
+    keys.integer("val_images", null=True)
+    keys.partial("weight_optimizer")
+    keys.number("weight_min_lr", low=0)
+    keys.partial("arch_optimizer")
+    keys.flag("checkpoint_cells")
+    keys.flag("channels_last")
+    if multiplier % keys.integer("partial_channels"):
+        keys.fail("partial_channels", f"a divisor of {keys.name('filter_multiplier')}={multiplier}")
+    for label in keys.mapping("network", NETWORK_LABELS):
+        keys.integer(f"network.{label}")
+    keys.integer("retrain_epochs", low=0)

@@ -1,0 +1,271 @@
+"""A config that cannot run fails before any expensive work: every searcher's keys, ``train.*``,
+``retrain.epochs``, ``budget.*``, ``eval.split`` and the trainer's sanity checks raise a
+ConfigError naming the key before data is loaded, and the check path imports neither Lightning
+nor the data stack."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import typing
+from pathlib import Path
+
+import pytest
+
+from segnas import pipeline, targets
+from segnas.config_checks import PRECISIONS, check_config
+from segnas.errors import ConfigError
+from tests.conftest import subprocess_env
+
+MISSING_FILE = "/nonexistent/segnas/model.pt"
+
+#: Per searcher: (overrides, the key the error must name), one mistake in an otherwise valid config.
+SEARCHER_CASES: dict[str, list[tuple[list[str], str]]] = {
+    "autodeeplab": [
+        (["searcher.layers=0"], "searcher.layers"),
+        (["searcher.filter_multiplier=0"], "searcher.filter_multiplier"),
+        (["searcher.blocks=0"], "searcher.blocks"),
+        (["searcher.aspp_channels=0"], "searcher.aspp_channels"),
+        (["searcher.epochs=0"], "searcher.epochs"),
+        (["searcher.warmup_epochs=6"], "searcher.warmup_epochs"),
+        (["searcher.warmup_epochs=-1"], "searcher.warmup_epochs"),
+        (["searcher.batches_per_epoch=0"], "searcher.batches_per_epoch"),
+        (["searcher.val_images=0"], "searcher.val_images"),
+        (["searcher.weight_optimizer.lr=0"], "searcher.weight_optimizer.lr"),
+        (["searcher.weight_optimizer._partial_=false"], "searcher.weight_optimizer"),
+        (["searcher.weight_min_lr=-1"], "searcher.weight_min_lr"),
+        (["searcher.arch_optimizer.lr=-0.1"], "searcher.arch_optimizer.lr"),
+        (["searcher.checkpoint_cells=maybe"], "searcher.checkpoint_cells"),
+        (["searcher.channels_last=3"], "searcher.channels_last"),
+        (["searcher.partial_channels=3"], "searcher.partial_channels"),
+        (["searcher.partial_channels=0"], "searcher.partial_channels"),
+        (["searcher.network.filter_multiplier=0"], "searcher.network.filter_multiplier"),
+        (["searcher.network.aspp_channels=0"], "searcher.network.aspp_channels"),
+        (["searcher.network.decoder_channels=0"], "searcher.network.decoder_channels"),
+        (["searcher.network.low_level_channels=x"], "searcher.network.low_level_channels"),
+        (["+searcher.network.depth=3"], "searcher.network"),
+        (["searcher.retrain_epochs=-1", "retrain.epochs=1"], "searcher.retrain_epochs"),
+    ],
+    "auxcell": [
+        (["searcher.task_types=[heights]"], "searcher.task_types"),
+        (["searcher.children=0"], "searcher.children"),
+        (["searcher.children_per_round=0"], "searcher.children_per_round"),
+        (["searcher.device=tpu"], "searcher.device"),
+        (["searcher.top_k=0"], "searcher.top_k"),
+        (["searcher.top_k=7"], "searcher.top_k"),
+        (["searcher.backbone=''"], "searcher.backbone"),
+        ([f"searcher.teacher={MISSING_FILE}"], "searcher.teacher"),
+        (["searcher.width=0"], "searcher.width"),
+        (["searcher.sep_repeats=0"], "searcher.sep_repeats"),
+        (["searcher.calibrate_batches=-1"], "searcher.calibrate_batches"),
+        (["searcher.controller.algorithm=a2c"], "searcher.controller.algorithm"),
+        (["searcher.controller.hidden_size=0"], "searcher.controller.hidden_size"),
+        (["searcher.controller.num_layers=0"], "searcher.controller.num_layers"),
+        (["searcher.controller.lr=0"], "searcher.controller.lr"),
+        (["searcher.controller.baseline_decay=1.5"], "searcher.controller.baseline_decay"),
+        (["searcher.controller.grad_clip=0"], "searcher.controller.grad_clip"),
+        (["searcher.controller.entropy_coef=-0.1"], "searcher.controller.entropy_coef"),
+        (["searcher.controller.ppo.clip=0"], "searcher.controller.ppo.clip"),
+        (["searcher.controller.ppo.buffer_size=0"], "searcher.controller.ppo.buffer_size"),
+        (["searcher.controller.ppo.minibatch_size=0"], "searcher.controller.ppo.minibatch_size"),
+        (["searcher.controller.ppo.epochs=0"], "searcher.controller.ppo.epochs"),
+        (["searcher.loss.aux_weight=-1"], "searcher.loss.aux_weight"),
+        (["searcher.loss.aux_cell=yes"], "searcher.loss.aux_cell"),
+        (["searcher.loss.kd_weight=-1"], "searcher.loss.kd_weight"),
+        (["searcher.stage1.cache=2"], "searcher.stage1.cache"),
+        (["searcher.stage1.cache_device=gpu"], "searcher.stage1.cache_device"),
+        (["searcher.stage1.num_crops=0"], "searcher.stage1.num_crops"),
+        (["searcher.stage1.epochs=0"], "searcher.stage1.epochs"),
+        (["searcher.stage1.batch_size=1"], "searcher.stage1.batch_size"),
+        (["searcher.stage1.decoder_lr=0"], "searcher.stage1.decoder_lr"),
+        (["searcher.stage1.grad_clip=0"], "searcher.stage1.grad_clip"),
+        (["searcher.stage1.polyak=1.0"], "searcher.stage1.polyak"),
+        (["searcher.early_stopping.enabled=x"], "searcher.early_stopping.enabled"),
+        (["searcher.early_stopping.initial=2"], "searcher.early_stopping.initial"),
+        (["searcher.early_stopping.tolerance=-0.1"], "searcher.early_stopping.tolerance"),
+        (["searcher.early_stopping.decay=1.5"], "searcher.early_stopping.decay"),
+        (["searcher.early_stopping.schedule=[[100,1.5]]"], "searcher.early_stopping.schedule"),
+        (["searcher.early_stopping.schedule=[100]"], "searcher.early_stopping.schedule"),
+        (["searcher.stage2.enabled=x"], "searcher.stage2.enabled"),
+        (["data.batch_size=1"], "data.batch_size"),
+        (["searcher.stage2.epochs=0"], "searcher.stage2.epochs"),
+        (["searcher.stage2.max_batches=0"], "searcher.stage2.max_batches"),
+        (["searcher.stage2.encoder_lr=0"], "searcher.stage2.encoder_lr"),
+        (["searcher.stage2.encoder_momentum=1.0"], "searcher.stage2.encoder_momentum"),
+        (["searcher.stage2.encoder_weight_decay=-1"], "searcher.stage2.encoder_weight_decay"),
+        (["searcher.stage2.decoder_lr=0"], "searcher.stage2.decoder_lr"),
+        (["searcher.stage2.grad_clip=0"], "searcher.stage2.grad_clip"),
+        (["searcher.stage2.polyak=1.5"], "searcher.stage2.polyak"),
+        (["searcher.reward.metrics=[IoU]"], "searcher.reward.metrics"),
+        (["searcher.reward.metrics=[]"], "searcher.reward.metrics"),
+        (["searcher.reward.depth_metrics=[RMSE,RMSE]"], "searcher.reward.depth_metrics"),
+        (["searcher.reward.holdout=1.0"], "searcher.reward.holdout"),
+        (["searcher.reward.holdout_min=-1"], "searcher.reward.holdout_min"),
+        (["searcher.reward.holdout=0", "searcher.reward.holdout_min=0"], "searcher.reward.holdout_min"),
+        (["searcher.reward.crop_size=0"], "searcher.reward.crop_size"),
+        (["searcher.retrain_epochs=-1", "retrain.epochs=1"], "searcher.retrain_epochs"),
+    ],
+    "fmas": [
+        ([f"searcher.supernet={MISSING_FILE}"], "searcher.supernet"),
+        (["searcher.supernet_arch=''"], "searcher.supernet_arch"),
+        (["searcher.supernet_epochs=0"], "searcher.supernet_epochs"),
+        (["searcher.supernet_epochs=-1"], "searcher.supernet_epochs"),
+        (["searcher.channel_order=random"], "searcher.channel_order"),
+        (["searcher.width_ratios=[1.5]"], "searcher.width_ratios"),
+        (["searcher.width_ratios=[]"], "searcher.width_ratios"),
+        (["searcher.head_ratios=[0]"], "searcher.head_ratios"),
+        (["searcher.min_depth=0"], "searcher.min_depth"),
+        (["searcher.val_images=0"], "searcher.val_images"),
+        (["searcher.calib_images=0"], "searcher.calib_images"),
+        (["searcher.recalibrate_bn=maybe"], "searcher.recalibrate_bn"),
+        (["searcher.device=tpu"], "searcher.device"),
+        (["searcher.objectives=[macs,flops]"], "searcher.objectives"),
+        (["searcher.objectives=[miou]"], "searcher.objectives"),
+        (["searcher.objectives=[miou,macs,macs]"], "searcher.objectives"),
+        (["searcher.objectives=[miou,latency]", "~hardware"], "searcher.objectives"),
+        (["+searcher.constraints.max_flops=3"], "searcher.constraints"),
+        (["searcher.constraints.max_macs=-1"], "searcher.constraints.max_macs"),
+        (["searcher.input_size=[32]"], "searcher.input_size"),
+        (["searcher.hv_reference=1.0"], "searcher.hv_reference"),
+        (["searcher.algorithm=cmaes"], "searcher.algorithm"),
+        (["searcher.pop_size=0"], "searcher.pop_size"),
+        (["searcher.pop_size=1"], "searcher.pop_size"),
+        (["searcher.generations=0"], "searcher.generations"),
+        (["searcher.seed=abc"], "searcher.seed"),
+        (["searcher.crossover_prob=1.5"], "searcher.crossover_prob"),
+        (["searcher.crossover_eta=-1"], "searcher.crossover_eta"),
+        (["searcher.mutation_prob=2"], "searcher.mutation_prob"),
+        (["searcher.mutation_eta=-1"], "searcher.mutation_eta"),
+        (["searcher.top_k=0"], "searcher.top_k"),
+        (["searcher.top_k=13"], "searcher.top_k"),
+        (["searcher.retrain_epochs=-1", "retrain.epochs=1"], "searcher.retrain_epochs"),
+    ],
+    "random": [
+        (["searcher.space=nasnet"], "searcher.space"),
+        (["searcher.samples=0"], "searcher.samples"),
+        (["searcher.top_k=5"], "searcher.top_k"),
+        (["searcher.retrain_epochs=-1", "retrain.epochs=1"], "searcher.retrain_epochs"),
+        (["searcher.autodeeplab.warmup_epochs=6"], "searcher.autodeeplab.warmup_epochs"),
+        (["searcher.space=auxcell", "searcher.auxcell.children=0"], "searcher.auxcell.children"),
+        (["searcher.space=fmas", "searcher.fmas.pop_size=0"], "searcher.fmas.pop_size"),
+    ],
+}
+#: Keys outside the searcher's node, checked for every searcher (here with the default one).
+COMMON_CASES: list[tuple[list[str], str]] = [
+    (["train.scheduler=step"], "train.scheduler"),
+    (["train.poly_power=0"], "train.poly_power"),
+    (["train.min_lr=-1"], "train.min_lr"),
+    (["train.log_images=-1"], "train.log_images"),
+    (["train.optimizer.lr=0"], "train.optimizer.lr"),
+    (["trainer.precision=8"], "trainer.precision"),
+    (["trainer=ddp", "trainer.accelerator=cpu"], "trainer.sync_batchnorm"),
+    (["retrain.epochs=-1"], "retrain.epochs"),
+    (["budget.images=-3"], "budget.images"),
+    (["budget.wall_time_s=0"], "budget.wall_time_s"),
+]
+CASES = [(name, overrides, key) for name, cases in SEARCHER_CASES.items() for overrides, key in cases] + \
+        [("autodeeplab", overrides, key) for overrides, key in COMMON_CASES]
+
+
+@pytest.fixture
+def no_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loading any data fails the test: the checks must answer before it."""
+    from segnas.data.datamodule import SegmentationDataModule
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("data was loaded before the config was checked")
+
+    monkeypatch.setattr(SegmentationDataModule, "setup", refuse)
+    monkeypatch.setattr(SegmentationDataModule, "source", refuse)
+
+
+@pytest.mark.parametrize(("searcher", "overrides", "key"), CASES,
+                         ids=lambda value: ",".join(value) if isinstance(value, list) else str(value))
+def test_a_bad_key_names_itself_before_any_data_is_loaded(make_cfg, no_data, tmp_path: Path, searcher: str,
+                                                          overrides: list[str], key: str) -> None:
+    cfg = make_cfg("task=search", f"searcher={searcher}", *overrides, tiny=False)
+    with pytest.raises(ConfigError, match=rf"^{re.escape(key)}[=: ]") as error:
+        pipeline.run(cfg)
+    assert "expected" in str(error.value) or "unknown key" in str(error.value)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("overrides", [
+    ["searcher=autodeeplab"], ["searcher=auxcell"], ["searcher=fmas"], ["searcher=random"],
+    ["searcher=random", "searcher.space=auxcell"],
+    # uniform proposals need no second parent: one per generation is a valid random baseline
+    ["searcher=random", "searcher.space=fmas", "searcher.fmas.pop_size=1", "searcher.fmas.top_k=1"],
+])
+def test_the_shipped_searcher_settings_pass(make_cfg, overrides: list[str]) -> None:
+    check_config(make_cfg("task=search", *overrides, tiny=False))
+
+
+def test_a_given_supernet_needs_no_training_epochs(make_cfg, tmp_path: Path) -> None:
+    supernet = tmp_path / "model.pt"
+    supernet.touch()
+    check_config(make_cfg("task=search", "searcher=fmas", "searcher.supernet_epochs=0",
+                          f"searcher.supernet={supernet}", tiny=False))
+
+
+def test_eval_split_is_checked_with_the_config(make_cfg, no_data) -> None:
+    with pytest.raises(ConfigError, match=r"^eval\.split=test: expected one of val, train"):
+        pipeline.run(make_cfg("task=eval", "checkpoint=x.ckpt", "eval.split=test"))
+
+
+def test_a_comparison_checks_every_run_before_the_first_starts(tmp_path: Path, no_data) -> None:
+    from tests.conftest import compose_config
+
+    cfg = compose_config("task=compare", f"run_dir={tmp_path / 'run'}", "compare.seeds=[0]",
+                         'compare.overrides.fmas=["searcher.pop_size=0"]')
+    with pytest.raises(ConfigError, match=r"^searcher\.pop_size=0"):
+        pipeline.run(cfg)  # fmas is the third searcher: autodeeplab and auxcell would have run first
+    assert not (tmp_path / "run" / "runs").exists()
+
+
+def test_the_names_the_checks_list_are_what_the_code_computes() -> None:
+    """The checks keep their own copy of some names so as not to import torch; these must agree."""
+    import torch
+    from lightning_fabric.plugins.precision.precision import _PRECISION_INPUT
+
+    from segnas.metrics import DepthMetrics, scores_from_confusion
+    from segnas.searchers.checks.autodeeplab import NETWORK_LABELS
+    from segnas.spaces.autodeeplab import AutoDeepLabSpace
+
+    def flatten(hint) -> set:
+        return {leaf for arg in typing.get_args(hint) for leaf in (flatten(arg) or {arg})}
+
+    assert set(PRECISIONS) == flatten(_PRECISION_INPUT)
+    assert set(targets.SCORES[targets.SEGMENTATION]) == set(scores_from_confusion(torch.eye(2)))
+    depth = DepthMetrics()
+    depth.update(torch.ones(1, 1, 2, 2), torch.ones(1, 1, 2, 2))
+    assert set(targets.SCORES[targets.DEPTH]) == set(depth.compute())
+    assert set(NETWORK_LABELS) == set(AutoDeepLabSpace.defaults) - {"cell", "path"}
+
+
+def run_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=tmp_path, env=subprocess_env(tmp_path),
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_the_cli_reports_a_bad_key_in_one_line_with_exit_code_2(tmp_path: Path) -> None:
+    result = run_cli(tmp_path, "-m", "segnas.run", "searcher=fmas", "searcher.pop_size=0",
+                     f"hydra.run.dir={tmp_path}/run")
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.splitlines() == [
+        "segnas: error: searcher.pop_size=0: expected an integer >= 2 (NSGA-II needs two parents)"]
+    assert not (tmp_path / "run" / "supernet").exists()
+
+
+def test_the_check_path_imports_no_heavy_library(tmp_path: Path) -> None:
+    """What ``python -m segnas.run`` imports before it reports a bad key: no Lightning, timm,
+    W&B, ONNX, pymoo, data stack or plotting (torch neither, as it happens)."""
+    result = run_cli(tmp_path, "-X", "importtime", "-m", "segnas.run", "searcher=fmas", "searcher.pop_size=0",
+                     f"hydra.run.dir={tmp_path}/run")
+    assert result.returncode == 2 and "segnas: error: searcher.pop_size=0" in result.stderr
+    imported = {line.split("|")[-1].strip().split(".")[0] for line in result.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "omegaconf" in imported and "segnas" in imported
+    heavy = {"pytorch_lightning", "lightning", "lightning_fabric", "timm", "wandb", "onnx", "onnxruntime", "pymoo",
+             "albumentations", "cv2", "matplotlib", "torchmetrics", "torch"}
+    assert imported.isdisjoint(heavy), sorted(imported & heavy)
