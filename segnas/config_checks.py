@@ -63,5 +63,6 @@ def _check_training(keys: Keys) -> None:
     keys.integer("train.log_images", low=0)
     keys.partial("train.optimizer")
     keys.choice("trainer.precision", PRECISIONS)
-    if OmegaConf.select(keys.node, "trainer.sync_batchnorm") and OmegaConf.select(keys.node, "trainer.accelerator") == "cpu":
+    sync, accelerator = (OmegaConf.select(keys.node, f"trainer.{key}") for key in ("sync_batchnorm", "accelerator"))
+    if sync and accelerator == "cpu":
         keys.fail("trainer.sync_batchnorm", "false with trainer.accelerator=cpu (SyncBatchNorm needs GPUs)")

@@ -148,7 +148,8 @@ class Keys:
     def fractions(self, key: str) -> list[float]:
         """A non-empty list of numbers in (0, 1]."""
         value = self.raw(key)
-        if not isinstance(value, (list, ListConfig)) or not value or not all(is_number(v) and 0 < v <= 1 for v in value):
+        if not isinstance(value, (list, ListConfig)) or not value \
+                or not all(is_number(v) and 0 < v <= 1 for v in value):
             self.fail(key, "a non-empty list of fractions in (0, 1]", value)
         return [float(v) for v in value]
 
