@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
+import re
 from functools import partial
 from pathlib import Path
 
@@ -99,8 +101,9 @@ def test_warmup_epochs_take_no_architecture_step(tmp_path: Path):
     assert torch.equal(module.supernet.alpha, alpha)
 
 
-def test_search_writes_records_and_retrains_the_decoded_network(make_cfg, tmp_path: Path, capsys):
-    summary = pipeline.run(make_cfg(*SMALL))
+def test_search_writes_records_and_retrains_the_decoded_network(make_cfg, tmp_path: Path, capsys, caplog):
+    with caplog.at_level(logging.INFO, logger="segnas"):
+        summary = pipeline.run(make_cfg(*SMALL))
     run = tmp_path / "run"
     printed = capsys.readouterr().out
     for name, path in (("genotype", run / "genotype.yaml"), ("model", run / "model.pt"),
@@ -115,6 +118,14 @@ def test_search_writes_records_and_retrains_the_decoded_network(make_cfg, tmp_pa
     assert [row["epoch"] for row in rows] == ["0", "1"]
     assert [row["arch_active"] for row in rows] == ["False", "True"]
     assert rows[-1]["genotype_hash"] == genotype.hash
+    # one line per architecture epoch in the run's log
+    logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("architecture epoch")]
+    assert len(logged) == 2
+    assert re.fullmatch(r"architecture epoch 1/2 \(warm-up\): weight loss \d+\.\d{4}, arch loss n/a, "
+                        r"supernet val mIoU \d\.\d{4}, path \d+( \d+){2}, genotype \w+", logged[0]), logged[0]
+    assert re.fullmatch(r"architecture epoch 2/2 \(architecture steps\): weight loss \d+\.\d{4}, arch loss \d+\.\d{4}, "
+                        rf"supernet val mIoU \d\.\d{{4}}, path {' '.join(map(str, genotype.arch['path']))}, "
+                        rf"genotype {genotype.hash}", logged[1]), logged[1]
     params = json.loads((run / "arch_params.json").read_text())
     assert torch.tensor(params["alpha"]).shape == (num_edges(2), 8)
     beta = torch.tensor(params["beta"])

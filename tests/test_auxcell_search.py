@@ -7,6 +7,7 @@ import csv
 import json
 import logging
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -123,14 +124,21 @@ def test_resume_continues_with_the_same_next_child(make_cfg, tmp_path: Path) -> 
         assert (a["encoding"], a["reward"], a["baseline"]) == (b["encoding"], b["reward"], b["baseline"])
 
 
-def test_search_then_retrain_end_to_end(make_cfg, tmp_path: Path) -> None:
+def test_search_then_retrain_end_to_end(make_cfg, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     teacher = save_network(tmp_path / "teacher.pt", spaces.resolve_arch("deeplabv3plus-mobilenetv2"), 5,
                            spaces.build(spaces.resolve_arch("deeplabv3plus-mobilenetv2"), 5))
     run_dir = tmp_path / "run"
-    pipeline.run(make_cfg(*SMALL, "task=search", "retrain.epochs=1", f"searcher.teacher={teacher}",
-                                    "searcher.top_k=2", run_dir=run_dir))
+    with caplog.at_level(logging.INFO, logger="segnas"):
+        pipeline.run(make_cfg(*SMALL, "task=search", "retrain.epochs=1", f"searcher.teacher={teacher}",
+                              "searcher.top_k=2", run_dir=run_dir))
     table = rows(run_dir / "search.csv")
     assert [int(r["child"]) for r in table] == [0, 1, 2]
+    logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("child ")]
+    assert [line.split(" ")[1] for line in logged] == ["0", "1", "2"]
+    for line, row in zip(logged, table):  # one line per child: status, rewards, seconds, cell
+        assert re.fullmatch(rf"child {row['child']} \({int(row['child']) + 1}/3\): (ok|stopped early after stage 1), "
+                            rf"reward {float(row['reward']):.4f} \(stage 1 \d\.\d{{4}}(, stage 2 \d\.\d{{4}})?\), "
+                            rf"\d+\.\d s, cell .+", line), line
     assert all(r["status"] == "ok" and 0.0 <= float(r["reward"]) <= 1.0 for r in table)
     assert all(float(r["controller_update_s"]) < 1.0 for r in table)
     genotype = spaces.resolve_arch(str(run_dir / "genotype.yaml"))

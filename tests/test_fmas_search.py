@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import itertools
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -141,7 +142,7 @@ def test_resume_refuses_a_foreign_checkpoint(supernet_file, tmp_path) -> None:
         run_search(cfg_for(tmp_path / "run", supernet_file), tmp_path / "run", resume=other)
 
 
-def test_generation_rows_reach_csv_and_wandb(tmp_path) -> None:
+def test_generation_rows_reach_the_log_csv_and_wandb(tmp_path, caplog: pytest.LogCaptureFixture) -> None:
     import wandb
     from pytorch_lightning.loggers import WandbLogger
 
@@ -149,16 +150,20 @@ def test_generation_rows_reach_csv_and_wandb(tmp_path) -> None:
 
     logger = WandbLogger(save_dir=str(tmp_path), offline=True, project="segnas-test")
     try:
-        log = SearchLog(tmp_path, logger, "macs", history=[])
+        log = SearchLog(tmp_path, logger, "macs", history=[], generations=3)
         front = [{"genotype_hash": "abc", "miou": 0.5, "macs": 10, "genotype": {"depths": [1]}}]
-        log({"generation": 1, "hypervolume": 0.25, "front_size": 1, "scored_total": 1, "cache_hits_total": 0,
-             "infeasible": 0, "best_miou": 0.5}, front)
+        with caplog.at_level(logging.INFO, logger="segnas"):
+            log({"generation": 1, "hypervolume": 0.25, "front_size": 1, "proposed": 4, "scored": 1, "scored_total": 1,
+                 "cache_hits": 0, "cache_hits_total": 0, "infeasible": 0, "best_miou": 0.5, "wall_s": 1.5}, front)
         summary = dict(logger.experiment.summary)
     finally:
         wandb.finish()
     assert summary["search/hypervolume"] == 0.25
     assert "search/front" in summary
     assert read_csv(tmp_path / "search.csv")[0]["hypervolume"] == "0.25"
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("segnas")] == [
+        "generation 1/3: hypervolume 0.2500, front 1, best mIoU 0.5000, scored 1 of 4 proposed (1 in all), "
+        "0 infeasible, 0 cache hits, 1.5 s"]
 
 
 def test_encoding_bounds_decode_to_the_full_and_the_smallest_network() -> None:

@@ -20,6 +20,7 @@ from segnas.evaluation import eval_protocol
 from segnas.genotype import Genotype
 from segnas.report.images import ValidationImages
 from segnas.training.depth import DepthModule
+from segnas.training.epoch_log import EpochLog, live_progress_bar
 from segnas.training.layer_sync import TimmSyncBatchNorm
 from segnas.training.module import SegmentationModule
 
@@ -78,6 +79,9 @@ def build_trainer(
     ``net``: the network to be trained; under a DDP strategy one with dead parameters switches the
     strategy to find them (see :func:`ddp_strategy`).
 
+    Every Trainer logs one line per epoch (:class:`EpochLog`) and draws the live progress bar only
+    on a terminal unless ``trainer.enable_progress_bar`` says otherwise.
+
     ``trainer.sync_batchnorm=true`` synchronises BatchNorm through :class:`TimmSyncBatchNorm`
     instead of Lightning's own conversion, which silently drops every timm activation.
     """
@@ -88,11 +92,12 @@ def build_trainer(
     )
     last = ModelCheckpoint(dirpath=run_dir, filename="last", save_top_k=1, enable_version_counter=False)
     all_callbacks: list[Callback] = [best, last, ValidationImages(run_dir, datamodule, int(cfg.train.log_images)),
-                                     *callbacks]
+                                     EpochLog(), *callbacks]
     if logger is not None:
         all_callbacks.append(LearningRateMonitor(logging_interval="step"))
     if net is not None and "strategy" not in overrides:
         overrides.update(ddp_strategy(cfg, net))
+    overrides.setdefault("enable_progress_bar", live_progress_bar(cfg.trainer.get("enable_progress_bar")))
     if overrides.get("sync_batchnorm", cfg.trainer.get("sync_batchnorm", False)):
         overrides.update(sync_batchnorm=False, plugins=[TimmSyncBatchNorm()])  # Lightning refuses both
     return instantiate(

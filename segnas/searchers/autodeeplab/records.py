@@ -1,12 +1,14 @@
-"""What the Auto-DeepLab search leaves behind each epoch: the decoded genotype (``search.csv``,
-``genotypes/epoch_NNN.yaml``, a W&B table), α / β pictures (``arch/``, W&B images) and, at the
-end, the final α and β raw and normalised (``arch_params.json``)."""
+"""What the Auto-DeepLab search leaves behind each epoch: a line in the run's log (``run.log``),
+the decoded genotype (``search.csv``, ``genotypes/epoch_NNN.yaml``, a W&B table), α / β pictures
+(``arch/``, W&B images) and, at the end, the final α and β raw and normalised
+(``arch_params.json``)."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ from segnas.spaces.autodeeplab.decode import (
     path_levels,
 )
 
+log = logging.getLogger(__name__)
 COLUMNS = ["epoch", "weight_steps", "arch_active", "weight_loss", "arch_loss", "val_mIoU", "genotype_hash",
            "path", "cell"]
 
@@ -73,6 +76,7 @@ class ArchitectureLog(pl.Callback):
             "path": json.dumps(genotype.arch["path"]),
             "cell": json.dumps(genotype.arch["cell"]),
         })
+        log.info(describe(self.rows[-1], trainer.max_epochs))
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
         writer.writeheader()
@@ -90,6 +94,20 @@ class ArchitectureLog(pl.Callback):
             logger.log_image("search/beta_path", [str(beta_png)], step=trainer.global_step)
             logger.log_table("search/genotypes", columns=COLUMNS, data=[_typed(row) for row in self.rows],
                              step=trainer.global_step)
+
+
+def describe(row: dict[str, Any], epochs: int) -> str:
+    """An epoch's row as one line: its phase, both losses, the supernet's val mIoU, the decoded
+    path (stride per layer) and the genotype's hash."""
+
+    def score(name: str) -> str:
+        return "n/a" if row[name] is None else f"{row[name]:.4f}"
+
+    phase = "architecture steps" if row["arch_active"] else "warm-up"
+    path = " ".join(map(str, json.loads(row["path"])))
+    return (f"architecture epoch {row['epoch'] + 1}/{epochs} ({phase}): weight loss {score('weight_loss')}, "
+            f"arch loss {score('arch_loss')}, supernet val mIoU {score('val_mIoU')}, path {path}, "
+            f"genotype {row['genotype_hash']}")
 
 
 def _typed(row: dict[str, Any]) -> list[Any]:

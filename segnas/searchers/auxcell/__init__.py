@@ -157,8 +157,7 @@ def search(cfg: DictConfig, run_dir: Path, resume: Path | None, logger: Logger |
                 "log_prob": log_prob,
             }
             history.append(record)
-            log.info("child %d: %s reward %.4f (%s)", record["child"], record["status"], record["reward"],
-                     record["cell"])
+            log.info(records.describe(record, int(settings.children)))
             if writer:
                 _log_child(logger, record)
         if writer:

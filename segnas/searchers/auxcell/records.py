@@ -22,6 +22,19 @@ COLUMNS = (
 )
 
 
+def describe(record: dict[str, Any], children: int) -> str:
+    """The child's line in the run's log (``run.log``): index (as in search.csv) and count, what
+    became of it, its reward and each stage's, its seconds and its cell."""
+    if record["status"] != "ok":
+        status = f"failed ({record.get('error')})"
+    else:
+        status = "stopped early after stage 1" if record.get("stopped_early") else "ok"
+    stages = ", ".join(f"stage {k} {record[f'stage{k}_reward']:.4f}" for k in (1, 2)
+                       if record.get(f"stage{k}_reward") is not None)
+    return (f"child {record['child']} ({record['child'] + 1}/{children}): {status}, reward {record['reward']:.4f}"
+            f"{f' ({stages})' if stages else ''}, {float(record.get('child_s') or 0.0):.1f} s, cell {record['cell']}")
+
+
 def write_csv(path: Path, records: list[dict[str, Any]]) -> Path:
     """Rewrite ``search.csv`` from every record (small: one row per child)."""
     buffer = io.StringIO()

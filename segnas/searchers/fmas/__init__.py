@@ -112,7 +112,8 @@ def search(cfg: DictConfig, run_dir: Path, resume: Path | None, logger: Any) -> 
 
     stopped = run_generations(state, encoding, evaluator, objectives, scale, reference, int(s.generations),
                               run_dir / "last.ckpt" if writer else None,
-                              SearchLog(run_dir, logger, cost, state.history) if writer else None, stop=spent)
+                              SearchLog(run_dir, logger, cost, state.history, int(s.generations)) if writer else None,
+                              stop=spent)
     records = list(state.cache.values())
     front = front_records(records, objectives, scale)
     if not front:
