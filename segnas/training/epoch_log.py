@@ -10,8 +10,10 @@ per short run) while ``run.log`` gets nothing per epoch; a line per epoch is wha
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -31,12 +33,33 @@ class EpochLog(pl.Callback):
 
     The train loss is the mean over the epoch's steps of what ``training_step`` returned, or the
     last logged ``train/loss`` for modules that optimise manually and return nothing.
+
+    ``log_file``: the run's log (Hydra's ``run.log``). A rank started by ``ddp_spawn`` is a fresh
+    interpreter that Hydra's logging never configured, so its lines would reach no file; there,
+    while it fits, the lines are appended to ``log_file`` when the file exists.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, log_file: Path | None = None) -> None:
         self.start = time.perf_counter()
         self.losses: list[float] = []
         self.validated = False
+        self.log_file = log_file
+        self._handler: logging.Handler | None = None
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        spawned = multiprocessing.parent_process() is not None
+        unconfigured = not logging.getLogger().handlers  # Hydra's logging did not reach this process
+        if spawned and unconfigured and trainer.is_global_zero and self.log_file is not None and self.log_file.is_file():
+            self._handler = logging.FileHandler(self.log_file)
+            self._handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+            logging.getLogger("segnas").addHandler(self._handler)
+            logging.getLogger("segnas").setLevel(logging.INFO)
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self._handler is not None:
+            logging.getLogger("segnas").removeHandler(self._handler)
+            self._handler.close()
+            self._handler = None
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.start, self.losses, self.validated = time.perf_counter(), [], False

@@ -92,7 +92,7 @@ def build_trainer(
     )
     last = ModelCheckpoint(dirpath=run_dir, filename="last", save_top_k=1, enable_version_counter=False)
     all_callbacks: list[Callback] = [best, last, ValidationImages(run_dir, datamodule, int(cfg.train.log_images)),
-                                     EpochLog(), *callbacks]
+                                     EpochLog(Path(str(cfg.run_dir)) / "run.log"), *callbacks]
     if logger is not None:
         all_callbacks.append(LearningRateMonitor(logging_interval="step"))
     if net is not None and "strategy" not in overrides:
