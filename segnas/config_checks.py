@@ -38,6 +38,7 @@ def check_config(cfg: DictConfig) -> None:
     keys.integer("data.crop_size")
     keys.integer("data.batch_size")
     keys.size("profile.input_size")
+    keys.weights("model.backbone_weights")
     if cfg.task in ("train", "profile") and not cfg.get("arch"):
         from segnas import spaces  # only to list the presets in the message (imports timm)
 

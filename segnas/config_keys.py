@@ -2,8 +2,9 @@
 
 Every read either returns the value or raises a :class:`~segnas.errors.ConfigError` that names
 the key by its full path and says what was expected, so the entry point can print one line.
-Imports only the standard library, omegaconf and :mod:`segnas.errors`: the config checks must
-answer before torch, Lightning or the data stack is loaded.
+Imports only the standard library, omegaconf and the leaves :mod:`segnas.errors` and
+:mod:`segnas.offline_weights`: the config checks must answer before torch, Lightning or the data
+stack is loaded.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, NoReturn
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from segnas.errors import ConfigError
+from segnas.offline_weights import AUTO
 
 _ABSENT = object()
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
@@ -178,6 +180,16 @@ class Keys:
         if not isinstance(value, str) or not value or not Path(value).exists():
             self.fail(key, f"null or an existing {what}", value)
         return Path(value)
+
+    def weights(self, key: str) -> str | None:
+        """Initial backbone weights: null (random), ``auto`` (the cached ImageNet file of the
+        backbone being built, see :mod:`segnas.offline_weights`) or an existing weights file."""
+        value = self.raw(key)
+        if value is None or value is _ABSENT:
+            return None
+        if value != AUTO and (not isinstance(value, str) or not Path(value).is_file()):
+            self.fail(key, f"null, {AUTO} or an existing weights file", value)
+        return str(value)
 
     def size(self, key: str, null: bool = False) -> tuple[int, int] | None:
         """``[H, W]``: two positive integers."""

@@ -13,6 +13,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+import segnas.offline_weights  # noqa: F401  (registers ${segnas_imagenet:...}, read by conf/searcher/auxcell.yaml)
 from segnas.errors import SegnasError
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")

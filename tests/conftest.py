@@ -38,6 +38,13 @@ def _offline_wandb(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
     monkeypatch.setenv("WANDB_DIR", str(tmp_path_factory.mktemp("wandb")))
 
 
+@pytest.fixture(autouse=True)
+def _own_weights_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs never read the user's ~/.cache/segnas: ``model.backbone_weights=auto`` (the auxcell and
+    FMAS default) starts from random weights unless a test installs ImageNet weights itself."""
+    monkeypatch.setenv("SEGNAS_CACHE", str(tmp_path_factory.getbasetemp() / "no_segnas_cache"))
+
+
 def compose_config(*overrides: str, tiny: bool = True) -> DictConfig:
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         return compose("config", overrides=[*(TINY if tiny else []), *overrides])

@@ -1,6 +1,7 @@
 """Building blocks every space shares.
 
-Imports nothing of segnas above it except ``segnas.errors``.
+Imports nothing of segnas above it except ``segnas.errors`` and ``segnas.offline_weights``
+(leaves that import no torch).
 """
 
 from segnas.nn.aspp import ASPP, ImagePooling, conv_bn_relu

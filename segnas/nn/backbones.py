@@ -6,13 +6,15 @@ That is the whole contract the heads in ``segnas.nn`` rely on, so any timm famil
 ``features_only`` and ``output_stride`` can be swapped in by name.
 
 Weights come from nowhere unless asked for: ``pretrained=False`` is the default, ``weights=`` loads
-a local file, and ``pretrained=True`` downloads through timm (and fails with a message that says
-how to stay offline when there is no network).
+a local file (timm's or torchvision's layout) or ``auto``, the ImageNet file the install step put in
+the cache (:mod:`segnas.nn.pretrained`), and ``pretrained=True`` downloads through timm (and fails
+with a message that says how to stay offline when there is no network).
 """
 
 from __future__ import annotations
 
 import difflib
+import logging
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -23,9 +25,12 @@ import torch
 from torch import nn
 
 from segnas.errors import ConfigError, WeightsError
+from segnas.nn.pretrained import from_torchvision, torchvision_keys
+from segnas.offline_weights import AUTO, WEIGHTS_KEY, missing_message, resolve
+
+log = logging.getLogger(__name__)
 
 #: Config keys named in error messages; the DeepLabV3+ space stores these labels under ``arch``.
-WEIGHTS_KEY = "model.backbone_weights"
 PRETRAINED_KEY = "model.pretrained"
 BACKBONE_KEY = "arch.backbone"
 
@@ -54,7 +59,9 @@ def build_backbone(
 
     ``weights`` (a local file) wins over ``pretrained``. It may hold the backbone's own state dict
     (``model.state_dict()`` of a segnas backbone, possibly nested under any prefix in a Lightning
-    checkpoint) or a full timm model checkpoint (what timm publishes).
+    checkpoint), a full timm model checkpoint (what timm publishes) or, for a backbone with a
+    torchvision twin, torchvision's checkpoint. ``auto`` is the cached ImageNet file of ``name``,
+    or nothing (with a warning) when there is none.
 
     Raises ConfigError for an unknown name or a backbone that cannot dilate to ``output_stride``,
     and WeightsError when weights were asked for but cannot be had.
@@ -65,10 +72,15 @@ def build_backbone(
     kwargs: dict[str, Any] = dict(
         features_only=True, out_indices=tuple(out_indices), output_stride=output_stride
     )
-    if weights is not None:
+    file = resolve(weights, name)
+    if weights is not None and str(weights) == AUTO and file is None:
+        log.warning(missing_message(name))
+    if file is not None:
+        log.info("backbone %s: initial weights from %s", name, file)
         model = timm.create_model(name, pretrained=False, **kwargs)
-        model = _load_weights(model, name, weights, kwargs)
+        model = _load_weights(model, name, file, kwargs)
     elif pretrained:
+        log.info("backbone %s: timm's pretrained weights (%s=true)", name, PRETRAINED_KEY)
         try:
             model = timm.create_model(name, pretrained=True, **kwargs)
         except (OSError, RuntimeError, ValueError) as err:
@@ -144,9 +156,15 @@ def _load_weights(
     """Load a local file into the freshly built backbone ``model`` (or rebuild it from the file).
 
     timm renames modules when it wraps some families (Xception) as feature extractors, so a full
-    model checkpoint is handed to timm's own loader rather than matched key by key here.
+    model checkpoint is handed to timm's own loader rather than matched key by key here. A
+    torchvision checkpoint (found by its keys, ``features.0.0.weight`` ...) is renamed into a
+    full timm checkpoint first.
     """
     state = read_state_dict(path)
+    layout = torchvision_keys(name)
+    torchvision = strip_to(state, list(layout)) if layout is not None else None
+    if torchvision is not None:
+        state = from_torchvision(name, torchvision, f"{WEIGHTS_KEY}={path}")
     expected = list(model.state_dict())
     own = strip_to(state, expected)
     if own is not None:

@@ -10,6 +10,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from segnas import spaces, targets
+from segnas.offline_weights import describe
 from segnas.report.loggers import build_logger
 from segnas.report.run_dir import resume_checkpoint, write_config
 from segnas.tasks.fitting import fit, weights
@@ -35,6 +36,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "arch": str(cfg.arch),
         **architecture(genotype, outputs),
         "data": cfg.data.get("name"),
+        "backbone_weights": describe(bool(cfg.model.pretrained), cfg.model.backbone_weights,
+                                     genotype.arch.get("backbone")),
         **fitted,
         "wall_time_s": round(time.perf_counter() - start, 2),
         "run_dir": str(run_dir),

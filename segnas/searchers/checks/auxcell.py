@@ -31,6 +31,7 @@ def check(cfg: DictConfig, keys: Keys) -> None:
     for key in ("width", "sep_repeats"):
         keys.integer(key)
     keys.integer("calibrate_batches", low=0)
+    keys.weights("backbone_weights")
     _controller(keys)
     keys.number("loss.aux_weight", low=0)
     keys.flag("loss.aux_cell")

@@ -39,6 +39,7 @@ def check(cfg: DictConfig, keys: Keys) -> None:
                                             f"or give {keys.name('supernet')}=<checkpoint>")
     else:
         keys.integer("supernet_epochs", low=0)
+    keys.weights("backbone_weights")
     keys.choice("channel_order", CHANNEL_ORDERS)
     keys.fractions("width_ratios")
     keys.fractions("head_ratios")

@@ -19,6 +19,7 @@ from torch import nn
 from segnas import spaces
 from segnas.errors import ConfigError
 from segnas.genotype import Genotype
+from segnas.offline_weights import describe
 from segnas.spaces.elastic_deeplabv3plus import ElasticDeepLabV3PlusSpace
 from segnas.training import load_network
 from segnas.training.checkpoint import save_network
@@ -81,6 +82,8 @@ def _train(cfg: DictConfig, run_dir: Path, logger: Any, datamodule: Any,
         save_network(path, genotype, datamodule.num_classes, net.cpu())
     return genotype, net, {
         "supernet": str(path), "supernet_trained_here": True, "supernet_epochs": epochs,
+        "supernet_backbone_weights": describe(bool(cfg.model.pretrained), cfg.model.backbone_weights,
+                                              genotype.arch["backbone"]),
         "supernet_train_time_s": round(time.perf_counter() - start, 2),
         "supernet_images_seen": int(trainer.global_step) * int(cfg.data.batch_size),
     }
