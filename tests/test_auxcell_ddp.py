@@ -1,5 +1,7 @@
-"""Children split across 2 CPU processes (gloo): each rank trains its own child of every round,
-rewards are gathered, and every rank makes the same controller update.
+"""Children split across 2 CPU processes (gloo) by the Trainer's own strategy (``ddp_spawn``):
+each rank trains its own child of every round, rewards are gathered, and every rank makes the
+same controller update (the module checks the ranks' controllers are bitwise equal after every
+round, and fails otherwise).
 
 The reference is this machine's one-process run with ``children_per_round=2``: the same rounds,
 one child after another. Independently of that code path, the controller's samples and final
@@ -14,15 +16,13 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
-from omegaconf import DictConfig
 
 from segnas.searchers import auxcell
-from segnas.searchers.auxcell import decisions, records
+from segnas.searchers.auxcell import decisions
 from segnas.searchers.auxcell.controller import Controller
 from segnas.searchers.auxcell.early_stopping import ProgressiveStopper
 from segnas.searchers.auxcell.policy import build_policy
+from segnas.searchers.engine import STATE_KEY
 
 SETTINGS = [
     "searcher=auxcell", "searcher.children=3", "searcher.stage1.num_crops=8", "searcher.stage1.batch_size=4",
@@ -31,41 +31,17 @@ SETTINGS = [
     # a stricter running average than the paper's start, so some children stop after stage 1
     "searcher.early_stopping.initial=0.3", "searcher.early_stopping.decay=0.5",
 ]
+SPAWN = ["trainer=ddp_spawn", "trainer.devices=2"]
 TIMES = ("stage1_s", "stage2_s", "child_s", "controller_update_s", "controller_sample_s", "rank")
-
-
-def search_keeping_the_policy(cfg: DictConfig, run_dir: Path) -> dict:
-    policies = []
-    real = auxcell.build_policy
-
-    def keep(*args, **kwargs):
-        policies.append(real(*args, **kwargs))
-        return policies[-1]
-
-    auxcell.build_policy = keep
-    try:
-        result = auxcell.search(cfg, run_dir, None, None)
-    finally:
-        auxcell.build_policy = real
-    return {"policy": policies[0].state_dict(), "summary": result.summary,
-            "candidates": [c.genotype.hash for c in result.candidates]}
-
-
-def worker(rank: int, world: int, init: str, cfgs: dict[str, DictConfig], out: Path) -> None:
-    """Rank 0 first runs the reference alone, with the same kernels and threads."""
-    torch.set_num_threads(1)
-    if rank == 0:
-        torch.save(search_keeping_the_policy(cfgs["alone"], out / "alone"), out / "alone.pt")
-    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
-    try:
-        torch.save(search_keeping_the_policy(cfgs["ddp"], out / "ddp"), out / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
 
 
 def rows(path: Path) -> list[dict[str, str]]:
     with open(path) as handle:
         return list(csv.DictReader(handle))
+
+
+def search_state(run_dir: Path) -> dict:
+    return torch.load(run_dir / "last.ckpt", map_location="cpu", weights_only=False)[STATE_KEY]["search"]
 
 
 def same_state(a, b) -> bool:
@@ -79,13 +55,13 @@ def same_state(a, b) -> bool:
 
 
 def test_ranks_train_different_children_and_update_the_controller_identically(make_cfg, tmp_path: Path) -> None:
-    (tmp_path / "alone").mkdir()
-    (tmp_path / "ddp").mkdir()
+    torch.set_num_threads(1)  # the ranks run one thread each: the reference too, for the same kernels
     cfgs = {"alone": make_cfg(*SETTINGS, "searcher.children_per_round=2", run_dir=tmp_path / "alone"),
-            "ddp": make_cfg(*SETTINGS, run_dir=tmp_path / "ddp")}
-    mp.spawn(worker, args=(2, f"file://{tmp_path / 'rendezvous'}", cfgs, tmp_path), nprocs=2, join=True)
-    alone = torch.load(tmp_path / "alone.pt", weights_only=False)
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+            "ddp": make_cfg(*SETTINGS, *SPAWN, run_dir=tmp_path / "ddp")}
+    results = {}
+    for name, cfg in cfgs.items():
+        (tmp_path / name).mkdir()
+        results[name] = auxcell.search(cfg, tmp_path / name, None, None)
 
     table = rows(tmp_path / "ddp" / "search.csv")
     assert [(int(r["child"]), int(r["round"]), int(r["rank"])) for r in table] == [(0, 0, 0), (1, 0, 1), (2, 1, 0)]
@@ -95,17 +71,19 @@ def test_ranks_train_different_children_and_update_the_controller_identically(ma
         for key in mine.keys() - set(TIMES):
             assert mine[key] == theirs[key], (key, mine[key], theirs[key])
 
-    # every rank holds the same controller, the reference's, and it moved
-    assert same_state(ranks[0]["policy"], ranks[1]["policy"]) and same_state(ranks[0]["policy"], alone["policy"])
+    # the ranks held the same controller after every round (else the search fails); it is the
+    # reference's, and it moved
+    ddp, alone = search_state(tmp_path / "ddp"), search_state(tmp_path / "alone")
+    assert same_state(ddp["policy"], alone["policy"])
     fresh = build_policy("ppo", Controller(decisions.choices()), cfgs["ddp"].searcher.controller, seed=0)
-    assert not same_state(fresh.state_dict()["controller"], ranks[0]["policy"]["controller"])
-    assert ranks[0]["candidates"] == ranks[1]["candidates"] == alone["candidates"]
-    assert ranks[0]["summary"]["search_ranks"] == 2 and ranks[0]["summary"]["search_children_per_round"] == 2
-    assert ranks[0]["summary"]["search_reward_curve"] and ranks[1]["summary"]["search_reward_curve"] is None
+    assert not same_state(fresh.state_dict()["controller"], ddp["policy"]["controller"])
+    assert [c.genotype.hash for c in results["ddp"].candidates] == [c.genotype.hash for c in results["alone"].candidates]
+    summary = results["ddp"].summary
+    assert summary["search_ranks"] == 2 and summary["search_children_per_round"] == 2 and summary["search_reward_curve"]
 
     # replay from the recorded children: rounds of 2 and 1 samples from one controller state each,
     # then the updates in child order, give the ranks' controller
-    children = records.load_state(tmp_path / "ddp" / "last.ckpt")["children"]
+    children = ddp["children"]
     settings = cfgs["ddp"].searcher
     policy = build_policy("ppo", Controller(decisions.choices()), settings.controller, seed=0)
     sampler = torch.Generator().manual_seed(0)
@@ -115,7 +93,7 @@ def test_ranks_train_different_children_and_update_the_controller_identically(ma
         for (actions, log_prob, _), child in zip(sampled, chunk):
             assert log_prob == pytest.approx(child["log_prob"], abs=1e-6)
             policy.update(actions, log_prob, child["reward"])
-    assert same_state(policy.state_dict()["controller"], ranks[0]["policy"]["controller"])
+    assert same_state(policy.state_dict()["controller"], ddp["policy"]["controller"])
 
     # the early-stopping flags follow the rule on the stage-1 rewards in child order
     stopper = ProgressiveStopper(0.3, float(settings.early_stopping.tolerance), 0.5,
@@ -125,7 +103,7 @@ def test_ranks_train_different_children_and_update_the_controller_identically(ma
 
 def test_fewer_children_per_round_than_ranks_is_refused(make_cfg, tmp_path: Path) -> None:
     from segnas.errors import ConfigError
-    from segnas.searchers.auxcell import _children_per_round
+    from segnas.searchers.auxcell.module import children_per_round as _children_per_round
 
     settings = make_cfg(*SETTINGS).searcher
     assert _children_per_round(settings, 1) == 1 and _children_per_round(settings, 4) == 4

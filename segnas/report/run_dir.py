@@ -6,8 +6,11 @@ comparison reads as a result, hence write-to-temporary-then-rename.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,17 @@ def write_atomic(path: Path, text: str) -> Path:
     temporary.write_text(text)
     os.replace(temporary, path)
     return path
+
+
+def write_csv(path: Path, columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> Path:
+    """Rewrite a record file (one row per epoch, child, generation...) atomically; missing and
+    None values are empty cells, keys outside ``columns`` are left out."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({key: "" if row.get(key) is None else row.get(key) for key in columns})
+    return write_atomic(path, buffer.getvalue())
 
 
 def save_state(path: Path, kind: str, state: dict[str, Any]) -> Path:

@@ -29,7 +29,8 @@ def live_progress_bar(setting: bool | None) -> bool:
 
 class EpochLog(pl.Callback):
     """``epoch k/N: train loss ..., val/<score> ..., lr ..., <seconds> s`` on rank 0 after every
-    training epoch (after its validation, when one ran in that epoch).
+    training epoch (after its validation, when one ran in that epoch); for a search module, whose
+    epoch is one unit of work, the module's ``unit_line()`` instead.
 
     The train loss is the mean over the epoch's steps of what ``training_step`` returned, or the
     last logged ``train/loss`` for modules that optimise manually and return nothing.
@@ -75,6 +76,10 @@ class EpochLog(pl.Callback):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:
+            return
+        unit_line = getattr(pl_module, "unit_line", None)  # a search module: its unit's own line
+        if unit_line is not None:
+            log.info(unit_line())
             return
         metrics = trainer.callback_metrics
         total = f"/{trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else ""

@@ -62,9 +62,10 @@ def build_trainer(
     cfg: DictConfig,
     run_dir: Path,
     logger: Logger | None,
-    datamodule: pl.LightningDataModule,
+    datamodule: pl.LightningDataModule | None,
     callbacks: Sequence[Callback] = (),
     net: nn.Module | None = None,
+    selection: bool = True,
     **overrides: Any,
 ) -> pl.Trainer:
     """``last.ckpt`` (for resume) and ``best.ckpt`` (by val mIoU, or val RMSE for depth) land
@@ -77,7 +78,9 @@ def build_trainer(
     epochs where the monitored metric improved, which leaves a stale file to resume from.
 
     ``net``: the network to be trained; under a DDP strategy one with dead parameters switches the
-    strategy to find them (see :func:`ddp_strategy`).
+    strategy to find them (see :func:`ddp_strategy`). ``selection=False`` (a search module, which
+    validates nothing and checkpoints each unit itself, :mod:`segnas.searchers.engine`) leaves out
+    both checkpoints and the validation images; ``datamodule`` may then be None.
 
     Every Trainer logs one line per epoch (:class:`EpochLog`) and draws the live progress bar only
     on a terminal unless ``trainer.enable_progress_bar`` says otherwise.
@@ -85,14 +88,13 @@ def build_trainer(
     ``trainer.sync_batchnorm=true`` synchronises BatchNorm through :class:`TimmSyncBatchNorm`
     instead of Lightning's own conversion, which silently drops every timm activation.
     """
-    monitor, mode = targets.monitor(cfg)
-    best = ModelCheckpoint(
-        dirpath=run_dir, filename="best", monitor=monitor, mode=mode, save_top_k=1,
-        enable_version_counter=False,
-    )
-    last = ModelCheckpoint(dirpath=run_dir, filename="last", save_top_k=1, enable_version_counter=False)
-    all_callbacks: list[Callback] = [best, last, ValidationImages(run_dir, datamodule, int(cfg.train.log_images)),
-                                     EpochLog(Path(str(cfg.run_dir)) / "run.log"), *callbacks]
+    all_callbacks: list[Callback] = [EpochLog(Path(str(cfg.run_dir)) / "run.log"), *callbacks]
+    if selection:
+        monitor, mode = targets.monitor(cfg)
+        all_callbacks += [ModelCheckpoint(dirpath=run_dir, filename="best", monitor=monitor, mode=mode, save_top_k=1,
+                                          enable_version_counter=False),
+                          ModelCheckpoint(dirpath=run_dir, filename="last", save_top_k=1, enable_version_counter=False),
+                          ValidationImages(run_dir, datamodule, int(cfg.train.log_images))]
     if logger is not None:
         all_callbacks.append(LearningRateMonitor(logging_interval="step"))
     if net is not None and "strategy" not in overrides:
