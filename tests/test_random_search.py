@@ -160,6 +160,24 @@ def test_random_autodeeplab_obeys_the_image_budget_and_resumes(tmp_path: Path) -
     assert resumed["search_samples"] == straight["search_samples"] == 3
 
 
+def test_random_autodeeplab_on_two_spawned_ranks_is_the_one_process_search(tmp_path: Path) -> None:
+    """Each rank trains its own architecture of every unit; a sample's batches and initial
+    weights depend on its index alone, so the table is the one-process table."""
+    import csv
+
+    import torch
+
+    torch.set_num_threads(1)  # the ranks' thread count
+    tables = {}
+    for name, extra in (("alone", []), ("ddp", ["trainer=ddp_spawn", "trainer.devices=2"])):
+        summary = pipeline.run(random_cfg(tmp_path / name, "autodeeplab", "searcher.samples=3", "retrain.epochs=0",
+                                          *extra))
+        with open(tmp_path / name / "search.csv") as handle:
+            tables[name] = [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(handle)]
+        assert summary["search_ranks"] == (2 if extra else 1)
+    assert tables["ddp"] == tables["alone"] and len(tables["alone"]) == 3
+
+
 def test_random_auxcell_runs_the_child_loop_with_a_uniform_controller(tmp_path: Path) -> None:
     summary = pipeline.run(random_cfg(tmp_path / "run", "auxcell", "retrain.epochs=0", "budget.images=1"))
     assert summary["search_children"] == 1 and "budget.images=1" in summary["search_budget_exhausted"]

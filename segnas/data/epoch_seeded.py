@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from segnas.data.datamodule import SegmentationDataset
 
@@ -49,6 +49,15 @@ class EpochSeededDataset(Dataset):
         epoch, item = divmod(int(index), len(self.dataset))
         self.dataset.reseed(int(np.random.SeedSequence([self.seed, epoch, item]).generate_state(1)[0]))
         return self.dataset[item]
+
+
+def epoch_seeded_loader(dataset: SegmentationDataset, seed: int, batch_size: int, num_workers: int = 0) -> DataLoader:
+    """A training loader (full batches only) whose order and augmentation depend only on
+    (``seed``, epoch, sample): a resumed run, another rank or another candidate trained with the
+    same seed sees exactly the same batches."""
+    return DataLoader(EpochSeededDataset(dataset, seed), batch_size=batch_size,
+                      sampler=EpochSeededSampler(len(dataset), seed), drop_last=True, num_workers=num_workers,
+                      persistent_workers=num_workers > 0)
 
 
 def at_epoch(loader: Iterable[Any], epoch: int) -> Iterable[Any]:

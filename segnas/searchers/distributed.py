@@ -1,8 +1,8 @@
 """Which process does what when a search is split across ranks, and on which device.
 
-FMAS and auxcell split their work the same way under ``trainer=ddp``: every rank joins one
-process group before the search (:func:`join_ranks`), holds the same search state, does its
-share of the expensive units (sub-networks to score, children to train), and the results are
+FMAS and auxcell split their work the same way under the Trainer's DDP strategy
+(:func:`segnas.searchers.engine.search_strategy`): every rank holds the same search state, does
+its share of the expensive units (sub-networks to score, children to train), and the results are
 all-gathered (:func:`all_gather`) so the state stays identical everywhere. What a rank would
 otherwise decide on its own clock goes through :func:`from_rank_zero`. Without a process group
 every helper reduces to the single-process case.
@@ -10,12 +10,10 @@ every helper reduces to the single-process case.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
-from lightning_fabric import Fabric
 
 from segnas.errors import ConfigError
 
@@ -27,31 +25,6 @@ def rank_and_world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
-
-
-def join_ranks(trainer: Mapping[str, Any] | None) -> None:
-    """Start (rank 0) or join (the other ranks) the process group of a ``strategy=ddp`` trainer now.
-
-    Lightning's ``ddp`` launcher starts the other ranks, each re-running the whole command, when
-    the first Trainer fits. A search needs them before that: no Trainer fits before the auxcell
-    search (or before FMAS with a given supernet), so the other ranks would start only at
-    retraining and each would run the whole search again on its own, writing its own files.
-    Launched here through Fabric, all ranks search together, and the Trainers built later find the
-    group up and use it.
-
-    Spawn strategies (``ddp_spawn``) are left alone: their group lives in child processes for one
-    fit call, so the search runs in this process alone (unsplit, but the same result).
-    """
-    if trainer is None or rank_and_world()[1] > 1:
-        return
-    strategy = str(trainer.get("strategy", "auto"))
-    if not strategy.startswith("ddp") or any(kind in strategy for kind in ("spawn", "fork", "notebook")):
-        return
-    devices, nodes = trainer.get("devices", 1), int(trainer.get("num_nodes", 1))
-    if devices == 1 and nodes == 1:
-        return
-    Fabric(accelerator=str(trainer.get("accelerator", "auto")), devices=devices, num_nodes=nodes,
-           strategy="ddp").launch()
 
 
 def from_rank_zero(value: T) -> T:

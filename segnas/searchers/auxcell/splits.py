@@ -15,7 +15,7 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 from segnas.data.datamodule import SegmentationDataModule, SegmentationDataset
-from segnas.data.epoch_seeded import EpochSeededDataset, EpochSeededSampler
+from segnas.data.epoch_seeded import epoch_seeded_loader
 from segnas.errors import ConfigError
 
 _HOLDOUT_STREAM = 41
@@ -51,6 +51,4 @@ class SearchData:
         if len(self.train) < batch_size:
             raise ConfigError(f"{key}={batch_size} exceeds the {len(self.train)} training images left after the "
                               "held-out part")
-        return DataLoader(EpochSeededDataset(self.train, seed), batch_size=batch_size,
-                          sampler=EpochSeededSampler(len(self.train), seed), drop_last=True, num_workers=num_workers,
-                          persistent_workers=num_workers > 0)
+        return epoch_seeded_loader(self.train, seed, batch_size, num_workers)

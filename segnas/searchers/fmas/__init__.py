@@ -2,17 +2,16 @@
 DeepLabV3+, scored with their inherited weights (no fine-tuning), NSGA-II, and only the Pareto
 front handed back for fine-tuning.
 
-``search`` wires the parts: the supernet (:mod:`.supernet`), the integer encoding of its
-sub-networks (:mod:`.encoding`), pricing and scoring with a cache (:mod:`.evaluator`,
-:mod:`.scoring`), the NSGA-II loop and its checkpoint (:mod:`.nsga`), the front, hypervolume and
-plots (:mod:`.pareto`) and per-generation logging (:mod:`.progress`).
+``search`` wires the parts: the supernet (:mod:`.supernet`, trained by an ordinary Trainer fit
+when none is given), then :class:`.module.FMASSearchModule` under one ``Trainer.fit`` (one
+generation per epoch; :mod:`segnas.searchers.engine`): the integer encoding of the sub-networks
+(:mod:`.encoding`), pricing and scoring with a cache (:mod:`.evaluator`, :mod:`.scoring`), the
+NSGA-II step (:mod:`.nsga`), and the front, hypervolume and plots (:mod:`.pareto`).
 
-Under ``trainer=ddp`` the ranks join one process group before the search
-(:func:`segnas.searchers.distributed.join_ranks`), split each population's new sub-networks between them and
-all-gather the records (:meth:`.evaluator.Evaluator.evaluate_many`); rank 0 writes the files.
-Under ``trainer=ddp_spawn`` only the supernet's training and the front's fine-tuning use the
-spawned processes; the search runs in the main process alone. Scoring runs on
-``searcher.device`` (``auto``: this process's CUDA device when there is one).
+Under ``trainer=ddp`` / ``ddp_spawn`` the Trainer's ranks split each population's new
+sub-networks between them and all-gather the records
+(:meth:`.evaluator.Evaluator.evaluate_many`); rank 0 writes the files. Scoring runs on
+``searcher.device`` (``auto``: the device the Trainer gives this rank).
 """
 
 from __future__ import annotations
@@ -21,99 +20,42 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from segnas.errors import ConfigError
-from segnas.evaluation import eval_protocol
 from segnas.genotype import Genotype
-from segnas.hardware import count_macs, count_params
 from segnas.nn.elastic import sort_hidden_channels
 from segnas.searchers.budget import Budget
 from segnas.searchers.checks.fmas import ordered_objectives
-from segnas.searchers.fmas.encoding import Encoding
-from segnas.searchers.distributed import from_rank_zero, join_ranks, rank_and_world, search_device
-from segnas.searchers.fmas.evaluator import Evaluator
-from segnas.searchers.fmas.nsga import (
-    SearchState,
-    build_search_algorithm,
-    run_generations,
-)
-from segnas.searchers.fmas.pareto import (
-    front_records,
-    pick,
-    plot_front,
-    write_pareto_csv,
-)
-from segnas.searchers.fmas.progress import SearchLog
-from segnas.searchers.fmas.scoring import Scorer, preload
+from segnas.searchers.engine import STATE_KEY, fit_search
+from segnas.searchers.fmas.module import FMASSearchModule
+from segnas.searchers.fmas.pareto import front_records, pick, plot_front, write_pareto_csv
 from segnas.searchers.fmas.supernet import obtain
 from segnas.searchers.result import Candidate, SearchResult
 from segnas.spaces import get_space
 
-def _scale(full_net, objectives: list[str], input_size: tuple[int, int], target) -> dict[str, float]:
-    """The full network's costs: objectives are divided by them, which fixes the hypervolume
-    reference point before the search starts."""
-    scale = {"params": float(count_params(full_net)), "macs": float(count_macs(full_net, input_size))}
-    if "latency" in objectives:
-        scale["latency"] = float(target.measure(full_net, input_size)["latency_ms"])
-    return scale
-
 
 def search(cfg: DictConfig, run_dir: Path, resume: Path | None, logger: Any) -> SearchResult:
     """Obtain the supernet, run NSGA-II over its sub-networks, return the spread top-k of the front."""
-    start = time.perf_counter()
+    started = time.monotonic()
     s = cfg.searcher
     objectives = ordered_objectives(list(s.objectives))  # every key was checked with the config
-    join_ranks(cfg.get("trainer"))  # trainer=ddp: every rank searches from here on, together
     space = get_space("elastic-deeplabv3plus")
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
-    state = SearchState.load(resume) if resume is not None else None
-    full, supernet, facts = obtain(cfg, run_dir, logger, datamodule, space,
-                                   known=state.extra["supernet"] if state else None)
-    device = search_device(str(s.get("device", "auto")))
-    supernet.to(device).eval()
+    known = _searched_supernet(resume) if resume is not None else None
+    full, supernet, facts = obtain(cfg, run_dir, logger, datamodule, space, known=known)
     if s.channel_order == "l1":
-        sort_hidden_channels(supernet)
-    recalibrate = bool(s.recalibrate_bn)
-    scorer = Scorer(preload(datamodule, datamodule.val_subset(int(s.val_images)), device),
-                    preload(datamodule, datamodule.calib_subset(int(s.calib_images)), device) if recalibrate else [],
-                    datamodule.num_classes, datamodule.ignore_index, recalibrate, protocol=eval_protocol(cfg))
-    constraints = OmegaConf.to_container(s.constraints, resolve=True) if s.get("constraints") else {}
-    needs_latency = "latency" in objectives or constraints.get("max_latency_ms") is not None
-    target = instantiate(cfg.hardware) if needs_latency and cfg.get("hardware") is not None else None
-    input_size = tuple(int(v) for v in s.input_size) if s.get("input_size") else (cfg.data.crop_size,) * 2
-    evaluator = Evaluator(supernet, scorer, objectives, constraints, input_size, target)
-    encoding = Encoding(space, full, list(s.width_ratios), list(s.head_ratios), int(s.min_depth))
-    if state is None:
-        algorithm = build_search_algorithm(
-            str(s.get("algorithm", "nsga2")), encoding, len(objectives), int(s.pop_size), int(s.generations),
-            int(s.seed), crossover_prob=float(s.crossover_prob), crossover_eta=float(s.crossover_eta),
-            mutation_prob=None if s.mutation_prob is None else float(s.mutation_prob),
-            mutation_eta=float(s.mutation_eta))
-        # the full network scored like every candidate: the reference the front is read against
-        state = SearchState(algorithm, extra={"supernet": facts["supernet"], "full": full.to_dict(),
-                                              "scale": from_rank_zero(_scale(supernet, objectives, input_size, target)),
-                                              "supernet_miou": scorer.score(evaluator.subnet(full))["miou"]})
-    elif state.extra["full"]["hash"] != full.hash:
-        raise ConfigError(f"resume={resume}: the checkpoint searched supernet {state.extra['full']['hash']}, "
-                          f"not {full.hash}")
+        sort_hidden_channels(supernet)  # before the ranks get it: every process slices the same channels
+    trainer, module = fit_search(cfg, run_dir, logger, lambda world: FMASSearchModule(
+        cfg, space, full, supernet, datamodule, facts, started), resume)
+    module.prepare_scoring(trainer.strategy.root_device)  # this process's own, to slice the chosen ones
+    state, scorer, evaluator = module.state, module.scorer, module.evaluator
     scale = state.extra["scale"]
-    reference = [1.0] + [float(s.hv_reference)] * (len(objectives) - 1)
     cost = objectives[1]
-    writer = rank_and_world()[0] == 0  # under DDP every rank holds the same state; one writes it
-    budget = Budget.from_config(cfg)
-    supernet_images = int(facts.get("supernet_images_seen", 0))
-
-    def spent() -> str | None:  # rank 0's clock decides for every rank (they must stop together)
-        return from_rank_zero(budget.exhausted(time.perf_counter() - start,
-                                               evaluator.scored * scorer.images_per_score + supernet_images))
-
-    stopped = run_generations(state, encoding, evaluator, objectives, scale, reference, int(s.generations),
-                              run_dir / "last.ckpt" if writer else None,
-                              SearchLog(run_dir, logger, cost, state.history, int(s.generations)) if writer else None,
-                              stop=spent)
+    writer = trainer.is_global_zero  # every rank holds the same state; one writes it
     records = list(state.cache.values())
     front = front_records(records, objectives, scale)
     if not front:
@@ -132,10 +74,10 @@ def search(cfg: DictConfig, run_dir: Path, resume: Path | None, logger: Any) -> 
                   for r in chosen]
     last = state.history[-1]
     summary = {
-        "search_wall_time_s": round(time.perf_counter() - start, 2),
+        "search_wall_time_s": round(module.wall_time_s, 2),
         "search_steps": state.scored,
-        "search_images_seen": state.scored * scorer.images_per_score + supernet_images,
-        **budget.summary(stopped),
+        "search_images_seen": module.images_seen,
+        **Budget.from_config(cfg).summary(module.budget_stopped),
         "search_algorithm": str(s.get("algorithm", "nsga2")),
         **facts,
         "supernet_genotype_hash": full.hash,
@@ -143,17 +85,20 @@ def search(cfg: DictConfig, run_dir: Path, resume: Path | None, logger: Any) -> 
         "supernet_macs": int(scale["macs"]),
         "supernet_params": int(scale["params"]),
         "objectives": objectives,
-        "recalibrate_bn": recalibrate,
+        "recalibrate_bn": bool(s.recalibrate_bn),
         "search_val_protocol": scorer.protocol.describe(),
         "generations": state.generation,
         "candidates_scored": state.scored,
         "cache_hits": state.hits,
         "hypervolume": last["hypervolume"],
-        "hypervolume_reference": reference,
+        "hypervolume_reference": module.reference,
         "front_size": len(front),
         "pareto_csv": str(pareto_csv),
         "pareto_plot": str(plot),
         "latency_estimated": estimated,
+        "search_ranks": trainer.world_size,
+        "search_device": module.device_name,
+        "search_resumed_from": str(resume) if resume else None,
     }
 
     def on_retrained(entries: list[dict[str, Any]]) -> dict[str, Any]:
@@ -164,6 +109,15 @@ def search(cfg: DictConfig, run_dir: Path, resume: Path | None, logger: Any) -> 
         return {"front_finetuned": len(tuned), "front_finetuned_mIoU": tuned}
 
     return SearchResult(candidates=candidates, summary=summary, on_retrained=on_retrained)
+
+
+def _searched_supernet(resume: Path) -> str:
+    """The supernet a resumed search sliced (its checkpoint says), so it slices the same weights."""
+    try:
+        return str(torch.load(resume, map_location="cpu", weights_only=False)[STATE_KEY]["search"]["extra"]["supernet"])
+    except (OSError, RuntimeError, KeyError, TypeError) as err:
+        raise ConfigError(f"resume={resume}: not an FMAS search checkpoint ({type(err).__name__}: {err}); "
+                          "searcher=fmas writes <run_dir>/last.ckpt after every generation") from err
 
 
 __all__ = ["search"]

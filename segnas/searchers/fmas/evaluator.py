@@ -58,7 +58,7 @@ class Evaluator:
     def evaluate_many(self, genotypes: Sequence[Genotype]) -> list[dict[str, Any]]:
         """Records of ``genotypes`` in order; the ones not cached yet are priced and scored.
 
-        When ``torch.distributed`` is initialised with several ranks (:func:`~segnas.searchers.distributed.join_ranks` under
+        When ``torch.distributed`` is initialised with several ranks (the Trainer's DDP strategy under
         ``trainer=ddp``), each rank prices and scores every ``world_size``-th new genotype and the
         records are all-gathered, so every rank ends with the same cache (and the same NSGA-II
         state) at a fraction of the work. ``scored_by_rank`` in a record says which rank did it.
@@ -71,10 +71,10 @@ class Evaluator:
                 todo[genotype.hash] = genotype
         rank, world = rank_and_world()
         mine = [self._evaluate_new(g) for g in list(todo.values())[rank::world]]
-        mine = [record for part in all_gather(mine) for record in part]
-        for record in mine:
-            self.cache[record["genotype_hash"]] = record
-        self.scored += sum(record["feasible"] for record in mine)
+        gathered = {record["genotype_hash"]: record for part in all_gather(mine) for record in part}
+        for key in todo:  # in proposal order, whichever rank scored it: the cache reads as one process's
+            self.cache[key] = gathered[key]
+        self.scored += sum(record["feasible"] for record in gathered.values())
         return [self.cache[g.hash] for g in genotypes]
 
     def _evaluate_new(self, genotype: Genotype) -> dict[str, Any]:

@@ -6,22 +6,21 @@ scored twice even when NSGA-II proposes it again in a later generation (pymoo de
 within a population only). Limits (``max_macs``...) are one inequality constraint: the summed
 relative excess, so NSGA-II ranks rejected candidates behind every feasible one.
 
-The checkpoint holds the pickled algorithm (population, its own random generator), the cache of
-records and the generation counter, which is all the state a resumed search needs to propose
-exactly the sequence the uninterrupted search would have.
+:class:`SearchState` holds the pickled algorithm (population, its own random generator), the
+cache of records and the generation counter, which is all the state a resumed search needs to
+propose exactly the sequence the uninterrupted search would have; it travels in the search
+module's Lightning checkpoint.
 """
 
 from __future__ import annotations
 
 import pickle
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from pymoo.algorithms.moo.nsga2 import NSGA2
 from pymoo.core.evaluator import Evaluator as PymooEvaluator
 from pymoo.core.population import Population
@@ -37,9 +36,6 @@ from segnas.searchers.checks.fmas import ALGORITHMS
 from segnas.searchers.fmas.encoding import Encoding
 from segnas.searchers.fmas.evaluator import Evaluator
 from segnas.searchers.fmas.pareto import front_records, hypervolume, objective_matrix
-
-CHECKPOINT_KIND = "segnas-fmas-search"
-
 
 class SubnetProblem(Problem):
     """Bounds and sizes only: evaluation happens outside pymoo (ask/tell)."""
@@ -100,79 +96,72 @@ def build_search_algorithm(name: str, encoding: Encoding, n_obj: int, pop_size: 
 
 @dataclass
 class SearchState:
+    """What a resumed search needs to propose exactly the sequence the uninterrupted one would
+    have: the algorithm (population, its random generator), the records cache, the per-generation
+    rows and fronts, and the supernet facts (``extra``)."""
+
     algorithm: NSGA2 | UniformProposals
     generation: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
+    fronts: list[dict[str, Any]] = field(default_factory=list)
     cache: dict[str, dict[str, Any]] = field(default_factory=dict)
     hits: int = 0
     scored: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def save(self, path: Path) -> Path:
-        """Atomically: a crash while writing leaves the previous generation's checkpoint."""
-        temporary = path.with_name(f".{path.name}.tmp")
-        torch.save({"kind": CHECKPOINT_KIND, "algorithm": pickle.dumps(self.algorithm),
-                    "generation": self.generation, "history": self.history, "cache": self.cache,
-                    "hits": self.hits, "scored": self.scored, "extra": self.extra}, temporary)
-        temporary.replace(path)
-        return path
+    def to_dict(self) -> dict[str, Any]:
+        """The state as checkpoint content (the algorithm pickled: pymoo objects are plain Python)."""
+        return {"algorithm": pickle.dumps(self.algorithm), "generation": self.generation, "history": self.history,
+                "fronts": self.fronts, "cache": self.cache, "hits": self.hits, "scored": self.scored,
+                "extra": self.extra}
 
     @classmethod
-    def load(cls, path: Path) -> SearchState:
-        try:
-            payload = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as err:
-            raise ConfigError(f"resume={path}: cannot be read as a checkpoint ({err})") from err
-        if not isinstance(payload, dict) or payload.get("kind") != CHECKPOINT_KIND:
-            raise ConfigError(f"resume={path}: not an FMAS search checkpoint (searcher=fmas writes "
-                              "<run_dir>/last.ckpt after every generation)")
-        return cls(pickle.loads(payload["algorithm"]), payload["generation"], payload["history"],
-                   payload["cache"], payload["hits"], payload["scored"], payload["extra"])
+    def from_dict(cls, state: dict[str, Any]) -> SearchState:
+        return cls(pickle.loads(state["algorithm"]), state["generation"], state["history"], state["fronts"],
+                   state["cache"], state["hits"], state["scored"], state["extra"])
+
+    def population(self) -> dict[str, Any]:
+        """The genes and objectives of the current population and the algorithm's random state:
+        what every DDP rank must hold bitwise equal."""
+        algorithm = self.algorithm
+        if isinstance(algorithm, UniformProposals):
+            return {"generation": self.generation, "rng": algorithm.rng.bit_generator.state}
+        pop = algorithm.pop
+        return {"generation": self.generation, "X": None if pop is None else pop.get("X"),
+                "F": None if pop is None else pop.get("F"), "rng": algorithm.random_state.bit_generator.state}
 
 
-def run_generations(state: SearchState, encoding: Encoding, evaluator: Evaluator, objectives: Sequence[str],
-                    scale: dict[str, float], reference: Sequence[float], generations: int,
-                    checkpoint: Path | None = None,
-                    on_generation: Callable[[dict[str, Any], list[dict[str, Any]]], None] | None = None,
-                    stop: Callable[[], str | None] | None = None) -> str | None:
-    """Advance ``state`` to ``generations`` generations; after each, log a row (hypervolume of the
-    front of everything scored so far, its size, candidates scored, cache hits) and checkpoint.
-
-    ``stop`` (the search budget) is asked after every generation; its reason is returned when it
-    ended the search early. The first generation always runs, so there is a front to return."""
+def run_generation(state: SearchState, encoding: Encoding, evaluator: Evaluator, objectives: Sequence[str],
+                   scale: dict[str, float], reference: Sequence[float]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """One generation: ask, price and score the new sub-networks (cache first), tell; returns the
+    generation's row (hypervolume of the front of everything scored so far, its size, candidates
+    scored, cache hits) and that front. ``state`` advances; the evaluator shares its cache."""
     evaluator.cache, evaluator.hits, evaluator.scored = state.cache, state.hits, state.scored
     algorithm = state.algorithm
-    while state.generation < generations:
-        reason = stop() if stop is not None and state.generation > 0 else None
-        if reason:
-            return reason
-        start = time.perf_counter()
-        hits, scored = evaluator.hits, evaluator.scored
-        population = algorithm.ask()
-        records = evaluator.evaluate_many([encoding.decode(x) for x in population.get("X")])
-        F = objective_matrix(records, objectives, scale)
-        G = np.array([[r["violation"]] for r in records], dtype=float)
-        PymooEvaluator().eval(StaticProblem(algorithm.problem, F=F, G=G), population)
-        algorithm.tell(infills=population)
-        state.generation += 1
-        state.hits, state.scored = evaluator.hits, evaluator.scored
-        front = front_records(list(state.cache.values()), objectives, scale)
-        row = {
-            "generation": state.generation,
-            "hypervolume": hypervolume(objective_matrix(front, objectives, scale), reference),
-            "front_size": len(front),
-            "proposed": len(records),
-            "scored": evaluator.scored - scored,
-            "scored_total": evaluator.scored,
-            "infeasible": sum(not r["feasible"] for r in records),
-            "cache_hits": evaluator.hits - hits,
-            "cache_hits_total": evaluator.hits,
-            "best_miou": max((r["miou"] for r in front), default=None),
-            "wall_s": round(time.perf_counter() - start, 3),
-        }
-        state.history.append(row)
-        if on_generation is not None:
-            on_generation(row, front)
-        if checkpoint is not None:
-            state.save(checkpoint)
-    return None
+    start = time.perf_counter()
+    hits, scored = evaluator.hits, evaluator.scored
+    population = algorithm.ask()
+    records = evaluator.evaluate_many([encoding.decode(x) for x in population.get("X")])
+    F = objective_matrix(records, objectives, scale)
+    G = np.array([[r["violation"]] for r in records], dtype=float)
+    PymooEvaluator().eval(StaticProblem(algorithm.problem, F=F, G=G), population)
+    algorithm.tell(infills=population)
+    state.generation += 1
+    state.hits, state.scored = evaluator.hits, evaluator.scored
+    front = front_records(list(state.cache.values()), objectives, scale)
+    row = {
+        "generation": state.generation,
+        "hypervolume": hypervolume(objective_matrix(front, objectives, scale), reference),
+        "front_size": len(front),
+        "proposed": len(records),
+        "scored": evaluator.scored - scored,
+        "scored_total": evaluator.scored,
+        "infeasible": sum(not r["feasible"] for r in records),
+        "cache_hits": evaluator.hits - hits,
+        "cache_hits_total": evaluator.hits,
+        "best_miou": max((r["miou"] for r in front), default=None),
+        "wall_s": round(time.perf_counter() - start, 3),
+    }
+    state.history.append(row)
+    state.fronts.extend({**r, "generation": state.generation} for r in front)
+    return row, front

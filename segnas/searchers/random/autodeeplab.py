@@ -8,16 +8,17 @@ scored on the same validation images the supernet search scores itself on. The b
 ``searcher.top_k`` by that mIoU go back to the pipeline, which retrains them from scratch exactly
 as it retrains Auto-DeepLab's decoded network.
 
-State (every result so far and the sampler's generator) is saved after each architecture, so a
-resumed run draws the same next architecture.
+The search is :class:`RandomAutoDeepLabModule` under one ``Trainer.fit``
+(:mod:`segnas.searchers.engine`): one unit is one architecture per rank, drawn in sample order
+from one generator on every rank, each rank training its own; the generator and every result so
+far travel in the checkpoint, so a resumed run draws the same next architecture.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import itertools
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -28,21 +29,21 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from segnas.data.epoch_seeded import at_epoch, epoch_seeded_loader
 from segnas.errors import ConfigError
 from segnas.evaluation import EvalProtocol, eval_protocol
 from segnas.genotype import Genotype
 from segnas.hardware import count_params
 from segnas.metrics import SegmentationMetrics, scores_from_confusion
 from segnas.report.loggers import is_wandb
-from segnas.report.run_dir import load_state, save_state, write_atomic
 from segnas.searchers.budget import Budget
-from segnas.searchers.distributed import search_device
+from segnas.searchers.distributed import all_gather, rank_and_world
+from segnas.searchers.engine import SearchModule, fit_search
 from segnas.searchers.result import Candidate, SearchResult
 from segnas.spaces.autodeeplab import AutoDeepLabSpace
 from segnas.training.schedules import build_schedule
 
 log = logging.getLogger(__name__)
-FORMAT = "segnas-random-autodeeplab/1"
 COLUMNS = ("sample", "genotype_hash", "path", "cell", "params", "steps", "train_loss", "val_mIoU", "seconds")
 SPACE = AutoDeepLabSpace()
 
@@ -56,9 +57,9 @@ def matched_steps(settings: DictConfig, batches_per_epoch: int) -> int:
 def search(cfg: DictConfig, random_settings: DictConfig, run_dir: Path, resume: Path | None, logger: Any
            ) -> SearchResult:
     """``cfg.searcher``: the Auto-DeepLab searcher's settings; ``random_settings``: samples, top_k."""
-    start = time.perf_counter()
+    started = time.monotonic()
     settings = cfg.searcher
-    samples, top_k = int(random_settings.samples), int(random_settings.top_k)  # checked with the config
+    samples, top_k = int(random_settings.samples), int(random_settings.top_k)
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
     half = len(datamodule.train_halves()[0]) // datamodule.batch_size
@@ -71,45 +72,10 @@ def search(cfg: DictConfig, random_settings: DictConfig, run_dir: Path, resume: 
     if steps < 1:
         raise ConfigError(f"searcher.samples={samples} architectures share {steps_total} training steps: "
                           "fewer samples or a larger budget")
-    device = search_device("auto")
-    protocol = eval_protocol(cfg)
-    train_loader = datamodule.loader(datamodule.dataset("train"), train=True)
-    val_loader = datamodule.loader(datamodule.val_subset(settings.val_images) if settings.val_images
-                                   else datamodule.eval_dataset("val"), train=False)
-    labels = OmegaConf.to_container(settings.network, resolve=True)
-    rng = np.random.default_rng(int(cfg.seed))
-    history: list[dict[str, Any]] = []
-    spent = 0.0
-    if resume is not None:
-        state = load_state(resume, FORMAT, "searcher=random searcher.space=autodeeplab")
-        rng.bit_generator.state, history, spent = state["rng"], state["history"], float(state["wall_time_s"])
-        log.info("resumed random search after %d architectures", len(history))
-    stopped = None
-    for index in range(len(history), samples):
-        stopped = budget.exhausted(spent + time.perf_counter() - start, sum(r["steps"] for r in history)
-                                   * datamodule.batch_size) if history else None
-        if stopped:
-            log.info("stopping random search after %d architectures: %s", index, stopped)
-            break
-        tick = time.perf_counter()
-        genotype = SPACE.sample(rng, int(settings.blocks), int(settings.layers), **labels)
-        torch.manual_seed(int(cfg.seed) * 1000 + index)
-        net = SPACE.build(genotype, datamodule.num_classes).to(device)
-        loss = _train(net, train_loader, steps, cfg, datamodule.ignore_index, device)
-        miou = _score(net, val_loader, datamodule.num_classes, datamodule.ignore_index, device, protocol)
-        record = {"sample": index, "genotype_hash": genotype.hash, "genotype": genotype.to_dict(),
-                  "path": " ".join(map(str, genotype.arch["path"])), "cell": _describe(genotype.arch["cell"]),
-                  "params": count_params(net), "steps": steps, "train_loss": round(loss, 4),
-                  "val_mIoU": round(miou, 4), "seconds": round(time.perf_counter() - tick, 2)}
-        history.append(record)
-        _write_csv(run_dir / "search.csv", history)
-        save_state(run_dir / "last.ckpt", FORMAT, {"rng": rng.bit_generator.state, "history": history,
-                                                   "wall_time_s": spent + time.perf_counter() - start})
-        if logger is not None:
-            logger.log_metrics({"search/val_mIoU": miou, "search/train_loss": loss, "search/params": record["params"]},
-                               step=index)
-        log.info("random architecture %d: val mIoU %.4f after %d steps (%s)", index, miou, steps, record["path"])
-    if is_wandb(logger):
+    trainer, module = fit_search(cfg, run_dir, logger, lambda world: RandomAutoDeepLabModule(
+        cfg, datamodule, samples, steps, world, started), resume)
+    history = module.history
+    if is_wandb(logger) and trainer.is_global_zero:
         logger.log_table("search/architectures", columns=list(COLUMNS), data=[[r[c] for c in COLUMNS] for r in history])
     best = sorted(history, key=lambda r: -r["val_mIoU"])[:top_k]
     done = sum(r["steps"] for r in history)
@@ -117,16 +83,93 @@ def search(cfg: DictConfig, random_settings: DictConfig, run_dir: Path, resume: 
         [Candidate(Genotype.from_dict(r["genotype"]), scores={"val_mIoU": r["val_mIoU"], "sample": r["sample"]})
          for r in best],
         summary={
-            "search_wall_time_s": round(spent + time.perf_counter() - start, 2),
+            "search_wall_time_s": round(module.wall_time_s, 2),
             "search_steps": done,
             "search_images_seen": done * datamodule.batch_size,
             "search_samples": len(history),
             "search_steps_per_sample": steps,
             "search_matched_steps": matched_steps(settings, batches),
             "search_best_val_mIoU": best[0]["val_mIoU"],
-            "search_val_protocol": protocol.describe(),
-            **budget.summary(stopped),
+            "search_val_protocol": eval_protocol(cfg).describe(),
+            "search_ranks": trainer.world_size,
+            **budget.summary(module.budget_stopped),
         })
+
+
+class RandomAutoDeepLabModule(SearchModule):
+    """``samples`` architectures in units of one per rank, each trained for ``steps`` steps and
+    scored; the networks are built and trained inside the unit, never registered here."""
+
+    unit_name = "architecture"
+
+    def __init__(self, cfg: DictConfig, datamodule: Any, samples: int, steps: int, world: int,
+                 started_at: float | None = None) -> None:
+        super().__init__(units=math.ceil(samples / world))
+        self.start_clock(started_at)
+        self.cfg, self.datamodule, self.samples, self.steps = cfg, datamodule, samples, steps
+        self.labels = OmegaConf.to_container(cfg.searcher.network, resolve=True)
+        self.rng = np.random.default_rng(int(cfg.seed))
+        self.history: list[dict[str, Any]] = []
+        self.loaders: tuple[Any, Any] | None = None
+
+    def search_state(self) -> dict[str, Any]:
+        return {"rng": self.rng.bit_generator.state, "history": self.history}
+
+    def load_search_state(self, state: dict[str, Any]) -> None:
+        self.rng.bit_generator.state, self.history = state["rng"], list(state["history"])
+
+    def replicated_state(self) -> dict[str, Any]:
+        return {"rng": self.rng.bit_generator.state, "samples": [r["genotype_hash"] for r in self.history]}
+
+    def record_files(self) -> dict[str, tuple[Any, list[dict[str, Any]]]]:
+        return {"search.csv": (COLUMNS, self.history)}
+
+    def unit_line(self) -> str:
+        best = max(r["val_mIoU"] for r in self.history)
+        return (f"architecture unit {self.current_epoch + 1}/{self.units}: {len(self.history)}/{self.samples} "
+                f"sampled, best val mIoU {best:.4f}, {self.wall_time_s:.1f} s")
+
+    def setup(self, stage: str) -> None:
+        datamodule = self.datamodule
+        self.device_used = self.trainer.strategy.root_device
+        self.protocol = eval_protocol(self.cfg)
+        settings = self.cfg.searcher
+        train = datamodule.dataset("train")
+        if len(train) < datamodule.batch_size:
+            datamodule.loader(train, train=True)  # raises the datamodule's own clear error
+        self.loaders = (train, datamodule.loader(datamodule.val_subset(settings.val_images) if settings.val_images
+                                                 else datamodule.eval_dataset("val"), train=False))
+
+    def run_unit(self, index: int) -> None:
+        assert self.loaders is not None
+        rank, world = rank_and_world()
+        cfg, settings, datamodule = self.cfg, self.cfg.searcher, self.datamodule
+        first = len(self.history)
+        drawn = [(first + k, SPACE.sample(self.rng, int(settings.blocks), int(settings.layers), **self.labels))
+                 for k in range(min(world, self.samples - first))]
+        mine = []
+        for sample, genotype in drawn[rank::world]:
+            tick = time.perf_counter()
+            torch.manual_seed(int(cfg.seed) * 1000 + sample)
+            net = SPACE.build(genotype, datamodule.num_classes).to(self.device_used)
+            # the sample's batches depend on its index alone, whichever rank trains it
+            batches = epoch_seeded_loader(self.loaders[0], int(cfg.seed) * 1000 + sample, datamodule.batch_size,
+                                          datamodule.num_workers)
+            loss = _train(net, batches, self.steps, cfg, datamodule.ignore_index, self.device_used)
+            miou = _score(net, self.loaders[1], datamodule.num_classes, datamodule.ignore_index, self.device_used,
+                          self.protocol)
+            mine.append({"sample": sample, "genotype_hash": genotype.hash, "genotype": genotype.to_dict(),
+                         "path": " ".join(map(str, genotype.arch["path"])), "cell": _describe(genotype.arch["cell"]),
+                         "params": count_params(net), "steps": self.steps, "train_loss": round(loss, 4),
+                         "val_mIoU": round(miou, 4), "seconds": round(time.perf_counter() - tick, 2)})
+        for record in sorted((r for part in all_gather(mine) for r in part), key=lambda r: r["sample"]):
+            self.history.append(record)
+            if rank == 0 and self.logger is not None:
+                self.logger.log_metrics({"search/val_mIoU": record["val_mIoU"], "search/train_loss": record["train_loss"],
+                                         "search/params": record["params"]}, step=record["sample"])
+            log.info("random architecture %d: val mIoU %.4f after %d steps (%s)", record["sample"], record["val_mIoU"],
+                     record["steps"], record["path"])
+        self.images_seen = sum(r["steps"] for r in self.history) * datamodule.batch_size
 
 
 def _train(net: nn.Module, loader, steps: int, cfg: DictConfig, ignore_index: int, device: torch.device) -> float:
@@ -138,7 +181,7 @@ def _train(net: nn.Module, loader, steps: int, cfg: DictConfig, ignore_index: in
     criterion = nn.CrossEntropyLoss(ignore_index=ignore_index)
     net.train()
     losses = []
-    batches = itertools.chain.from_iterable(itertools.repeat(loader))
+    batches = itertools.chain.from_iterable(at_epoch(loader, epoch) for epoch in itertools.count())
     for batch in itertools.islice(batches, steps):
         loss = criterion(net(batch["image"].to(device)), batch["mask"].to(device))
         optimizer.zero_grad(set_to_none=True)
@@ -164,11 +207,3 @@ def _score(net: nn.Module, loader, num_classes: int, ignore_index: int, device: 
 
 def _describe(cell: list) -> str:
     return "; ".join(" + ".join(f"{op}({state})" for op, state in block) for block in cell)
-
-
-def _write_csv(path: Path, history: list[dict[str, Any]]) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(history)
-    write_atomic(path, buffer.getvalue())
