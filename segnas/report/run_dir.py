@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from segnas.errors import ConfigError
@@ -40,27 +39,6 @@ def write_csv(path: Path, columns: Sequence[str], rows: Sequence[dict[str, Any]]
     for row in rows:
         writer.writerow({key: "" if row.get(key) is None else row.get(key) for key in columns})
     return write_atomic(path, buffer.getvalue())
-
-
-def save_state(path: Path, kind: str, state: dict[str, Any]) -> Path:
-    """A search's resumable state, tagged with ``kind`` (its format), written atomically so a
-    crash while saving leaves the previous state."""
-    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save({"format": kind, **state}, temporary)
-    os.replace(temporary, path)
-    return path
-
-
-def load_state(path: Path, kind: str, what: str) -> dict[str, Any]:
-    """The state :func:`save_state` wrote; a file of another kind is refused naming ``what``
-    (e.g. ``searcher=auxcell``) wrote the expected one."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:
-        raise ConfigError(f"resume={path}: cannot be read ({err})") from err
-    if not isinstance(state, dict) or state.get("format") != kind:
-        raise ConfigError(f"resume={path}: not a {what} checkpoint (expected format {kind})")
-    return state
 
 
 def write_json(path: Path, data: dict[str, Any]) -> Path:

@@ -1,19 +1,12 @@
-"""What the search leaves in the run directory: ``search.csv`` (one row per child), the reward
-curve, and ``last.ckpt`` (controller, its optimiser and baseline, PPO buffer, early-stopping
-state, sampler state and every child's record) to resume from.
-"""
+"""What the search leaves in the run directory: the columns of ``search.csv`` (one row per child,
+written by the engine's record files), each child's line in ``run.log`` and the reward curve. The
+resumable state travels in the Lightning checkpoint (:mod:`.module`)."""
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 from typing import Any
 
-from segnas.report import run_dir
-from segnas.report.run_dir import write_atomic
-
-FORMAT = "segnas-auxcell-search/1"
 COLUMNS = (
     "child", "round", "rank", "status", "reward", "stage1_reward", "stage2_reward", "stopped_early", "mIoU", "fwIoU",
     "pixel_acc", "mean_class_acc", "RMSE", "REL", "delta1", "genotype_hash", "encoding", "cell", "params", "search_params",
@@ -33,24 +26,6 @@ def describe(record: dict[str, Any], children: int) -> str:
                        if record.get(f"stage{k}_reward") is not None)
     return (f"child {record['child']} ({record['child'] + 1}/{children}): {status}, reward {record['reward']:.4f}"
             f"{f' ({stages})' if stages else ''}, {float(record.get('child_s') or 0.0):.1f} s, cell {record['cell']}")
-
-
-def write_csv(path: Path, records: list[dict[str, Any]]) -> Path:
-    """Rewrite ``search.csv`` from every record (small: one row per child)."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore")
-    writer.writeheader()
-    for record in records:
-        writer.writerow({key: ("" if record.get(key) is None else record.get(key)) for key in COLUMNS})
-    return write_atomic(path, buffer.getvalue())
-
-
-def save_state(path: Path, state: dict[str, Any]) -> Path:
-    return run_dir.save_state(path, FORMAT, state)
-
-
-def load_state(path: Path) -> dict[str, Any]:
-    return run_dir.load_state(path, FORMAT, "searcher=auxcell")
 
 
 def plot_rewards(path: Path, records: list[dict[str, Any]]) -> Path | None:
