@@ -7,7 +7,8 @@
 with 255 on object borders, ``ImageSets/Segmentation/{train,val,trainval}.txt``). Its images
 have the shapes of a small real dataset rather than of the square synthetic default: each side
 drawn independently (heights 150-230, widths 170-260 by default, never square), JPEG quality
-75-90 as in VOC, 9 classes. Every sample comes from ``render_scene`` with its own generator
+75-90 as in VOC, 9 classes, objects tinted towards a colour per class (see ``render_sample``).
+Every sample comes from ``render_scene`` with its own generator
 ``default_rng([seed, split, index])``, so the same arguments always write the same bytes.
 
 Importable by tests and other benchmarks (``benchmarks/`` is not a package: load the file, e.g.
@@ -17,6 +18,7 @@ Importable by tests and other benchmarks (``benchmarks/`` is not a package: load
 from __future__ import annotations
 
 import argparse
+import colorsys
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,6 +34,13 @@ SPLIT_IDS = {"train": 0, "val": 1}
 STAMP = "fixture.json"
 
 
+def class_colours(num_classes: int) -> np.ndarray:
+    """float32 (num_classes, 3): grey for the background, evenly spaced saturated hues for the
+    object classes."""
+    hues = [colorsys.hsv_to_rgb(k / (num_classes - 1), 0.8, 0.9) for k in range(num_classes - 1)]
+    return np.array([(0.5, 0.5, 0.5), *hues], np.float32) * 255
+
+
 def render_sample(
     seed: int,
     split: str,
@@ -40,8 +49,17 @@ def render_sample(
     heights: Sequence[int] = (150, 230),
     widths: Sequence[int] = (170, 260),
     border: int = 3,
+    tint: float = 0.8,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """One sample: image uint8 (H, W, 3), mask uint8 (H, W) with 255 borders, JPEG quality.
+
+    ``tint`` blends every object of class k towards a colour of its own (:func:`class_colours`),
+    so that, as in photographs, appearance says much about the class: the synthetic scenes alone
+    (random colours, class = shape x texture) stay at the all-background prediction for the first
+    few hundred from-scratch steps, which is too slow for a CPU benchmark (measured, 9 classes,
+    120 images, batch 8, AdamW 2e-3: smp's and segnas's DeepLabV3+ at mIoU 0.10 after 60 steps
+    untinted, smp 0.10 with tint 0.5, smp 0.49 after 90 steps with tint 0.8). Distractors
+    (label 0) keep their colours, so shape and texture still matter.
 
     ``border`` is the side of the square structuring element whose morphological gradient marks
     the ignore band around every labelled region (VOC's annotators drew ~5 px at 500 px; 3 gives
@@ -54,6 +72,11 @@ def render_sample(
         width += 1 if width < widths[1] else -1
     quality = int(rng.integers(75, 91))
     image, mask, _, _ = render_scene(rng, height, width, SceneSpec(num_classes))
+    if tint > 0:
+        colours = class_colours(num_classes)[mask]  # (H, W, 3); row 0 (background) unused
+        objects = (mask > 0)[..., None]
+        blended = (1 - tint) * image + tint * colours
+        image = np.where(objects, np.clip(np.round(blended), 0, 255), image).astype(np.uint8)
     if border > 0:
         edge = cv2.morphologyEx(mask, cv2.MORPH_GRADIENT, np.ones((border, border), np.uint8)) > 0
         mask = mask.copy()
@@ -70,6 +93,7 @@ def write_voc_fixture(
     heights: Sequence[int] = (150, 230),
     widths: Sequence[int] = (170, 260),
     border: int = 3,
+    tint: float = 0.8,
 ) -> Path:
     """Write (or keep, when ``root`` already holds the same fixture) a VOC-layout dataset.
 
@@ -78,7 +102,7 @@ def write_voc_fixture(
     """
     root = Path(root)
     params = {"train": train, "val": val, "num_classes": num_classes, "seed": seed,
-              "heights": list(heights), "widths": list(widths), "border": border, "version": 1}
+              "heights": list(heights), "widths": list(widths), "border": border, "tint": tint, "version": 1}
     stamp = root / STAMP
     if stamp.is_file() and json.loads(stamp.read_text()) == params:
         return root
@@ -90,7 +114,7 @@ def write_voc_fixture(
         ids = lists[split] = []
         for index in range(count):
             name = f"2012_{SPLIT_IDS[split] * 100000 + index:06d}"
-            image, mask, quality = render_sample(seed, split, index, num_classes, heights, widths, border)
+            image, mask, quality = render_sample(seed, split, index, num_classes, heights, widths, border, tint)
             Image.fromarray(image).save(root / "JPEGImages" / f"{name}.jpg", quality=quality)
             indexed = Image.fromarray(mask)  # uint8 (H, W): mode "L"
             indexed.putpalette(palette)  # -> mode "P": values stay class ids, as in VOC
@@ -111,8 +135,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--val", type=int, default=40)
     parser.add_argument("--classes", type=int, default=9)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tint", type=float, default=0.8)
     args = parser.parse_args(argv)
-    print(write_voc_fixture(args.root, args.train, args.val, args.classes, args.seed))
+    print(write_voc_fixture(args.root, args.train, args.val, args.classes, args.seed, tint=args.tint))
 
 
 if __name__ == "__main__":
