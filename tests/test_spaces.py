@@ -91,3 +91,16 @@ def test_missing_backbone_weights_named_at_build(tmp_path):
     genotype = SPACE.genotype({})
     with pytest.raises(WeightsError, match="model.backbone_weights"):
         build(genotype, num_classes=2, backbone_weights=str(tmp_path / "missing.pt"))
+
+
+def test_listing_the_presets_leaves_the_global_random_state_alone() -> None:
+    """The elastic space builds a backbone to count its stages the first time a preset is
+    resolved; drawing its random init from the global generator would make a run's initial
+    weights depend on whether the process had resolved a preset before."""
+    from segnas.spaces.elastic_deeplabv3plus import full_depths
+
+    full_depths.cache_clear()
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    presets()
+    assert torch.equal(torch.get_rng_state(), state)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+import torch
 from torch import nn
 
 from segnas.errors import GenotypeError
@@ -29,8 +30,11 @@ from segnas.spaces.deeplabv3plus import DeepLabV3PlusSpace, _is_int
 
 @functools.lru_cache(maxsize=16)
 def full_depths(backbone: str, output_stride: int) -> tuple[int, ...]:
-    """Blocks per elastic stage of ``backbone`` (built once per name, randomly initialised)."""
-    return tuple(stage_depths(build_backbone(backbone, output_stride=output_stride)))
+    """Blocks per elastic stage of ``backbone`` (built once per name). Its random init is drawn
+    from a forked generator: counting stages must not move the global random state, or a run's
+    initial weights would depend on whether this process had listed the presets before."""
+    with torch.random.fork_rng(devices=[]):
+        return tuple(stage_depths(build_backbone(backbone, output_stride=output_stride)))
 
 
 class ElasticDeepLabV3PlusSpace(DeepLabV3PlusSpace):
