@@ -237,6 +237,83 @@ def test_nsga2_beats_random_sampling_on_a_toy_problem() -> None:
     assert np.mean(nsga) > np.mean(rand) + 0.01, (nsga, rand)
 
 
+def default_encoding():
+    from segnas.searchers.fmas.encoding import Encoding
+
+    space = spaces.get_space("elastic-deeplabv3plus")
+    return Encoding(space, space.genotype({}), [0.25, 0.5, 0.75, 1.0], [0.25, 0.5, 0.75, 1.0])
+
+
+@pytest.mark.parametrize("mutation_prob", [None, 0.3])
+def test_mutation_changes_the_configured_fraction_of_genes_to_other_values(mutation_prob) -> None:
+    """searcher.mutation_prob is per gene (null = 1 / genes): over 2000 offspring the changed
+    genes are binomial with that probability (scipy's exact test), and a changed gene takes each
+    of its other values equally often (chi-square)."""
+    from pymoo.core.population import Population
+    from scipy.stats import binomtest, chisquare
+
+    from segnas.searchers.fmas.nsga import SubnetProblem, build_algorithm
+
+    encoding = default_encoding()
+    mutation = build_algorithm(encoding, 2, 8, 10, 0, mutation_prob=mutation_prob).mating.mutation
+    X = np.random.default_rng(0).integers(encoding.xl, encoding.xu + 1, size=(2000, encoding.n_var))
+    Y = mutation.do(SubnetProblem(encoding.xl, encoding.xu, 2), Population.new("X", X.copy()),
+                    random_state=np.random.default_rng(1)).get("X")
+    assert np.issubdtype(Y.dtype, np.integer) and np.all((Y >= encoding.xl) & (Y <= encoding.xu))
+    changed = Y != X
+    expected = 1 / encoding.n_var if mutation_prob is None else mutation_prob
+    assert binomtest(int(changed.sum()), changed.size, expected).pvalue > 1e-3, changed.mean()
+    four = [g for g in range(encoding.n_var) if encoding.xu[g] == 3]  # the genes with 4 values
+    moved = [(X[i, g], Y[i, g]) for i, g in zip(*np.nonzero(changed)) if g in four]
+    for value in range(4):
+        counts = np.bincount([new for old, new in moved if old == value], minlength=4)
+        assert counts[value] == 0 and chisquare(np.delete(counts, value)).pvalue > 1e-3, (value, counts)
+
+
+def gene_values(encoding, arch) -> list:
+    """The choice every gene of ``encoding`` has in ``arch`` (the inverse of its decode)."""
+    values = []
+    for gene in encoding.genes:
+        if gene.label in ("depths", "widths"):
+            values.append(arch[gene.label][gene.index])
+        elif gene.label == "aspp_rate":
+            values.append(int(gene.index in arch["aspp_rates"]))
+        else:
+            values.append(arch[gene.label])
+    return values
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_value_missing_from_the_population_comes_back(seed: int) -> None:
+    """The first population lacks the top value of every gene (the full depth, width 1.0, every
+    ASPP branch kept, full head widths); NSGA-II proposes each of them again within 25
+    generations of 8 (about 1 in 48 offspring for a given value of a 4-valued gene)."""
+    from pymoo.core.evaluator import Evaluator as PymooEvaluator
+    from pymoo.problems.static import StaticProblem
+
+    from segnas.searchers.fmas.nsga import SearchState, build_algorithm, run_generation
+    from segnas.searchers.fmas.pareto import objective_matrix
+
+    encoding = default_encoding()
+    objectives, scale, reference = ["miou", "macs"], {"macs": 12.0}, [1.0, 1.1]
+    state, toy = SearchState(build_algorithm(encoding, 2, 8, 100, seed)), ToyEvaluator()
+    first = state.algorithm.ask()
+    first.set("X", np.minimum(first.get("X"), encoding.xu - 1))
+    records = toy.evaluate_many([encoding.decode(x) for x in first.get("X")])
+    PymooEvaluator().eval(StaticProblem(state.algorithm.problem, F=objective_matrix(records, objectives, scale),
+                                        G=np.zeros((len(records), 1))), first)
+    state.algorithm.tell(infills=first)
+    seen = {i: {gene_values(encoding, r["genotype"])[i] for r in records} for i in range(encoding.n_var)}
+    assert all(gene.choices[-1] not in seen[i] for i, gene in enumerate(encoding.genes))
+    state.cache = dict(toy.cache)
+    for _ in range(25):
+        run_generation(state, encoding, toy, objectives, scale, reference)
+    proposed = [gene_values(encoding, r["genotype"]) for r in state.cache.values()]
+    missing = [(gene.label, gene.index, choice) for i, gene in enumerate(encoding.genes) for choice in gene.choices
+               if choice not in {values[i] for values in proposed}]
+    assert not missing
+
+
 # --- DDP: trainer=ddp splits the scoring between ranks; trainer=ddp_spawn searches in the main process ---
 
 DDP_SEARCH = [*SEARCH, "searcher.generations=2", "searcher.top_k=1", "searcher.retrain_epochs=1"]

@@ -66,8 +66,6 @@ def check(cfg: DictConfig, keys: Keys) -> None:
     keys.integer("generations")
     keys.integer("seed", low=None)
     keys.number("crossover_prob", low=0, high=1)
-    keys.number("crossover_eta", low=0)
     keys.number("mutation_prob", low=0, high=1, null=True)
-    keys.number("mutation_eta", low=0)
     keys.integer("top_k", high=pop_size, why=f"front members handed on, at most {keys.name('pop_size')}={pop_size}")
     keys.integer("retrain_epochs", low=0)

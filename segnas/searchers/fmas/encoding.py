@@ -1,7 +1,7 @@
 """Integer encoding of elastic DeepLabV3+ sub-networks for NSGA-II.
 
-Each gene is an index into a list of choices, so pymoo works on plain integer vectors (SBX and
-polynomial mutation on floats, rounded back) while genotypes stay readable dicts. Genes with a
+Each gene is an index into a list of choices, so pymoo works on plain integer vectors (uniform
+crossover and a resampling mutation, never floats) while genotypes stay readable dicts. Genes with a
 single choice (e.g. a stage of one block) are left out of the vector.
 
 The backbone genes follow the supernet's elastic stages (:mod:`segnas.nn.elastic_stages`): a

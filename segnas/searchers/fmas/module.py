@@ -69,9 +69,8 @@ class FMASSearchModule(SearchModule):
         self.state = SearchState(build_search_algorithm(
             str(settings.get("algorithm", "nsga2")), self.encoding, len(self.objectives), int(settings.pop_size),
             int(settings.generations), int(settings.seed), crossover_prob=float(settings.crossover_prob),
-            crossover_eta=float(settings.crossover_eta),
-            mutation_prob=None if settings.mutation_prob is None else float(settings.mutation_prob),
-            mutation_eta=float(settings.mutation_eta)), extra={"supernet": facts["supernet"], "full": full.to_dict()})
+            mutation_prob=None if settings.mutation_prob is None else float(settings.mutation_prob)),
+            extra={"supernet": facts["supernet"], "full": full.to_dict()})
         self.scorer: Scorer | None = None
         self.evaluator: Evaluator | None = None
         self.device_name = str(settings.get("device", "auto"))
