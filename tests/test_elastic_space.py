@@ -16,7 +16,7 @@ from segnas.nn.elastic import (
     active,
     extract,
     full_config,
-    sort_hidden_channels,
+    sort_channels,
 )
 from segnas.nn.elastic_stages import elastic_stages
 from segnas.searchers.fmas.encoding import Encoding, subnet_config
@@ -118,13 +118,54 @@ def test_sorting_hidden_channels_keeps_the_function(supernet) -> None:
     import copy
 
     net = copy.deepcopy(supernet)
-    sort_hidden_channels(net)
+    sort_channels(net)
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(net(x), supernet(x), atol=1e-5, rtol=1e-4)
     block = net.backbone.blocks[2][0]
     norms = block.conv_pwl.weight.abs().sum(dim=(0, 2, 3))
     assert torch.all(norms[:-1] >= norms[1:])
+
+
+def descending(columns: torch.Tensor) -> bool:
+    norms = columns.abs().sum(dim=(0, 2, 3))
+    return bool(torch.all(norms[:-1] >= norms[1:]))
+
+
+def test_sorting_orders_every_head_channel_group_and_keeps_the_function(supernet) -> None:
+    """ASPP branch outputs (each branch its own columns of the projection), the projection's
+    outputs, both refinement convolutions' outputs: each read in decreasing L1 order after
+    sorting, and the network's output is unchanged."""
+    import copy
+
+    net = copy.deepcopy(supernet)
+    sort_channels(net)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), supernet(x), atol=1e-5, rtol=1e-4)
+    width = net.aspp.out_channels
+    projection = net.aspp.project[0][0].weight
+    assert all(descending(projection[:, p * width:(p + 1) * width]) for p in range(len(net.aspp.branches)))
+    assert descending(net.decoder.refine[0][0].weight[:, :width])
+    assert descending(net.decoder.refine[1][0].weight) and descending(net.decoder.classifier.weight)
+
+
+def test_a_sliced_head_keeps_the_channels_read_hardest(supernet) -> None:
+    """After sorting, a sub-network's decoder keeps the k refinement channels whose classifier
+    columns have the largest L1 norm in the unsorted network, and its ASPP 1x1 branch keeps the k
+    outputs read hardest by the projection (not the first k in training order)."""
+    import copy
+
+    net = sort_channels(copy.deepcopy(supernet))
+    k = 64
+    sub = extract(net, SubnetConfig(tuple(FULL_DEPTHS), (1.0,) * 6, (6, 12, 18), k, k))
+    classifier = supernet.decoder.classifier.weight
+    top = torch.argsort(classifier.abs().sum(dim=(0, 2, 3)), descending=True)[:k]
+    torch.testing.assert_close(sub.decoder.classifier.weight, classifier[:, top])
+    width = supernet.aspp.out_channels
+    read = supernet.aspp.project[0][0].weight[:, :width].abs().sum(dim=(0, 2, 3))
+    top = torch.argsort(read, descending=True)[:k]
+    torch.testing.assert_close(sub.aspp.branches[0][0].weight, supernet.aspp.branches[0][0].weight[top])
 
 
 @pytest.mark.parametrize("arch, match", [
@@ -229,7 +270,7 @@ def test_sorting_xception_hidden_channels_keeps_the_function(xception) -> None:
     import copy
 
     net = copy.deepcopy(xception)
-    sort_hidden_channels(net)
+    sort_channels(net)
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         assert_close_to_scale(net(x), xception(x))

@@ -25,9 +25,9 @@ What is elastic (:class:`SubnetConfig`; which backbone parts, see :mod:`segnas.n
 - ``aspp_channels`` / ``decoder_channels``: the first k output channels of every ASPP branch and
   projection, and of the decoder's two refinement convolutions.
 
-Channels are kept "first k" (``torch.arange(k)``); :func:`sort_hidden_channels` permutes a trained
-network's hidden channels once by importance (L1 norm of the weights that read them) so that
-first-k keeps the most important ones without changing the network's function.
+Channels are kept "first k" (``torch.arange(k)``); :func:`sort_channels` permutes every such
+group of a trained network once by importance (L1 norm of the weights that read them), backbone
+and head alike, so that first-k keeps the most important ones without changing the function.
 """
 
 from __future__ import annotations
@@ -280,26 +280,49 @@ def active(net: DeepLabV3Plus, config: SubnetConfig) -> Iterator[DeepLabV3Plus]:
             handle.remove()
 
 
-def sort_hidden_channels(net: DeepLabV3Plus) -> DeepLabV3Plus:
-    """Permute every elastic block's hidden channels by decreasing importance, in place.
+def _order_by_readers(consumer: nn.Conv2d, carriers: Sequence[nn.Module], start: int = 0) -> None:
+    """Permute one channel group by decreasing importance, in place, keeping the function.
 
-    Importance of a hidden channel is the L1 norm of the consumer weights reading it (the
-    projection ``conv_pwl`` of an inverted residual, the next pointwise conv in an Xception
-    block). The permutation is applied consistently to every module of the group (producer
-    outputs, BatchNorms, depthwise convs, consumer inputs), so the network computes exactly the
-    same function; afterwards "keep the first k channels" keeps the k most important ones.
+    The group is the ``carriers``' channels (output channels of a convolution, channels of a
+    BatchNorm or depthwise convolution), read as input channels ``start`` onward of ``consumer``.
+    Importance is the L1 norm of the consumer weights reading a channel (as in once-for-all's
+    channel sorting before progressive shrinking, Cai et al., ICLR 2020); the same permutation
+    goes to every carrier and to the consumer's input columns, so only the order changes.
+    """
+    count = carriers[0].weight.shape[0]
+    columns = consumer.weight[:, start:start + count]
+    order = torch.argsort(columns.abs().sum(dim=(0, 2, 3)), descending=True, stable=True)
+    columns.copy_(columns.index_select(1, order))  # a view: writes into the consumer's weight
+    for module in carriers:
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            tensor = getattr(module, name, None)
+            if tensor is not None:
+                tensor.copy_(tensor.index_select(0, order))
+
+
+def sort_channels(net: DeepLabV3Plus) -> DeepLabV3Plus:
+    """Permute every channel group :func:`extract` slices by decreasing importance, in place.
+
+    Groups: every elastic block's hidden channels (read by the projection ``conv_pwl`` of an
+    inverted residual, the next pointwise conv in an Xception block); each ASPP branch's outputs
+    (read by its columns of the ASPP projection); the ASPP projection's outputs (read by the
+    decoder's first refinement convolution); each refinement convolution's outputs (read by the
+    next one, then by the classifier). Every group is permuted consistently (producer outputs,
+    BatchNorms, depthwise convs, consumer inputs), so the network computes the same function;
+    afterwards "keep the first k channels" keeps the k most important ones of every group.
     """
     with torch.no_grad():
         for stage in elastic_stages(net.backbone):
             for block in stage.blocks():
                 for group in hidden_groups(block):
-                    consumer = block.get_submodule(group.consumer)
-                    order = consumer.weight.abs().sum(dim=(0, 2, 3)).argsort(descending=True)
-                    consumer.weight.copy_(consumer.weight.index_select(1, order))
-                    for path in (group.producer, *group.channelwise):
-                        module = block.get_submodule(path)
-                        for name in ("weight", "bias", "running_mean", "running_var"):
-                            tensor = getattr(module, name, None)
-                            if tensor is not None:
-                                tensor.copy_(tensor.index_select(0, order))
+                    _order_by_readers(block.get_submodule(group.consumer),
+                                      [block.get_submodule(p) for p in (group.producer, *group.channelwise)])
+        aspp, decoder = net.aspp, net.decoder
+        projection = aspp.project[0]
+        for position, branch in enumerate(aspp.branches):
+            conv, norm, _ = branch.project if hasattr(branch, "project") else branch
+            _order_by_readers(projection[0], [conv, norm], start=position * aspp.out_channels)
+        _order_by_readers(decoder.refine[0][0], list(projection[:2]))  # the ASPP output comes first
+        _order_by_readers(decoder.refine[1][0], list(decoder.refine[0][:2]))
+        _order_by_readers(decoder.classifier, list(decoder.refine[1][:2]))
     return net

@@ -26,7 +26,7 @@ from omegaconf import DictConfig
 
 from segnas.errors import ConfigError
 from segnas.genotype import Genotype
-from segnas.nn.elastic import sort_hidden_channels
+from segnas.nn.elastic import sort_channels
 from segnas.searchers.budget import Budget
 from segnas.searchers.checks.fmas import ordered_objectives
 from segnas.searchers.engine import STATE_KEY, fit_search
@@ -48,7 +48,7 @@ def search(cfg: DictConfig, run_dir: Path, resume: Path | None, logger: Any) -> 
     known = _searched_supernet(resume) if resume is not None else None
     full, supernet, facts = obtain(cfg, run_dir, logger, datamodule, space, known=known)
     if s.channel_order == "l1":
-        sort_hidden_channels(supernet)  # before the ranks get it: every process slices the same channels
+        sort_channels(supernet)  # before the ranks get it: every process slices the same channels
     trainer, module = fit_search(cfg, run_dir, logger, lambda world: FMASSearchModule(
         cfg, space, full, supernet, datamodule, facts, started), resume)
     module.prepare_scoring(trainer.strategy.root_device)  # this process's own, to slice the chosen ones
