@@ -216,7 +216,7 @@ def test_presets_carry_the_released_cell_and_path():
 
 
 def test_preset_s_matches_the_papers_parameter_count():
-    """Paper, Table 3: Auto-DeepLab-S has 10.15M parameters (Cityscapes, 19 classes)."""
+    """Paper, Table 2: Auto-DeepLab-S has 10.15M parameters (Cityscapes, 19 classes)."""
     net = spaces.build(spaces.resolve_arch("autodeeplab-s"), 19)
     assert sum(p.numel() for p in net.parameters()) / 1e6 == pytest.approx(10.15, abs=0.01)
 

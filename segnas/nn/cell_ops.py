@@ -6,7 +6,7 @@ research/deeplab/core/nas_cell.py), so a searched cell and its final network use
 - ``sep_conv_kxk``: twice ReLU → depthwise k×k → pointwise 1×1 → BN (the release's
   ``separable_kxk_2``); only the first depthwise conv carries the stride.
 - ``atrous_conv_kxk``: ReLU → k×k conv with rate 2 → BN; with stride 2 the release halves the
-  input bilinearly and uses rate 1 instead.
+  input bilinearly (aligned corners, deeplab/core/utils.py ``resize_bilinear``) and uses rate 1.
 - ``avg_pool_3x3`` / ``max_pool_3x3``: 3×3 pooling ('SAME' padding, averages exclude padding).
 - ``skip_connect``: identity, or ReLU → strided 1×1 conv → BN when it must halve the resolution.
 - ``none``: zero; exists only in the search, where it lets an edge switch itself off.
@@ -75,7 +75,7 @@ class AtrousConv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(x)
         if self.stride == 2:
-            x = F.interpolate(x, size=_halved(x), mode="bilinear", align_corners=False)
+            x = F.interpolate(x, size=_halved(x), mode="bilinear", align_corners=True)
         return self.bn(self.conv(x))
 
 

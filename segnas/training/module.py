@@ -74,6 +74,14 @@ class SegmentationModule(ScheduledModule):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)
 
+    def on_train_batch_start(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """A network whose training follows the run's length (Auto-DeepLab's scheduled drop
+        path) learns the step and the Trainer's total steps before each one, as the release
+        reads TensorFlow's global step and ``training_number_of_steps``."""
+        follow = getattr(self.net, "set_training_progress", None)
+        if follow is not None:
+            follow(self.global_step, self.trainer.estimated_stepping_batches)
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         logits = self(batch["image"])
         loss = self.criterion(logits, batch["mask"])

@@ -7,11 +7,16 @@ A genotype holds:
   1 = the cell before (H2), 2 + b = block b; ops from ``PRIMITIVES`` except ``none``;
 - ``path``: the stride of each layer (4, 8, 16 or 32), starting at 4 or 8 (the stem ends at 4)
   and changing by at most a factor of 2 per layer;
-- ``filter_multiplier`` F (cell filters F·s/4) and the DeepLabV3+ head widths.
+- ``filter_multiplier`` F (cell filters F·s/4) and the DeepLabV3+ head widths;
+- ``drop_path_keep_prob``: scheduled drop path while training (1: off, the release's default in
+  nas_network.py ``config`` and train.py's flag; the paper's Table 2 networks were trained with
+  it, at a keep probability the release does not hold).
 
 The presets are the authors' released network (``hnasnet`` in nas_network.py): Auto-DeepLab-S,
--M and -L differ only in F (20, 32, 48). The paper reports 10.15M / 21.62M / 44.42M parameters
-and 71.68 / 72.65 / 73.32 Cityscapes val mIoU without ImageNet pre-training (Table 3).
+-M and -L differ only in F (20, 32, 48). The paper's Table 2 (Cityscapes, 19 classes, 1024×2048)
+gives them 10.15M / 21.62M / 44.42M parameters, which these networks have, and 333.25B /
+460.93B / 695.03B Multi-Adds, a TensorFlow profiler count that BENCHMARKS.md reproduces within
+1.9 % (``segnas.hardware.count_macs(..., convention="tfprof")`` at 1025×2049).
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ class AutoDeepLabSpace(Space):
         "aspp_channels": 256,
         "decoder_channels": 256,
         "low_level_channels": 48,
+        "drop_path_keep_prob": 1.0,
     }
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         f"autodeeplab-{size}": {"cell": RELEASED_CELL, "path": RELEASED_PATH, "filter_multiplier": f}
@@ -70,6 +76,10 @@ class AutoDeepLabSpace(Space):
         for label in ("filter_multiplier", "aspp_channels", "decoder_channels", "low_level_channels"):
             if not _is_int(out[label]) or out[label] < 1:
                 raise GenotypeError(f"{self.name}: label '{label}' must be a positive integer, got {out[label]!r}")
+        keep = out["drop_path_keep_prob"]
+        if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0 < keep <= 1:
+            raise GenotypeError(f"{self.name}: label 'drop_path_keep_prob' must be a number in (0, 1], got {keep!r}")
+        out["drop_path_keep_prob"] = float(keep)
         return out
 
     def _check_cell(self, cell: Any) -> list:
@@ -130,7 +140,7 @@ class AutoDeepLabSpace(Space):
         arch = genotype.arch
         return AutoDeepLabNetwork(
             arch["cell"], path_levels(arch["path"]), num_classes, arch["filter_multiplier"],
-            arch["aspp_channels"], arch["decoder_channels"], arch["low_level_channels"],
+            arch["aspp_channels"], arch["decoder_channels"], arch["low_level_channels"], arch["drop_path_keep_prob"],
         )
 
 
