@@ -8,13 +8,15 @@ from segnas.config_keys import Keys
 
 #: The final network's labels (``searcher.network``) besides the decoded cell and path; the
 #: Auto-DeepLab space checks them again when it builds the network.
-NETWORK_LABELS = ("filter_multiplier", "aspp_channels", "decoder_channels", "low_level_channels")
+NETWORK_LABELS = ("filter_multiplier", "aspp_channels", "decoder_channels", "low_level_channels",
+                  "drop_path_keep_prob")
 
 
 def check(cfg: DictConfig, keys: Keys) -> None:
     """Supernet sizes, schedule, optimisers and the final network's labels."""
-    for key in ("layers", "blocks", "aspp_channels"):
+    for key in ("layers", "blocks"):
         keys.integer(key)
+    keys.integer("aspp_channels", null=True)
     multiplier = keys.integer("filter_multiplier")
     epochs = keys.integer("epochs")
     keys.integer("warmup_epochs", low=0, high=epochs - 1,
@@ -29,5 +31,8 @@ def check(cfg: DictConfig, keys: Keys) -> None:
     if multiplier % keys.integer("partial_channels"):
         keys.fail("partial_channels", f"a divisor of {keys.name('filter_multiplier')}={multiplier}")
     for label in keys.mapping("network", NETWORK_LABELS):
-        keys.integer(f"network.{label}")
+        if label == "drop_path_keep_prob":
+            keys.number(f"network.{label}", above=0, high=1)
+        else:
+            keys.integer(f"network.{label}")
     keys.integer("retrain_epochs", low=0)

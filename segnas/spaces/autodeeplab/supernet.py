@@ -10,7 +10,8 @@ Moving between resolutions, the supernet resamples H1 bilinearly before the cell
 reimplementations do); the final network (``network.py``) moves inside the cell ops as the
 authors' released network does. After layer L, one small ASPP per resolution (1×1 conv, one 3×3
 atrous conv of rate 96/s, image pooling) predicts classes; the predictions are upsampled to the
-input and summed.
+input and summed. Each ASPP branch has B·F·s/4 filters, its node's own width (paper, Sec. 5.1),
+unless ``aspp_channels`` fixes one width for every level.
 
 α and β are registered parameters (``arch_parameters``), separate from ``weight_parameters``, so
 the weight optimiser never sees them and DDP keeps them identical on every rank.
@@ -321,7 +322,8 @@ def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 class SearchHead(nn.Sequential):
-    """The search's ASPP at stride s: 1×1, one 3×3 of rate 96/s, image pooling, then classes."""
+    """The search's ASPP at stride s: 1×1, one 3×3 of rate 96/s, image pooling (``channels``
+    filters each), then classes."""
 
     def __init__(self, in_channels: int, num_classes: int, stride: int, channels: int) -> None:
         super().__init__(
@@ -340,7 +342,7 @@ class AutoDeepLabSupernet(nn.Module):
         filter_multiplier: int = 8,
         blocks: int = 5,
         stem_channels: tuple[int, int] = (64, 128),
-        aspp_channels: int = 256,
+        aspp_channels: int | None = None,
         checkpoint_cells: bool = False,
         partial_channels: int = 1,
     ) -> None:
@@ -367,8 +369,10 @@ class AutoDeepLabSupernet(nn.Module):
                     self.node_channels(*self.prev_prev(layer, level)),
                     filter_multiplier * 2**level, blocks, partial_channels,
                 )
+        # the paper's head at stride s has the node's width B·F·s/4; an integer fixes one width
         self.heads = nn.ModuleDict({
-            str(level): SearchHead(self.node_channels(layers, level), num_classes, 4 * 2**level, aspp_channels)
+            str(level): SearchHead(self.node_channels(layers, level), num_classes, 4 * 2**level,
+                                   self.node_channels(layers, level) if aspp_channels is None else aspp_channels)
             for level in range(NUM_LEVELS) if level_exists(layers, level)
         })
         self.alpha = nn.Parameter(1e-3 * torch.randn(num_edges(blocks), len(PRIMITIVES)))
