@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from segnas.data.datamodule import SegmentationDataModule
-from segnas.data.transforms import RawSample
+from segnas.data.transforms import RawSample, checked_image_scale, resize_sample
 from segnas.errors import ConfigError, DatasetError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -286,11 +286,31 @@ class VOCDataModule(SegmentationDataModule):
         return FileSource(items, identity_table(self.num_classes, self.ignore_index), allowed)
 
 
+class ScaledSource:
+    """Another source's samples at ``scale`` times their resolution (:func:`resize_sample`)."""
+
+    def __init__(self, source: Any, scale: float) -> None:
+        self.source = source
+        self.scale = scale
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> RawSample:
+        return resize_sample(self.source[index], self.scale)
+
+
 class CityscapesDataModule(_FixedClassesDataModule):
     """Cityscapes fine annotations, labelIds mapped to the 19 official train ids.
 
     ``root`` holds ``leftImg8bit/{train,val}/<city>/<x>_leftImg8bit.png`` and
     ``gtFine/{train,val}/<city>/<x>_gtFine_labelIds.png``.
+
+    ``image_scale`` resizes the *training* images as they are read (0.5: the 512×1024 images
+    Auto-DeepLab's search crops, paper Sec. 5.1; masks by nearest neighbour), as NYU's
+    ``image_scale`` does. Val stays at 1024×2048: a reported score is always against the original
+    masks, so to show the network val images at its training scale set ``eval.scale`` to the
+    same value (the protocol resizes the image for the network and the logits back).
     """
 
     CLASS_NAMES = CITYSCAPES_CLASSES
@@ -299,6 +319,10 @@ class CityscapesDataModule(_FixedClassesDataModule):
     PALETTE = CITYSCAPES_PALETTE
     #: 1024x2048 images, scored by sliding windows of the crop (e.g. 769, stride 513)
     eval_mode = "slide"
+
+    def __init__(self, root: str | None = None, image_scale: float = 1.0, **kwargs: Any) -> None:
+        super().__init__(root=root, **kwargs)
+        self.image_scale = checked_image_scale(image_scale)
 
     def build_source(self, split: str) -> FileSource:
         base = resolve_root(self.root, "leftImg8bit", (), "Cityscapes: leftImg8bit/ and gtFine/")
@@ -315,7 +339,8 @@ class CityscapesDataModule(_FixedClassesDataModule):
             items.append((stem, image, mask))
         check_files(items, image_dir)
         allowed = f"Cityscapes labelIds 0..{CITYSCAPES_NUM_LABEL_IDS - 1}"
-        return FileSource(items, cityscapes_table(self.ignore_index), allowed)
+        source = FileSource(items, cityscapes_table(self.ignore_index), allowed)
+        return ScaledSource(source, self.image_scale) if split == "train" and self.image_scale != 1.0 else source
 
 
 class ADE20KDataModule(_FixedClassesDataModule):

@@ -24,11 +24,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from segnas.data.datamodule import SegmentationDataModule
-from segnas.data.transforms import RawSample
+from segnas.data.transforms import RawSample, checked_image_scale, resize_sample
 from segnas.errors import ConfigError, DatasetError
 
 DATA_FILE = "nyu_depth_v2_labeled.mat"
@@ -130,10 +129,8 @@ class NYUDepthSource:
         if image.dtype != np.uint8:
             raise DatasetError(f"NYUDv2 file {self.path}: images are {image.dtype}, expected uint8")
         if self.scale != 1.0:
-            height, width = depth.shape
-            size = (max(1, round(width * self.scale)), max(1, round(height * self.scale)))
-            image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-            depth = cv2.resize(depth, size, interpolation=cv2.INTER_NEAREST)
+            scaled = resize_sample({"image": image, "depth": depth}, self.scale)
+            image, depth = scaled["image"], scaled["depth"]
         depth = np.where(np.isfinite(depth) & (depth > 0), depth, 0.0).astype(np.float32)
         mask = np.full(depth.shape, self.ignore_index, np.uint8)
         return {"image": image, "mask": mask, "depth": depth, "name": f"nyu_{frame + 1:04d}"}
@@ -167,12 +164,10 @@ class NYUDepthDataModule(SegmentationDataModule):
                          scale_range=scale_range, name=name, **common)
         if root is None:
             raise DatasetError(f"data.root is not set; point it at the folder holding {DATA_FILE} and {SPLIT_FILE}")
-        if not isinstance(image_scale, (int, float)) or not 0 < image_scale <= 4:
-            raise ConfigError(f"data.image_scale must be a number in (0, 4], got {image_scale!r}")
         self.root = Path(root).expanduser()
         self.file = self.root / file
         self.split_file = self.root / split_file
-        self.image_scale = float(image_scale)
+        self.image_scale = checked_image_scale(image_scale)
 
     def build_source(self, split: str) -> NYUDepthSource:
         with open_mat(self.file) as handle:

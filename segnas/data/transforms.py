@@ -31,6 +31,8 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from segnas.errors import ConfigError  # noqa: E402
+
 cv2.setNumThreads(0)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -41,6 +43,28 @@ Sample = dict[str, Any]
 
 # Depth and a validity plane travel as extra masks: nearest interpolation, same geometry.
 _EXTRA_TARGETS = {"depth": "mask", "valid": "mask"}
+
+
+def checked_image_scale(value: Any) -> float:
+    """``data.image_scale`` checked: a number in (0, 4]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 4:
+        raise ConfigError(f"data.image_scale must be a number in (0, 4], got {value!r}")
+    return float(value)
+
+
+def resize_sample(sample: RawSample, scale: float) -> RawSample:
+    """A raw sample read at another resolution (``data.image_scale``): the image area-averaged
+    (for a factor of 0.5 this is the 2×2 mean, what bilinear resizing gives too), the mask and
+    depth by nearest neighbour, so no label or depth value is invented. Sizes round to the
+    nearest pixel (at least 1)."""
+    height, width = sample["image"].shape[:2]
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    out = dict(sample)
+    out["image"] = cv2.resize(sample["image"], size, interpolation=cv2.INTER_AREA)
+    for key in ("mask", "depth"):
+        if key in sample:
+            out[key] = cv2.resize(sample[key], size, interpolation=cv2.INTER_NEAREST)
+    return out
 
 
 class SegmentationTransform:
