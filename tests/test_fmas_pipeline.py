@@ -53,17 +53,35 @@ def test_run_writes_the_search_files(fmas_run) -> None:
     assert yaml.safe_load((run_dir / "genotype.yaml").read_text())["hash"] == on_disk["genotype_hash"]
 
 
-def test_front_is_non_dominated_and_marks_the_fine_tuned(fmas_run) -> None:
+def test_the_whole_front_is_fine_tuned_and_reported_before_and_after(fmas_run) -> None:
+    """searcher.top_k=null (the default, the paper's): every front member is fine-tuned; pareto.csv
+    marks each, and summary.json lists each with its search and fine-tuned mIoU."""
     run_dir, summary = fmas_run
     rows = read_csv(run_dir / "pareto.csv")
     assert len(rows) == summary["front_size"] >= 1
     assert_non_dominated(rows, "macs")
     tuned = {e["genotype_hash"]: e["val_mIoU"] for e in summary["retrained"]}
-    assert summary["front_finetuned"] == len(tuned) >= 1
+    assert summary["front_finetuned"] == len(tuned) == len(rows)
+    members = {m["genotype_hash"]: m for m in summary["front_members"]}
+    assert list(members) == [row["genotype_hash"] for row in rows]
     for row in rows:
-        assert (row["finetuned"] == "True") == (row["genotype_hash"] in tuned)
-        if row["finetuned"] == "True":
-            assert float(row["finetuned_miou"]) == pytest.approx(tuned[row["genotype_hash"]])
+        assert row["finetuned"] == "True"
+        assert float(row["finetuned_miou"]) == pytest.approx(tuned[row["genotype_hash"]])
+        member = members[row["genotype_hash"]]
+        assert member["search_miou"] == pytest.approx(float(row["miou"]))
+        assert member["finetuned_miou"] == pytest.approx(tuned[row["genotype_hash"]])
+        assert member["macs"] == int(row["macs"])
+
+
+def test_top_k_bounds_the_fine_tuned_front(fmas_run, tmp_path: Path) -> None:
+    run_dir, _ = fmas_run
+    cfg = compose_config(f"run_dir={tmp_path}", *FMAS, "searcher.top_k=1",
+                         f"searcher.supernet={run_dir / 'supernet' / 'model.pt'}")
+    result = search(cfg, tmp_path, None, None)
+    assert len(result.candidates) == 1
+    reported = result.on_retrained([])  # retrain.epochs=0: nothing fine-tuned, every member still listed
+    assert reported["front_finetuned"] == 0 and len(reported["front_members"]) == result.summary["front_size"]
+    assert all(m["finetuned_miou"] is None for m in reported["front_members"])
 
 
 def test_the_fine_tuned_winner_reloads(fmas_run) -> None:

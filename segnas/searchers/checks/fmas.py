@@ -67,5 +67,6 @@ def check(cfg: DictConfig, keys: Keys) -> None:
     keys.integer("seed", low=None)
     keys.number("crossover_prob", low=0, high=1)
     keys.number("mutation_prob", low=0, high=1, null=True)
-    keys.integer("top_k", high=pop_size, why=f"front members handed on, at most {keys.name('pop_size')}={pop_size}")
+    keys.integer("top_k", high=pop_size, null=True,
+                 why=f"front members handed on, at most {keys.name('pop_size')}={pop_size}; null: the whole front")
     keys.integer("retrain_epochs", low=0)

@@ -38,7 +38,7 @@ from segnas.spaces import get_space
 
 
 def search(cfg: DictConfig, run_dir: Path, resume: Path | None, logger: Any) -> SearchResult:
-    """Obtain the supernet, run NSGA-II over its sub-networks, return the spread top-k of the front."""
+    """Obtain the supernet, run NSGA-II over its sub-networks, return the front (or ``top_k`` spread along it)."""
     started = time.monotonic()
     s = cfg.searcher
     objectives = ordered_objectives(list(s.objectives))  # every key was checked with the config
@@ -65,7 +65,7 @@ def search(cfg: DictConfig, run_dir: Path, resume: Path | None, logger: Any) -> 
     if writer:
         write_pareto_csv(pareto_csv, front, objectives)
         plot_front(plot, records, front, cost, estimated=estimated)
-    chosen = pick(front, int(s.top_k))
+    chosen = front if s.top_k is None else pick(front, int(s.top_k))  # null: the paper fine-tunes the whole front
     score_keys = ["miou", "params", "macs", "latency_ms", "latency_estimated"]
     # networks in train mode: Lightning keeps the mode a module arrives in
     candidates = [Candidate(genotype=Genotype(space.name, r["genotype"]),
@@ -102,11 +102,16 @@ def search(cfg: DictConfig, run_dir: Path, resume: Path | None, logger: Any) -> 
     }
 
     def on_retrained(entries: list[dict[str, Any]]) -> dict[str, Any]:
-        """Mark the fine-tuned front members in pareto.csv and redraw the front before/after."""
+        """Mark the fine-tuned front members in pareto.csv, redraw the front before/after, and list
+        every front member with its search mIoU (before: inherited weights on the search's validation
+        subset) and its fine-tuned mIoU (after: the pipeline's evaluation; null when not fine-tuned)."""
         tuned = {e["genotype_hash"]: float(e["val_mIoU"]) for e in entries if e.get("val_mIoU") is not None}
         write_pareto_csv(pareto_csv, front, objectives, tuned)
         plot_front(plot, records, front, cost, tuned, estimated)
-        return {"front_finetuned": len(tuned), "front_finetuned_mIoU": tuned}
+        members = [{"genotype_hash": r["genotype_hash"], "search_miou": r["miou"],
+                    "finetuned_miou": tuned.get(r["genotype_hash"]),
+                    **{k: r[k] for k in ("params", "macs", "latency_ms") if r.get(k) is not None}} for r in front]
+        return {"front_finetuned": len(tuned), "front_members": members}
 
     return SearchResult(candidates=candidates, summary=summary, on_retrained=on_retrained)
 
