@@ -11,15 +11,23 @@ at the end: a split's RMSE is over its pixels, not a mean of per-image RMSEs.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torchmetrics import Metric
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 
-def scores_from_confusion(confusion: torch.Tensor) -> dict[str, float]:
+def scores_from_confusion(confusion: torch.Tensor, omit: Sequence[int] = ()) -> dict[str, float]:
     """mIoU, frequency-weighted IoU, pixel accuracy and mean class accuracy.
 
-    ``confusion[i, j]`` counts pixels of true class ``i`` predicted as ``j``.
+    ``confusion[i, j]`` counts pixels of true class ``i`` predicted as ``j``. Classes in ``omit``
+    are left out of the three class means (frequencies are then among the kept classes) but not
+    out of the matrix: a pixel of an omitted class predicted as class ``k`` still counts against
+    ``k``'s IoU, as the auxiliary-cell authors omit background from their reward
+    (nas-segm-pytorch ``src/engine/inference.py``: ``present_ind = np.setdiff1d(present_ind,
+    omit_classes)`` after every IoU is computed from the whole matrix). Pixel accuracy counts
+    every pixel.
     """
     confusion = confusion.double()
     true_positive = confusion.diag()
@@ -27,15 +35,17 @@ def scores_from_confusion(confusion: torch.Tensor) -> dict[str, float]:
     predicted = confusion.sum(0)
     union = ground_truth + predicted - true_positive
     total = confusion.sum()
+    kept = torch.ones_like(union, dtype=torch.bool)
+    kept[list(omit)] = False
     nan = torch.tensor(float("nan"), dtype=torch.float64)
-    iou = torch.where(union > 0, true_positive / union.clamp(min=1), nan)
-    class_accuracy = torch.where(ground_truth > 0, true_positive / ground_truth.clamp(min=1), nan)
-    frequency = ground_truth / total.clamp(min=1)
+    iou = torch.where((union > 0) & kept, true_positive / union.clamp(min=1), nan)
+    class_accuracy = torch.where((ground_truth > 0) & kept, true_positive / ground_truth.clamp(min=1), nan)
+    frequency = ground_truth * kept / (ground_truth * kept).sum().clamp(min=1)
     return {
-        "mIoU": float(iou.nanmean()) if union.gt(0).any() else 0.0,
+        "mIoU": float(iou.nanmean()) if iou.isfinite().any() else 0.0,
         "fwIoU": float((frequency * iou.nan_to_num(0.0)).sum()),
         "pixel_acc": float(true_positive.sum() / total.clamp(min=1)),
-        "mean_class_acc": float(class_accuracy.nanmean()) if ground_truth.gt(0).any() else 0.0,
+        "mean_class_acc": float(class_accuracy.nanmean()) if class_accuracy.isfinite().any() else 0.0,
     }
 
 

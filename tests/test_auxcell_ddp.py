@@ -30,6 +30,13 @@ SETTINGS = [
     "searcher.controller.ppo.minibatch_size=2",
     # a stricter running average than the paper's start, so some children stop after stage 1
     "searcher.early_stopping.initial=0.3", "searcher.early_stopping.decay=0.5",
+    # background scored: children this small predict little else, and the paper's reward (background left
+    # out) would be 0 for all of them, so the controller would never move
+    "searcher.reward.omit_classes=[]",
+    # Polyak decay per step: at 2 steps per epoch the scaled decay leaves the trained weights, with which
+    # every child this small predicts the majority class, so all rewards would be equal and the controller
+    # would have nothing to learn from
+    "searcher.stage1.polyak_reference_steps=null", "searcher.stage2.polyak_reference_steps=null",
 ]
 SPAWN = ["trainer=ddp_spawn", "trainer.devices=2"]
 TIMES = ("stage1_s", "stage2_s", "child_s", "controller_update_s", "controller_sample_s", "rank")

@@ -30,6 +30,7 @@ from typing import Any
 from omegaconf import DictConfig
 from pytorch_lightning.loggers import Logger
 
+from segnas import targets
 from segnas.errors import ConfigError
 from segnas.genotype import Genotype
 from segnas.report.loggers import is_wandb
@@ -99,7 +100,10 @@ def _result(run_dir: Path, history: list[dict[str, Any]], wall_s: float, cache_s
         "search_encoder_weights": cfg.model.backbone_weights or ("pretrained" if cfg.model.pretrained else "random"),
         "search_reward_protocol": (f"held-out train images, shorter side resized to "
                                    f"{settings.reward.get('crop_size') or cfg.data.crop_size} and centre-cropped "
-                                   "(labels nearest; the authors' held-out transform)"),
+                                   "(labels nearest; the authors' held-out transform)"
+                                   + (f", classes {list(settings.reward.omit_classes)} left out of the class means"
+                                      if targets.task_type(cfg) == targets.SEGMENTATION
+                                      and settings.reward.omit_classes else "")),
         "search_reward_curve": str(plot) if plot else None,
         "search_best_cell_diagram": str(cell) if cell else None,
     })

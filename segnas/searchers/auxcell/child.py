@@ -2,8 +2,15 @@
 
 Losses (the paper's): the task's loss on the main output, plus ``aux_weight`` × the same loss on
 every auxiliary head, plus, in stage 1 with a teacher, ``kd_weight`` × the MSE between the main
-output and the teacher's. Outputs are resized bilinearly to the targets' size. A non-finite loss
-raises FloatingPointError, so a diverged child is reported as a failure.
+output and the teacher's. Outputs are resized bilinearly to the targets' size; stage 1's targets
+are cached at the finest encoder map's stride, and stage 2's are either the images' labels or,
+with ``loss_resolution=output``, the labels resized (nearest) to the decoder's output as the
+authors do. A non-finite loss raises FloatingPointError, so a diverged child is reported as a
+failure.
+
+The decoder's Adam takes ``decoder_weight_decay`` as Adam's own L2 term (``weight_decay``, added
+to the gradient, not AdamW's decoupled decay), as the authors' ``create_optimisers`` does with
+``DEC_WD = 1e-5`` (nas-segm-pytorch ``src/utils/solvers.py``, ``src/utils/default_args.py``).
 
 The task is an :class:`Objective`: segmentation (cross-entropy, ignore 255; scored by the
 confusion-matrix scores) or depth (berHu over valid pixels, so auxiliary heads regress depth too,
@@ -12,7 +19,7 @@ and distillation is MSE to a depth teacher's map; scored by RMSE, REL and δ1).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -25,24 +32,28 @@ from torch.utils.data import DataLoader
 from segnas.data.epoch_seeded import at_epoch
 from segnas.metrics import DepthMetrics, SegmentationMetrics, scores_from_confusion
 from segnas.nn.auxcell import AuxCellDecoder
-from segnas.searchers.auxcell.features import FeatureCache, OnTheFly, module_device
-from segnas.searchers.auxcell.polyak import PolyakAverage
+from segnas.searchers.auxcell.features import FeatureCache, OnTheFly, module_device, resize_target
+from segnas.searchers.auxcell.polyak import PolyakAverage, scaled_decay
 from segnas.training.depth import berhu_loss
 
 
 @dataclass
 class Stage:
-    """One stage's settings (``searcher.stage1`` / ``searcher.stage2``)."""
+    """One stage's settings (``searcher.stage1`` / ``searcher.stage2``; the encoder's and
+    ``loss_resolution`` only act in stage 2)."""
 
     epochs: int
     batch_size: int
     decoder_lr: float = 3e-3
+    decoder_weight_decay: float = 1e-5
     encoder_lr: float = 1e-3
     encoder_momentum: float = 0.9
     encoder_weight_decay: float = 1e-5
     grad_clip: float = 3.0
     polyak: float | None = 0.9
+    polyak_reference_steps: int | None = None
     max_batches: int | None = None
+    loss_resolution: str = "labels"
 
 
 @dataclass(frozen=True)
@@ -60,11 +71,13 @@ class Objective:
     scores: Callable[[Any], dict[str, float]]
 
 
-def segmentation_objective(num_classes: int, ignore_index: int = 255) -> Objective:
-    """Scores never sync across ranks: under DDP each rank scores its own child."""
+def segmentation_objective(num_classes: int, ignore_index: int = 255, omit_classes: Sequence[int] = ()) -> Objective:
+    """``omit_classes`` are left out of the scores' class means (the authors leave background out
+    of the reward: ``searcher.reward.omit_classes``). Scores never sync across ranks: under DDP
+    each rank scores its own child."""
     return Objective("mask", partial(F.cross_entropy, ignore_index=ignore_index),
                      partial(SegmentationMetrics, num_classes, ignore_index, sync_on_compute=False),
-                     scores_from_confusion)
+                     partial(scores_from_confusion, omit=tuple(omit_classes)))
 
 
 def depth_objective() -> Objective:
@@ -111,11 +124,15 @@ def _step(loss: torch.Tensor, optimizers: Iterable[torch.optim.Optimizer], clips
 
 
 def _run_epochs(stage: Stage, batches: Callable[[int], Iterable[Any]], train_step: Callable[[Any], None],
-                averaged: nn.Module) -> int:
-    """``stage.epochs`` passes over ``batches(epoch)`` (at most ``stage.max_batches`` each), Polyak
-    averaging ``averaged`` after every step and swapping the average in at every epoch's end, as
-    both stages do; returns the optimiser steps taken."""
-    average = PolyakAverage(averaged, stage.polyak) if stage.polyak else None
+                averaged: nn.Module, available: int) -> int:
+    """``stage.epochs`` passes over ``batches(epoch)`` (at most ``stage.max_batches`` each, of the
+    ``available`` per pass), Polyak averaging ``averaged`` after every step and swapping the
+    average in at every epoch's end, as both stages do (the authors' ``apply_polyak`` after every
+    segmentation epoch, nas-segm-pytorch ``src/main_search.py``); returns the optimiser steps taken.
+    The decay is scaled to the epoch's length (:func:`.polyak.scaled_decay`)."""
+    per_epoch = available if stage.max_batches is None else min(available, stage.max_batches)
+    average = PolyakAverage(averaged, scaled_decay(stage.polyak, stage.polyak_reference_steps, per_epoch)) \
+        if stage.polyak else None
     steps = 0
     for epoch in range(stage.epochs):
         for index, batch in enumerate(batches(epoch)):
@@ -135,7 +152,7 @@ def train_stage1(
     generator: torch.Generator, objective: Objective,
 ) -> int:
     """Train the decoder alone on encoder features; returns optimiser steps taken."""
-    optimizer = torch.optim.Adam(decoder.parameters(), lr=stage.decoder_lr)
+    optimizer = torch.optim.Adam(decoder.parameters(), lr=stage.decoder_lr, weight_decay=stage.decoder_weight_decay)
     decoder.train()
 
     def train_step(batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]) -> None:
@@ -144,7 +161,8 @@ def train_stage1(
         loss = child_loss(logits, aux, labels, teacher, aux_weight, kd_weight, objective.loss)
         _step(loss, [optimizer], [(decoder, stage.grad_clip)])
 
-    return _run_epochs(stage, lambda epoch: data.batches(stage.batch_size, generator), train_step, decoder)
+    return _run_epochs(stage, lambda epoch: data.batches(stage.batch_size, generator), train_step, decoder,
+                       len(data) // stage.batch_size)
 
 
 def train_stage2(
@@ -155,7 +173,8 @@ def train_stage2(
     Epoch ``e`` replays the loader's epoch ``e`` (epoch-seeded loaders), the same for every child."""
     encoder_optimizer = torch.optim.SGD(encoder.parameters(), lr=stage.encoder_lr, momentum=stage.encoder_momentum,
                                         weight_decay=stage.encoder_weight_decay)
-    decoder_optimizer = torch.optim.Adam(decoder.parameters(), lr=stage.decoder_lr)
+    decoder_optimizer = torch.optim.Adam(decoder.parameters(), lr=stage.decoder_lr,
+                                         weight_decay=stage.decoder_weight_decay)
     both = nn.ModuleList([encoder, decoder])
     both.train()
     device = module_device(encoder)
@@ -163,10 +182,12 @@ def train_stage2(
     def train_step(batch: dict[str, torch.Tensor]) -> None:
         logits, aux = decoder(encoder(batch["image"].to(device, non_blocking=True)))
         target = batch[objective.target].to(device, non_blocking=True)
+        if stage.loss_resolution == "output":  # the authors' train_segmenter: labels to the output, nearest
+            target = resize_target(target, logits.shape[-2:])
         loss = child_loss(logits, aux, target, None, aux_weight, 0.0, objective.loss)
         _step(loss, [encoder_optimizer, decoder_optimizer], [(encoder, stage.grad_clip), (decoder, stage.grad_clip)])
 
-    return _run_epochs(stage, lambda epoch: at_epoch(loader, epoch), train_step, both)
+    return _run_epochs(stage, lambda epoch: at_epoch(loader, epoch), train_step, both, len(loader))
 
 
 @torch.no_grad()

@@ -5,8 +5,9 @@ authors run one per encoder map), then one step per decision; each decision has 
 head over its choices. Unlike the authors' controller, which feeds the LSTM its own previous
 output, the next step here reads an embedding of the decision just taken, so later decisions are
 conditioned on earlier ones (as in ENAS). :meth:`Controller.evaluate` recomputes the
-log-probability of whole sequences in one batched pass (teacher forcing), which keeps a PPO
-update over a buffer of 100 children far below a second on a CPU.
+log-probability of whole sequences in one batched pass (teacher forcing): a PPO update over a
+full buffer of 100 children in minibatches of 10 takes about 0.4 s on 2 shared CPU cores, the
+authors' 100 single-child steps (the default) about 3 s.
 """
 
 from __future__ import annotations

@@ -3,22 +3,36 @@
 Order, as in the authors' controller: the decoder connections first (two pool indices per block,
 the pool growing by one per block), then the cell: the first op, and per layer two positions and
 two ops. Positions and connections have their own number of choices at each step; ops always 11.
+
+Positions (``searcher.controller.positions``): ``extended`` (default) lets cell layer ``k`` read
+any of the ``3k - 1`` features written before it (2, 5, 8 choices), the space the published
+designs live in: arch1's first layer reads position 1, the first op's output. ``released`` offers
+what the authors' released controller does, ``1 + 3(k - 1)`` (1, 4, 7: nas-segm-pytorch
+``src/rl/micro_controllers.py``, ``ctx_fcs``: every feature but the one written last), which
+cannot produce arch1. The released choices are a prefix of the extended ones, so a decision means
+the same position in both.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from segnas.errors import ConfigError
 from segnas.nn.auxcell import NUM_BLOCKS, NUM_CELL_LAYERS, OP_NAMES, layer_positions
+from segnas.searchers.checks.auxcell import POSITIONS
 from segnas.spaces.auxcell import NUM_ENCODER_MAPS
 
 
-def choices() -> list[int]:
-    """Number of choices of each decision, in sampling order (19 decisions)."""
+def choices(positions: str = "extended") -> list[int]:
+    """Number of choices of each decision, in sampling order (19 decisions); ``positions``:
+    ``extended`` or ``released`` (see the module docstring)."""
+    if positions not in POSITIONS:
+        raise ConfigError(f"searcher.controller.positions={positions}: expected one of {', '.join(POSITIONS)}")
+    fewer = int(positions == "released")
     sizes = [NUM_ENCODER_MAPS + block for block in range(NUM_BLOCKS) for _ in range(2)]
     sizes.append(len(OP_NAMES))
     for layer in range(1, NUM_CELL_LAYERS + 1):
-        sizes += [layer_positions(layer)] * 2 + [len(OP_NAMES)] * 2
+        sizes += [layer_positions(layer) - fewer] * 2 + [len(OP_NAMES)] * 2
     return sizes
 
 

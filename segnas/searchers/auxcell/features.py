@@ -9,8 +9,8 @@ tensors are computed on the fly from the loader (for timing the cache, and for d
 to keep).
 
 Everything is computed on the encoder's device. The cache is held where ``store`` says (the
-search device by default; host memory when it would not fit: at the paper's scale, 4000 crops
-of 512 px with a 21-class teacher, it is about 17 GB) and every batch is delivered on the
+search device by default; host memory when it would not fit: 4000 crops with a 21-class teacher
+take about 4.3 GB at the paper's 256 px, 17 GB at 512 px) and every batch is delivered on the
 device the cache was built on.
 
 Targets are whichever batch key the task learns: class masks (N, H, W), resized by nearest

@@ -15,6 +15,7 @@ registered child of this module, so neither DDP nor the BatchNorm layer sync see
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -85,8 +86,8 @@ class AuxCellSearchModule(SearchModule):
         self.start_clock(started_at)
         self.cfg, self.settings, self.per_round = cfg, settings, per_round
         self.seed = int(cfg.seed)
-        controller = Controller(decisions.choices(), int(settings.controller.hidden_size),
-                                int(settings.controller.num_layers), seed=self.seed)
+        controller = Controller(decisions.choices(str(settings.controller.positions)),
+                                int(settings.controller.hidden_size), int(settings.controller.num_layers), seed=self.seed)
         self.policy = build_policy(str(settings.controller.algorithm), controller, settings.controller, seed=self.seed)
         self.stopper = ProgressiveStopper(settings.early_stopping.initial, settings.early_stopping.tolerance,
                                           settings.early_stopping.decay, dict(settings.early_stopping.schedule),
@@ -143,7 +144,7 @@ class AuxCellSearchModule(SearchModule):
         datamodule = instantiate(cfg.data)
         objective, outputs = _objective(cfg, datamodule)
         data = SearchData.split(datamodule, settings.reward.holdout, settings.reward.holdout_min, self.seed,
-                                settings.reward.get("crop_size"))
+                                settings.reward.get("crop_size"), settings.get("scale_range"))
         torch.manual_seed(self.seed)  # the shared encoder's init (pretrained=false) is part of the run's seed
         encoder = _encoder(cfg).to(device).eval()
         teacher = _teacher(settings, outputs)
@@ -224,10 +225,12 @@ def _encoder(cfg: DictConfig) -> torch.nn.Module:
 
 
 def _objective(cfg: DictConfig, datamodule: Any) -> tuple[Objective, int]:
-    """What children learn for ``task_type``, and their decoders' output channels."""
+    """What children learn for ``task_type``, and their decoders' output channels; the reward of
+    segmentation leaves ``searcher.reward.omit_classes`` out of its class means."""
     if targets.task_type(cfg) == targets.DEPTH:
         return depth_objective(), 1
-    return segmentation_objective(datamodule.num_classes, datamodule.ignore_index), datamodule.num_classes
+    omit = tuple(cfg.searcher.reward.omit_classes)
+    return segmentation_objective(datamodule.num_classes, datamodule.ignore_index, omit), datamodule.num_classes
 
 
 def _teacher(settings: DictConfig, num_classes: int) -> torch.nn.Module | None:
@@ -248,7 +251,7 @@ def _context(settings: DictConfig, cfg: DictConfig, datamodule: Any, data: Searc
              outputs: int) -> ChildContext:
     s1, s2 = settings.stage1, settings.stage2
     store = None if s1.cache_device == "auto" else search_device(str(s1.cache_device), "searcher.stage1.cache_device")
-    loader = data.train_loader(int(s1.batch_size), seed * 1000 + 1, int(cfg.data.num_workers))
+    loader = data.train_loader(int(s1.batch_size), seed * 1000 + 1, int(cfg.data.num_workers), crop_size=s1.crop_size)
     if not cfg.model.pretrained and cfg.model.backbone_weights is None and settings.calibrate_batches:
         used = calibrate_batchnorm(encoder, loader, int(settings.calibrate_batches))
         log.info("random encoder: BatchNorm statistics set from %d training batches (searcher.calibrate_batches)", used)
@@ -264,18 +267,21 @@ def _context(settings: DictConfig, cfg: DictConfig, datamodule: Any, data: Searc
                                      target=objective.target, store=store),
         holdout_loader=holdout_loader,
         stage2_loader=data.train_loader(datamodule.batch_size, seed * 1000 + 2, int(cfg.data.num_workers),
-                                        key="data.batch_size") if s2.enabled else None,
-        stage1=Stage(epochs=int(s1.epochs), batch_size=int(s1.batch_size), decoder_lr=float(s1.decoder_lr),
-                     grad_clip=float(s1.grad_clip), polyak=s1.polyak),
-        stage2=Stage(epochs=int(s2.epochs), batch_size=datamodule.batch_size, decoder_lr=float(s2.decoder_lr),
-                     encoder_lr=float(s2.encoder_lr), encoder_momentum=float(s2.encoder_momentum),
-                     encoder_weight_decay=float(s2.encoder_weight_decay), grad_clip=float(s2.grad_clip),
-                     polyak=s2.polyak, max_batches=s2.max_batches) if s2.enabled else None,
+                                        key="data.batch_size", crop_size=s2.crop_size) if s2.enabled else None,
+        stage1=_stage(s1, int(s1.batch_size)),
+        stage2=_stage(s2, datamodule.batch_size) if s2.enabled else None,
         stopper=stopper, out_channels=outputs, aux_weight=float(settings.loss.aux_weight),
         aux_cell=bool(settings.loss.aux_cell), kd_weight=float(settings.loss.kd_weight) if teacher is not None else 0.0,
         reward_metrics=_reward_metrics(settings, targets.task_type(cfg)), seed=seed, objective=objective,
         output_bias=mean_depth(loader, _DEPTH_INIT_BATCHES) if objective.target == "depth" else None,
     )
+
+
+def _stage(section: DictConfig, batch_size: int) -> Stage:
+    """A stage's training settings from ``searcher.stage1`` / ``stage2``: the keys :class:`Stage`
+    has (the encoder's are only in stage 2; the others keep Stage's unused defaults)."""
+    names = {field.name for field in dataclasses.fields(Stage)} - {"batch_size"}
+    return Stage(batch_size=int(batch_size), **{name: section[name] for name in names if name in section})
 
 
 def _decoder_params(genotype: Genotype, encoder: torch.nn.Module, num_classes: int) -> int:

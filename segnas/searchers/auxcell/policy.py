@@ -5,8 +5,11 @@ As in the authors' estimators, the baseline takes the new reward before the adva
 computed (the first reward sets it, so the first advantage is zero). PPO keeps the last
 ``buffer_size`` children (decisions, log-probability when sampled, reward) and, at each update,
 runs ``epochs`` passes of clipped-surrogate minibatch steps over the buffer, advantages taken
-against the current baseline; unlike the authors' buffer, empty slots are never used as children
-with reward 0. REINFORCE takes one step on the newest child.
+against the current baseline. The defaults are the authors' (nas-segm-pytorch
+``src/rl/gradient_estimators.py``: clip 0.1, one epoch, 100 slots split into 100 minibatches, so
+one Adam step per buffered child, no entropy term, gradient norm clipped at 2); unlike their
+buffer, empty slots are never used as children with reward 0, so the first updates take one step
+per child seen so far. REINFORCE takes one step on the newest child.
 """
 
 from __future__ import annotations
@@ -89,7 +92,7 @@ class PPO(PolicyGradient):
     """Clipped surrogate (clip 0.1) over a rolling buffer of the last ``buffer_size`` children."""
 
     def __init__(self, controller: Controller, clip: float = 0.1, buffer_size: int = 100,
-                 minibatch_size: int = 10, epochs: int = 1, seed: int = 0, **kwargs: Any) -> None:
+                 minibatch_size: int = 1, epochs: int = 1, seed: int = 0, **kwargs: Any) -> None:
         super().__init__(controller, **kwargs)
         self.clip = float(clip)
         self.buffer: deque[tuple[list[int], float, float]] = deque(maxlen=int(buffer_size))

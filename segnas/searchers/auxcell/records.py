@@ -18,8 +18,10 @@ COLUMNS = (
 def describe(record: dict[str, Any], children: int) -> str:
     """The child's line in the run's log (``run.log``): index (as in search.csv) and count, what
     became of it, its reward and each stage's, its seconds and its cell."""
-    if record["status"] != "ok":
+    if record["status"] == "failed":
         status = f"failed ({record.get('error')})"
+    elif record["status"] == "stage2_failed":
+        status = f"failed in stage 2 ({record.get('error')}), stage-1 reward kept"
     else:
         status = "stopped early after stage 1" if record.get("stopped_early") else "ok"
     stages = ", ".join(f"stage {k} {record[f'stage{k}_reward']:.4f}" for k in (1, 2)
@@ -29,7 +31,8 @@ def describe(record: dict[str, Any], children: int) -> str:
 
 
 def plot_rewards(path: Path, records: list[dict[str, Any]]) -> Path | None:
-    """Reward per child (failures as red crosses, early-stopped children hollow) and the baseline."""
+    """Reward per child (failures as red crosses at the reward the controller got, early-stopped
+    children hollow) and the baseline."""
     if not records:
         return None
     import matplotlib
@@ -46,7 +49,8 @@ def plot_rewards(path: Path, records: list[dict[str, Any]]) -> Path | None:
     axis.scatter([r["child"] for r in stopped], [r["reward"] for r in stopped], s=14, facecolors="none",
                  edgecolors="tab:blue", label="stopped after stage 1")
     if failed:
-        axis.scatter([r["child"] for r in failed], [0.0] * len(failed), marker="x", color="tab:red", label="failed")
+        axis.scatter([r["child"] for r in failed], [r["reward"] for r in failed], marker="x", color="tab:red",
+                     label="failed")
     axis.plot([r["child"] for r in records], [r["baseline"] for r in records], color="tab:orange", label="baseline")
     axis.set_xlabel("child")
     axis.set_ylabel("reward")

@@ -4,11 +4,13 @@ The paper scores children on a held-out part of the training set, so the validat
 untouched for the retrained winners. Training loaders are epoch seeded: epoch ``e`` of a loader
 is the same order and augmentation whenever it is replayed, so every child's stage 2 sees the
 same batches, and a child's result does not depend on which children trained before it, in
-this process or on this rank.
+this process or on this rank. Each stage may train at its own crop size (the authors: 256 px in
+stage 1, 350 px in stage 2) and the search at its own scale range (theirs: 0.7-1.4).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,14 +25,20 @@ _HOLDOUT_STREAM = 41
 
 @dataclass
 class SearchData:
+    """``train``: the training part at ``data.crop_size`` crops and the search's scale range;
+    ``holdout``: the part children are scored on."""
+
     train: SegmentationDataset
     holdout: SegmentationDataset
+    datamodule: SegmentationDataModule
+    scale_range: tuple[float, float] | None = None
 
     @classmethod
     def split(cls, datamodule: SegmentationDataModule, fraction: float, minimum: int, seed: int,
-              crop_size: int | None = None) -> SearchData:
+              crop_size: int | None = None, scale_range: Sequence[float] | None = None) -> SearchData:
         """``holdout``: a seeded ``fraction`` (at least ``minimum`` images) of train as
-        ``crop_size`` centre crops (default ``data.crop_size``; see ``datamodule.centre_crops``)."""
+        ``crop_size`` centre crops (default ``data.crop_size``; see ``datamodule.centre_crops``);
+        the rest trains with ``scale_range`` (default ``data.scale_range``)."""
         datamodule.setup()
         total = len(datamodule.source("train"))
         count = max(int(minimum), round(float(fraction) * total))
@@ -40,15 +48,20 @@ class SearchData:
                 f"{count} of {total} training images, leaving fewer than data.batch_size={datamodule.batch_size} to train on"
             )
         order = np.random.default_rng([seed, _HOLDOUT_STREAM]).permutation(total)
-        augmented = datamodule.dataset("train")
-        return cls(train=SegmentationDataset(augmented.source, augmented.transform, order[count:].tolist()),
+        scales = None if scale_range is None else (float(scale_range[0]), float(scale_range[1]))
+        return cls(train=datamodule.train_crops(datamodule.crop_size, scales, order[count:].tolist()),
                    holdout=datamodule.centre_crops("train", int(crop_size or datamodule.crop_size),
-                                                   order[:count].tolist()))
+                                                   order[:count].tolist()),
+                   datamodule=datamodule, scale_range=scales)
 
-    def train_loader(self, batch_size: int, seed: int, num_workers: int = 0, key: str = "searcher.stage1.batch_size") -> DataLoader:
-        """Epoch-seeded shuffle and augmentation, full batches only (BatchNorm of pooling ops
-        needs two or more); ``key`` names the batch size's setting in the error."""
+    def train_loader(self, batch_size: int, seed: int, num_workers: int = 0, key: str = "searcher.stage1.batch_size",
+                     crop_size: int | None = None) -> DataLoader:
+        """Epoch-seeded shuffle and augmentation at ``crop_size`` crops (default
+        ``data.crop_size``), full batches only (BatchNorm of pooling ops needs two or more);
+        ``key`` names the batch size's setting in the error."""
         if len(self.train) < batch_size:
             raise ConfigError(f"{key}={batch_size} exceeds the {len(self.train)} training images left after the "
                               "held-out part")
-        return epoch_seeded_loader(self.train, seed, batch_size, num_workers)
+        dataset = self.train if crop_size is None else \
+            self.datamodule.train_crops(crop_size, self.scale_range, self.train.indices)
+        return epoch_seeded_loader(dataset, seed, batch_size, num_workers)

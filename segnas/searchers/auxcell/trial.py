@@ -11,10 +11,13 @@ loop. A child's result depends only on its index, its decisions and the stopper,
 rank trained it.
 
 A child whose training raises RuntimeError (out of memory included) or diverges (non-finite
-loss) is recorded with status ``failed``, its error message and reward 0, and the search goes on:
-the controller learns that such decoders pay nothing, and the failure is visible in
+loss) is recorded with its error message and the search goes on; the failure is visible in
 ``search.csv`` and the log rather than disguised as a poor network. A child that fails in stage 1
-takes no early-stopping check.
+has nothing measured: status ``failed``, reward 0 (the controller learns that such decoders pay
+nothing), and no early-stopping check. A child that fails in stage 2 keeps what stage 1 measured:
+status ``stage2_failed``, its stage-1 reward as the reward (what the controller learns from, as
+for a child stopped after stage 1: the authors' loop feeds the last reward it validated), no
+stage-2 reward. Either failure is never a candidate for retraining.
 """
 
 from __future__ import annotations
@@ -99,7 +102,7 @@ def run_round(context: ChildContext, children: Sequence[tuple[int, dict[str, Any
     passed = _decide(context, [stage1[index] for index, _ in children])
     for child in mine:
         if child.decoder is not None and passed[child.index]:
-            done = _guarded(lambda c=child: _stage_two(context, c), child.index, child.arch)
+            done = _guarded(lambda c=child: _stage_two(context, c), child.index, child.arch, child.result)
             child.result, child.seconds = {**child.result, **done.result}, child.seconds + done.seconds
         child.result["child_s"] = round(child.seconds, 3)
     final = _in_order(gather([(c.index, c.result) for c in mine]))
@@ -127,14 +130,23 @@ def _decide(context: ChildContext, stage1: list[dict[str, Any]]) -> dict[int, bo
     return passed
 
 
-def _guarded(train: Callable[[], _Child], index: int, arch: dict[str, Any]) -> _Child:
+def _guarded(train: Callable[[], _Child], index: int, arch: dict[str, Any],
+             stage1: dict[str, Any] | None = None) -> _Child:
+    """``train()``, or the failed child: ``stage1`` is the stage-1 result when stage 2 failed."""
     start = time.perf_counter()
     try:
         child = train()
     except (RuntimeError, FloatingPointError) as err:
-        log.error("child %d failed (%s: %s); it gets reward 0 and the search goes on", index, type(err).__name__, err)
-        child = _Child(index, arch, None, {"child": index, "status": "failed", "error": f"{type(err).__name__}: {err}",
-                                           "reward": 0.0, "stopped_early": False})
+        error = f"{type(err).__name__}: {err}"
+        if stage1 is None:
+            log.error("child %d failed (%s); it gets reward 0 and the search goes on", index, error)
+            result = {"child": index, "status": "failed", "error": error, "reward": 0.0, "stopped_early": False}
+        else:
+            log.error("child %d failed in stage 2 (%s); it keeps its stage-1 reward %.4f and the search goes on",
+                      index, error, stage1["stage1_reward"])
+            result = {**stage1, "status": "stage2_failed", "error": error, "reward": stage1["stage1_reward"],
+                      "stopped_early": False}
+        child = _Child(index, arch, None, result)
     child.seconds = time.perf_counter() - start
     return child
 
