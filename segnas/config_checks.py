@@ -49,11 +49,26 @@ def check_config(cfg: DictConfig) -> None:
             raise ConfigError("task=eval needs checkpoint=<.ckpt, model.pt or run dir>")
         keys.choice("eval.split", EVAL_SPLITS)
     _check_training(keys)
+    _check_hardware(keys)
     if cfg.task == "search":
         keys.integer("retrain.epochs", low=0)
         Budget.from_config(cfg)
         check_searcher(cfg)
     targets.check(cfg)
+
+
+#: ``hardware.*`` counts every latency target takes, with their lower bounds.
+HARDWARE_COUNTS = {"threads": 1, "warmup": 0, "runs": 1, "repeats": 1, "batch": 1}
+
+
+def _check_hardware(keys: Keys) -> None:
+    """The measurement counts of ``hardware=`` (a target's own constructor checks them again,
+    but only when a search first prices a network)."""
+    if OmegaConf.select(keys.node, "hardware") is None:
+        return
+    for key, low in HARDWARE_COUNTS.items():
+        if OmegaConf.select(keys.node, f"hardware.{key}") is not None:
+            keys.integer(f"hardware.{key}", low=low)
 
 
 def _check_training(keys: Keys) -> None:

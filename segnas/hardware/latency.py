@@ -1,4 +1,8 @@
-"""Measured latency: the median of N timed forward passes after warm-up, on a fixed thread count.
+"""Measured latency: ``repeats`` groups of ``runs`` timed forward passes after one warm-up, on a
+fixed thread count; the latency is the median of the groups' medians, and the groups' medians
+travel with it (``latency_repeat_ms``, their range ``latency_spread_ms``) so that a reader can see
+how far one measurement can be trusted (a busy machine shows up as a wide spread, where a single
+median would hide it).
 
 A target says how it measures (``latency_method``) and whether its number is an estimate, so a
 lookup-table target for a device that is not attached can plug in next to these and still be
@@ -30,42 +34,51 @@ class LatencyTarget:
     estimated: bool = False
 
     def __init__(
-        self, name: str, threads: int = 2, warmup: int = 5, runs: int = 20, batch: int = 1
+        self, name: str, threads: int = 2, warmup: int = 5, runs: int = 10, batch: int = 1, repeats: int = 3
     ) -> None:
-        if threads < 1 or warmup < 0 or runs < 1 or batch < 1:
+        if threads < 1 or warmup < 0 or runs < 1 or batch < 1 or repeats < 1:
             raise ConfigError(
-                f"hardware={name}: need threads >= 1, warmup >= 0, runs >= 1, batch >= 1; got "
-                f"threads={threads}, warmup={warmup}, runs={runs}, batch={batch}"
+                f"hardware={name}: need threads >= 1, warmup >= 0, runs >= 1, batch >= 1, repeats >= 1; got "
+                f"threads={threads}, warmup={warmup}, runs={runs}, batch={batch}, repeats={repeats}"
             )
         self.name = name
         self.threads = threads
         self.warmup = warmup
         self.runs = runs
         self.batch = batch
+        self.repeats = repeats
 
     def measure(self, model: nn.Module, input_size: tuple[int, int]) -> dict[str, Any]:
         raise NotImplementedError
 
-    def _time(self, step: Callable[[], Any], sync: Callable[[], None] = lambda: None) -> float:
-        """Median wall time of ``step`` in milliseconds over ``runs`` calls after ``warmup``."""
+    def _time(self, step: Callable[[], Any], sync: Callable[[], None] = lambda: None) -> list[float]:
+        """The median wall time of ``step`` in milliseconds of each of ``repeats`` groups of ``runs``
+        calls, after ``warmup`` calls."""
         for _ in range(self.warmup):
             step()
         sync()
-        times = []
-        for _ in range(self.runs):
-            start = time.perf_counter()
-            step()
-            sync()
-            times.append((time.perf_counter() - start) * 1000.0)
-        return statistics.median(times)
+        medians = []
+        for _ in range(self.repeats):
+            times = []
+            for _ in range(self.runs):
+                start = time.perf_counter()
+                step()
+                sync()
+                times.append((time.perf_counter() - start) * 1000.0)
+            medians.append(statistics.median(times))
+        return medians
 
-    def _result(self, latency_ms: float, device: str) -> dict[str, Any]:
+    def _result(self, medians: list[float], device: str) -> dict[str, Any]:
+        """The record of one measurement from its groups' medians (one value for an estimate)."""
         return {
-            "latency_ms": latency_ms,
+            "latency_ms": statistics.median(medians),
+            "latency_repeat_ms": [round(m, 4) for m in medians],
+            "latency_spread_ms": max(medians) - min(medians),
             "latency_target": self.name,
             "latency_method": self.method,
             "latency_estimated": self.estimated,
             "latency_runs": self.runs,
+            "latency_repeats": len(medians),
             "threads": self.threads,
             "device": device,
         }
@@ -86,10 +99,11 @@ class TorchLatency(LatencyTarget):
         device: str = "cpu",
         threads: int = 2,
         warmup: int = 5,
-        runs: int = 20,
+        runs: int = 10,
         batch: int = 1,
+        repeats: int = 3,
     ) -> None:
-        super().__init__(name, threads, warmup, runs, batch)
+        super().__init__(name, threads, warmup, runs, batch, repeats)
         self.device = device
 
     def measure(self, model: nn.Module, input_size: tuple[int, int]) -> dict[str, Any]:
@@ -106,11 +120,11 @@ class TorchLatency(LatencyTarget):
         torch.set_num_threads(self.threads)
         try:
             with torch.no_grad():
-                latency = self._time(lambda: net(x), sync)
+                medians = self._time(lambda: net(x), sync)
         finally:
             torch.set_num_threads(previous)
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-        return self._result(latency, f"{self.device} ({name})" if device.type == "cuda" else "cpu")
+        return self._result(medians, f"{self.device} ({name})" if device.type == "cuda" else "cpu")
 
 
 class OnnxRuntimeLatency(LatencyTarget):
@@ -123,10 +137,11 @@ class OnnxRuntimeLatency(LatencyTarget):
         name: str = "onnx_cpu",
         threads: int = 2,
         warmup: int = 5,
-        runs: int = 20,
+        runs: int = 10,
         batch: int = 1,
+        repeats: int = 3,
     ) -> None:
-        super().__init__(name, threads, warmup, runs, batch)
+        super().__init__(name, threads, warmup, runs, batch, repeats)
 
     def measure(self, model: nn.Module, input_size: tuple[int, int]) -> dict[str, Any]:
         try:
@@ -145,5 +160,4 @@ class OnnxRuntimeLatency(LatencyTarget):
                 str(path), options, providers=["CPUExecutionProvider"]
             )
         feed = {session.get_inputs()[0].name: torch.randn(self.batch, 3, *input_size).numpy()}
-        latency = self._time(lambda: session.run(None, feed))
-        return self._result(latency, "cpu")
+        return self._result(self._time(lambda: session.run(None, feed)), "cpu")

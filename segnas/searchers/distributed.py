@@ -10,6 +10,8 @@ every helper reduces to the single-process case.
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import torch
@@ -50,6 +52,28 @@ def all_gather(value: T) -> list[T]:
     gathered: list[Any] = [None] * world
     dist.all_gather_object(gathered, value)
     return gathered
+
+
+def one_per_host(work: Callable[[], T]) -> T:
+    """``work()`` on every rank, never on two ranks of one host at the same time.
+
+    For latency measurement: ranks that share a host share its cores (and memory bandwidth), so
+    timing on them concurrently measures the contention, not the network. Ranks of one host
+    (same host name) take turns in rank order, each turn closed by a barrier; ranks on different
+    hosts measure in the same turn. Every rank must call it at the same point (a collective),
+    with or without work of its own.
+    """
+    rank, world = rank_and_world()
+    if world == 1:
+        return work()
+    hosts = all_gather(socket.gethostname())
+    mine = hosts[:rank].count(hosts[rank])
+    result: Any = None
+    for turn in range(max(hosts.count(host) for host in hosts)):
+        if turn == mine:
+            result = work()
+        dist.barrier()
+    return result
 
 
 def search_device(name: str, key: str = "searcher.device") -> torch.device:

@@ -92,6 +92,8 @@ def search(cfg: DictConfig, run_dir: Path, resume: Path | None, logger: Any) -> 
         "cache_hits": state.hits,
         "hypervolume": last["hypervolume"],
         "hypervolume_reference": module.reference,
+        # the latency that normalises the latency objective, with its repeats' medians and their range
+        "reference_latency": state.extra.get("reference_latency"),
         "front_size": len(front),
         "pareto_csv": str(pareto_csv),
         "pareto_plot": str(plot),

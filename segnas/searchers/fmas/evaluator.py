@@ -3,7 +3,9 @@
 Order per candidate (Archai's rule: cheap objectives filter before expensive ones): slice the
 sub-network, count params and MACs, check ``max_params`` / ``max_macs``; measure or estimate
 latency only when it is an objective or constrained, check ``max_latency_ms``; only a candidate
-within every limit is recalibrated and scored on the validation subset.
+within every limit is recalibrated and scored on the validation subset. Under DDP, latency is
+measured by one rank of a host at a time (:func:`~segnas.searchers.distributed.one_per_host`),
+each rank timing its own share, while pricing and scoring run on all ranks at once.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from segnas.hardware import LatencyTarget, count_macs, count_params
 from segnas.nn.elastic import extract
 from segnas.searchers.checks.fmas import CONSTRAINTS, ordered_objectives
 from segnas.searchers.fmas.encoding import subnet_config
-from segnas.searchers.distributed import all_gather, rank_and_world
+from segnas.searchers.distributed import all_gather, one_per_host, rank_and_world
 from segnas.searchers.fmas.scoring import Scorer
 
 
@@ -70,26 +72,44 @@ class Evaluator:
             else:
                 todo[genotype.hash] = genotype
         rank, world = rank_and_world()
-        mine = [self._evaluate_new(g) for g in list(todo.values())[rank::world]]
+        priced = [self._price(g) for g in list(todo.values())[rank::world]]
+        if self.needs_latency:
+            def measure() -> None:
+                for record, net in priced:
+                    self._time(record, net)
+
+            # an estimate times nothing; a measurement never shares a host's cores with another rank's
+            # (every rank joins the turns, with or without candidates of its own)
+            measure() if self.target.estimated else one_per_host(measure)
+        mine = [self._score(record, net) for record, net in priced]
         gathered = {record["genotype_hash"]: record for part in all_gather(mine) for record in part}
         for key in todo:  # in proposal order, whichever rank scored it: the cache reads as one process's
             self.cache[key] = gathered[key]
         self.scored += sum(record["feasible"] for record in gathered.values())
         return [self.cache[g.hash] for g in genotypes]
 
-    def _evaluate_new(self, genotype: Genotype) -> dict[str, Any]:
+    def _price(self, genotype: Genotype) -> tuple[dict[str, Any], nn.Module]:
+        """The sliced sub-network and its record: params, MACs and the excess over their limits."""
         net = self.subnet(genotype)
         record: dict[str, Any] = {"genotype_hash": genotype.hash, "genotype": genotype.arch,
                                   "params": count_params(net), "macs": count_macs(net, self.input_size),
                                   "miou": None, "pixel_acc": None, "scored_by_rank": rank_and_world()[0]}
-        violation = self._violation(record, ("max_params", "max_macs"))
-        if violation == 0.0 and self.needs_latency:
+        record["violation"] = self._violation(record, ("max_params", "max_macs"))
+        return record, net
+
+    def _time(self, record: dict[str, Any], net: nn.Module) -> None:
+        """Latency of a candidate within the cheaper limits, with the spread of its repeats."""
+        if record["violation"] == 0.0:
             measured = self.target.measure(net, self.input_size)
             record["latency_ms"] = float(measured["latency_ms"])
+            record["latency_spread_ms"] = float(measured["latency_spread_ms"])
+            record["latency_repeat_ms"] = list(measured["latency_repeat_ms"])
             record["latency_estimated"] = bool(measured["latency_estimated"])
-            violation = self._violation(record, ("max_latency_ms",))
-        record["violation"] = violation
-        record["feasible"] = violation == 0.0
+            record["violation"] = self._violation(record, ("max_latency_ms",))
+
+    def _score(self, record: dict[str, Any], net: nn.Module) -> dict[str, Any]:
+        """mIoU of a candidate within every limit; the record, completed."""
+        record["feasible"] = record["violation"] == 0.0
         if record["feasible"]:
             record.update(self.scorer.score(net))
         return record

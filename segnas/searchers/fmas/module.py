@@ -141,11 +141,17 @@ class FMASSearchModule(SearchModule):
         assert self.evaluator is not None and self.scorer is not None
         extra = self.state.extra
         if "scale" not in extra:
-            # the full network scored like every candidate: the reference the front is read against;
-            # rank 0's measured latency for every rank, which must hold one state
-            extra["scale"] = from_rank_zero(_scale(self.networks["supernet"], self.objectives, self.input_size,
-                                                   self.evaluator.target))
+            # the full network priced like every candidate: the reference the front is read against
+            extra.update(reference_costs(self.networks["supernet"], self.objectives, self.input_size,
+                                         self.evaluator.target))
             extra["supernet_miou"] = self.scorer.score(self.evaluator.subnet(self.full))["miou"]
+            if "reference_latency" in extra:
+                reference = extra["reference_latency"]
+                log.info("reference network (the full supernet) latency %.3f ms: medians of %d repeats %s, "
+                         "spread %.3f ms (%.1f %% of it)", reference["latency_ms"],
+                         len(reference["latency_repeat_ms"]), reference["latency_repeat_ms"],
+                         reference["latency_spread_ms"],
+                         100 * reference["latency_spread_ms"] / reference["latency_ms"])
         row, front = run_generation(self.state, self.encoding, self.evaluator, self.objectives, extra["scale"],
                                     self.reference)
         self.images_seen = self._images()
@@ -170,11 +176,23 @@ class FMASSearchModule(SearchModule):
         })
 
 
-def _scale(full_net: torch.nn.Module, objectives: list[str], input_size: tuple[int, int], target: Any
-           ) -> dict[str, float]:
-    """The full network's costs: objectives are divided by them, which fixes the hypervolume
-    reference point before the search starts."""
+def reference_costs(full_net: torch.nn.Module, objectives: list[str], input_size: tuple[int, int], target: Any
+                    ) -> dict[str, Any]:
+    """The full network's costs (``scale``): objectives are divided by them, which fixes the
+    hypervolume reference point before the search starts. Its latency is measured as every
+    candidate's is (the same target and repeats) and its repeats travel with it
+    (``reference_latency``): a normaliser that wobbles moves every latency objective with it.
+
+    Rank 0 alone prices it, the other ranks waiting for its result: every rank must hold one state,
+    and no other rank times anything on the cores meanwhile.
+    """
+    if rank_and_world()[0] != 0:
+        return from_rank_zero({})
     scale = {"params": float(count_params(full_net)), "macs": float(count_macs(full_net, input_size))}
+    costs: dict[str, Any] = {"scale": scale}
     if "latency" in objectives:
-        scale["latency"] = float(target.measure(full_net, input_size)["latency_ms"])
-    return scale
+        measured = target.measure(full_net, input_size)
+        scale["latency"] = float(measured["latency_ms"])
+        costs["reference_latency"] = {key: measured[key] for key in (
+            "latency_ms", "latency_repeat_ms", "latency_spread_ms", "latency_estimated")}
+    return from_rank_zero(costs)

@@ -94,7 +94,8 @@ def write_pareto_csv(path: Path, front: Sequence[dict[str, Any]], objectives: Se
     (and to what mIoU) the pipeline fine-tuned it."""
     finetuned = finetuned or {}
     costs = [COST_FIELDS[o] for o in objectives if o != "miou"]
-    extra = [f for f in ("params", "macs", "latency_ms") if f not in costs and any(f in r for r in front)]
+    extra = [f for f in ("params", "macs", "latency_ms", "latency_spread_ms")
+             if f not in costs and any(f in r for r in front)]
     columns = ["genotype_hash", "genotype", "miou", *costs, *extra, "latency_estimated", "finetuned",
                "finetuned_miou"]
     buffer = io.StringIO()
