@@ -128,3 +128,25 @@ def test_every_run_ends_with_the_same_wandb_metric_names(tiny_comparison) -> Non
         names.add(frozenset(metrics))
     assert len(names) == 1
     assert {"search/wall_time_s", "search/steps", "cost/macs", "cost/latency_ms"} <= set(next(iter(names)))
+
+
+def test_fmas_and_its_random_baseline_search_the_same_supernet(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    # issue 13, item 21: the baseline of a seed slices the supernet that seed's FMAS run trained
+    seen: list[tuple[str, int, str | None]] = []
+
+    def record(cfg):
+        supernet = cfg.searcher.fmas.supernet if cfg.searcher.name == "random" else cfg.searcher.supernet
+        seen.append((cfg.searcher.name, int(cfg.seed), supernet))
+        if cfg.searcher.name == "fmas":
+            if cfg.seed == 1:
+                raise RuntimeError("out of memory")  # no supernet left: the baseline trains its own
+            return {"task": "search", "supernet": f"{cfg.run_dir}/supernet/model.pt", "val_mIoU": 0.5}
+        return {"task": "search", "supernet": supernet, "val_mIoU": 0.4}
+
+    monkeypatch.setattr(search_task, "run", record)
+    pipeline.run(compose_config("task=compare", f"run_dir={tmp_path / 'run'}", "compare.searchers=[fmas]",
+                                "compare.seeds=[0,1]"))
+    runs = tmp_path / "run" / "runs"
+    assert seen == [("fmas", 0, None), ("random", 0, f"{runs / 'fmas_seed0'}/supernet/model.pt"),
+                    ("fmas", 1, None), ("random", 1, None)]

@@ -144,6 +144,41 @@ def test_random_autodeeplab_trains_samples_and_retrains_the_best(tmp_path: Path)
     assert summary["val_mIoU"] is not None
 
 
+def test_random_autodeeplab_trains_on_train_a_and_selects_on_train_b_never_val(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    # issue 13, item 7: the baseline picked its top-k on val, the split its result is reported on
+    from hydra.utils import instantiate
+
+    import segnas.searchers.random.autodeeplab as random_adl
+
+    seen: dict[str, list] = {"scored": [], "trained": []}
+    score, loader = random_adl._score, random_adl.epoch_seeded_loader
+
+    def spy_score(net, batches, *args):
+        seen["scored"].append((batches.dataset.source, list(batches.dataset.indices)))
+        return score(net, batches, *args)
+
+    def spy_loader(dataset, *args, **kwargs):
+        seen["trained"].append((dataset.source, list(dataset.indices)))
+        return loader(dataset, *args, **kwargs)
+
+    monkeypatch.setattr(random_adl, "_score", spy_score)
+    monkeypatch.setattr(random_adl, "epoch_seeded_loader", spy_loader)
+    cfg = random_cfg(tmp_path / "run", "autodeeplab", "searcher.samples=2", "retrain.epochs=0")
+    summary = pipeline.run(cfg)
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    half_a, half_b = datamodule.train_halves()
+    assert len(seen["scored"]) == len(seen["trained"]) == 2
+    for source, indices in seen["scored"]:
+        assert source.split == "train" and indices == list(half_b.indices)[:4]  # val_images=4 of trainB
+    for source, indices in seen["trained"]:
+        assert source.split == "train" and indices == list(half_a.indices)
+    assert "never val" in summary["search_selection_split"]
+    header, *rows = (tmp_path / "run" / "search.csv").read_text().splitlines()
+    assert "holdout_mIoU" in header.split(",") and "val_mIoU" not in header.split(",")
+
+
 def test_random_autodeeplab_obeys_the_image_budget_and_resumes(tmp_path: Path) -> None:
     summary = pipeline.run(random_cfg(tmp_path / "b", "autodeeplab", "searcher.samples=3", "retrain.epochs=0",
                                       "budget.images=16"))

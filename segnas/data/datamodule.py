@@ -226,9 +226,12 @@ class SegmentationDataModule(pl.LightningDataModule):
         assert self._sources is not None
         return self._sources[split]
 
-    def _train_transform(self, stream: int) -> SegmentationTransform:
+    def _train_transform(self, stream: int, crop_size: int | None = None,
+                         scale_range: Sequence[float] | None = None) -> SegmentationTransform:
+        low, high = self.scale_range if scale_range is None else scale_range
         return train_transform(
-            self.crop_size, self.scale_range, self.mean, self.std, self.ignore_index, _seed_stream(self.seed, stream)
+            crop_size or self.crop_size, (float(low), float(high)), self.mean, self.std, self.ignore_index,
+            _seed_stream(self.seed, stream),
         )
 
     def _eval_transform(self) -> SegmentationTransform:
@@ -243,9 +246,24 @@ class SegmentationDataModule(pl.LightningDataModule):
             return SegmentationDataset(self.source(split), self._train_transform(_AUG_TRAIN))
         return SegmentationDataset(self.source(split), self._eval_transform())
 
-    def eval_dataset(self, split: str) -> SegmentationDataset:
-        """The whole split with the eval transform, e.g. to score a network on train."""
-        return SegmentationDataset(self.source(split), self._eval_transform())
+    def train_crops(self, crop_size: int, scale_range: Sequence[float] | None = None,
+                    indices: Sequence[int] | None = None) -> SegmentationDataset:
+        """Train (or its ``indices``) with the train augmentation at ``crop_size`` crops and
+        ``scale_range`` (default ``data.scale_range``): for a search whose stages train at their
+        own crop sizes (auxcell, ``searcher.stage1.crop_size`` / ``stage2.crop_size``)."""
+        return SegmentationDataset(self.source("train"), self._train_transform(_AUG_TRAIN, crop_size, scale_range),
+                                   indices)
+
+    def eval_dataset(self, split: str, indices: Sequence[int] | None = None) -> SegmentationDataset:
+        """The whole split (or its ``indices``) with the eval transform, e.g. to score a network on
+        a held-out part of train."""
+        return SegmentationDataset(self.source(split), self._eval_transform(), indices)
+
+    def train_half_b_indices(self) -> list[int]:
+        """The training images of :meth:`train_halves`' trainB, in its order."""
+        perm = self._permutation("train", _PERM_HALVES)
+        half = len(perm) // 2
+        return [int(i) for i in perm[half : 2 * half]]
 
     def train_halves(self) -> tuple[SegmentationDataset, SegmentationDataset]:
         """Two disjoint, equal halves of train (Auto-DeepLab's trainA for weights, trainB for
@@ -255,7 +273,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         source = self.source("train")
         return (
             SegmentationDataset(source, self._train_transform(_AUG_HALF_A), perm[:half]),
-            SegmentationDataset(source, self._train_transform(_AUG_HALF_B), perm[half : 2 * half]),
+            SegmentationDataset(source, self._train_transform(_AUG_HALF_B), self.train_half_b_indices()),
         )
 
     def val_subset(self, n: int | None = None) -> SegmentationDataset:

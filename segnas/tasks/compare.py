@@ -11,6 +11,11 @@ Every run's composed config is checked before the first run starts, so a config 
 any of them stops the comparison before anything has run. A run that fails is recorded as
 failed and the others go on; re-running the comparison with
 ``resume=true`` (in the same ``hydra.run.dir``) keeps finished runs and continues unfinished ones.
+
+FMAS and its random baseline search the same supernet: the baseline of a seed slices the one its
+FMAS run trained (or loaded), so the comparison is between the two search procedures and not
+between two supernets (issue 13, item 21). If that FMAS run failed, the baseline trains its own
+and says so in the log.
 """
 
 from __future__ import annotations
@@ -59,7 +64,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         for _, _, sub in planned:  # every run's config, before the first one starts
             check_config(sub)
         write_config(run_dir, cfg)
-        runs = [_run_one(label, seed, sub) for label, seed, sub in planned]
+        runs, supernets = [], {}
+        for label, seed, sub in planned:
+            if label == f"{RANDOM}-fmas":
+                _share_supernet(sub, supernets.get(seed), seed)
+            runs.append(_run_one(label, seed, sub))
+            if label == "fmas" and runs[-1].get("summary", {}).get("supernet"):
+                supernets[seed] = str(runs[-1]["summary"]["supernet"])
     rows = comparison.rows(runs)
     outputs = comparison.write(run_dir, rows, command=_command(cfg))
     summary = {
@@ -136,6 +147,19 @@ def _sub_config(cfg: DictConfig, runs_dir: Path, label: str, name: str, seed: in
             sub.logger.group = cfg.compare.group or f"compare-{Path(cfg.run_dir).name}"
             sub.logger.name = f"{label}-seed{seed}"
     return sub
+
+
+def _share_supernet(sub: DictConfig, supernet: str | None, seed: int) -> None:
+    """Point a random FMAS baseline at the supernet its seed's FMAS run searched (unless the
+    comparison already names one for both through ``compare.overrides``)."""
+    if sub.searcher.fmas.get("supernet") is not None:
+        return
+    if supernet is None:
+        log.warning("compare: the FMAS run of seed %d left no supernet; its random baseline trains its own", seed)
+        return
+    log.info("compare: random-fmas seed %d searches the FMAS run's supernet %s", seed, supernet)
+    with open_dict(sub):
+        sub.searcher.fmas.supernet = supernet
 
 
 def _run_one(label: str, seed: int, sub: DictConfig) -> dict[str, Any]:

@@ -65,6 +65,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if best.get("onnx"):
             summary["onnx"] = str(_copy(Path(best["onnx"]), run_dir / "model.onnx"))
         summary["retrained"] = retrained
+        # what chose model.pt among the retrained candidates: their val score (so with more than one
+        # candidate, val is both the selection and the report; a held-out selection split is open work)
+        summary["winner_selected_on"] = "val" if len(retrained) > 1 else "the only candidate"
     if result.on_retrained is not None:
         summary.update(result.on_retrained(retrained))
     summary["wall_time_s"] = round(time.perf_counter() - start, 2)

@@ -3,10 +3,13 @@
 The supernet search takes ``epochs × batches`` weight steps plus ``(epochs − warmup) × batches``
 architecture steps; random search spends the same number of training steps (at the same batch
 size, so the same images) on ``searcher.samples`` architectures drawn uniformly, each trained
-from scratch for an equal share with the retraining optimiser and schedule (``train.*``), then
-scored on the same validation images the supernet search scores itself on. The best
-``searcher.top_k`` by that mIoU go back to the pipeline, which retrains them from scratch exactly
-as it retrains Auto-DeepLab's decoded network.
+from scratch for an equal share with the retraining optimiser and schedule (``train.*``) on
+trainA, the half the supernet's weight steps use, then scored on trainB, the half its
+architecture steps use: ``searcher.val_images`` of trainB's images (all with null), whole, by the
+evaluation protocol. Selection never looks at val, the split the final result is reported on,
+just as Auto-DeepLab's never does (issue 13, item 7; the baseline once picked its top-k on val,
+which favoured it). The best ``searcher.top_k`` by that held-out mIoU go back to the pipeline,
+which retrains them from scratch exactly as it retrains Auto-DeepLab's decoded network.
 
 The search is :class:`RandomAutoDeepLabModule` under one ``Trainer.fit``
 (:mod:`segnas.searchers.engine`): one unit is one architecture per rank, drawn in sample order
@@ -44,7 +47,7 @@ from segnas.spaces.autodeeplab import AutoDeepLabSpace
 from segnas.training.schedules import build_schedule
 
 log = logging.getLogger(__name__)
-COLUMNS = ("sample", "genotype_hash", "path", "cell", "params", "steps", "train_loss", "val_mIoU", "seconds")
+COLUMNS = ("sample", "genotype_hash", "path", "cell", "params", "steps", "train_loss", "holdout_mIoU", "seconds")
 SPACE = AutoDeepLabSpace()
 
 
@@ -77,10 +80,10 @@ def search(cfg: DictConfig, random_settings: DictConfig, run_dir: Path, resume: 
     history = module.history
     if is_wandb(logger) and trainer.is_global_zero:
         logger.log_table("search/architectures", columns=list(COLUMNS), data=[[r[c] for c in COLUMNS] for r in history])
-    best = sorted(history, key=lambda r: -r["val_mIoU"])[:top_k]
+    best = sorted(history, key=lambda r: -r["holdout_mIoU"])[:top_k]
     done = sum(r["steps"] for r in history)
     return SearchResult(
-        [Candidate(Genotype.from_dict(r["genotype"]), scores={"val_mIoU": r["val_mIoU"], "sample": r["sample"]})
+        [Candidate(Genotype.from_dict(r["genotype"]), scores={"holdout_mIoU": r["holdout_mIoU"], "sample": r["sample"]})
          for r in best],
         summary={
             "search_wall_time_s": round(module.wall_time_s, 2),
@@ -89,7 +92,9 @@ def search(cfg: DictConfig, random_settings: DictConfig, run_dir: Path, resume: 
             "search_samples": len(history),
             "search_steps_per_sample": steps,
             "search_matched_steps": matched_steps(settings, batches),
-            "search_best_val_mIoU": best[0]["val_mIoU"],
+            "search_best_holdout_mIoU": best[0]["holdout_mIoU"],
+            "search_selection_split": "trainB (the half of train Auto-DeepLab's architecture steps use), "
+                                      "never val",
             "search_val_protocol": eval_protocol(cfg).describe(),
             "search_ranks": trainer.world_size,
             **budget.summary(module.budget_stopped),
@@ -125,20 +130,22 @@ class RandomAutoDeepLabModule(SearchModule):
         return {"search.csv": (COLUMNS, self.history)}
 
     def unit_line(self) -> str:
-        best = max(r["val_mIoU"] for r in self.history)
+        best = max(r["holdout_mIoU"] for r in self.history)
         return (f"architecture unit {self.current_epoch + 1}/{self.units}: {len(self.history)}/{self.samples} "
-                f"sampled, best val mIoU {best:.4f}, {self.wall_time_s:.1f} s")
+                f"sampled, best held-out mIoU {best:.4f}, {self.wall_time_s:.1f} s")
 
     def setup(self, stage: str) -> None:
         datamodule = self.datamodule
         self.device_used = self.trainer.strategy.root_device
         self.protocol = eval_protocol(self.cfg)
         settings = self.cfg.searcher
-        train = datamodule.dataset("train")
+        train, _ = datamodule.train_halves()  # trainA: what the supernet's weight steps train on
         if len(train) < datamodule.batch_size:
             datamodule.loader(train, train=True)  # raises the datamodule's own clear error
-        self.loaders = (train, datamodule.loader(datamodule.val_subset(settings.val_images) if settings.val_images
-                                                 else datamodule.eval_dataset("val"), train=False))
+        held_out = datamodule.train_half_b_indices()  # trainB, scored whole as val would be
+        if settings.val_images:
+            held_out = held_out[: int(settings.val_images)]
+        self.loaders = (train, datamodule.loader(datamodule.eval_dataset("train", held_out), train=False))
 
     def run_unit(self, index: int) -> None:
         assert self.loaders is not None
@@ -161,13 +168,14 @@ class RandomAutoDeepLabModule(SearchModule):
             mine.append({"sample": sample, "genotype_hash": genotype.hash, "genotype": genotype.to_dict(),
                          "path": " ".join(map(str, genotype.arch["path"])), "cell": _describe(genotype.arch["cell"]),
                          "params": count_params(net), "steps": self.steps, "train_loss": round(loss, 4),
-                         "val_mIoU": round(miou, 4), "seconds": round(time.perf_counter() - tick, 2)})
+                         "holdout_mIoU": round(miou, 4), "seconds": round(time.perf_counter() - tick, 2)})
         for record in sorted((r for part in all_gather(mine) for r in part), key=lambda r: r["sample"]):
             self.history.append(record)
             if rank == 0 and self.logger is not None:
-                self.logger.log_metrics({"search/val_mIoU": record["val_mIoU"], "search/train_loss": record["train_loss"],
+                self.logger.log_metrics({"search/holdout_mIoU": record["holdout_mIoU"], "search/train_loss": record["train_loss"],
                                          "search/params": record["params"]}, step=record["sample"])
-            log.info("random architecture %d: val mIoU %.4f after %d steps (%s)", record["sample"], record["val_mIoU"],
+            log.info("random architecture %d: held-out mIoU %.4f after %d steps (%s)", record["sample"],
+                     record["holdout_mIoU"],
                      record["steps"], record["path"])
         self.images_seen = sum(r["steps"] for r in self.history) * datamodule.batch_size
 
