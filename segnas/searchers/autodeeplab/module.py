@@ -8,6 +8,13 @@ The architecture gradient is taken with ``torch.autograd.grad`` on α and β alo
 gradients are never computed for it (a third less backward work), and it stays outside DDP's
 gradient reducer, so under DDP it is averaged over ranks explicitly. α and β start equal on every
 rank (DDP broadcasts parameters at wrap time) and receive equal updates, so they stay identical.
+
+The module is a :class:`~segnas.searchers.engine.SearchProgress` like every search module: it
+counts its weight and architecture steps and the images they used from the epoch and batch index
+(so a resumed search counts the steps before the interruption), the engine's
+:class:`~segnas.searchers.engine.SearchBudget` callback stops ``fit`` on them, and the counts and
+the seconds spent travel in the checkpoint (resuming a search that had already finished runs no
+batch, and its summary still reports them).
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from torch.optim import Optimizer
 
 from segnas.evaluation import EvalProtocol, score_segmentation
 from segnas.metrics import SegmentationMetrics, scores_from_confusion
+from segnas.searchers.engine import SearchProgress
 from segnas.spaces.autodeeplab.decode import (
     decode_cell,
     normalise_beta,
@@ -33,7 +41,11 @@ from segnas.spaces.autodeeplab.supernet import AutoDeepLabSupernet
 from segnas.training.schedules import build_schedule
 
 
-class AutoDeepLabSearchModule(pl.LightningModule):
+#: The checkpoint entry holding the step counts and the search's progress.
+PROGRESS_KEY = "autodeeplab_search_progress"
+
+
+class AutoDeepLabSearchModule(SearchProgress, pl.LightningModule):
     def __init__(
         self,
         supernet: AutoDeepLabSupernet,
@@ -45,8 +57,11 @@ class AutoDeepLabSearchModule(pl.LightningModule):
         ignore_index: int = 255,
         channels_last: bool = False,
         protocol: EvalProtocol | None = None,
+        started_at: float | None = None,
     ) -> None:
         super().__init__()
+        self.start_clock(started_at)
+        self.weight_steps = self.arch_steps = 0
         self.automatic_optimization = False
         self.save_hyperparameters(ignore=["supernet", "weight_optimizer", "arch_optimizer", "protocol"])
         self.protocol = protocol or EvalProtocol()
@@ -96,6 +111,24 @@ class AutoDeepLabSearchModule(pl.LightningModule):
             arch_opt.step()
             arch_opt.zero_grad()
             self.log("search/arch_loss", loss_a, prog_bar=True, batch_size=size)
+        self._count(batch_idx + 1, size)
+
+    def _count(self, done_in_epoch: int, batch_size: int) -> None:
+        """Steps and images so far, from the epoch and the batches done in it (all ranks')."""
+        batches, epoch, warmup = self.trainer.num_training_batches, self.current_epoch, self.hparams.warmup_epochs
+        self.weight_steps = epoch * batches + done_in_epoch
+        self.arch_steps = max(0, epoch - warmup) * batches + (done_in_epoch if epoch >= warmup else 0)
+        self.images_seen = (self.weight_steps + self.arch_steps) * batch_size * self.trainer.world_size
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[PROGRESS_KEY] = {"weight_steps": self.weight_steps, "arch_steps": self.arch_steps,
+                                    **self.progress_state()}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get(PROGRESS_KEY)
+        if state is not None:  # a checkpoint of this search (fit then restores the weights and optimisers)
+            self.weight_steps, self.arch_steps = int(state["weight_steps"]), int(state["arch_steps"])
+            self.load_progress_state(state)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, list[torch.Tensor]]:
         """The supernet's score by the evaluation protocol; per-image predicted classes for the
