@@ -22,6 +22,8 @@ SCHEDULES = ("poly", "cosine", "constant")
 #: ``trainer.precision`` values Lightning accepts (lightning_fabric's ``_PRECISION_INPUT``).
 PRECISIONS = ("transformer-engine", "transformer-engine-float16", "16-true", "16-mixed", "bf16-true",
               "bf16-mixed", "32-true", "64-true", "64", "32", "16", "bf16", 64, 32, 16)
+#: ``retrain.selection``: what picks the winner among retrained candidates.
+RETRAIN_SELECTION = ("holdout", "val")
 #: ``eval.split``: what ``task=eval`` scores.
 EVAL_SPLITS = ("val", "train")
 
@@ -52,6 +54,8 @@ def check_config(cfg: DictConfig) -> None:
     _check_hardware(keys)
     if cfg.task == "search":
         keys.integer("retrain.epochs", low=0)
+        keys.choice("retrain.selection", RETRAIN_SELECTION)
+        keys.number("retrain.holdout", above=0, below=1)
         Budget.from_config(cfg)
         check_searcher(cfg)
     targets.check(cfg)

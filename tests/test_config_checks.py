@@ -172,6 +172,8 @@ COMMON_CASES: list[tuple[list[str], str]] = [
     (["trainer.precision=8"], "trainer.precision"),
     (["trainer=ddp", "trainer.accelerator=cpu"], "trainer.sync_batchnorm"),
     (["retrain.epochs=-1"], "retrain.epochs"),
+    (["retrain.selection=test"], "retrain.selection"),
+    (["retrain.holdout=1.0"], "retrain.holdout"),
     (["budget.images=-3"], "budget.images"),
     (["budget.wall_time_s=0"], "budget.wall_time_s"),
 ]

@@ -112,7 +112,7 @@ def test_on_a_voc_layout_folder(tmp_path: Path) -> None:
     root = write_voc_layout(tmp_path / "VOC2012", num_classes=3)
     tiny = [o for o in TINY if not o.startswith("data")]
     summary = pipeline.run(compose_config(
-        f"run_dir={tmp_path / 'run'}", *tiny, *FMAS, "data=voc", f"data.root={root}", "data.num_classes=3",
+        f"run_dir={tmp_path / 'run'}", *tiny, *FMAS, "searcher.val_images=2", "data=voc", f"data.root={root}", "data.num_classes=3",
         "data.crop_size=32", "data.batch_size=2", "data.num_workers=0", tiny=False))
     assert summary["data"] == "voc" and summary["num_classes"] == 3
     assert_non_dominated(read_csv(tmp_path / "run" / "pareto.csv"), "macs")
@@ -131,3 +131,41 @@ def test_pipeline_resume_continues_the_search_into_a_new_run_dir(fmas_run, tmp_p
     assert [r["generation"] for r in rows] == ["1", "2"]
     assert rows[0] == read_csv(first / "search.csv")[0]
     assert not (resumed / "supernet").exists(), "the resumed search must reuse the recorded supernet"
+
+
+def test_the_winner_is_chosen_on_held_out_train_and_reported_on_the_rest_of_val(fmas_run) -> None:
+    """Issue 13, item 7: FMAS scores candidates on a val subset (the paper's protocol), so the result
+    is reported on the rest of val; the fine-tuned front members are chosen among on a held-out part
+    of train that none of them trained on."""
+    from hydra.utils import instantiate
+
+    run_dir, summary = fmas_run
+    assert summary["val_images_reported"] == 8 - 4 and "4 images the search scored" in summary["val_report"]
+    retrained = summary["retrained"]
+    if len(retrained) > 1:
+        assert summary["retrain_holdout_images"] == 2  # 10 % of 16, rounded
+        assert all("holdout_mIoU" in entry and "val_mIoU" in entry for entry in retrained)
+        best = max(retrained, key=lambda entry: entry["holdout_mIoU"])
+        assert summary["genotype_hash"] == best["genotype_hash"] and summary["winner_selected_on"].startswith("held-out")
+        # those images never reached a retraining loader
+        cfg = compose_config(f"run_dir={run_dir}", *FMAS)
+        datamodule = instantiate(cfg.data)
+        held_out = datamodule.hold_out_train(0.1)
+        assert set(held_out).isdisjoint(datamodule.dataset("train").indices)
+        assert len(datamodule.dataset("train")) == 14
+    else:
+        assert summary["winner_selected_on"] == "the only candidate"
+    # the scored val subset and the reported rest are disjoint and cover val
+    datamodule = instantiate(compose_config(f"run_dir={run_dir}", *FMAS).data)
+    scored = datamodule.val_subset(4).indices
+    datamodule.reserve_val(scored)
+    assert sorted(scored + datamodule.dataset("val").indices) == list(range(8))
+
+
+def test_scoring_on_all_of_val_is_refused_before_the_supernet_trains(tmp_path: Path) -> None:
+    from segnas.errors import ConfigError
+
+    cfg = compose_config(f"run_dir={tmp_path}", *FMAS, "searcher.val_images=8")
+    with pytest.raises(ConfigError, match="searcher.val_images=8.*all 8 val images"):
+        search(cfg, tmp_path, None, None)
+    assert not (tmp_path / "supernet").exists()

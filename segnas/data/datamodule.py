@@ -33,7 +33,7 @@ SPLITS = ("train", "val")
 
 # Streams of the seed, so that each derived split and augmentation has its own randomness.
 _AUG_TRAIN, _AUG_HALF_A, _AUG_HALF_B = 0, 1, 2
-_PERM_HALVES, _PERM_VAL, _PERM_CALIB = 10, 11, 12
+_PERM_HALVES, _PERM_VAL, _PERM_CALIB, _PERM_SELECTION = 10, 11, 12, 13
 _AUG_CALIB = 3
 
 
@@ -199,6 +199,10 @@ class SegmentationDataModule(pl.LightningDataModule):
         self.palette = default_palette(self.num_classes)
         self.name = name or type(self).__name__
         self._sources: dict[str, SampleSource] | None = None
+        #: train images kept out of training to choose among networks (:meth:`hold_out_train`)
+        self.held_out: list[int] | None = None
+        #: val images a search scored its candidates on, left out of the report (:meth:`reserve_val`)
+        self.reserved_val: list[int] | None = None
 
     def build_source(self, split: str) -> SampleSource:
         """Return the un-transformed samples of ``split`` (``train`` or ``val``).
@@ -241,10 +245,44 @@ class SegmentationDataModule(pl.LightningDataModule):
         return np.random.default_rng([self.seed, stream]).permutation(len(self.source(split)))
 
     def dataset(self, split: str) -> SegmentationDataset:
-        """The whole split: train augmentation for ``train``, eval transform for ``val``."""
+        """The split as training and reporting see it: train augmentation for ``train`` (less the
+        :meth:`hold_out_train` images), eval transform for ``val`` (less :meth:`reserve_val`'s)."""
         if split == "train":
-            return SegmentationDataset(self.source(split), self._train_transform(_AUG_TRAIN))
-        return SegmentationDataset(self.source(split), self._eval_transform())
+            return SegmentationDataset(self.source(split), self._train_transform(_AUG_TRAIN),
+                                       self._without("train", self.held_out))
+        return SegmentationDataset(self.source(split), self._eval_transform(), self._without(split, self.reserved_val))
+
+    def _without(self, split: str, left_out: Sequence[int] | None) -> list[int] | None:
+        if not left_out:
+            return None
+        excluded = set(left_out)
+        return [i for i in range(len(self.source(split))) if i not in excluded]
+
+    def hold_out_train(self, fraction: float, key: str = "retrain.holdout") -> list[int]:
+        """Keep a seeded ``fraction`` of train (at least one image) out of training, to choose
+        among networks on it (:meth:`holdout_dataset`) so that val is left for the report."""
+        total = len(self.source("train"))
+        count = max(1, round(float(fraction) * total))
+        if total - count < self.batch_size:
+            raise ConfigError(f"{key}={fraction}: holding out {count} of {total} training images leaves fewer "
+                              f"than data.batch_size={self.batch_size} to train on")
+        self.held_out = sorted(int(i) for i in self._permutation("train", _PERM_SELECTION)[:count])
+        return self.held_out
+
+    def holdout_dataset(self) -> SegmentationDataset:
+        """The held-out training images, whole, with the eval transform (scored as val is)."""
+        if not self.held_out:
+            raise ValueError("no training images are held out: call hold_out_train first")
+        return self.eval_dataset("train", self.held_out)
+
+    def reserve_val(self, indices: Sequence[int]) -> None:
+        """Leave ``indices`` of val out of every later report: a search chose on them (FMAS scores
+        its candidates on a val subset, the paper's protocol), so they cannot also measure the result."""
+        reserved = sorted({int(i) for i in indices})
+        if len(reserved) >= len(self.source("val")):
+            raise ConfigError(f"the search scored its candidates on all {len(self.source('val'))} val images "
+                              "(searcher.val_images): none is left to report the result on; lower it")
+        self.reserved_val = reserved
 
     def train_crops(self, crop_size: int, scale_range: Sequence[float] | None = None,
                     indices: Sequence[int] | None = None) -> SegmentationDataset:
@@ -280,7 +318,8 @@ class SegmentationDataModule(pl.LightningDataModule):
         """The first ``n`` (default ``val_subset_size``, at most all) of a seeded permutation of
         val, eval transform: a fixed, cheap set for scoring candidates."""
         n = self.val_subset_size if n is None else _positive(n, "val_subset_size")
-        return SegmentationDataset(self.source("val"), self._eval_transform(), self._permutation("val", _PERM_VAL)[:n])
+        return SegmentationDataset(self.source("val"), self._eval_transform(),
+                                   [int(i) for i in self._permutation("val", _PERM_VAL)[:n]])
 
     def calib_subset(self, n: int | None = None) -> SegmentationDataset:
         """A seeded subset of train (default ``calib_subset_size``, at most all) as fixed, unpadded

@@ -34,8 +34,11 @@ class SearchResult:
     ``search_images_seen``) so searchers can be compared at equal budget. ``on_retrained``, when
     given, receives one dict per retrained candidate (its genotype hash, search and retrained
     scores) after retraining, e.g. to redraw a Pareto front; what it returns joins the summary.
+    ``scored_val`` lists the val images the search chose by (FMAS's validation subset, the
+    paper's protocol): the pipeline reports the result on the rest of val.
     """
 
     candidates: list[Candidate]
     summary: dict[str, Any] = field(default_factory=dict)
     on_retrained: Callable[[list[dict[str, Any]]], dict[str, Any]] | None = None
+    scored_val: list[int] | None = None

@@ -36,14 +36,19 @@ def fit(
     trainer = build_trainer(cfg, out_dir, logger, datamodule, net=net,
                             **({"max_epochs": max_epochs} if max_epochs is not None else {}))
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(checkpoint) if checkpoint else None)
-    scores = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
+    scores = val_scores(trainer.validate(module, datamodule=datamodule, verbose=False)[0], module,
+                        datamodule.class_names)
+    if datamodule.held_out:  # the images model selection reads (train the network never saw), scored as val
+        held = trainer.validate(module, dataloaders=datamodule.loader(datamodule.holdout_dataset(), train=False),
+                                verbose=False)[0]
+        scores.update(val_scores(held, module, datamodule.class_names, prefix="holdout"))
     if not trainer.is_global_zero:
         return None
     epochs, steps = _progress(trainer, out_dir)
     crop = (cfg.data.crop_size, cfg.data.crop_size)
     return {
         "task_type": targets.task_type(cfg),
-        **val_scores(scores, module, datamodule.class_names),
+        **scores,
         "val_protocol": module.protocol.describe(),
         **costs(cfg, net, crop),
         "epochs": epochs,

@@ -41,6 +41,15 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     result.candidates[0].genotype.save(run_dir / "genotype.yaml")  # kept if retraining crashes
     datamodule = instantiate(cfg.data)
     outputs = targets.out_channels(cfg, datamodule.num_classes)
+    report = {}
+    if result.scored_val:  # the search chose on these val images: the result is reported on the rest
+        datamodule.reserve_val(result.scored_val)
+        report = {"val_report": f"val less the {len(result.scored_val)} images the search scored candidates on",
+                  "val_images_reported": len(datamodule.dataset("val"))}
+    selection = _selection(cfg, len(result.candidates))
+    if selection == "holdout":  # several candidates: choose among them on held-out train, report on val
+        held_out = datamodule.hold_out_train(float(cfg.retrain.holdout))
+        report["retrain_holdout_images"] = len(held_out)
     retrained = [_retrain(cfg, run_dir, rank, candidate, datamodule, logger)
                  for rank, candidate in enumerate(result.candidates)]
     if any(entry is None for entry in retrained):  # a DDP rank other than 0
@@ -52,11 +61,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "data": cfg.data.get("name"),
         "seed": int(cfg.seed),
         **result.summary,
+        **report,
     }
     if torch.cuda.is_available():
         summary["search_gpu_hours"] = round(result.summary.get("search_wall_time_s", 0.0) * _gpus(cfg) / 3600, 4)
     if int(cfg.retrain.epochs) > 0:
-        best = targets.best(cfg, retrained)
+        best = targets.best(cfg, retrained, prefix="holdout" if selection == "holdout" else "val")
         winner = spaces.resolve_arch(best["genotype"])
         winner.save(run_dir / "genotype.yaml")
         summary.update(architecture(winner, outputs))
@@ -65,14 +75,24 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if best.get("onnx"):
             summary["onnx"] = str(_copy(Path(best["onnx"]), run_dir / "model.onnx"))
         summary["retrained"] = retrained
-        # what chose model.pt among the retrained candidates: their val score (so with more than one
-        # candidate, val is both the selection and the report; a held-out selection split is open work)
-        summary["winner_selected_on"] = "val" if len(retrained) > 1 else "the only candidate"
+        # what chose model.pt among the retrained candidates
+        summary["winner_selected_on"] = {"holdout": f"held-out train (retrain.holdout={cfg.retrain.holdout})",
+                                         "val": "val (retrain.selection=val: val is also the report)",
+                                         None: "the only candidate"}[selection]
     if result.on_retrained is not None:
         summary.update(result.on_retrained(retrained))
     summary["wall_time_s"] = round(time.perf_counter() - start, 2)
     summary["run_dir"] = str(run_dir)
     return finish(run_dir, summary, logger)
+
+
+def _selection(cfg: DictConfig, candidates: int) -> str | None:
+    """How model.pt is chosen among retrained candidates: None when there is nothing to choose
+    (one candidate, or no retraining), else ``retrain.selection`` (``holdout``: on a held-out part
+    of train the candidates do not train on, so val is only the report; ``val``: on val)."""
+    if candidates < 2 or int(cfg.retrain.epochs) <= 0:
+        return None
+    return str(cfg.retrain.selection)
 
 
 def _gpus(cfg: DictConfig) -> int:

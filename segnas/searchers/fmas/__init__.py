@@ -45,6 +45,11 @@ def search(cfg: DictConfig, run_dir: Path, resume: Path | None, logger: Any) -> 
     space = get_space("elastic-deeplabv3plus")
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
+    val = len(datamodule.source("val"))
+    if int(s.val_images) >= val:  # before the supernet trains: the report needs val images the search never scored
+        raise ConfigError(f"searcher.val_images={s.val_images}: the search would score candidates on all {val} val "
+                          "images and leave none to report the result on (the pipeline reports on the rest of val); "
+                          f"use at most {val - 1}")
     known = _searched_supernet(resume) if resume is not None else None
     full, supernet, facts = obtain(cfg, run_dir, logger, datamodule, space, known=known)
     if s.channel_order == "l1":
@@ -106,7 +111,8 @@ def search(cfg: DictConfig, run_dir: Path, resume: Path | None, logger: Any) -> 
     def on_retrained(entries: list[dict[str, Any]]) -> dict[str, Any]:
         """Mark the fine-tuned front members in pareto.csv, redraw the front before/after, and list
         every front member with its search mIoU (before: inherited weights on the search's validation
-        subset) and its fine-tuned mIoU (after: the pipeline's evaluation; null when not fine-tuned)."""
+        subset) and its fine-tuned mIoU (after: the pipeline's evaluation on the rest of val; null
+        when not fine-tuned)."""
         tuned = {e["genotype_hash"]: float(e["val_mIoU"]) for e in entries if e.get("val_mIoU") is not None}
         write_pareto_csv(pareto_csv, front, objectives, tuned)
         plot_front(plot, records, front, cost, tuned, estimated)
@@ -115,7 +121,9 @@ def search(cfg: DictConfig, run_dir: Path, resume: Path | None, logger: Any) -> 
                     **{k: r[k] for k in ("params", "macs", "latency_ms") if r.get(k) is not None}} for r in front]
         return {"front_finetuned": len(tuned), "front_members": members}
 
-    return SearchResult(candidates=candidates, summary=summary, on_retrained=on_retrained)
+    # the paper scores sub-networks on a val subset: the pipeline reports on the rest of val
+    return SearchResult(candidates=candidates, summary=summary, on_retrained=on_retrained,
+                        scored_val=datamodule.val_subset(int(s.val_images)).indices)
 
 
 def _searched_supernet(resume: Path) -> str:
