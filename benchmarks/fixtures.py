@@ -128,6 +128,24 @@ def write_voc_fixture(
     return root
 
 
+def write_untrained_supernet(path: Path, num_classes: int = 5, image_size: int = 32) -> Path:
+    """A DeepLabV3+-MobileNetV2 with BatchNorm statistics from one random batch, saved as a
+    ``model.pt``: an FMAS supernet without the minutes of training (for the tests and the FMAS
+    throughput benchmark, which time the search, not the supernet)."""
+    import torch
+
+    from segnas import spaces
+    from segnas.training.checkpoint import save_network
+
+    torch.manual_seed(0)
+    genotype = spaces.resolve_arch("deeplabv3plus-mobilenetv2")
+    net = spaces.build(genotype, num_classes)
+    with torch.no_grad():
+        net.train()
+        net(torch.randn(4, 3, image_size, image_size))
+    return save_network(path, genotype, num_classes, net.eval())
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("root")

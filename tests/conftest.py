@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 import segnas.run  # noqa: F401  (registers the run-id resolver used by hydra.run.dir)
 
 CONFIG_DIR = segnas.run.CONFIG_DIR
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 #: Small enough that a train/eval round trip takes seconds on 2 CPU cores.
 TINY = [
@@ -68,20 +69,13 @@ def subprocess_env(tmp_path: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def supernet_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A DeepLabV3+-MobileNetV2 (5 classes) with BatchNorm statistics from one batch, as a
-    model.pt: FMAS's supernet without the minutes of training."""
-    import torch
+    """FMAS's supernet without the minutes of training (benchmarks/fixtures.py)."""
+    import importlib.util
 
-    from segnas import spaces
-    from segnas.training.checkpoint import save_network
-
-    torch.manual_seed(0)
-    genotype = spaces.resolve_arch("deeplabv3plus-mobilenetv2")
-    net = spaces.build(genotype, 5)
-    with torch.no_grad():
-        net.train()
-        net(torch.randn(4, 3, 32, 32))
-    return save_network(tmp_path_factory.mktemp("supernet") / "model.pt", genotype, 5, net.eval())
+    spec = importlib.util.spec_from_file_location("segnas_bench_fixtures", BENCHMARKS / "fixtures.py")
+    fixtures = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fixtures)
+    return fixtures.write_untrained_supernet(tmp_path_factory.mktemp("supernet") / "model.pt", 5, 32)
 
 
 #: The Auto-DeepLab search of test_autodeeplab_search (seconds), as compare overrides.

@@ -1,0 +1,96 @@
+"""Search throughput of whole searches: auxcell children per hour and FMAS candidates per minute,
+for one or more checkouts of segnas run alternately (so two versions are compared side by side in
+one run on a shared machine), median of ``--repeats`` each.
+
+    python benchmarks/search_throughput.py --searcher auxcell --repeats 3 --checkout . --checkout /tmp/old
+    python benchmarks/search_throughput.py --searcher fmas --repeats 3 --checkout . --checkout /tmp/old
+
+Each run is a fresh process that imports segnas from its checkout and times its
+``searcher.search(cfg, run_dir, None, None)`` on the synthetic defaults (auxcell: 6 children;
+FMAS: the default population and generations over a given supernet, so no supernet training is
+timed). ``--set key=value`` adds overrides (they must exist in every checkout's config). Prints
+one JSON line per run and a summary line with the medians and their ratios to the first checkout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from fixtures import write_untrained_supernet
+
+CHILD = r"""
+import json, sys, time
+from pathlib import Path
+checkout, searcher, supernet, run_dir, *overrides = sys.argv[1:]
+sys.path.insert(0, checkout)
+import segnas
+import torch
+from hydra import compose, initialize_config_dir
+import segnas.run
+from hydra.utils import get_method
+base = ["data=synthetic", "logger=csv", "trainer.enable_progress_bar=false", f"searcher={searcher}",
+        f"run_dir={run_dir}", "model.backbone_weights=null"]
+if searcher == "fmas":
+    base.append(f"searcher.supernet={supernet}")
+with initialize_config_dir(config_dir=str(Path(checkout).resolve() / "conf"), version_base="1.3"):
+    cfg = compose("config", overrides=[*base, *overrides])
+torch.manual_seed(int(cfg.seed))
+search = get_method(str(cfg.searcher._target_))
+Path(run_dir).mkdir(parents=True, exist_ok=True)
+start = time.perf_counter()
+result = search(cfg, Path(run_dir), None, None)
+seconds = time.perf_counter() - start
+units = result.summary.get("search_children") if searcher == "auxcell" else result.summary.get("candidates_scored")
+print("RESULT " + json.dumps({"seconds": seconds, "units": units, "segnas": segnas.__file__}))
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--searcher", choices=("auxcell", "fmas"), default="auxcell")
+    parser.add_argument("--checkout", action="append", default=None, help="a segnas checkout (repeatable)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--set", action="append", default=[], help="a Hydra override for every run")
+    args = parser.parse_args()
+    checkouts = [str(Path(c).resolve()) for c in (args.checkout or ["."])]
+    work = Path(tempfile.mkdtemp(prefix="segnas-throughput-"))
+    supernet = write_untrained_supernet(work / "supernet.pt", 5, 64) if args.searcher == "fmas" else Path("none")
+    times: dict[str, list[float]] = {c: [] for c in checkouts}
+    rates: dict[str, list[float]] = {c: [] for c in checkouts}
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": ""}
+    for repeat in range(args.repeats):
+        for index, checkout in enumerate(checkouts):  # alternate: both see the same machine load
+            run_dir = work / f"{index}_{repeat}"
+            done = subprocess.run([sys.executable, "-c", CHILD, checkout, args.searcher, str(supernet), str(run_dir),
+                                   *args.set], capture_output=True, text=True, env=env, cwd=checkout, check=False)
+            line = next((l for l in done.stdout.splitlines() if l.startswith("RESULT ")), None)
+            if line is None:
+                raise SystemExit(f"{checkout} failed:\n{done.stderr[-3000:]}")
+            result = json.loads(line[len("RESULT "):])
+            per = 3600.0 if args.searcher == "auxcell" else 60.0
+            rate = result["units"] / result["seconds"] * per
+            times[checkout].append(result["seconds"])
+            rates[checkout].append(rate)
+            print(json.dumps({"checkout": checkout, "repeat": repeat, **result,
+                              ("children_per_hour" if args.searcher == "auxcell" else "candidates_per_minute"): rate}),
+                  flush=True)
+    first = checkouts[0]
+    print(json.dumps({
+        "benchmark": "search_throughput", "searcher": args.searcher, "machine": platform.processor() or platform.machine(),
+        "median_seconds": {c: round(statistics.median(t), 2) for c, t in times.items()},
+        "median_rate": {c: round(statistics.median(r), 2) for c, r in rates.items()},
+        "rate_ratio_to_first": {c: round(statistics.median(rates[c]) / statistics.median(rates[first]), 3)
+                                for c in checkouts},
+    }))
+
+
+if __name__ == "__main__":
+    main()
