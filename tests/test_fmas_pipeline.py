@@ -49,6 +49,7 @@ def test_run_writes_the_search_files(fmas_run) -> None:
                 "val_mIoU", "macs", "params", "supernet", "supernet_miou", "front_finetuned"):
         assert on_disk[key] is not None, key
     assert on_disk["supernet_trained_here"] and on_disk["generations"] == 2
+    assert on_disk["finetuned_hypervolume"] > 0  # the fine-tuned front on the search's reference point
     assert on_disk["hypervolume"] > 0 and on_disk["macs"] < on_disk["supernet_macs"]
     assert yaml.safe_load((run_dir / "genotype.yaml").read_text())["hash"] == on_disk["genotype_hash"]
 

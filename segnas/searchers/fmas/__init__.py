@@ -31,7 +31,7 @@ from segnas.searchers.budget import Budget
 from segnas.searchers.checks.fmas import ordered_objectives
 from segnas.searchers.engine import STATE_KEY, fit_search
 from segnas.searchers.fmas.module import FMASSearchModule
-from segnas.searchers.fmas.pareto import front_records, pick, plot_front, write_pareto_csv
+from segnas.searchers.fmas.pareto import front_records, hypervolume, objective_matrix, pick, plot_front, write_pareto_csv
 from segnas.searchers.fmas.supernet import obtain
 from segnas.searchers.result import Candidate, SearchResult
 from segnas.spaces import get_space
@@ -119,7 +119,11 @@ def search(cfg: DictConfig, run_dir: Path, resume: Path | None, logger: Any) -> 
         members = [{"genotype_hash": r["genotype_hash"], "search_miou": r["miou"],
                     "finetuned_miou": tuned.get(r["genotype_hash"]),
                     **{k: r[k] for k in ("params", "macs", "latency_ms") if r.get(k) is not None}} for r in front]
-        return {"front_finetuned": len(tuned), "front_members": members}
+        # the fine-tuned members' front, costs normalised and referenced as the search's hypervolume
+        # (one reference point for runs on one supernet: task=compare's FMAS and its random baseline)
+        finetuned = [{**r, "miou": tuned[r["genotype_hash"]]} for r in front if r["genotype_hash"] in tuned]
+        volume = hypervolume(objective_matrix(finetuned, objectives, scale), module.reference) if finetuned else None
+        return {"front_finetuned": len(tuned), "front_members": members, "finetuned_hypervolume": volume}
 
     # the paper scores sub-networks on a val subset: the pipeline reports on the rest of val
     return SearchResult(candidates=candidates, summary=summary, on_retrained=on_retrained,
