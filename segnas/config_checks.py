@@ -80,6 +80,7 @@ def _check_training(keys: Keys) -> None:
     keys.choice("train.scheduler", SCHEDULES)
     keys.number("train.poly_power", above=0)
     keys.number("train.min_lr", low=0)
+    keys.number("train.warmup_fraction", low=0, below=1)
     keys.integer("train.log_images", low=0)
     keys.partial("train.optimizer")
     keys.choice("trainer.precision", PRECISIONS)

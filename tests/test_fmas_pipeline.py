@@ -116,6 +116,8 @@ def test_on_a_voc_layout_folder(tmp_path: Path) -> None:
         f"run_dir={tmp_path / 'run'}", *tiny, *FMAS, "searcher.val_images=2", "data=voc", f"data.root={root}", "data.num_classes=3",
         "data.crop_size=32", "data.batch_size=2", "data.num_workers=0", tiny=False))
     assert summary["data"] == "voc" and summary["num_classes"] == 3
+    # the real-format fixture too: no fine-tuned member ends below its held-out score before fine-tuning
+    assert all(e["holdout_mIoU"] >= e["holdout_mIoU_before_finetune"] - 1e-9 for e in summary["retrained"])
     assert_non_dominated(read_csv(tmp_path / "run" / "pareto.csv"), "macs")
 
 
@@ -170,3 +172,19 @@ def test_scoring_on_all_of_val_is_refused_before_the_supernet_trains(tmp_path: P
     with pytest.raises(ConfigError, match="searcher.val_images=8.*all 8 val images"):
         search(cfg, tmp_path, None, None)
     assert not (tmp_path / "supernet").exists()
+
+
+def test_fine_tuning_has_its_own_schedule_and_never_ends_below_its_start(fmas_run) -> None:
+    """Issue 16, section 2: the front is fine-tuned at train.optimizer's lr x 0.1 with a cosine
+    schedule after a warm-up, and each member keeps the best of its weights before fine-tuning
+    and after each epoch by the held-out train score: never below where it started there."""
+    _, summary = fmas_run
+    for entry in summary["retrained"]:
+        assert entry["finetune_lr"] == pytest.approx(2e-4) and entry["finetune_scheduler"] == "cosine"
+        assert entry["holdout_mIoU"] >= entry["holdout_mIoU_before_finetune"] - 1e-9
+        kept = entry["finetune_kept"]
+        assert kept in ("best epoch", "weights before fine-tuning")
+        if kept == "best epoch":
+            assert entry["holdout_mIoU"] == pytest.approx(entry["holdout_mIoU_best_epoch"])
+        else:
+            assert entry["holdout_mIoU"] == pytest.approx(entry["holdout_mIoU_before_finetune"])

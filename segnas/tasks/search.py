@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 from hydra.utils import get_method, instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from segnas import spaces, targets
 from segnas.errors import ConfigError
@@ -47,10 +47,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         report = {"val_report": f"val less the {len(result.scored_val)} images the search scored candidates on",
                   "val_images_reported": len(datamodule.dataset("val"))}
     selection = _selection(cfg, len(result.candidates))
-    if selection == "holdout":  # several candidates: choose among them on held-out train, report on val
+    finetune = _finetune(cfg) if any(c.network is not None for c in result.candidates) else None
+    keep_best = bool(finetune and finetune.get("keep_best") and int(cfg.retrain.epochs) > 0)
+    if selection == "holdout" or keep_best:  # choose among candidates / epochs on held-out train, report on val
         held_out = datamodule.hold_out_train(float(cfg.retrain.holdout))
         report["retrain_holdout_images"] = len(held_out)
-    retrained = [_retrain(cfg, run_dir, rank, candidate, datamodule, logger)
+    retrained = [_retrain(cfg, run_dir, rank, candidate, datamodule, logger, finetune, keep_best)
                  for rank, candidate in enumerate(result.candidates)]
     if any(entry is None for entry in retrained):  # a DDP rank other than 0
         return {}
@@ -105,11 +107,34 @@ def _gpus(cfg: DictConfig) -> int:
     return torch.cuda.device_count()
 
 
+def _finetune(cfg: DictConfig) -> DictConfig | None:
+    """The searcher's fine-tuning settings (``searcher.finetune``, or its space's under a random
+    baseline), for candidates that arrive with weights."""
+    node = cfg.searcher.get("finetune")
+    if node is None and cfg.searcher.get("space"):
+        node = OmegaConf.select(cfg, f"searcher.{cfg.searcher.space}.finetune")
+    return node
+
+
+def _finetune_config(cfg: DictConfig, finetune: DictConfig) -> DictConfig:
+    """``cfg`` with fine-tuning's schedule: train.optimizer's lr × ``lr_scale``, its scheduler
+    and warm-up."""
+    tuned = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+    with open_dict(tuned):
+        tuned.train.optimizer.lr = float(cfg.train.optimizer.lr) * float(finetune.lr_scale)
+        tuned.train.scheduler = str(finetune.scheduler)
+        tuned.train.warmup_fraction = float(finetune.warmup_fraction)
+    return tuned
+
+
 def _retrain(
-    cfg: DictConfig, run_dir: Path, rank: int, candidate: Candidate, datamodule: Any, logger: Any
+    cfg: DictConfig, run_dir: Path, rank: int, candidate: Candidate, datamodule: Any, logger: Any,
+    finetune: DictConfig | None = None, keep_best: bool = False,
 ) -> dict[str, Any] | None:
     """Train one candidate for ``retrain.epochs`` in ``retrain/<rank>_<hash>/`` (resumable);
-    0 epochs keeps only what the search measured."""
+    0 epochs keeps only what the search measured. A candidate with weights (FMAS's sliced
+    sub-networks) is fine-tuned with ``finetune``'s schedule, keeping its best weights by the
+    held-out score when ``keep_best``."""
     genotype = candidate.genotype
     entry: dict[str, Any] = {"rank": rank, "genotype": genotype.to_dict(), "genotype_hash": genotype.hash,
                              **{f"search_{key}": value for key, value in candidate.scores.items()}}
@@ -122,10 +147,15 @@ def _retrain(
     net = candidate.network if candidate.network is not None else spaces.build(
         genotype, targets.out_channels(cfg, datamodule.num_classes), **weights(cfg))
     checkpoint = out_dir / "last.ckpt" if cfg.get("resume") and (out_dir / "last.ckpt").is_file() else None
-    fitted = fit(cfg, out_dir, genotype, net, datamodule, logger, checkpoint, max_epochs=epochs)
+    tuned = candidate.network is not None and finetune is not None
+    fitted = fit(_finetune_config(cfg, finetune) if tuned else cfg, out_dir, genotype, net, datamodule, logger,
+                 checkpoint, max_epochs=epochs, keep_best=tuned and keep_best)
     if fitted is None:
         return None
-    return {**entry, **fitted, "retrain_dir": str(out_dir)}
+    schedule = ({"finetune_lr": float(cfg.train.optimizer.lr) * float(finetune.lr_scale),
+                 "finetune_scheduler": str(finetune.scheduler),
+                 "finetune_warmup_fraction": float(finetune.warmup_fraction)} if tuned else {})
+    return {**entry, **fitted, **schedule, "retrain_dir": str(out_dir)}
 
 
 def _copy(source: Path, destination: Path) -> Path:

@@ -91,6 +91,7 @@ class DepthModule(ScheduledModule):
         scheduler: str = "poly",
         poly_power: float = 0.9,
         min_lr: float = 0.0,
+        warmup_fraction: float = 0.0,
         genotype: dict[str, Any] | None = None,
         num_classes: int = 1,
         init_batches: int = 8,

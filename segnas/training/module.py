@@ -36,6 +36,7 @@ class ScheduledModule(pl.LightningModule):
             self.trainer.estimated_stepping_batches,
             power=self.hparams.poly_power,
             min_lr=self.hparams.min_lr,
+            warmup_steps=round(float(self.hparams.get("warmup_fraction", 0.0)) * self.trainer.estimated_stepping_batches),
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
@@ -58,6 +59,7 @@ class SegmentationModule(ScheduledModule):
         poly_power: float = 0.9,
         min_lr: float = 0.0,
         ignore_index: int = 255,
+        warmup_fraction: float = 0.0,
         genotype: dict[str, Any] | None = None,
         protocol: EvalProtocol | None = None,
     ) -> None:

@@ -12,9 +12,12 @@ from segnas.errors import ConfigError
 
 
 def build_schedule(
-    optimizer: Optimizer, name: str, total_steps: int, power: float = 0.9, min_lr: float = 0.0
+    optimizer: Optimizer, name: str, total_steps: int, power: float = 0.9, min_lr: float = 0.0,
+    warmup_steps: int = 0,
 ) -> LRScheduler:
     """``poly``: DeepLab's (1 - t/T)^power; ``cosine``: SGDR without restarts; both end at min_lr.
+    ``warmup_steps`` > 0 ramps the lr linearly from lr/warmup to lr over those first steps and
+    runs the shape over the rest (fine-tuning inherited weights: a full lr at step 0 undoes them).
 
     Written as multiplicative factors of each group's initial lr, so partial optimisers with
     several parameter groups (e.g. encoder and decoder learning rates) decay together.
@@ -22,13 +25,16 @@ def build_schedule(
     if name not in SCHEDULES:
         raise ConfigError(f"train.scheduler={name}: expected one of {SCHEDULES}")
     total_steps = max(int(total_steps), 1)
+    warmup = min(max(int(warmup_steps), 0), total_steps - 1)
     base_lrs = [group["lr"] for group in optimizer.param_groups]
 
     def factor(base_lr: float):
         floor = min(min_lr / base_lr, 1.0) if base_lr > 0 else 0.0
 
         def at(step: int) -> float:
-            progress = min(step / total_steps, 1.0)
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = min((step - warmup) / (total_steps - warmup), 1.0)
             if name == "poly":
                 shape = (1.0 - progress) ** power
             elif name == "cosine":

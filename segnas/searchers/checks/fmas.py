@@ -70,3 +70,7 @@ def check(cfg: DictConfig, keys: Keys) -> None:
     keys.integer("top_k", high=pop_size, null=True,
                  why=f"front members handed on, at most {keys.name('pop_size')}={pop_size}; null: the whole front")
     keys.integer("retrain_epochs", low=0)
+    keys.number("finetune.lr_scale", above=0)
+    keys.choice("finetune.scheduler", ("poly", "cosine", "constant"))
+    keys.number("finetune.warmup_fraction", low=0, below=1)
+    keys.flag("finetune.keep_best")
