@@ -90,7 +90,7 @@ def compare_cfg(run_dir: Path, *overrides: str) -> DictConfig:
     listed = ",".join(f'"{o}"' for o in TINY_ADL)
     return compose_config("task=compare", f"run_dir={run_dir}", "compare.searchers=[autodeeplab]",
                           f"compare.overrides.autodeeplab=[{listed}]", "compare.retrain_epochs=1",
-                          'compare.random_overrides=["searcher.samples=2"]', *overrides)
+                          'compare.random_overrides=["searcher.samples=2"]', "compare.baselines=[]", *overrides)
 
 
 @pytest.fixture(scope="session")

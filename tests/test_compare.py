@@ -9,6 +9,7 @@ import statistics
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from segnas import pipeline
@@ -135,9 +136,12 @@ def test_fmas_and_its_random_baseline_search_the_same_supernet(tmp_path: Path,
     # issue 13, item 21: the baseline of a seed slices the supernet that seed's FMAS run trained
     seen: list[tuple[str, int, str | None]] = []
 
+    draws: list[tuple[int, float]] = []
+
     def record(cfg):
         supernet = cfg.searcher.fmas.supernet if cfg.searcher.name == "random" else cfg.searcher.supernet
         seen.append((cfg.searcher.name, int(cfg.seed), supernet))
+        draws.append((int(cfg.seed), torch.rand(1).item()))
         if cfg.searcher.name == "fmas":
             if cfg.seed == 1:
                 raise RuntimeError("out of memory")  # no supernet left: the baseline trains its own
@@ -146,7 +150,37 @@ def test_fmas_and_its_random_baseline_search_the_same_supernet(tmp_path: Path,
 
     monkeypatch.setattr(search_task, "run", record)
     pipeline.run(compose_config("task=compare", f"run_dir={tmp_path / 'run'}", "compare.searchers=[fmas]",
-                                "compare.seeds=[0,1]"))
+                                "compare.seeds=[0,1]", "compare.baselines=[]"))
     runs = tmp_path / "run" / "runs"
     assert seen == [("fmas", 0, None), ("random", 0, f"{runs / 'fmas_seed0'}/supernet/model.pt"),
                     ("fmas", 1, None), ("random", 1, None)]
+    # every run starts from its seed's random state, as `python -m segnas.run seed=k` would
+    expected = {seed: torch.manual_seed(seed) and torch.rand(1).item() for seed in (0, 1)}
+    assert draws == [(s, expected[s]) for s in (0, 0, 1, 1)]
+
+
+def test_hand_designed_baselines_train_like_the_winners_and_pair_with_each_searcher(tmp_path: Path) -> None:
+    """Issue 16, section 6: a preset trained with the winners' schedule and epochs, on the same
+    seeds and data, scored the same way, in the tables and the paired statistics."""
+    from tests.conftest import TINY_ADL
+
+    listed = ",".join(f'"{o}"' for o in TINY_ADL)
+    summary = pipeline.run(compose_config(
+        "task=compare", f"run_dir={tmp_path / 'run'}", "compare.searchers=[autodeeplab]",
+        "compare.random_baselines=false", f"compare.overrides.autodeeplab=[{listed}]", "compare.retrain_epochs=1",
+        "compare.baselines=[deeplabv3plus-mobilenetv2]", "compare.baseline_backbone_weights=null"))
+    assert summary["runs"] == 4 and summary["failed"] == 0
+    rows = read_csv(tmp_path / "run" / "comparison.csv")
+    assert [(r["label"], r["seed"]) for r in rows] == [("autodeeplab", "0"), ("autodeeplab", "1"),
+                                                       ("baseline-deeplabv3plus-mobilenetv2", "0"),
+                                                       ("baseline-deeplabv3plus-mobilenetv2", "1")]
+    for seed in (0, 1):
+        run = json.loads((tmp_path / "run" / "runs" / f"baseline-deeplabv3plus-mobilenetv2_seed{seed}"
+                          / "summary.json").read_text())
+        assert run["task"] == "train" and run["seed"] == seed and run["epochs"] == 1  # compare.retrain_epochs
+        searched = json.loads((tmp_path / "run" / "runs" / f"autodeeplab_seed{seed}" / "summary.json").read_text())
+        assert run["val_protocol"] == searched["retrained"][0]["val_protocol"]
+    text = (tmp_path / "run" / "comparison.md").read_text()
+    assert "- autodeeplab − baseline-deeplabv3plus-mobilenetv2: " in text
+    with pytest.raises(ConfigError, match="compare.baselines"):
+        pipeline.run(compose_config("task=compare", f"run_dir={tmp_path / 'x'}", "compare.baselines=[unet]"))

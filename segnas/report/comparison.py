@@ -43,6 +43,8 @@ def read_summary(run_dir: Path) -> dict[str, Any]:
 
 def label_of(summary: dict[str, Any]) -> str:
     """The searcher's name; a random baseline is named after the space it searched."""
+    if summary.get("task") == "train":  # a hand-designed baseline
+        return f"baseline-{summary.get('arch')}"
     name = str(summary.get("searcher"))
     space = summary.get("search_random_space")
     return f"random-{space}" if name == "random" and space else name
@@ -53,7 +55,7 @@ def gather(folder: Path) -> list[dict[str, Any]]:
     runs = []
     for path in sorted(folder.rglob("summary.json")):
         summary = read_summary(path.parent)
-        if summary.get("task") != "search":
+        if summary.get("task") not in ("search", "train"):
             continue
         seed = summary.get("seed")
         if seed is None and (path.parent / "config.yaml").is_file():
@@ -134,9 +136,11 @@ def paired_lines(table: Sequence[dict[str, Any]], level: float = 0.95) -> list[s
     for row in table:
         if row["status"] == "ok":
             by_label.setdefault(row["label"], {})[row["seed"]] = row
-    searchers = [label for label in by_label if not label.startswith("random-")]
+    searchers = [label for label in by_label if not label.startswith(("random-", "baseline-"))]
+    hand_designed = [label for label in by_label if label.startswith("baseline-")]
     pairs = [(label, f"random-{label}") for label in searchers if f"random-{label}" in by_label]
     pairs += [(a, b) for i, a in enumerate(searchers) for b in searchers[i + 1:]]
+    pairs += [(a, b) for a in searchers for b in hand_designed]
     if not pairs:
         return []
     lines = ["", f"Paired differences over seeds ({round(100 * level)} % percentile-bootstrap interval of the "

@@ -14,8 +14,10 @@ from segnas.spaces.autodeeplab import AutoDeepLabSpace
 from segnas.spaces.base import Space
 from segnas.spaces.deeplabv3plus import DeepLabV3PlusSpace
 from segnas.spaces.elastic_deeplabv3plus import ElasticDeepLabV3PlusSpace
+from segnas.spaces.lraspp import LRASPPSpace
 
-SPACES: dict[str, Space] = {space.name: space for space in (DeepLabV3PlusSpace(), AutoDeepLabSpace(), AuxCellSpace(), ElasticDeepLabV3PlusSpace())}
+SPACES: dict[str, Space] = {space.name: space for space in (DeepLabV3PlusSpace(), AutoDeepLabSpace(), AuxCellSpace(),
+                                                             ElasticDeepLabV3PlusSpace(), LRASPPSpace())}
 
 
 def get_space(name: str) -> Space:

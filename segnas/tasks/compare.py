@@ -12,6 +12,11 @@ any of them stops the comparison before anything has run. A run that fails is re
 failed and the others go on; re-running the comparison with
 ``resume=true`` (in the same ``hydra.run.dir``) keeps finished runs and continues unfinished ones.
 
+``compare.baselines`` adds hand-designed networks (presets: DeepLabV3+-MobileNetV2, LR-ASPP on
+MobileNetV3-Large) trained as ``task=train`` runs with the winners' schedule and epochs and
+scored the same way, so every comparison also answers whether any search beat simply training
+the usual compact network.
+
 FMAS and its random baseline search the same supernet: the baseline of a seed slices the one its
 FMAS run trained (or loaded), so the comparison is between the two search procedures and not
 between two supernets (issue 13, item 21). If that FMAS run failed, the baseline trains its own
@@ -25,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytorch_lightning as pl
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -34,11 +40,12 @@ from segnas.errors import ConfigError, SegnasError
 from segnas.report import comparison
 from segnas.report.loggers import close_loggers
 from segnas.report.run_dir import resume_checkpoint, write_config, write_json
-from segnas.tasks import search
+from segnas.tasks import search, train
 
 log = logging.getLogger(__name__)
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 RANDOM = "random"
+BASELINE = "baseline"
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -61,6 +68,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             resume_checkpoint(run_dir, None)  # refuses a folder that already holds a comparison
         planned = [(label, seed, _sub_config(cfg, run_dir / "runs", label, searcher, seed))
                    for seed in _seeds(settings) for label, searcher in plan(settings)]
+        planned += [(f"{BASELINE}-{preset}", seed, _baseline_config(cfg, run_dir / "runs", preset, seed))
+                    for seed in _seeds(settings) for preset in baselines(settings)]
         for _, _, sub in planned:  # every run's config, before the first one starts
             check_config(sub)
         write_config(run_dir, cfg)
@@ -101,6 +110,38 @@ def plan(settings: DictConfig) -> list[tuple[str, str]]:
         if settings.random_baselines:
             pairs.append((f"{RANDOM}-{name}", name))
     return pairs
+
+
+def baselines(settings: DictConfig) -> list[str]:
+    """``compare.baselines``: hand-designed presets trained like the winners (every one a preset)."""
+    names = [str(b) for b in (settings.get("baselines") or [])]
+    from segnas import spaces  # the preset list (imports timm): only when there are baselines
+
+    unknown = [b for b in names if b not in spaces.presets()]
+    if unknown:
+        raise ConfigError(f"compare.baselines: {unknown} are not presets; e.g. deeplabv3plus-mobilenetv2, "
+                          "lraspp-mobilenetv3-large")
+    return names
+
+
+def _baseline_config(cfg: DictConfig, runs_dir: Path, preset: str, seed: int) -> DictConfig:
+    """The ``task=train`` config of a hand-designed baseline: the winners' data, hardware,
+    schedule and epochs (``compare.retrain_epochs``), seed, and ``compare.baseline_backbone_weights``."""
+    run_dir = runs_dir / f"{BASELINE}-{preset}_seed{seed}"
+    sub = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+    with open_dict(sub):
+        sub.task = "train"
+        sub.arch = preset
+        sub.seed = seed
+        sub.run_dir = str(run_dir)
+        sub.resume = True if (run_dir / "last.ckpt").is_file() else None
+        sub.trainer.max_epochs = int(cfg.compare.retrain_epochs)
+        sub.model.backbone_weights = cfg.compare.get("baseline_backbone_weights")
+        sub.pop("compare")
+        if sub.get("logger") is not None and "group" in sub.logger:
+            sub.logger.group = cfg.compare.group or f"compare-{Path(cfg.run_dir).name}"
+            sub.logger.name = f"{BASELINE}-{preset}-seed{seed}"
+    return sub
 
 
 def _seeds(settings: DictConfig) -> list[int]:
@@ -171,9 +212,12 @@ def _run_one(label: str, seed: int, sub: DictConfig) -> dict[str, Any]:
         return {**record, "summary": comparison.read_summary(run_dir)}
     run_dir.mkdir(parents=True, exist_ok=True)
     log.info("compare: %s seed %d -> %s", label, seed, run_dir)
+    # as python -m segnas.run seed=<seed> would: every run's initialisation and sampling follow
+    # its seed alone, not what ran before it in this process (same seed: same init, for pairing)
+    pl.seed_everything(int(seed), workers=True, verbose=False)
     failed = True
     try:
-        summary = search.run(sub)
+        summary = (train.run(sub) if sub.task == "train" else search.run(sub))
         failed = False
         return {**record, "summary": summary}
     except (SegnasError, RuntimeError, ValueError) as err:  # one broken run must not sink the others

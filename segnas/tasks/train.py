@@ -36,6 +36,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "arch": str(cfg.arch),
         **architecture(genotype, outputs),
         "data": cfg.data.get("name"),
+        "seed": int(cfg.seed),
         "backbone_weights": describe(bool(cfg.model.pretrained), cfg.model.backbone_weights,
                                      genotype.arch.get("backbone")),
         **fitted,
