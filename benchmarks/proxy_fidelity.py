@@ -1,9 +1,16 @@
-"""How far to trust FMAS's ranking (issue 16, section 5): the Kendall τ between what the search
-ranks sub-networks by (mIoU on the validation subset with inherited weights, no fine-tuning) and
-their score after the pipeline's fine-tuning (the rest of val), on uniformly drawn sub-networks.
+"""How far to trust a search's ranking (issue 16, section 5): the Kendall τ between what the
+search ranks architectures by and their score after the pipeline trains them.
 
     python benchmarks/proxy_fidelity.py --supernet <run dir of searcher=fmas>/supernet/model.pt --samples 24
+    python benchmarks/proxy_fidelity.py --searcher auxcell --samples 20 --epochs 3
 
+auxcell: the pipeline itself (``segnas.pipeline.run``) with a uniform controller
+(``controller.algorithm=uniform``), ``--samples`` children and ``top_k`` = all of them, so every
+child that finished is retrained from scratch for ``--epochs`` (``retrain.*``); τ between the
+reward the search ranks by (held-out train, as the search computes it) and the retrained val mIoU.
+
+FMAS: the search ranks sub-networks by mIoU on the validation subset with inherited weights, no
+fine-tuning; it is compared with their score after the pipeline's fine-tuning (the rest of val).
 It drives segnas's own code: ``segnas.searchers.fmas.search`` with ``searcher.algorithm=random``
 (one generation of ``--samples`` uniform proposals, scored exactly as NSGA-II's), then, for every
 scored sub-network, the fine-tuning ``task=search`` gives a front member (``searcher.finetune``:
@@ -45,7 +52,8 @@ from segnas.training import load_network
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--supernet", type=Path, required=True, help="a trained FMAS supernet (model.pt)")
+    parser.add_argument("--searcher", choices=("fmas", "auxcell"), default="fmas")
+    parser.add_argument("--supernet", type=Path, help="FMAS: a trained supernet (model.pt)")
     parser.add_argument("--samples", type=int, default=24)
     parser.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs per sub-network")
     parser.add_argument("--seed", type=int, default=0)
@@ -54,6 +62,46 @@ def main() -> None:
     args = parser.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="segnas-fidelity-"))
     started = time.perf_counter()
+    if args.searcher == "auxcell":
+        proxy, final, facts = _auxcell(args, out)
+    else:
+        if args.supernet is None:
+            parser.error("--searcher fmas needs --supernet")
+        proxy, final, facts = _fmas(args, out)
+    tau = stats.kendalltau(proxy, final)
+    rng = np.random.default_rng(args.seed)
+    draws = [stats.kendalltau(proxy[i], final[i]).statistic
+             for i in (rng.integers(0, len(proxy), len(proxy)) for _ in range(2000))]
+    low, high = np.nanpercentile(draws, [2.5, 97.5])
+    print(json.dumps({
+        "benchmark": "proxy_fidelity", "searcher": args.searcher, "architectures": len(proxy), "epochs": args.epochs,
+        "kendall_tau": round(float(tau.statistic), 3), "tau_p": float(tau.pvalue),
+        "tau_ci95": [round(float(low), 3), round(float(high), 3)],
+        "spearman_rho": round(float(stats.spearmanr(proxy, final).statistic), 3), **facts,
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "wall_s": round(time.perf_counter() - started, 1), "out": str(out)}))
+
+
+def _auxcell(args: argparse.Namespace, out: Path) -> tuple[np.ndarray, np.ndarray, dict]:
+    from segnas import pipeline
+
+    overrides = ["logger=csv", "trainer.enable_progress_bar=false", "searcher=auxcell", f"seed={args.seed}",
+                 "searcher.controller.algorithm=uniform", f"searcher.children={args.samples}",
+                 f"searcher.top_k={args.samples}", f"retrain.epochs={args.epochs}", f"run_dir={out / 'search'}",
+                 *args.set]
+    with initialize_config_dir(config_dir=segnas.run.CONFIG_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    summary = pipeline.run(cfg)
+    rows = [{"genotype_hash": e["genotype_hash"], "reward": e["search_reward"], "val_mIoU": e["val_mIoU"],
+             "holdout_mIoU": e.get("holdout_mIoU"), "params": e.get("params")} for e in summary["retrained"]]
+    for row in rows:
+        print(json.dumps(row), flush=True)
+    return (np.array([r["reward"] for r in rows]), np.array([r["val_mIoU"] for r in rows]),
+            {"proxy": "reward (held-out train)", "final": f"val mIoU after {args.epochs} epochs from scratch"})
+
+
+def _fmas(args: argparse.Namespace, out: Path) -> tuple[np.ndarray, np.ndarray, dict]:
     overrides = ["logger=csv", "trainer.enable_progress_bar=false", "searcher=fmas", f"seed={args.seed}",
                  f"searcher.supernet={args.supernet}", "searcher.algorithm=random",
                  f"searcher.pop_size={args.samples}", "searcher.generations=1", f"retrain.epochs={args.epochs}",
@@ -90,22 +138,9 @@ def main() -> None:
                "finetuned_holdout_mIoU": fitted["holdout_mIoU"]}
         rows.append(row)
         print(json.dumps(row), flush=True)
-    proxy = np.array([r["proxy_miou"] for r in rows])
-    final = np.array([r["finetuned_val_mIoU"] for r in rows])
-    tau = stats.kendalltau(proxy, final)
-    rng = np.random.default_rng(args.seed)
-    draws = [stats.kendalltau(proxy[i], final[i]).statistic
-             for i in (rng.integers(0, len(rows), len(rows)) for _ in range(2000))]
-    low, high = np.nanpercentile(draws, [2.5, 97.5])
-    print(json.dumps({
-        "benchmark": "proxy_fidelity", "searcher": "fmas", "sub_networks": len(rows), "fine_tune_epochs": args.epochs,
-        "kendall_tau": round(float(tau.statistic), 3), "tau_p": float(tau.pvalue),
-        "tau_ci95": [round(float(low), 3), round(float(high), 3)],
-        "spearman_rho": round(float(stats.spearmanr(proxy, final).statistic), 3),
-        "supernet": str(args.supernet), "supernet_miou": result.summary.get("supernet_miou"),
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "wall_s": round(time.perf_counter() - started, 1), "out": str(out)}))
+    return (np.array([r["proxy_miou"] for r in rows]), np.array([r["finetuned_val_mIoU"] for r in rows]),
+            {"proxy": "val-subset mIoU, inherited weights", "final": f"val mIoU (rest) after {args.epochs} epochs "
+             "of fine-tuning", "supernet": str(args.supernet), "supernet_miou": result.summary.get("supernet_miou")})
 
 
 if __name__ == "__main__":
