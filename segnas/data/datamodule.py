@@ -297,21 +297,24 @@ class SegmentationDataModule(pl.LightningDataModule):
         a held-out part of train."""
         return SegmentationDataset(self.source(split), self._eval_transform(), indices)
 
+    def _half_indices(self) -> tuple[list[int], list[int]]:
+        """trainA's and trainB's images (a seeded permutation cut in two; an odd one out unused)."""
+        perm = [int(i) for i in self._permutation("train", _PERM_HALVES)]
+        half = len(perm) // 2
+        return perm[:half], perm[half : 2 * half]
+
     def train_half_b_indices(self) -> list[int]:
         """The training images of :meth:`train_halves`' trainB, in its order."""
-        perm = self._permutation("train", _PERM_HALVES)
-        half = len(perm) // 2
-        return [int(i) for i in perm[half : 2 * half]]
+        return self._half_indices()[1]
 
     def train_halves(self) -> tuple[SegmentationDataset, SegmentationDataset]:
         """Two disjoint, equal halves of train (Auto-DeepLab's trainA for weights, trainB for
         architecture), both with the train augmentation. An odd sample out is left unused."""
-        perm = self._permutation("train", _PERM_HALVES)
-        half = len(perm) // 2
+        half_a, half_b = self._half_indices()
         source = self.source("train")
         return (
-            SegmentationDataset(source, self._train_transform(_AUG_HALF_A), perm[:half]),
-            SegmentationDataset(source, self._train_transform(_AUG_HALF_B), self.train_half_b_indices()),
+            SegmentationDataset(source, self._train_transform(_AUG_HALF_A), half_a),
+            SegmentationDataset(source, self._train_transform(_AUG_HALF_B), half_b),
         )
 
     def val_subset(self, n: int | None = None) -> SegmentationDataset:

@@ -127,20 +127,11 @@ def baselines(settings: DictConfig) -> list[str]:
 def _baseline_config(cfg: DictConfig, runs_dir: Path, preset: str, seed: int) -> DictConfig:
     """The ``task=train`` config of a hand-designed baseline: the winners' data, hardware,
     schedule and epochs (``compare.retrain_epochs``), seed, and ``compare.baseline_backbone_weights``."""
-    run_dir = runs_dir / f"{BASELINE}-{preset}_seed{seed}"
-    sub = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+    sub = _run_config(cfg, runs_dir, f"{BASELINE}-{preset}", seed, "train")
     with open_dict(sub):
-        sub.task = "train"
         sub.arch = preset
-        sub.seed = seed
-        sub.run_dir = str(run_dir)
-        sub.resume = True if (run_dir / "last.ckpt").is_file() else None
         sub.trainer.max_epochs = int(cfg.compare.retrain_epochs)
         sub.model.backbone_weights = cfg.compare.get("baseline_backbone_weights")
-        sub.pop("compare")
-        if sub.get("logger") is not None and "group" in sub.logger:
-            sub.logger.group = cfg.compare.group or f"compare-{Path(cfg.run_dir).name}"
-            sub.logger.name = f"{BASELINE}-{preset}-seed{seed}"
     return sub
 
 
@@ -170,23 +161,32 @@ def searcher_config(label: str, name: str, overrides: list[str], random_override
         raise ConfigError(f"compare.overrides.{name}={overrides}: {err}") from err
 
 
-def _sub_config(cfg: DictConfig, runs_dir: Path, label: str, name: str, seed: int) -> DictConfig:
-    """The ``task=search`` config of one run in ``runs_dir/<label>_seed<seed>``."""
+def _run_config(cfg: DictConfig, runs_dir: Path, label: str, seed: int, task: str) -> DictConfig:
+    """What every run of the comparison shares: this config without ``compare``, as ``task`` in
+    ``runs_dir/<label>_seed<seed>`` (resumed when it holds a checkpoint), in the comparison's W&B
+    group."""
     run_dir = runs_dir / f"{label}_seed{seed}"
-    overrides = [str(o) for o in (cfg.compare.overrides or {}).get(name, [])]
     sub = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
     with open_dict(sub):
-        sub.searcher = searcher_config(label, name, overrides,
-                                       [str(o) for o in cfg.compare.get("random_overrides") or []])
-        sub.task = "search"
+        sub.task = task
         sub.seed = seed
         sub.run_dir = str(run_dir)
         sub.resume = True if (run_dir / "last.ckpt").is_file() else None
-        sub.retrain.epochs = int(cfg.compare.retrain_epochs)
         sub.pop("compare")
         if sub.get("logger") is not None and "group" in sub.logger:
             sub.logger.group = cfg.compare.group or f"compare-{Path(cfg.run_dir).name}"
             sub.logger.name = f"{label}-seed{seed}"
+    return sub
+
+
+def _sub_config(cfg: DictConfig, runs_dir: Path, label: str, name: str, seed: int) -> DictConfig:
+    """The ``task=search`` config of one run in ``runs_dir/<label>_seed<seed>``."""
+    overrides = [str(o) for o in (cfg.compare.overrides or {}).get(name, [])]
+    sub = _run_config(cfg, runs_dir, label, seed, "search")
+    with open_dict(sub):
+        sub.searcher = searcher_config(label, name, overrides,
+                                       [str(o) for o in cfg.compare.get("random_overrides") or []])
+        sub.retrain.epochs = int(cfg.compare.retrain_epochs)
     return sub
 
 

@@ -45,8 +45,8 @@ def fit(
                             **({"max_epochs": max_epochs} if max_epochs is not None else {}),
                             **({"inference_mode": False} if keep_best else {}))
     kept: dict[str, Any] = {}
+    holdout = datamodule.loader(datamodule.holdout_dataset(), train=False) if datamodule.held_out else None
     if keep_best:
-        holdout = datamodule.loader(datamodule.holdout_dataset(), train=False)
         key, mode = targets.monitor(cfg)
         before = float(trainer.validate(module, dataloaders=holdout, verbose=False)[0][key])
         start = copy.deepcopy(net.state_dict())
@@ -57,9 +57,8 @@ def fit(
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(checkpoint) if checkpoint else None)
     scores = val_scores(trainer.validate(module, datamodule=datamodule, verbose=False)[0], module,
                         datamodule.class_names)
-    if datamodule.held_out:  # the images model selection reads (train the network never saw), scored as val
-        held = trainer.validate(module, dataloaders=datamodule.loader(datamodule.holdout_dataset(), train=False),
-                                verbose=False)[0]
+    if holdout is not None:  # the images model selection reads (train the network never saw), scored as val
+        held = trainer.validate(module, dataloaders=holdout, verbose=False)[0]
         scores.update(val_scores(held, module, datamodule.class_names, prefix="holdout"))
     if not trainer.is_global_zero:
         return None

@@ -47,7 +47,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         report = {"val_report": f"val less the {len(result.scored_val)} images the search scored candidates on",
                   "val_images_reported": len(datamodule.dataset("val"))}
     selection = _selection(cfg, len(result.candidates))
-    finetune = _finetune(cfg) if any(c.network is not None for c in result.candidates) else None
+    # fine-tuning settings of candidates that arrive with weights (a random baseline forwards its space's)
+    finetune = cfg.searcher.get("finetune") if any(c.network is not None for c in result.candidates) else None
     keep_best = bool(finetune and finetune.get("keep_best") and int(cfg.retrain.epochs) > 0)
     if selection == "holdout" or keep_best:  # choose among candidates / epochs on held-out train, report on val
         held_out = datamodule.hold_out_train(float(cfg.retrain.holdout))
@@ -107,15 +108,6 @@ def _gpus(cfg: DictConfig) -> int:
     return torch.cuda.device_count()
 
 
-def _finetune(cfg: DictConfig) -> DictConfig | None:
-    """The searcher's fine-tuning settings (``searcher.finetune``, or its space's under a random
-    baseline), for candidates that arrive with weights."""
-    node = cfg.searcher.get("finetune")
-    if node is None and cfg.searcher.get("space"):
-        node = OmegaConf.select(cfg, f"searcher.{cfg.searcher.space}.finetune")
-    return node
-
-
 def _finetune_config(cfg: DictConfig, finetune: DictConfig) -> DictConfig:
     """``cfg`` with fine-tuning's schedule: train.optimizer's lr × ``lr_scale``, its scheduler
     and warm-up."""
@@ -147,14 +139,13 @@ def _retrain(
     net = candidate.network if candidate.network is not None else spaces.build(
         genotype, targets.out_channels(cfg, datamodule.num_classes), **weights(cfg))
     checkpoint = out_dir / "last.ckpt" if cfg.get("resume") and (out_dir / "last.ckpt").is_file() else None
-    tuned = candidate.network is not None and finetune is not None
-    fitted = fit(_finetune_config(cfg, finetune) if tuned else cfg, out_dir, genotype, net, datamodule, logger,
-                 checkpoint, max_epochs=epochs, keep_best=tuned and keep_best)
+    tuned = _finetune_config(cfg, finetune) if candidate.network is not None and finetune is not None else None
+    fitted = fit(tuned or cfg, out_dir, genotype, net, datamodule, logger, checkpoint, max_epochs=epochs,
+                 keep_best=tuned is not None and keep_best)
     if fitted is None:
         return None
-    schedule = ({"finetune_lr": float(cfg.train.optimizer.lr) * float(finetune.lr_scale),
-                 "finetune_scheduler": str(finetune.scheduler),
-                 "finetune_warmup_fraction": float(finetune.warmup_fraction)} if tuned else {})
+    schedule = ({"finetune_lr": tuned.train.optimizer.lr, "finetune_scheduler": tuned.train.scheduler,
+                 "finetune_warmup_fraction": tuned.train.warmup_fraction} if tuned is not None else {})
     return {**entry, **fitted, **schedule, "retrain_dir": str(out_dir)}
 
 

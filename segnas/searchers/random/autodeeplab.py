@@ -175,8 +175,7 @@ class RandomAutoDeepLabModule(SearchModule):
                 self.logger.log_metrics({"search/holdout_mIoU": record["holdout_mIoU"], "search/train_loss": record["train_loss"],
                                          "search/params": record["params"]}, step=record["sample"])
             log.info("random architecture %d: held-out mIoU %.4f after %d steps (%s)", record["sample"],
-                     record["holdout_mIoU"],
-                     record["steps"], record["path"])
+                     record["holdout_mIoU"], record["steps"], record["path"])
         self.images_seen = sum(r["steps"] for r in self.history) * datamodule.batch_size
 
 
