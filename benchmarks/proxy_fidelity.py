@@ -35,12 +35,12 @@ import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
-from scipy import stats
 
 import segnas.run
 from segnas.evaluation import eval_protocol
 from segnas.genotype import Genotype
 from segnas.nn.elastic import extract, sort_channels
+from segnas.report.statistics import kendall
 from segnas.searchers.engine import STATE_KEY
 from segnas.searchers.fmas import search
 from segnas.searchers.fmas.encoding import subnet_config
@@ -68,16 +68,12 @@ def main() -> None:
         if args.supernet is None:
             parser.error("--searcher fmas needs --supernet")
         proxy, final, facts = _fmas(args, out)
-    tau = stats.kendalltau(proxy, final)
-    rng = np.random.default_rng(args.seed)
-    draws = [stats.kendalltau(proxy[i], final[i]).statistic
-             for i in (rng.integers(0, len(proxy), len(proxy)) for _ in range(2000))]
-    low, high = np.nanpercentile(draws, [2.5, 97.5])
+    tau = kendall(proxy, final, seed=args.seed)
     print(json.dumps({
         "benchmark": "proxy_fidelity", "searcher": args.searcher, "architectures": len(proxy), "epochs": args.epochs,
-        "kendall_tau": round(float(tau.statistic), 3), "tau_p": float(tau.pvalue),
-        "tau_ci95": [round(float(low), 3), round(float(high), 3)],
-        "spearman_rho": round(float(stats.spearmanr(proxy, final).statistic), 3), **facts,
+        "kendall_tau": round(tau["kendall_tau"], 3), "tau_p": tau["tau_p"],
+        "tau_ci95": [round(v, 3) for v in tau["tau_ci"]],
+        "spearman_rho": round(tau["spearman_rho"], 3), **facts,
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "wall_s": round(time.perf_counter() - started, 1), "out": str(out)}))

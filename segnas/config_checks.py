@@ -58,6 +58,22 @@ def check_config(cfg: DictConfig) -> None:
         keys.number("retrain.holdout", above=0, below=1)
         Budget.from_config(cfg)
         check_searcher(cfg)
+    if cfg.task == "tabulate":
+        keys.integer("tabulate.max_architectures")
+        keys.integer("tabulate.chunk")
+        keys.integer("tabulate.children", low=10)
+        keys.path("tabulate.from_run", "a finished task=search run directory (its search.csv)")
+        keys.number("tabulate.surrogate_holdout", above=0, below=1)
+        check_searcher(cfg)
+    if cfg.task == "replay":
+        keys.path("replay.table", "a task=tabulate run directory")
+        if not cfg.replay.get("table"):
+            raise ConfigError("task=replay needs replay.table=<a task=tabulate run directory>")
+        keys.integer("replay.seeds")
+        keys.integer("replay.first_seed", low=0)
+        keys.integer("replay.evaluations", null=True)
+        keys.number("replay.level", above=0, below=1)
+        check_searcher(cfg)
     targets.check(cfg)
 
 

@@ -85,6 +85,38 @@ def paired(a: Mapping[Any, float | None], b: Mapping[Any, float | None], level: 
     return result
 
 
+def unpaired(a: np.ndarray, b: np.ndarray, level: float = 0.95, resamples: int = 10_000,
+             seed: int = 0) -> dict[str, Any]:
+    """``mean a - mean b`` of two independent samples (a replay's runs of two algorithms share
+    only the seed's number, nothing that makes them pairs): a percentile bootstrap interval that
+    resamples each sample on its own, and the two-sided Mann-Whitney U p-value (scipy's)."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    rng = np.random.default_rng(seed)
+    means_a = a[rng.integers(0, len(a), size=(resamples, len(a)))].mean(axis=1)
+    means_b = b[rng.integers(0, len(b), size=(resamples, len(b)))].mean(axis=1)
+    tail = (1.0 - level) / 2.0 * 100.0
+    low, high = np.percentile(means_a - means_b, [tail, 100.0 - tail])
+    same = np.all(a == a[0]) and np.all(b == a[0])
+    p = 1.0 if same else float(stats.mannwhitneyu(a, b, alternative="two-sided").pvalue)
+    return {"n_a": len(a), "n_b": len(b), "level": level, "mean": float(a.mean() - b.mean()),
+            "ci_low": float(low), "ci_high": float(high), "mannwhitney_p": p,
+            "resolved": bool(low > 0 or high < 0)}
+
+
+def kendall(x: np.ndarray, y: np.ndarray, level: float = 0.95, resamples: int = 2000,
+            seed: int = 0) -> dict[str, Any]:
+    """Kendall's tau of ``x`` against ``y`` (scipy's tau-b) with a percentile bootstrap interval
+    over the pairs, and Spearman's rho: how far one ranking of architectures can stand for another."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    tau = stats.kendalltau(x, y)
+    rng = np.random.default_rng(seed)
+    draws = [stats.kendalltau(x[i], y[i]).statistic for i in (rng.integers(0, len(x), len(x)) for _ in range(resamples))]
+    tail = (1.0 - level) / 2.0 * 100.0
+    low, high = np.nanpercentile(draws, [tail, 100.0 - tail])
+    return {"n": len(x), "kendall_tau": float(tau.statistic), "tau_p": float(tau.pvalue), "tau_ci": [float(low), float(high)],
+            "spearman_rho": float(stats.spearmanr(x, y).statistic), "level": level}
+
+
 def describe(name: str, comparison: dict[str, Any], digits: int = 4) -> str:
     """One sentence for comparison.md: the difference, its interval and p-value, and whether it
     is resolved (and, if not, how many seeds a difference this size would need)."""

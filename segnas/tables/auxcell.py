@@ -1,0 +1,189 @@
+"""The auxcell benchmark table: children trained at the search's own (low) fidelity, sampled
+uniformly, and a surrogate of their reward for replays of the controller.
+
+Why a surrogate: the space has about 10^16 decoders (19 decisions), so no table can hold what a
+controller will ask for; a regressor fitted on a few hundred children answers every question, and
+its Kendall tau on children it was not fitted on says how far a replay's ranking can be believed
+(NAS-Bench-301's approach). The children are the search's own (:func:`segnas.searchers.auxcell.search`
+with ``searcher.controller.algorithm=uniform`` and early stopping off, so every child has both
+stages' rewards): each row is what a real search would have recorded for that decoder.
+
+The surrogate is scikit-learn's random forest on the one-hot decisions (every decision is a
+category: an op, a position or a connection; trees need no scaling and handle the interactions
+of a cell's ops with its positions). Its tau is measured on out-of-fold predictions (k-fold,
+k = 1 / ``tabulate.surrogate_holdout``): every child is predicted by a forest that never saw it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from segnas.errors import ConfigError
+from segnas.report.statistics import kendall
+from segnas.searchers.auxcell import decisions
+from segnas.searchers.auxcell.controller import Controller
+from segnas.searchers.auxcell.policy import build_policy
+from segnas.spaces.auxcell import AuxCellSpace, from_encoding
+from segnas.tables.store import TableWriter, write_meta
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ("genotype_hash", "genes", "genotype", "reward", "stage1_reward", "stage2_reward", "mIoU", "params",
+           "status", "score_s")
+#: The forest: enough trees that the out-of-fold tau no longer moves with the seed.
+FOREST = {"n_estimators": 200, "min_samples_leaf": 2, "max_features": 0.3, "random_state": 0, "n_jobs": 1}
+
+
+def _children_run(cfg: DictConfig, run_dir: Path, logger: Any) -> Path:
+    """The uniform search whose children make the table: ``tabulate.from_run``, or one run here
+    into ``run_dir/children`` (continued from its last.ckpt when the table is resumed)."""
+    given = cfg.tabulate.get("from_run")
+    if given:
+        folder = Path(str(given))
+        config = folder / "config.yaml"
+        if not (folder / "search.csv").is_file() or not config.is_file():
+            raise ConfigError(f"tabulate.from_run={given}: expected a task=search run directory with search.csv and "
+                              "config.yaml")
+        searcher = (yaml.safe_load(config.read_text()) or {}).get("searcher", {})
+        if searcher.get("name") not in ("auxcell", "random") or \
+                searcher.get("controller", {}).get("algorithm") != "uniform" or \
+                searcher.get("early_stopping", {}).get("enabled", True):
+            raise ConfigError(f"tabulate.from_run={given}: its children were not sampled uniformly without early "
+                              "stopping (searcher.controller.algorithm=uniform searcher.early_stopping.enabled=false)")
+        return folder
+    from segnas.searchers.auxcell import search
+
+    folder = run_dir / "children"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open_dict(cfg):
+        cfg.searcher.children = int(cfg.tabulate.children)
+        cfg.searcher.controller.algorithm = "uniform"
+        cfg.searcher.early_stopping.enabled = False
+        cfg.searcher.top_k = 1
+    resume = folder / "last.ckpt"
+    search(cfg, folder, resume if resume.is_file() else None, logger)
+    return folder
+
+
+def rows_of(search_csv: Path, positions: str) -> list[dict[str, Any]]:
+    """The table's rows from a search.csv: each child's decisions, arch and rewards (children
+    that failed are left out: their reward is the failure's, not the decoder's)."""
+    space = AuxCellSpace()
+    rows = []
+    with search_csv.open(newline="") as handle:
+        for record in csv.DictReader(handle):
+            if record["status"] not in ("ok", "stage2_failed"):
+                continue
+            arch = space.validate(from_encoding(json.loads(record["encoding"])))
+            genes = decisions.from_arch(arch)
+            if len(genes) != len(decisions.choices(positions)):
+                raise ConfigError(f"{search_csv}: child {record['child']} is not in the {positions} space")
+            rows.append({
+                "genotype_hash": record["genotype_hash"], "genes": genes,
+                "genotype": {k: arch[k] for k in ("cell", "connections")},
+                **{key: float(record[key]) if record.get(key) not in (None, "") else None
+                   for key in ("reward", "stage1_reward", "stage2_reward", "mIoU")},
+                "params": int(float(record["params"])), "status": record["status"],
+                "score_s": float(record["child_s"]) if record.get("child_s") else None})
+    return rows
+
+
+def features(genes: np.ndarray, choices: Sequence[int]) -> np.ndarray:
+    """One-hot of every decision (rows: architectures)."""
+    genes = np.atleast_2d(np.asarray(genes, dtype=int))
+    offsets = np.concatenate([[0], np.cumsum(choices)[:-1]])
+    out = np.zeros((len(genes), int(sum(choices))), dtype=np.float32)
+    out[np.arange(len(genes))[:, None], offsets + genes] = 1.0
+    return out
+
+
+def fit_surrogate(rows: Sequence[dict[str, Any]], choices: Sequence[int], holdout: float,
+                  seed: int = 0) -> tuple[Any, dict[str, Any]]:
+    """(forest fitted on every row, its out-of-fold Kendall tau against the tabulated rewards)."""
+    from sklearn.ensemble import RandomForestRegressor
+    from sklearn.model_selection import KFold, cross_val_predict
+
+    X = features(np.array([r["genes"] for r in rows]), choices)
+    y = np.array([r["reward"] for r in rows], dtype=float)
+    folds = max(2, round(1.0 / holdout))
+    if len(rows) < 2 * folds:
+        raise ConfigError(f"the table holds {len(rows)} children: too few to fit and test a surrogate on {folds} folds")
+    predicted = cross_val_predict(RandomForestRegressor(**FOREST), X, y,
+                                  cv=KFold(folds, shuffle=True, random_state=seed))
+    fit = {"model": "sklearn RandomForestRegressor", "settings": FOREST, "features": "one-hot decisions",
+           "folds": folds, **kendall(predicted, y, seed=seed),
+           "rmse": float(np.sqrt(np.mean((predicted - y) ** 2)))}
+    return RandomForestRegressor(**FOREST).fit(X, y), fit
+
+
+def tabulate(cfg: DictConfig, run_dir: Path, logger: Any) -> dict[str, Any]:
+    """Children into ``run_dir/table.csv``; the surrogate's fit into ``table.json``."""
+    start = time.perf_counter()
+    positions = str(cfg.searcher.controller.positions)
+    folder = _children_run(cfg, run_dir, logger)
+    rows = rows_of(folder / "search.csv", positions)
+    writer = TableWriter(run_dir, COLUMNS)
+    done = writer.done()
+    writer.append(r for r in rows if r["genotype_hash"] not in done)
+    choices = decisions.choices(positions)
+    _, fit = fit_surrogate(writer.rows, choices, float(cfg.tabulate.surrogate_holdout), int(cfg.seed))
+    log.info("surrogate: Kendall tau %.3f (%d %% CI %.3f-%.3f) on out-of-fold predictions of %d children",
+             fit["kendall_tau"], round(100 * fit["level"]), *fit["tau_ci"], fit["n"])
+    meta = {"searcher": "auxcell", "space": AuxCellSpace.name, "full": None,
+            "settings": {"positions": positions, "choices": choices}, "supernet": None,
+            "children_run": str(folder), "surrogate": fit, "architectures": len(writer.rows),
+            "score_s_median": float(np.median([r["score_s"] for r in writer.rows if r["score_s"] is not None])),
+            "best_reward": max(r["reward"] for r in writer.rows),
+            "tabulate_wall_time_s": round(time.perf_counter() - start, 2)}
+    write_meta(run_dir, meta)
+    return {"table": str(writer.path), **{k: v for k, v in meta.items() if k not in ("settings", "full", "supernet")}}
+
+
+def replay(meta: dict[str, Any], rows: Sequence[dict[str, Any]], algorithms: Sequence[str], seeds: Sequence[int],
+           children: int, search: dict[str, Any]) -> tuple[dict[str, np.ndarray], list[int], float, dict[str, Any]]:
+    """Best surrogate reward among the first n children, n = 1..children, per algorithm and seed.
+
+    Each run is the search's own controller and policy (built as
+    :class:`~segnas.searchers.auxcell.module.AuxCellSearchModule` builds them, from ``search``'s
+    controller settings and the seed), sampling a child, getting the surrogate's reward for it and
+    learning from it, child after child: only the child's training is swapped for the surrogate.
+    Returns the curves, their x values, the surrogate's best prediction among the tabulated
+    children and the surrogate's fit."""
+    settings = search["controller"]
+    positions = str(meta["settings"]["positions"])
+    if positions != str(settings["positions"]):
+        raise ConfigError(f"replay: the table was tabulated with searcher.controller.positions={positions}, this "
+                          f"replay has {settings['positions']}")
+    choices = decisions.choices(positions)
+    forest, fit = fit_surrogate(rows, choices, 1.0 / int(meta["surrogate"]["folds"]))
+    best_tabulated = float(forest.predict(features(np.array([r["genes"] for r in rows]), choices)).max())
+    controller_cfg = OmegaConf.create(settings)
+    curves = {}
+    for name in algorithms:
+        policies, samplers = [], []
+        for seed in seeds:
+            controller = Controller(choices, int(settings["hidden_size"]), int(settings["num_layers"]), seed=int(seed))
+            policies.append(build_policy(name, controller, controller_cfg, seed=int(seed)))
+            samplers.append(torch.Generator().manual_seed(int(seed)))
+        values = np.zeros((len(seeds), children))
+        # the seeds in lockstep, one child each per step: one surrogate call per step instead of one per
+        # child (each seed's controller, sampler and updates are its own, in the order a search has them)
+        for child in range(children):
+            drawn = [policy.sample(sampler)[:2] for policy, sampler in zip(policies, samplers)]
+            rewards = forest.predict(features(np.array([actions for actions, _ in drawn]), choices))
+            for policy, (actions, log_prob), reward in zip(policies, drawn, rewards):
+                policy.update(actions, log_prob, float(reward))
+            values[:, child] = rewards if child == 0 else np.maximum(values[:, child - 1], rewards)
+        curves[name] = values
+    return curves, list(range(1, children + 1)), best_tabulated, fit

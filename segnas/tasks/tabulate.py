@@ -1,0 +1,44 @@
+"""``task=tabulate``: a search-strategy benchmark table of the ``searcher=`` space (NAS-Bench's
+idea on segnas's spaces), written to ``table.csv`` / ``table.json`` in the run directory for
+``task=replay``. FMAS: every sub-network of a reduced space scored once by the search's own
+evaluator (:mod:`segnas.tables.fmas`); auxcell: children trained by the search's own child loop
+under a uniform controller, and a surrogate fitted on them (:mod:`segnas.tables.auxcell`).
+``resume=true`` (same ``hydra.run.dir``) continues a table that stopped."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from segnas.errors import ConfigError
+from segnas.report.loggers import build_logger
+from segnas.report.run_dir import write_config
+from segnas.tables.store import META
+from segnas.tasks.summary import finish
+
+#: Searchers with a table, and the module that tabulates each.
+TABLES = {"fmas": "segnas.tables.fmas", "auxcell": "segnas.tables.auxcell"}
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    import importlib
+
+    start = time.perf_counter()
+    run_dir = Path(cfg.run_dir).resolve()
+    name = cfg.searcher.get("name")
+    if name not in TABLES:
+        raise ConfigError(f"task=tabulate searcher={name}: tables exist for {', '.join(TABLES)} "
+                          "(the Auto-DeepLab discrete space has none yet)")
+    resuming = str(cfg.get("resume")).lower() == "true"
+    if (run_dir / META).is_file() and not resuming:
+        raise ConfigError(f"run directory {run_dir} already holds a table ({META}); pass resume=true to continue it, "
+                          "or choose another hydra.run.dir")
+    write_config(run_dir, cfg)
+    logger = build_logger(cfg.get("logger"), run_dir)
+    summary = {"task": "tabulate", "searcher": name, "data": cfg.data.get("name"), "seed": int(cfg.seed),
+               **importlib.import_module(TABLES[name]).tabulate(cfg, run_dir, logger)}
+    summary["wall_time_s"] = round(time.perf_counter() - start, 2)
+    return finish(run_dir, summary, logger)
