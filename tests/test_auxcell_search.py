@@ -211,6 +211,10 @@ def test_a_failing_child_is_recorded_as_failed_and_the_search_goes_on(make_cfg, 
     assert float(table[1]["reward"]) == 0.0 and "simulated" in table[1]["error"]
     assert result.summary["search_failed"] == 1
     assert [c.scores["child"] for c in result.candidates if c.scores["child"] == 1] == []  # never a candidate
+    # the anytime curve: the best reward of a scored child after each round, never the failure's 0
+    progress = rows(tmp_path / "progress.csv")
+    rewards = [float(r["reward"]) for r in table]
+    assert [float(r["best_score"]) for r in progress] == [rewards[0], rewards[0], max(rewards[0], rewards[2])]
 
 
 def test_search_on_a_voc_layout_folder(make_cfg, tmp_path: Path) -> None:

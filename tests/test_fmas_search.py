@@ -369,3 +369,15 @@ def test_ddp_spawn_ranks_split_the_scoring_and_reproduce_one_process(supernet_fi
     pa, pb = SearchState.from_dict(a).population(), SearchState.from_dict(b).population()
     assert np.array_equal(pa["X"], pb["X"]) and np.array_equal(pa["F"], pb["F"]) and pa["rng"] == pb["rng"]
     assert result.summary["search_ranks"] == 2 and result.summary["front_size"] == len(read_csv(spawned / "pareto.csv"))
+
+
+def test_progress_rows_follow_the_generations_and_survive_a_resume(supernet_file, tmp_path) -> None:
+    first = tmp_path / "first"
+    run_search(cfg_for(first, supernet_file, "searcher.generations=2"), first)
+    resumed = tmp_path / "resumed"
+    run_search(cfg_for(resumed, supernet_file, "searcher.generations=3", f"resume={first}"), resumed,
+               resume=first / "last.ckpt")
+    progress, generations = read_csv(resumed / "progress.csv"), read_csv(resumed / "search.csv")
+    assert [int(r["unit"]) for r in progress] == [0, 1, 2]
+    assert [float(r["best_score"]) for r in progress] == [float(r["best_miou"]) for r in generations]
+    assert read_csv(first / "progress.csv") == progress[:2]

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from segnas.errors import ConfigError
+from segnas.report import anytime
 from segnas.report import statistics as statistics_
 from segnas.report.run_dir import write_atomic
 
@@ -116,6 +117,7 @@ def markdown(table: Sequence[dict[str, Any]], command: str) -> str:
             cells[3] += " (estimate)"
         lines.append("| " + " | ".join([entry["label"], runs, *cells]) + " |")
     lines += paired_lines(table)
+    lines += anytime.lines(anytime.curves(table))
     lines += ["", "Per run:", "", "| searcher | seed | status | val mIoU | params | MACs | latency (ms) | search (s) "
               "| images seen | run |", "|" + "---|" * 10]
     for row in table:
@@ -237,6 +239,10 @@ def plot(path: Path, table: Sequence[dict[str, Any]]) -> Path:
 
 
 def write(run_dir: Path, table: Sequence[dict[str, Any]], command: str) -> dict[str, Path]:
-    return {"comparison_csv": write_csv(run_dir / "comparison.csv", table),
-            "comparison_md": write_atomic(run_dir / "comparison.md", markdown(table, command)),
-            "comparison_plot": plot(run_dir / "comparison.png", table)}
+    outputs = {"comparison_csv": write_csv(run_dir / "comparison.csv", table),
+               "comparison_md": write_atomic(run_dir / "comparison.md", markdown(table, command)),
+               "comparison_plot": plot(run_dir / "comparison.png", table)}
+    curve_plot = anytime.plot(run_dir / "anytime.png", anytime.curves(table))
+    if curve_plot is not None:
+        outputs["anytime_plot"] = curve_plot
+    return outputs

@@ -10,8 +10,9 @@ searcher:
   records) travels in it through ``on_save_checkpoint`` / ``on_load_checkpoint``;
 - :class:`SearchBudget` stops ``fit`` when ``budget.wall_time_s`` or ``budget.images`` is spent
   and records why (the Auto-DeepLab supernet module uses it too, after every batch);
-- :class:`RecordFiles` rewrites the search's record files (``search.csv``, ``fronts.csv``) on
-  rank 0 after every unit;
+- :class:`RecordFiles` rewrites the search's record files (``search.csv``, ``fronts.csv``) and
+  ``progress.csv`` (images, seconds and best held-out score after every unit: the anytime curve)
+  on rank 0 after every unit;
 - :class:`segnas.training.epoch_log.EpochLog` writes the per-unit line (the module's
   ``unit_line``) to ``run.log``;
 - multi-GPU runs use the Trainer's DDP strategy (:func:`search_strategy`): Lightning launches the
@@ -41,6 +42,7 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.strategies import DDPStrategy, Strategy
 from torch.utils.data import DataLoader
 
+from segnas.report.anytime import PROGRESS_COLUMNS, PROGRESS_FILE
 from segnas.report.run_dir import write_csv
 from segnas.searchers.budget import Budget
 from segnas.searchers.distributed import all_gather
@@ -118,13 +120,30 @@ class SearchProgress:
     def wall_time_s(self) -> float:
         return self.spent_before_s + time.monotonic() - self.started_at
 
+    @property
+    def progress(self) -> list[dict[str, Any]]:
+        """One row per unit (:data:`PROGRESS_COLUMNS`): the anytime curve ``task=compare`` plots."""
+        if "_progress" not in self.__dict__:
+            self.__dict__["_progress"] = []
+        return self.__dict__["_progress"]
+
+    def record_progress(self, unit: int, score: float | None) -> None:
+        """After a unit: images and seconds so far and the best of the search's own held-out scores
+        yet (``score``: this unit's best; None: nothing scored yet)."""
+        previous = next((row["best_score"] for row in reversed(self.progress) if row["best_score"] is not None), None)
+        best = score if previous is None else previous if score is None else max(previous, score)
+        self.progress.append({"unit": unit, "images_seen": int(self.images_seen),
+                              "wall_time_s": round(self.wall_time_s, 2), "best_score": best})
+
     def progress_state(self) -> dict[str, Any]:
-        return {"images_seen": self.images_seen, "wall_time_s": self.wall_time_s, "budget_stopped": self.budget_stopped}
+        return {"images_seen": self.images_seen, "wall_time_s": self.wall_time_s, "budget_stopped": self.budget_stopped,
+                "progress": list(self.progress)}
 
     def load_progress_state(self, state: dict[str, Any]) -> None:
         self.images_seen = int(state["images_seen"])
         self.spent_before_s = float(state["wall_time_s"]) - (time.monotonic() - self.started_at)
         self.budget_stopped = state.get("budget_stopped")
+        self.progress[:] = list(state.get("progress", []))
 
 
 class SearchModule(SearchProgress, pl.LightningModule):
@@ -147,6 +166,11 @@ class SearchModule(SearchProgress, pl.LightningModule):
 
     def run_unit(self, index: int) -> None:
         raise NotImplementedError
+
+    def best_score(self) -> float | None:
+        """The best held-out score the search has measured so far, by its own measure (None: none
+        yet); recorded after every unit in ``progress.csv``."""
+        return None
 
     def search_state(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -180,6 +204,7 @@ class SearchModule(SearchProgress, pl.LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> None:
         self.run_unit(self.current_epoch)
+        self.record_progress(self.current_epoch, self.best_score())
 
     def configure_optimizers(self) -> None:
         """Each search optimises what it owns (the controller's Adam) itself."""
@@ -259,7 +284,8 @@ class RecordFiles(Callback):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
         if trainer.is_global_zero:
-            for name, (columns, rows) in pl_module.record_files().items():
+            files = pl_module.record_files() if hasattr(pl_module, "record_files") else {}
+            for name, (columns, rows) in {**files, PROGRESS_FILE: (PROGRESS_COLUMNS, pl_module.progress)}.items():
                 write_csv(self.run_dir / name, columns, rows)
 
 

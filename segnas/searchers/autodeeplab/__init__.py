@@ -23,7 +23,7 @@ from segnas.evaluation import eval_protocol
 from segnas.searchers.autodeeplab.module import AutoDeepLabSearchModule
 from segnas.searchers.autodeeplab.records import ArchitectureLog, write_arch_params
 from segnas.searchers.budget import Budget
-from segnas.searchers.engine import SearchBudget
+from segnas.searchers.engine import RecordFiles, SearchBudget
 from segnas.searchers.result import Candidate, SearchResult
 from segnas.spaces.autodeeplab.supernet import AutoDeepLabSupernet
 from segnas.training.trainer import build_trainer
@@ -61,7 +61,7 @@ def search(cfg: DictConfig, run_dir: Path, resume: Path | None, logger: Logger |
     )
     limit = options.batches_per_epoch
     budget = Budget.from_config(cfg)
-    trainer = build_trainer(cfg, run_dir, logger, datamodule, callbacks=[records, SearchBudget(budget)],
+    trainer = build_trainer(cfg, run_dir, logger, datamodule, callbacks=[records, SearchBudget(budget), RecordFiles(run_dir)],
                             max_epochs=epochs,
                             limit_train_batches=int(limit) if limit else 1.0)
     trainer.fit(module, train_dataloaders=train_loaders, val_dataloaders=val_loader,

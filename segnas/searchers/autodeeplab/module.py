@@ -142,6 +142,8 @@ class AutoDeepLabSearchModule(SearchProgress, pl.LightningModule):
         self.val_metrics.reset()
         for name, value in scores.items():
             self.log(f"val/{name}", value, prog_bar=name == "mIoU")
+        if not self.trainer.sanity_checking:  # the supernet's score after each epoch: its anytime curve
+            self.record_progress(self.current_epoch, float(scores["mIoU"]))
 
     def decoded(self) -> dict[str, Any]:
         """The current discrete architecture: greedy cell, Viterbi path."""

@@ -124,6 +124,10 @@ class AuxCellSearchModule(SearchModule):
     def record_files(self) -> dict[str, tuple[Any, list[dict[str, Any]]]]:
         return {"search.csv": (records.COLUMNS, self.history)}
 
+    def best_score(self) -> float | None:
+        """The best reward of a child that was scored (a failed child's is the failure's)."""
+        return max((r["reward"] for r in self.history if r["status"] != "failed"), default=None)
+
     def unit_line(self) -> str:
         done = [r for r in self.history if r["status"] == "ok"]
         best = max((r["reward"] for r in done), default=0.0)

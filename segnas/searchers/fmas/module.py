@@ -94,6 +94,10 @@ class FMASSearchModule(SearchModule):
     def record_files(self) -> dict[str, tuple[Any, list[dict[str, Any]]]]:
         return {"search.csv": (COLUMNS, self.state.history), "fronts.csv": (FRONT_COLUMNS, self.state.fronts)}
 
+    def best_score(self) -> float | None:
+        """The front's best val-subset mIoU so far."""
+        return self.state.history[-1].get("best_miou") if self.state.history else None
+
     def unit_line(self) -> str:
         row = self.state.history[-1]
         best = "none" if row.get("best_miou") is None else f"{row['best_miou']:.4f}"

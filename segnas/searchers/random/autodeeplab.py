@@ -129,6 +129,10 @@ class RandomAutoDeepLabModule(SearchModule):
     def record_files(self) -> dict[str, tuple[Any, list[dict[str, Any]]]]:
         return {"search.csv": (COLUMNS, self.history)}
 
+    def best_score(self) -> float | None:
+        """The best held-out (trainB) mIoU of the architectures sampled so far."""
+        return max((r["holdout_mIoU"] for r in self.history), default=None)
+
     def unit_line(self) -> str:
         best = max(r["holdout_mIoU"] for r in self.history)
         return (f"architecture unit {self.current_epoch + 1}/{self.units}: {len(self.history)}/{self.samples} "
