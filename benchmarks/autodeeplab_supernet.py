@@ -25,6 +25,8 @@ import torch.nn.functional as F
 import segnas  # noqa: F401  (first: sets OpenMP wait policy before torch loads)
 from segnas.spaces.autodeeplab.supernet import AutoDeepLabSupernet
 
+from machine import measured, utilisation  # benchmarks/machine.py, next to this script
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -87,6 +89,9 @@ def main() -> None:
         torch.cuda.reset_peak_memory_stats()
     for _ in range(args.warmup):
         step()
+    # the FLOPs one step must do (counted, convolution backward with its groups) and the GEMM rate
+    # this run's cores sustain, taken before the timed steps
+    flops, rate = measured(step, device, torch.bfloat16 if args.bf16 else torch.float32)
     times = [step() for _ in range(args.steps)]
     result = {
         "benchmark": "autodeeplab_supernet",
@@ -97,6 +102,7 @@ def main() -> None:
         "weight_params": sum(p.numel() for p in net.weight_parameters()),
         "median_step_s": round(statistics.median(times), 3),
         "steps_s": [round(t, 3) for t in times],
+        **utilisation(flops, statistics.median(times), rate),
         "device": str(device), "threads": args.threads, "machine": platform.processor() or platform.machine(),
         "torch": torch.__version__,
     }

@@ -18,6 +18,8 @@ import torch
 
 from segnas import spaces
 
+from machine import measured, utilisation  # benchmarks/machine.py, next to this script
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -56,6 +58,7 @@ def main() -> None:
 
     for _ in range(args.warmup):
         step()
+    flops, rate = measured(step, device, torch.bfloat16 if args.bf16 else torch.float32)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     times = [step() for _ in range(args.steps)]
@@ -66,6 +69,7 @@ def main() -> None:
         "median_step_s": round(statistics.median(times), 4), "min_step_s": round(min(times), 4),
         "steps": args.steps, "images_per_s": round(args.batch / statistics.median(times), 2),
         "cuda_peak_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if device.type == "cuda" else None,
+        **utilisation(flops, statistics.median(times), rate),
     }))
 
 

@@ -118,3 +118,30 @@ def count_macs_by_convention(
     finally:
         model.train(was_training)
     return {name: counter.get_total_flops() // 2 for name, counter in counters.items()}
+
+
+def _conv_backward_flops(grad_out_shape: Any, x_shape: Any, w_shape: Any, bias: Any, stride: Any, padding: Any,
+                         dilation: Any, transposed: bool, output_padding: Any, groups: int, output_mask: Any,
+                         out_shape: Any = None, **kwargs: Any) -> int:
+    """A convolution's backward: the input gradient (a transposed convolution of the output
+    gradient with the weights) and the weight gradient (each weight's products summed over the
+    batch and positions) each do the forward's multiply-accumulates, grouped or not.
+
+    torch's own formula (torch/utils/flop_counter.py ``conv_backward_flop``, torch 2.14) ignores
+    ``groups`` for the weight gradient, so a depthwise convolution's backward counts ``channels``
+    times its work: a MobileNet or Auto-DeepLab training step reads ~70x its forward instead of
+    ~3x (pytorch/pytorch#183405 proposes the same division by groups).
+    """
+    forward = conv_flop_count(x_shape, w_shape, grad_out_shape, transposed=transposed)
+    return forward * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
+
+
+def count_training_flops(step: Any) -> int:
+    """FLOPs of ``step()`` (a forward and backward, or a whole optimiser step) as
+    ``FlopCounterMode`` counts them (matrix products and convolutions, 2 per multiply-accumulate),
+    the convolution backward counted with its groups (:func:`_conv_backward_flops`): the work a
+    training step must do, the numerator of a benchmark's utilisation."""
+    counter = FlopCounterMode(display=False, custom_mapping={aten.convolution_backward: _conv_backward_flops})
+    with counter:
+        step()
+    return counter.get_total_flops()
