@@ -287,3 +287,28 @@ def test_xception_encoding_searches_the_middle_flow(xception) -> None:
     assert genes[("depths", 0)] == tuple(range(1, XCEPTION_MIDDLE + 1)) and genes[("widths", 0)] == (0.5, 1.0)
     genotype = encoding.decode([3 if g.label == "depths" else 0 for g in encoding.genes])
     assert genotype.arch["depths"] == [4] and genotype.arch["widths"] == [0.5]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_scoring_slice_shares_the_weights_and_owns_its_statistics(supernet, seed: int) -> None:
+    """extract(share_weights=True), the one FMAS scores: the same network as a standalone copy,
+    unsliced weights are the supernet's own tensors (no copy of the supernet), BatchNorm statistics
+    its own (recalibrating it leaves the supernet's as they were)."""
+    genotype = spaces.get_space(SPACE).genotype(random_arch(random.Random(seed)))
+    config = subnet_config(genotype)
+    shared, copied = extract(supernet, config, share_weights=True).eval(), extract(supernet, config).eval()
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        torch.testing.assert_close(shared(x), copied(x), rtol=0, atol=0)
+    supernet_storage = {p.untyped_storage().data_ptr() for p in supernet.parameters()}
+    assert shared.backbone.conv_stem.weight.data_ptr() == supernet.backbone.conv_stem.weight.data_ptr()  # never sliced
+    # the standalone copy owns every tensor (fine-tuning it leaves the supernet as it was)
+    assert not {p.untyped_storage().data_ptr() for p in copied.parameters()} & supernet_storage
+    concatenations = [*shared.aspp.project.parameters(), *shared.decoder.refine[0].parameters()]
+    assert {p.untyped_storage().data_ptr() for p in shared.parameters()} <= supernet_storage | {
+        p.untyped_storage().data_ptr() for p in concatenations}  # only what reads a concatenation is copied
+    before = {k: v.clone() for k, v in supernet.state_dict().items()}
+    recalibrate_bn(shared, [torch.randn(4, 3, 32, 32)])
+    for key, value in supernet.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    assert not torch.equal(shared.backbone.bn1.running_mean, supernet.backbone.bn1.running_mean)

@@ -70,9 +70,28 @@ def _first(k: int) -> torch.Tensor:
     return torch.arange(k)
 
 
+def _take(tensor: torch.Tensor, dim: int, idx: torch.Tensor | None) -> torch.Tensor:
+    """``tensor``'s entries ``idx`` along ``dim``: a view when ``idx`` is a prefix (first-k
+    slicing: every slice but the columns read from a concatenation), else a copy."""
+    if idx is None:
+        return tensor
+    if len(idx) and int(idx[0]) == 0 and torch.equal(idx, torch.arange(len(idx))):
+        return tensor.narrow(dim, 0, len(idx))
+    return tensor.index_select(dim, idx)
+
+
+def _own(tensor: torch.Tensor, source: torch.Tensor, share: bool) -> torch.Tensor:
+    """``tensor`` (``source`` sliced) as a new parameter's data: a copy unless ``share`` (a
+    scoring-only network may read the source's storage)."""
+    if share or tensor.untyped_storage().data_ptr() != source.untyped_storage().data_ptr():
+        return tensor
+    return tensor.clone()
+
+
 def _slice_conv(conv: nn.Conv2d, out_idx: torch.Tensor | None = None,
-                in_idx: torch.Tensor | None = None) -> nn.Conv2d:
-    """A copy of ``conv`` keeping output channels ``out_idx`` and input channels ``in_idx``.
+                in_idx: torch.Tensor | None = None, share: bool = False) -> nn.Conv2d:
+    """A copy of ``conv`` keeping output channels ``out_idx`` and input channels ``in_idx``
+    (``share``: its weights may be views of ``conv``'s, see :func:`extract`).
 
     A depthwise convolution (groups == channels) keeps ``out_idx`` on both sides.
     """
@@ -82,44 +101,44 @@ def _slice_conv(conv: nn.Conv2d, out_idx: torch.Tensor | None = None,
     depthwise = conv.groups > 1 and conv.groups == conv.in_channels == conv.out_channels
     if depthwise:
         if out_idx is not None:
-            weight = weight[out_idx]
+            weight = _take(weight, 0, out_idx)
             new.in_channels = new.out_channels = new.groups = len(out_idx)
     else:
         if conv.groups != 1:
             raise GenotypeError(f"cannot slice a grouped convolution ({conv})")
         if out_idx is not None:
-            weight = weight[out_idx]
+            weight = _take(weight, 0, out_idx)
             new.out_channels = len(out_idx)
         if in_idx is not None:
-            weight = weight[:, in_idx]
+            weight = _take(weight, 1, in_idx)
             new.in_channels = len(in_idx)
-    new.weight = nn.Parameter(weight.clone(), requires_grad=conv.weight.requires_grad)
+    new.weight = nn.Parameter(_own(weight, conv.weight, share), requires_grad=conv.weight.requires_grad)
     if conv.bias is not None:
-        bias = conv.bias.detach()
-        new.bias = nn.Parameter((bias[out_idx] if out_idx is not None else bias).clone())
+        new.bias = nn.Parameter(_own(_take(conv.bias.detach(), 0, out_idx), conv.bias, share))
     return new
 
 
-def _slice_bn(bn: nn.BatchNorm2d, idx: torch.Tensor) -> nn.BatchNorm2d:
-    """A copy of ``bn`` (timm's BatchNormAct2d included) keeping channels ``idx``."""
+def _slice_bn(bn: nn.BatchNorm2d, idx: torch.Tensor, share: bool = False) -> nn.BatchNorm2d:
+    """A copy of ``bn`` (timm's BatchNormAct2d included) keeping channels ``idx``; its running
+    statistics are always its own (recalibration writes them)."""
     new = copy.copy(bn)
     new._parameters, new._buffers, new._modules = dict(bn._parameters), dict(bn._buffers), dict(bn._modules)
     new.num_features = len(idx)
     if bn.affine:
-        new.weight = nn.Parameter(bn.weight.detach()[idx].clone())
-        new.bias = nn.Parameter(bn.bias.detach()[idx].clone())
+        new.weight = nn.Parameter(_own(_take(bn.weight.detach(), 0, idx), bn.weight, share))
+        new.bias = nn.Parameter(_own(_take(bn.bias.detach(), 0, idx), bn.bias, share))
     if bn.running_mean is not None:
-        new.running_mean = bn.running_mean[idx].clone()
-        new.running_var = bn.running_var[idx].clone()
+        new.running_mean = _take(bn.running_mean, 0, idx).clone()
+        new.running_var = _take(bn.running_var, 0, idx).clone()
         new.num_batches_tracked = bn.num_batches_tracked.clone()
     return new
 
 
 def _slice_conv_bn_relu(block: nn.Sequential, out_idx: torch.Tensor | None,
-                        in_idx: torch.Tensor | None) -> nn.Sequential:
+                        in_idx: torch.Tensor | None, share: bool = False) -> nn.Sequential:
     conv, bn, act = block
     out = out_idx if out_idx is not None else _first(conv.out_channels)
-    return nn.Sequential(_slice_conv(conv, out_idx, in_idx), _slice_bn(bn, out), act)
+    return nn.Sequential(_slice_conv(conv, out_idx, in_idx, share), _slice_bn(bn, out, share), act)
 
 
 def _check_lengths(backbone: nn.Module, depths: Sequence[int], widths: Sequence[float]) -> list[int]:
@@ -141,22 +160,28 @@ def _replace(root: nn.Module, path: str, module: nn.Module) -> None:
     setattr(root.get_submodule(parent) if parent else root, name, module)
 
 
-def _slice_group(block: nn.Module, group: HiddenGroup, width: float) -> None:
-    """Keep the first ``width`` of ``group``'s channels in every module that holds them."""
+def _slice_group(block: nn.Module, group: HiddenGroup, width: float, share: bool = False) -> None:
+    """Keep the first ``width`` of ``group``'s channels in every module that holds them (the
+    whole group kept: nothing to slice)."""
     producer = block.get_submodule(group.producer)
-    idx = _first(kept_channels(producer.out_channels, width))
-    _replace(block, group.producer, _slice_conv(producer, out_idx=idx))
+    kept = kept_channels(producer.out_channels, width)
+    if kept == producer.out_channels:
+        return
+    idx = _first(kept)
+    _replace(block, group.producer, _slice_conv(producer, out_idx=idx, share=share))
     for path in group.channelwise:
         module = block.get_submodule(path)
-        sliced = _slice_bn(module, idx) if isinstance(module, nn.modules.batchnorm._BatchNorm) else \
-            _slice_conv(module, out_idx=idx)
+        sliced = _slice_bn(module, idx, share) if isinstance(module, nn.modules.batchnorm._BatchNorm) else \
+            _slice_conv(module, out_idx=idx, share=share)
         _replace(block, path, sliced)
-    _replace(block, group.consumer, _slice_conv(block.get_submodule(group.consumer), in_idx=idx))
+    _replace(block, group.consumer, _slice_conv(block.get_submodule(group.consumer), in_idx=idx, share=share))
 
 
-def shrink_backbone(backbone: nn.Module, depths: Sequence[int], widths: Sequence[float]) -> nn.Module:
+def shrink_backbone(backbone: nn.Module, depths: Sequence[int], widths: Sequence[float],
+                    share: bool = False) -> nn.Module:
     """Slice ``backbone`` in place: first ``depths[s]`` blocks and ``widths[s]`` of the hidden
-    channels of every block of elastic stage ``s``. Returns ``backbone``.
+    channels of every block of elastic stage ``s``. Returns ``backbone``. ``share``: sliced
+    weights may be views of the originals (see :func:`extract`).
 
     Dropped blocks are deleted from their container, kept modules keep their names, so the
     state-dict keys of what stays are those of the full backbone.
@@ -168,7 +193,7 @@ def shrink_backbone(backbone: nn.Module, depths: Sequence[int], widths: Sequence
             delattr(stage.container, name)
         for block in kept:
             for group in hidden_groups(block):
-                _slice_group(block, group, width)
+                _slice_group(block, group, width, share)
     return backbone
 
 
@@ -193,37 +218,56 @@ def check_head(net: DeepLabV3Plus, config: SubnetConfig) -> None:
         raise GenotypeError(f"decoder_channels={config.decoder_channels}: must lie in [1, {full_decoder}]")
 
 
-def extract(net: DeepLabV3Plus, config: SubnetConfig) -> DeepLabV3Plus:
-    """A standalone copy of ``net`` restricted to ``config``, carrying sliced weights.
+def _weight_sharing_copy(module: nn.Module) -> nn.Module:
+    """A copy of the module tree whose parameters are ``module``'s own tensors and whose buffers
+    (BatchNorm statistics) are copies: what scoring needs, without copying the weights."""
+    new = copy.copy(module)
+    # its own hook tables and name sets (copy.copy would share them with ``module``)
+    new.__dict__.update({name: copy.copy(value) for name, value in module.__dict__.items()
+                         if name.startswith("_") and isinstance(value, (dict, set))})
+    new._parameters = dict(module._parameters)
+    new._buffers = {name: None if value is None else value.clone() for name, value in module._buffers.items()}
+    new._modules = {name: None if child is None else _weight_sharing_copy(child) for name, child in module._modules.items()}
+    return new
+
+
+def extract(net: DeepLabV3Plus, config: SubnetConfig, share_weights: bool = False) -> DeepLabV3Plus:
+    """A copy of ``net`` restricted to ``config``, carrying sliced weights.
 
     ``net`` itself is not modified. The full configuration returns an exact copy.
+    ``share_weights=False``: a standalone network (every tensor its own), one to fine-tune.
+    ``share_weights=True``: the weights are ``net``'s own tensors or views of them (first-k
+    slices; only the columns of the two convolutions that read a concatenation are copied), the
+    BatchNorm statistics are copies: a network to recalibrate and score, never to train (an
+    optimiser step would write into ``net``). Scoring thousands of FMAS candidates then never
+    copies the supernet (a deep copy of aligned Xception-65 is ~160 MB).
     """
     check_head(net, config)
     positions = _aspp_positions(net, config.aspp_rates)
     full_aspp = net.aspp.out_channels
-    sub = copy.deepcopy(net)
-    shrink_backbone(sub.backbone, config.depths, config.widths)
+    sub = _weight_sharing_copy(net) if share_weights else copy.deepcopy(net)
+    shrink_backbone(sub.backbone, config.depths, config.widths, share_weights)
     aspp_idx = _first(config.aspp_channels)
     branches = []
     for position in positions:
         branch = sub.aspp.branches[position]
         if hasattr(branch, "project"):  # image pooling
-            branch.project = _slice_conv_bn_relu(branch.project, aspp_idx, None)
+            branch.project = _slice_conv_bn_relu(branch.project, aspp_idx, None, share_weights)
         else:
-            branch = _slice_conv_bn_relu(branch, aspp_idx, None)
+            branch = _slice_conv_bn_relu(branch, aspp_idx, None, share_weights)
         branches.append(branch)
     sub.aspp.branches = nn.ModuleList(branches)
     sub.aspp.rates = tuple(net.aspp.rates[p - 1] for p in positions[1:] if p <= len(net.aspp.rates))
     sub.aspp.out_channels = config.aspp_channels
     concat_idx = torch.cat([p * full_aspp + aspp_idx for p in positions])
-    sub.aspp.project[0] = _slice_conv_bn_relu(sub.aspp.project[0], aspp_idx, concat_idx)
+    sub.aspp.project[0] = _slice_conv_bn_relu(sub.aspp.project[0], aspp_idx, concat_idx, share_weights)
     decoder = sub.decoder
     low = decoder.low_level[0].out_channels
     dec_idx = _first(config.decoder_channels)
     decoder.refine[0] = _slice_conv_bn_relu(
-        decoder.refine[0], dec_idx, torch.cat([aspp_idx, full_aspp + torch.arange(low)]))
-    decoder.refine[1] = _slice_conv_bn_relu(decoder.refine[1], dec_idx, dec_idx)
-    decoder.classifier = _slice_conv(decoder.classifier, in_idx=dec_idx)
+        decoder.refine[0], dec_idx, torch.cat([aspp_idx, full_aspp + torch.arange(low)]), share_weights)
+    decoder.refine[1] = _slice_conv_bn_relu(decoder.refine[1], dec_idx, dec_idx, share_weights)
+    decoder.classifier = _slice_conv(decoder.classifier, in_idx=dec_idx, share=share_weights)
     return sub
 
 

@@ -42,8 +42,10 @@ class Evaluator:
         self.hits = 0
         self.scored = 0
 
-    def subnet(self, genotype: Genotype) -> nn.Module:
-        return extract(self.supernet, subnet_config(genotype))
+    def subnet(self, genotype: Genotype, share_weights: bool = False) -> nn.Module:
+        """The sub-network of ``genotype``: standalone (to fine-tune), or sharing the supernet's
+        unsliced weights (``share_weights``: to score, without copying the supernet)."""
+        return extract(self.supernet, subnet_config(genotype), share_weights=share_weights)
 
     def _violation(self, record: dict[str, Any], keys: Sequence[str]) -> float:
         """Sum of relative excesses over the limits in ``keys`` (0 when within all)."""
@@ -90,7 +92,7 @@ class Evaluator:
 
     def _price(self, genotype: Genotype) -> tuple[dict[str, Any], nn.Module]:
         """The sliced sub-network and its record: params, MACs and the excess over their limits."""
-        net = self.subnet(genotype)
+        net = self.subnet(genotype, share_weights=True)
         record: dict[str, Any] = {"genotype_hash": genotype.hash, "genotype": genotype.arch,
                                   "params": count_params(net), "macs": count_macs(net, self.input_size),
                                   "miou": None, "pixel_acc": None, "scored_by_rank": rank_and_world()[0]}

@@ -148,7 +148,7 @@ class FMASSearchModule(SearchModule):
             # the full network priced like every candidate: the reference the front is read against
             extra.update(reference_costs(self.networks["supernet"], self.objectives, self.input_size,
                                          self.evaluator.target))
-            extra["supernet_miou"] = self.scorer.score(self.evaluator.subnet(self.full))["miou"]
+            extra["supernet_miou"] = self.scorer.score(self.evaluator.subnet(self.full, share_weights=True))["miou"]
             if "reference_latency" in extra:
                 reference = extra["reference_latency"]
                 log.info("reference network (the full supernet) latency %.3f ms: medians of %d repeats %s, "
