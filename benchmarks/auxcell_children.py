@@ -29,8 +29,11 @@ import segnas  # noqa: F401  (first: sets OpenMP wait policy before torch loads)
 import torch
 from torch.utils.data import DataLoader
 
+from machine import gemm_rate  # benchmarks/machine.py, next to this script
+from segnas.hardware.costs import count_training_flops
 from segnas.nn import build_backbone
-from segnas.searchers.auxcell import SPACE, decisions
+from segnas.searchers.auxcell import decisions
+from segnas.searchers.auxcell.module import SPACE
 from segnas.searchers.auxcell.child import (
     Stage,
     score_features,
@@ -110,6 +113,7 @@ def main() -> None:
     stage1_steps = shape["stage1_epochs"] * (shape["num_crops"] // batch1)
     stage2_steps = shape["stage2_epochs"] * shape["stage2_steps"]
     sampler = torch.Generator().manual_seed(args.seed)
+    rate = gemm_rate(device)
     children = []
     for index in range(args.children):
         actions = [int(torch.randint(n, (1,), generator=sampler)) for n in decisions.choices()]
@@ -122,12 +126,18 @@ def main() -> None:
         stage2 = Stage(epochs=1, batch_size=batch2, polyak=0.99)
         t2 = per_step(lambda n: train_stage2(encoder, decoder, stage2_data[:n], stage2, 0.15, objective), args.steps)
         s2 = timed(lambda: score_images(encoder, decoder, holdout_images, objective)) / 8
+        # each step's counted FLOPs against this run's GEMM rate
+        flops1 = count_training_flops(lambda: train_stage1(
+            decoder, stage1_cache, Stage(epochs=1, batch_size=batch1, max_batches=1), 0.15, 0.0, generator, objective))
+        flops2 = count_training_flops(lambda: train_stage2(encoder, decoder, stage2_data[:1], stage2, 0.15, objective))
         encoder.eval()
         first = stage1_steps * t1 + shape["holdout"] * s1
         second = stage2_steps * t2 + shape["holdout"] * s2
         child = {"child": index, "cell": arch["cell"], "connections": arch["connections"],
                  "stage1_step_s": round(t1, 4), "stage2_step_s": round(t2, 4),
                  "score_features_per_image_s": round(s1, 5), "score_images_per_image_s": round(s2, 5),
+                 "stage1_step_gflop": round(flops1 / 1e9, 3), "stage1_utilisation": round(flops1 / t1 / 1e9 / rate, 3),
+                 "stage2_step_gflop": round(flops2 / 1e9, 3), "stage2_utilisation": round(flops2 / t2 / 1e9 / rate, 3),
                  "stage1_s": round(first, 1), "stage2_s": round(second, 1),
                  "child_s": round(first + args.pass_rate * second, 1)}
         children.append(child)
@@ -139,6 +149,9 @@ def main() -> None:
         "stage1_steps": stage1_steps, "stage2_steps": stage2_steps, "pass_rate": args.pass_rate,
         "median_child_s": round(median, 1), "children_per_hour": round(3600 / median, 3),
         "cache_per_crop_s": round(cache_per_crop, 4), "cache_s": round(cache_per_crop * shape["num_crops"], 1),
+        "gemm_gflops": round(rate, 2),
+        "stage1_utilisation_median": statistics.median(c["stage1_utilisation"] for c in children),
+        "stage2_utilisation_median": statistics.median(c["stage2_utilisation"] for c in children),
     }))
 
 
