@@ -3,6 +3,14 @@ search ranks architectures by and their score after the pipeline trains them.
 
     python benchmarks/proxy_fidelity.py --supernet <run dir of searcher=fmas>/supernet/model.pt --samples 24
     python benchmarks/proxy_fidelity.py --searcher auxcell --samples 20 --epochs 3
+    python benchmarks/proxy_fidelity.py --searcher autodeeplab --samples 20 --epochs 3
+
+Auto-DeepLab: the search (``task=search searcher=autodeeplab retrain.epochs=0``) leaves α and β
+(``arch_params.json``); its ranking of a discrete architecture is its α/β strength, log P(path | β)
+plus the cell's log α weights (``architecture_log_strength``, which the decoded architecture
+maximises). The decoded architecture and ``--samples`` - 1 drawn uniformly from the space
+(``AutoDeepLabSpace.sample``, the random baseline's draw) are each trained from scratch as
+``task=train`` runs for ``--epochs``; τ between the strength and the val mIoU.
 
 auxcell: the pipeline itself (``segnas.pipeline.run``) with a uniform controller
 (``controller.algorithm=uniform``), ``--samples`` children and ``top_k`` = all of them, so every
@@ -37,9 +45,12 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 import segnas.run
+from segnas import pipeline
 from segnas.evaluation import eval_protocol
 from segnas.genotype import Genotype
 from segnas.nn.elastic import extract, sort_channels
+from segnas.spaces import get_space
+from segnas.spaces.autodeeplab.decode import architecture_log_strength
 from segnas.report.statistics import kendall
 from segnas.searchers.engine import STATE_KEY
 from segnas.searchers.fmas import search
@@ -52,7 +63,7 @@ from segnas.training import load_network
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--searcher", choices=("fmas", "auxcell"), default="fmas")
+    parser.add_argument("--searcher", choices=("fmas", "auxcell", "autodeeplab"), default="fmas")
     parser.add_argument("--supernet", type=Path, help="FMAS: a trained supernet (model.pt)")
     parser.add_argument("--samples", type=int, default=24)
     parser.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs per sub-network")
@@ -64,6 +75,8 @@ def main() -> None:
     started = time.perf_counter()
     if args.searcher == "auxcell":
         proxy, final, facts = _auxcell(args, out)
+    elif args.searcher == "autodeeplab":
+        proxy, final, facts = _autodeeplab(args, out)
     else:
         if args.supernet is None:
             parser.error("--searcher fmas needs --supernet")
@@ -80,8 +93,6 @@ def main() -> None:
 
 
 def _auxcell(args: argparse.Namespace, out: Path) -> tuple[np.ndarray, np.ndarray, dict]:
-    from segnas import pipeline
-
     overrides = ["logger=csv", "trainer.enable_progress_bar=false", "searcher=auxcell", f"seed={args.seed}",
                  "searcher.controller.algorithm=uniform", f"searcher.children={args.samples}",
                  f"searcher.top_k={args.samples}", f"retrain.epochs={args.epochs}", f"run_dir={out / 'search'}",
@@ -95,6 +106,42 @@ def _auxcell(args: argparse.Namespace, out: Path) -> tuple[np.ndarray, np.ndarra
         print(json.dumps(row), flush=True)
     return (np.array([r["reward"] for r in rows]), np.array([r["val_mIoU"] for r in rows]),
             {"proxy": "reward (held-out train)", "final": f"val mIoU after {args.epochs} epochs from scratch"})
+
+
+def _autodeeplab(args: argparse.Namespace, out: Path) -> tuple[np.ndarray, np.ndarray, dict]:
+    common = ["logger=csv", "trainer.enable_progress_bar=false", f"seed={args.seed}", *args.set]
+    with initialize_config_dir(config_dir=segnas.run.CONFIG_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=[*common, "searcher=autodeeplab", "retrain.epochs=0",
+                                            f"run_dir={out / 'search'}"])
+    pipeline.run(cfg)
+    params = json.loads((out / "search" / "arch_params.json").read_text())
+    alpha, beta = torch.tensor(params["alpha"]), torch.tensor(params["beta"])
+    decoded = Genotype.load(out / "search" / "genotype.yaml")
+    space = get_space("autodeeplab")
+    labels = {k: v for k, v in decoded.arch.items() if k not in ("cell", "path")}
+    rng = np.random.default_rng(args.seed)
+    genotypes = {decoded.hash: decoded}
+    while len(genotypes) < args.samples:
+        drawn = space.sample(rng, int(cfg.searcher.blocks), int(cfg.searcher.layers), **labels)
+        genotypes.setdefault(drawn.hash, drawn)
+    rows = []
+    for k, genotype in enumerate(genotypes.values()):
+        arch_file = genotype.save(out / "archs" / f"{k}_{genotype.hash}.yaml")
+        with initialize_config_dir(config_dir=segnas.run.CONFIG_DIR, version_base="1.3"):
+            train_cfg = compose("config", overrides=[*common, "task=train", f"arch={arch_file}",
+                                                      f"trainer.max_epochs={args.epochs}",
+                                                      f"run_dir={out / 'train' / f'{k}_{genotype.hash}'}"])
+        summary = pipeline.run(train_cfg)
+        row = {"k": k, "genotype_hash": genotype.hash, "decoded": genotype.hash == decoded.hash,
+               "path": genotype.arch["path"], "params": summary["params"],
+               "strength": architecture_log_strength(alpha, beta, genotype.arch["cell"], genotype.arch["path"]),
+               "val_mIoU": summary["val_mIoU"]}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return (np.array([r["strength"] for r in rows]), np.array([r["val_mIoU"] for r in rows]),
+            {"proxy": "alpha/beta log strength (log P(path | beta) + cell log alpha)",
+             "final": f"val mIoU after {args.epochs} epochs from scratch (task=train)",
+             "decoded_rank": 1 + sorted((r["val_mIoU"] for r in rows), reverse=True).index(rows[0]["val_mIoU"])})
 
 
 def _fmas(args: argparse.Namespace, out: Path) -> tuple[np.ndarray, np.ndarray, dict]:

@@ -299,3 +299,34 @@ def test_zero_ringed_three_by_three_kernels_stay_exact_under_training():
     kernels = block.atrous.detach().view(2, 2, 4, 4, 5, 5)
     assert kernels[:, 0, ..., 0, :].abs().sum() == 0 and kernels[:, 0, ..., :, 4].abs().sum() == 0
     assert kernels[:, 0, ..., 1:4, 1:4].abs().sum() > 0 and kernels[:, 1, ..., 0, :].abs().sum() > 0
+
+
+def test_the_decoded_architecture_has_the_highest_log_strength() -> None:
+    """architecture_log_strength ranks the space as the decoding does: no sampled architecture
+    scores above the decoded one, and the path term is Viterbi's log-probability."""
+    import numpy as np
+    import torch
+
+    from segnas.spaces import get_space
+    from segnas.spaces.autodeeplab.decode import (
+        architecture_log_strength,
+        decode_cell,
+        normalise_beta,
+        path_log_probability,
+        path_strides,
+        viterbi,
+    )
+
+    torch.manual_seed(0)
+    blocks, layers = 3, 6
+    alpha, beta = torch.randn(sum(2 + b for b in range(blocks)), 8), torch.randn(layers, 4, 3)
+    cell, path = decode_cell(alpha, blocks), path_strides(viterbi(normalise_beta(beta)))
+    best = architecture_log_strength(alpha, beta, cell, path)
+    space, rng = get_space("autodeeplab"), np.random.default_rng(0)
+    for _ in range(200):
+        arch = space.sample(rng, blocks, layers).arch
+        assert architecture_log_strength(alpha, beta, arch["cell"], arch["path"]) <= best + 1e-9
+    levels = viterbi(normalise_beta(beta))
+    assert architecture_log_strength(alpha, beta, cell, path) - architecture_log_strength(
+        alpha, beta, cell, path_strides([0] * layers)) == pytest.approx(
+        path_log_probability(normalise_beta(beta), levels) - path_log_probability(normalise_beta(beta), [0] * layers))

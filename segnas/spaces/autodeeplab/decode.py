@@ -133,3 +133,24 @@ def path_log_probability(beta_weights: torch.Tensor, levels: list[int]) -> float
         total += math.log(weight)
         previous = level
     return total
+
+
+def cell_log_strength(alpha_weights: torch.Tensor, cell: list[list[list]]) -> float:
+    """Σ log α-weight (normalised) of the (op, input) edges ``cell`` keeps: what
+    :func:`decode_cell` maximises (per block, the two inputs with the strongest op each), so the
+    decoded cell scores highest and any other cell of the space ranks below it by this."""
+    weights = alpha_weights.detach().double().cpu()
+    total, first_row = 0.0, 0
+    for block, edges_of_block in enumerate(cell):
+        for op, state in edges_of_block:
+            total += math.log(max(float(weights[first_row + int(state), PRIMITIVES.index(op)]), 1e-300))
+        first_row += 2 + block
+    return total
+
+
+def architecture_log_strength(alpha: torch.Tensor, beta: torch.Tensor, cell: list[list[list]], strides: list[int]) -> float:
+    """Auto-DeepLab's own score of a discrete architecture under the searched α (raw) and β
+    (raw): log P(path | β) + the cell's log α strength; the decoded architecture maximises both
+    terms (Viterbi and :func:`decode_cell`). The ranking a search implies over its space."""
+    return path_log_probability(normalise_beta(beta), path_levels(strides)) + \
+        cell_log_strength(normalise_alpha(alpha), cell)
