@@ -21,8 +21,10 @@ from segnas.errors import ConfigError
 from segnas.report.run_dir import write_atomic, write_json
 
 META, ROWS = "table.json", "table.csv"
-#: Cells written as JSON (lists and dicts); the other cells are numbers, booleans or text.
+#: Cells written as JSON (lists and dicts); cells always read back as text (a hash such as
+#: ``30e512`` or ``000123`` is not a number); the other cells are numbers, booleans or text.
 JSON_FIELDS = ("genes", "genotype")
+TEXT_FIELDS = ("genotype_hash", "status")
 
 
 def _cell(key: str, value: Any) -> str:
@@ -38,6 +40,8 @@ def _parse(key: str, text: str) -> Any:
         return None
     if key in JSON_FIELDS:
         return json.loads(text)
+    if key in TEXT_FIELDS:
+        return text
     if text in ("True", "False"):
         return text == "True"
     for kind in (int, float):
