@@ -22,9 +22,7 @@ from segnas.tables import curves, store
 def run(cfg: DictConfig) -> dict[str, Any]:
     start = time.perf_counter()
     run_dir = Path(cfg.run_dir).resolve()
-    settings = cfg.replay
-    if not settings.get("table"):
-        raise ConfigError("task=replay needs replay.table=<a task=tabulate run directory>")
+    settings = cfg.replay  # replay.table was checked with the config
     meta, rows = store.read(settings.table)
     name = meta.get("searcher")
     if cfg.searcher.get("name") != name:

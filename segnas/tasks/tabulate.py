@@ -7,6 +7,7 @@ under a uniform controller, and a surrogate fitted on them (:mod:`segnas.tables.
 
 from __future__ import annotations
 
+import importlib
 import time
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,6 @@ TABLES = {"fmas": "segnas.tables.fmas", "auxcell": "segnas.tables.auxcell"}
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    import importlib
-
     start = time.perf_counter()
     run_dir = Path(cfg.run_dir).resolve()
     name = cfg.searcher.get("name")
