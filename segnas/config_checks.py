@@ -62,6 +62,8 @@ def check_config(cfg: DictConfig) -> None:
         keys.integer("tabulate.max_architectures")
         keys.integer("tabulate.chunk")
         keys.integer("tabulate.children", low=10)
+        keys.integer("tabulate.architectures", low=10)
+        keys.integer("tabulate.steps")
         keys.path("tabulate.from_run", "a finished task=search run directory (its search.csv)")
         keys.number("tabulate.surrogate_holdout", above=0, below=1)
         check_searcher(cfg)

@@ -25,7 +25,7 @@ from segnas.searchers.auxcell.policy import build_policy
 from segnas.searchers.fmas.nsga import SearchState, build_search_algorithm, run_generation
 from segnas.searchers.fmas.pareto import hypervolume, objective_matrix
 from segnas.spaces import get_space
-from segnas.tables import auxcell, curves, fmas, store
+from segnas.tables import auxcell, curves, fmas, store, surrogate
 from tests.conftest import CONFIG_DIR, compose_config
 
 #: 2 ASPP and 2 decoder widths x each of 3 ASPP rates kept or not: 32 sub-networks, fixed depths and widths.
@@ -237,7 +237,7 @@ def _synthetic_rows(n: int, seed: int = 0) -> list[dict]:
 def test_features_are_one_hot_per_decision() -> None:
     choices = decisions.choices("extended")
     genes = np.array([[c - 1 for c in choices], [0] * len(choices)])
-    X = auxcell.features(genes, choices)
+    X = surrogate.features(genes, choices)
     assert X.shape == (2, sum(choices)) and np.all(X.sum(axis=1) == len(choices))
     assert X[0, choices[0] - 1] == 1 and X[1, 0] == 1
 
@@ -265,7 +265,7 @@ def test_the_lockstep_replay_is_each_seeds_own_search() -> None:
     first, _, _ = policy.sample(torch.Generator().manual_seed(5))
     forest, _ = auxcell.fit_surrogate(rows, decisions.choices("extended"), 0.2)
     assert alone["reinforce"][0, 0] == pytest.approx(
-        float(forest.predict(auxcell.features(np.array([first]), decisions.choices("extended")))[0]))
+        float(forest.predict(surrogate.features(np.array([first]), decisions.choices("extended")))[0]))
 
 
 def test_rows_of_a_search_csv(tmp_path) -> None:
@@ -295,3 +295,93 @@ def test_from_run_must_have_sampled_uniformly(tmp_path) -> None:
                          f"tabulate.from_run={tmp_path}")
     with pytest.raises(ConfigError, match="uniformly"):
         pipeline.run(cfg)
+
+
+# --- the Auto-DeepLab discrete space ---
+
+def test_a_cell_reads_back_from_its_search_csv_text() -> None:
+    from segnas.searchers.random.autodeeplab import describe_cell, parse_cell
+
+    for seed in range(5):
+        cell = get_space("autodeeplab").sample(np.random.default_rng(seed), 5, 4).arch["cell"]
+        assert parse_cell(describe_cell(cell)) == cell
+    with pytest.raises(ConfigError, match="not 'op"):
+        parse_cell("sep_conv_3x3(0)")
+
+
+def test_adl_decisions_are_one_hot_within_their_choices() -> None:
+    from segnas.tables import autodeeplab as adl
+
+    choices = adl.choices(5, 4)
+    genes = np.array([adl.genes_of(get_space("autodeeplab").sample(np.random.default_rng(s), 5, 4).arch)
+                      for s in range(50)])
+    assert genes.shape == (50, len(choices)) and np.all(genes < np.array(choices)) and np.all(genes >= 0)
+    X = surrogate.features(genes, choices)
+    assert np.all(X.sum(axis=1) == len(choices))
+    # every value of the first block's first op and of every layer's stride level occurs
+    assert set(genes[:, 0]) == set(range(choices[0])) and set(genes[:, -1]) <= set(range(4))
+
+
+@pytest.fixture(scope="module")
+def adl_table(tmp_path_factory):
+    from tests.conftest import TINY_ADL
+
+    run_dir = tmp_path_factory.mktemp("adl_table")
+    overrides = ["task=tabulate", "searcher=autodeeplab", f"run_dir={run_dir}", *TINY_ADL,
+                 "tabulate.architectures=10", "tabulate.steps=2", "tabulate.surrogate_holdout=0.5"]
+    summary = pipeline.run(compose_config(*overrides))
+    return run_dir, summary, overrides
+
+
+def test_the_adl_table_holds_every_architecture_at_one_fidelity(adl_table) -> None:
+    from segnas.tables import autodeeplab as adl
+
+    run_dir, summary, _ = adl_table
+    meta, rows = store.read(run_dir)
+    assert summary["architectures"] == meta["architectures"] == len(rows) == 10
+    assert {r["steps"] for r in rows} == {2} and meta["settings"]["steps"] == [2]
+    assert len({r["genotype_hash"] for r in rows}) == 10
+    labels = meta["settings"]["network"]
+    for row in rows:  # each row's genes, genotype and hash describe one architecture
+        genotype = get_space("autodeeplab").genotype({**row["genotype"], **labels})
+        assert genotype.hash == row["genotype_hash"] and adl.genes_of(genotype.arch) == row["genes"]
+    # the rows are random search's own records: the same held-out scores as its search.csv
+    with (run_dir / "architectures" / "search.csv").open() as handle:
+        recorded = {r["genotype_hash"]: float(r["holdout_mIoU"]) for r in csv.DictReader(handle)}
+    assert {r["genotype_hash"]: r["holdout_mIoU"] for r in rows} == recorded
+    assert meta["surrogate"]["n"] == 10 and meta["surrogate"]["folds"] == 2
+    assert meta["holdout_mIoU"]["best"] == max(recorded.values())
+
+
+def test_a_resumed_adl_table_adds_nothing_twice(adl_table) -> None:
+    run_dir, _, overrides = adl_table
+    before = (run_dir / "table.csv").read_text()
+    pipeline.run(compose_config(*overrides, "resume=true"))
+    assert (run_dir / "table.csv").read_text() == before
+
+
+def test_an_adl_table_has_no_replay(adl_table, tmp_path) -> None:
+    run_dir, _, _ = adl_table
+    with pytest.raises(ConfigError, match="no replay"):
+        pipeline.run(compose_config("task=replay", "searcher=autodeeplab", f"run_dir={tmp_path}",
+                                    f"replay.table={run_dir}"))
+
+
+def test_adl_rows_must_match_their_hash_and_run(adl_table, tmp_path) -> None:
+    from segnas.tables import autodeeplab as adl
+
+    run_dir, _, _ = adl_table
+    with pytest.raises(ConfigError, match="network labels"):
+        adl.rows_of(run_dir / "architectures" / "search.csv", {"filter_multiplier": 99})
+    (tmp_path / "search.csv").write_text("sample\n")
+    (tmp_path / "config.yaml").write_text("searcher:\n  name: autodeeplab\n")
+    with pytest.raises(ConfigError, match="random search of the Auto-DeepLab space"):
+        pipeline.run(compose_config("task=tabulate", "searcher=autodeeplab", f"run_dir={tmp_path / 'table'}",
+                                    f"tabulate.from_run={tmp_path}"))
+
+
+def test_the_adl_table_preset_tabulates_a_few_hundred_of_the_default_space() -> None:
+    preset = compose_config("experiment=autodeeplab_table", "run_dir=/tmp/unused", tiny=False)
+    default = compose_config("searcher=autodeeplab", "run_dir=/tmp/unused", tiny=False)
+    assert preset.task == "tabulate" and preset.tabulate.architectures >= 300 and preset.tabulate.steps >= 1
+    assert preset.searcher == default.searcher  # the space the default search decodes into

@@ -8,5 +8,8 @@ repeats a real search cannot afford.
   table scorer NSGA-II's replay asks instead;
 - :mod:`.auxcell`: children of a uniform auxcell search, a surrogate of their reward with its
   held-out Kendall tau, and the controller's replay against it;
+- :mod:`.autodeeplab`: architectures of the Auto-DeepLab discrete space trained at one low
+  fidelity and a surrogate of their held-out score (no replay: that search is a gradient descent);
+- :mod:`.surrogate`: the random forest on one-hot decisions and its out-of-fold Kendall tau;
 - :mod:`.curves`: anytime curves over seeds, their bands and the differences at the budget.
 """

@@ -8,10 +8,9 @@ its Kendall tau on children it was not fitted on says how far a replay's ranking
 with ``searcher.controller.algorithm=uniform`` and early stopping off, so every child has both
 stages' rewards): each row is what a real search would have recorded for that decoder.
 
-The surrogate is scikit-learn's random forest on the one-hot decisions (every decision is a
-category: an op, a position or a connection; trees need no scaling and handle the interactions
-of a cell's ops with its positions). Its tau is measured on out-of-fold predictions (k-fold,
-k = 1 / ``tabulate.surrogate_holdout``): every child is predicted by a forest that never saw it.
+The surrogate is :mod:`segnas.tables.surrogate`'s random forest on the one-hot decisions (ops,
+positions, connections), its tau measured on out-of-fold predictions (k = 1 /
+``tabulate.surrogate_holdout``).
 """
 
 from __future__ import annotations
@@ -30,19 +29,17 @@ import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from segnas.errors import ConfigError
-from segnas.report.statistics import kendall
 from segnas.searchers.auxcell import decisions
 from segnas.searchers.auxcell.controller import Controller
 from segnas.searchers.auxcell.policy import build_policy
 from segnas.spaces.auxcell import AuxCellSpace, from_encoding
+from segnas.tables import surrogate
 from segnas.tables.store import TableWriter, write_meta
 
 log = logging.getLogger(__name__)
 
 COLUMNS = ("genotype_hash", "genes", "genotype", "reward", "stage1_reward", "stage2_reward", "mIoU", "params",
            "status", "score_s")
-#: The forest: enough trees that the out-of-fold tau no longer moves with the seed.
-FOREST = {"n_estimators": 200, "min_samples_leaf": 2, "max_features": 0.3, "random_state": 0, "n_jobs": 1}
 
 
 def _children_run(cfg: DictConfig, run_dir: Path, logger: Any) -> Path:
@@ -99,32 +96,10 @@ def rows_of(search_csv: Path, positions: str) -> list[dict[str, Any]]:
     return rows
 
 
-def features(genes: np.ndarray, choices: Sequence[int]) -> np.ndarray:
-    """One-hot of every decision (rows: architectures)."""
-    genes = np.atleast_2d(np.asarray(genes, dtype=int))
-    offsets = np.concatenate([[0], np.cumsum(choices)[:-1]])
-    out = np.zeros((len(genes), int(sum(choices))), dtype=np.float32)
-    out[np.arange(len(genes))[:, None], offsets + genes] = 1.0
-    return out
-
-
 def fit_surrogate(rows: Sequence[dict[str, Any]], choices: Sequence[int], holdout: float,
                   seed: int = 0) -> tuple[Any, dict[str, Any]]:
-    """(forest fitted on every row, its out-of-fold Kendall tau against the tabulated rewards)."""
-    from sklearn.ensemble import RandomForestRegressor
-    from sklearn.model_selection import KFold, cross_val_predict
-
-    X = features(np.array([r["genes"] for r in rows]), choices)
-    y = np.array([r["reward"] for r in rows], dtype=float)
-    folds = max(2, round(1.0 / holdout))
-    if len(rows) < 2 * folds:
-        raise ConfigError(f"the table holds {len(rows)} children: too few to fit and test a surrogate on {folds} folds")
-    predicted = cross_val_predict(RandomForestRegressor(**FOREST), X, y,
-                                  cv=KFold(folds, shuffle=True, random_state=seed))
-    fit = {"model": "sklearn RandomForestRegressor", "settings": FOREST, "features": "one-hot decisions",
-           "folds": folds, **kendall(predicted, y, seed=seed),
-           "rmse": float(np.sqrt(np.mean((predicted - y) ** 2)))}
-    return RandomForestRegressor(**FOREST).fit(X, y), fit
+    """(forest fitted on every child's decisions, its out-of-fold Kendall tau against the rewards)."""
+    return surrogate.fit([r["genes"] for r in rows], [r["reward"] for r in rows], choices, holdout, seed)
 
 
 def tabulate(cfg: DictConfig, run_dir: Path, logger: Any) -> dict[str, Any]:
@@ -167,7 +142,7 @@ def replay(meta: dict[str, Any], rows: Sequence[dict[str, Any]], algorithms: Seq
                           f"replay has {settings['positions']}")
     choices = decisions.choices(positions)
     forest, fit = fit_surrogate(rows, choices, 1.0 / int(meta["surrogate"]["folds"]))
-    best_tabulated = float(forest.predict(features(np.array([r["genes"] for r in rows]), choices)).max())
+    best_tabulated = float(forest.predict(surrogate.features(np.array([r["genes"] for r in rows]), choices)).max())
     controller_cfg = OmegaConf.create(settings)
     curves = {}
     for name in algorithms:
@@ -181,7 +156,7 @@ def replay(meta: dict[str, Any], rows: Sequence[dict[str, Any]], algorithms: Seq
         # child (each seed's controller, sampler and updates are its own, in the order a search has them)
         for child in range(children):
             drawn = [policy.sample(sampler)[:2] for policy, sampler in zip(policies, samplers)]
-            rewards = forest.predict(features(np.array([actions for actions, _ in drawn]), choices))
+            rewards = forest.predict(surrogate.features(np.array([actions for actions, _ in drawn]), choices))
             for policy, (actions, log_prob), reward in zip(policies, drawn, rewards):
                 policy.update(actions, log_prob, float(reward))
             values[:, child] = rewards if child == 0 else np.maximum(values[:, child - 1], rewards)

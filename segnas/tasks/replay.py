@@ -28,6 +28,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if cfg.searcher.get("name") != name:
         raise ConfigError(f"replay.table={settings.table} tabulates searcher={name}; run the replay with "
                           f"searcher={name} (its searcher.* settings drive the replayed search)")
+    if name not in ("fmas", "auxcell"):
+        raise ConfigError(f"replay.table={settings.table} tabulates searcher={name}, which has no replay: the "
+                          "Auto-DeepLab search descends the supernet's alpha and beta instead of asking a scorer for "
+                          "architectures (its table.json reports the space's spread and the surrogate's tau)")
     seeds = list(range(int(settings.first_seed), int(settings.first_seed) + int(settings.seeds)))
     level = float(settings.level)
     write_config(run_dir, cfg)

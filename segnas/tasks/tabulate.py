@@ -2,7 +2,9 @@
 idea on segnas's spaces), written to ``table.csv`` / ``table.json`` in the run directory for
 ``task=replay``. FMAS: every sub-network of a reduced space scored once by the search's own
 evaluator (:mod:`segnas.tables.fmas`); auxcell: children trained by the search's own child loop
-under a uniform controller, and a surrogate fitted on them (:mod:`segnas.tables.auxcell`).
+under a uniform controller, and a surrogate fitted on them (:mod:`segnas.tables.auxcell`);
+autodeeplab: architectures of the discrete space trained by random search's own loop at one
+fidelity, and a surrogate (:mod:`segnas.tables.autodeeplab`).
 ``resume=true`` (same ``hydra.run.dir``) continues a table that stopped."""
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from segnas.tables.store import META
 from segnas.tasks.summary import finish
 
 #: Searchers with a table, and the module that tabulates each.
-TABLES = {"fmas": "segnas.tables.fmas", "auxcell": "segnas.tables.auxcell"}
+TABLES = {"fmas": "segnas.tables.fmas", "auxcell": "segnas.tables.auxcell", "autodeeplab": "segnas.tables.autodeeplab"}
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -29,8 +31,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     run_dir = Path(cfg.run_dir).resolve()
     name = cfg.searcher.get("name")
     if name not in TABLES:
-        raise ConfigError(f"task=tabulate searcher={name}: tables exist for {', '.join(TABLES)} "
-                          "(the Auto-DeepLab discrete space has none yet)")
+        raise ConfigError(f"task=tabulate searcher={name}: tables exist for {', '.join(TABLES)}")
     resuming = str(cfg.get("resume")).lower() == "true"
     if (run_dir / META).is_file() and not resuming:
         raise ConfigError(f"run directory {run_dir} already holds a table ({META}); pass resume=true to continue it, "

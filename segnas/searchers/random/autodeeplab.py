@@ -22,6 +22,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -57,9 +58,11 @@ def matched_steps(settings: DictConfig, batches_per_epoch: int) -> int:
     return (epochs + epochs - warmup) * batches_per_epoch
 
 
-def search(cfg: DictConfig, random_settings: DictConfig, run_dir: Path, resume: Path | None, logger: Any
-           ) -> SearchResult:
-    """``cfg.searcher``: the Auto-DeepLab searcher's settings; ``random_settings``: samples, top_k."""
+def search(cfg: DictConfig, random_settings: DictConfig, run_dir: Path, resume: Path | None, logger: Any,
+           steps: int | None = None) -> SearchResult:
+    """``cfg.searcher``: the Auto-DeepLab searcher's settings; ``random_settings``: samples, top_k.
+    ``steps``: training steps of every architecture (a benchmark table's fixed fidelity) instead
+    of an equal share of the supernet search's."""
     started = time.monotonic()
     settings = cfg.searcher
     samples, top_k = int(random_settings.samples), int(random_settings.top_k)
@@ -71,7 +74,8 @@ def search(cfg: DictConfig, random_settings: DictConfig, run_dir: Path, resume: 
     steps_total = matched_steps(settings, batches)
     if budget.images is not None:
         steps_total = min(steps_total, budget.images // datamodule.batch_size)
-    steps = steps_total // samples
+    if steps is None:
+        steps = steps_total // samples
     if steps < 1:
         raise ConfigError(f"searcher.samples={samples} architectures share {steps_total} training steps: "
                           "fewer samples or a larger budget")
@@ -170,7 +174,7 @@ class RandomAutoDeepLabModule(SearchModule):
             miou = _score(net, self.loaders[1], datamodule.num_classes, datamodule.ignore_index, self.device_used,
                           self.protocol)
             mine.append({"sample": sample, "genotype_hash": genotype.hash, "genotype": genotype.to_dict(),
-                         "path": " ".join(map(str, genotype.arch["path"])), "cell": _describe(genotype.arch["cell"]),
+                         "path": " ".join(map(str, genotype.arch["path"])), "cell": describe_cell(genotype.arch["cell"]),
                          "params": count_params(net), "steps": self.steps, "train_loss": round(loss, 4),
                          "holdout_mIoU": round(miou, 4), "seconds": round(time.perf_counter() - tick, 2)})
         for record in sorted((r for part in all_gather(mine) for r in part), key=lambda r: r["sample"]):
@@ -216,5 +220,18 @@ def _score(net: nn.Module, loader, num_classes: int, ignore_index: int, device: 
     return scores_from_confusion(metrics.compute().cpu())["mIoU"]
 
 
-def _describe(cell: list) -> str:
+def describe_cell(cell: list) -> str:
+    """A cell as search.csv's ``cell`` column writes it: ``op(input) + op(input)`` per block,
+    blocks joined by ``; `` (:func:`parse_cell` reads it back)."""
     return "; ".join(" + ".join(f"{op}({state})" for op, state in block) for block in cell)
+
+
+def parse_cell(text: str) -> list[list[list[Any]]]:
+    """The cell of a search.csv ``cell`` column (:func:`describe_cell`'s inverse)."""
+    cell = []
+    for block in text.split("; "):
+        pairs = [re.fullmatch(r"(\w+)\((\d+)\)", part.strip()) for part in block.split(" + ")]
+        if len(pairs) != 2 or not all(pairs):
+            raise ConfigError(f"cell {text!r}: block {block!r} is not 'op(input) + op(input)'")
+        cell.append([[match.group(1), int(match.group(2))] for match in pairs])
+    return cell
