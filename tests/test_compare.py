@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from omegaconf import OmegaConf
 
 from segnas import pipeline
 from segnas.errors import ConfigError
@@ -184,3 +185,27 @@ def test_hand_designed_baselines_train_like_the_winners_and_pair_with_each_searc
     assert "- autodeeplab − baseline-deeplabv3plus-mobilenetv2: " in text
     with pytest.raises(ConfigError, match="compare.baselines"):
         pipeline.run(compose_config("task=compare", f"run_dir={tmp_path / 'x'}", "compare.baselines=[unet]"))
+
+
+@pytest.mark.parametrize("preset", sorted(p.stem for p in (Path(__file__).parents[1] / "conf" / "compare").glob("*.yaml")))
+def test_every_compare_preset_plans_runs_whose_configs_pass(preset: str, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each preset composes, every one of its runs' configs passes the checks (before any runs), and
+    each searcher runs with the preset's overrides: nothing is trained here."""
+    from segnas.tasks import compare as compare_task
+
+    planned = []
+    monkeypatch.setattr(compare_task, "_run_one", lambda label, seed, sub: planned.append((label, seed, sub)) or
+                        {"label": label, "seed": seed, "run_dir": Path(sub.run_dir), "error": "not run"})
+    settings = yaml.safe_load((Path(__file__).parents[1] / "conf" / "compare" / f"{preset}.yaml").read_text())
+    summary = pipeline.run(compose_config("task=compare", f"compare={preset}", f"run_dir={tmp_path / 'run'}"))
+    seeds, searchers = settings["seeds"], settings["searchers"]
+    assert summary["runs"] == len(planned) == len(seeds) * (2 * len(searchers) + len(settings["baselines"]))
+    for label, seed, sub in planned:
+        assert seed in seeds and sub.seed == seed
+        name = label.removeprefix("random-")
+        inner = sub.searcher if sub.searcher.name == name else sub.searcher.get(name)
+        for override in settings["overrides"].get(name, []) if inner is not None else []:
+            key, value = override.split("=", 1)
+            assert str(OmegaConf.select(inner, key.removeprefix("searcher."))).replace(" ", "").replace("'", "") == \
+                value.strip('"'), (label, override)
