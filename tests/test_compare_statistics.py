@@ -36,17 +36,34 @@ def test_seeds_needed_follows_the_normal_approximation() -> None:
 
 
 def test_paired_pairs_by_seed_and_says_whether_it_is_resolved() -> None:
-    searched = {0: 0.40, 1: 0.42, 2: 0.41, 3: 0.43, 4: None}
-    random = {0: 0.30, 1: 0.33, 2: 0.31, 3: 0.32, 5: 0.9}
+    searched = {0: 0.40, 1: 0.42, 2: 0.41, 3: 0.43, 4: None, 6: 0.44, 7: 0.40}
+    random = {0: 0.30, 1: 0.33, 2: 0.31, 3: 0.32, 5: 0.9, 6: 0.35, 7: 0.29}
     result = statistics.paired(searched, random)
-    assert result["n"] == 4 and result["seeds"] == [0, 1, 2, 3]  # seeds 4 and 5 have no pair
-    assert result["mean"] == pytest.approx(0.10) and result["resolved"] is True
-    assert result["relative_improvement_pct"] == pytest.approx(100 * (0.415 - 0.315) / 0.315)
+    assert result["n"] == 6 and result["seeds"] == [0, 1, 2, 3, 6, 7]  # seeds 4 and 5 have no pair
+    assert result["mean"] == pytest.approx(0.1) and result["resolved"] is True
+    assert result["wilcoxon_p"] == pytest.approx(stats.wilcoxon([0.1, 0.09, 0.1, 0.11, 0.09, 0.11]).pvalue)
+    assert result["relative_improvement_pct"] == pytest.approx(100 * (sum([.40, .42, .41, .43, .44, .40]) -
+                                                                      sum([.30, .33, .31, .32, .35, .29])) /
+                                                               sum([.30, .33, .31, .32, .35, .29]))
     text = statistics.describe("a − b", result)
-    assert "**resolved** at 95 %" in text and "+0.1000 over 4 paired seeds" in text
+    assert "**resolved** at 95 %" in text and "+0.1000 over 6 paired seeds" in text
     noisy = statistics.paired({0: 0.40, 1: 0.38, 2: 0.45}, {0: 0.41, 1: 0.36, 2: 0.44})
     assert noisy["resolved"] is False and "not resolved at 95 %" in statistics.describe("a − b", noisy)
     assert "would need about" in statistics.describe("a − b", noisy)
+
+
+def test_too_few_seeds_for_the_rank_test_resolve_nothing() -> None:
+    """With 5 seeds the two-sided signed-rank test cannot go below p = 2 / 2^5 = 0.0625, so even a
+    difference whose bootstrap interval excludes 0 (5 points resample to an interval far too narrow)
+    is not called resolved at 95 %; the sentence says how many seeds the test needs."""
+    assert statistics.wilcoxon_floor(5) == pytest.approx(stats.wilcoxon([1, 2, 3, 4, 5]).pvalue) == 0.0625
+    assert statistics.wilcoxon_floor(6) == pytest.approx(stats.wilcoxon([1, 2, 3, 4, 5, 6]).pvalue)
+    assert statistics.wilcoxon_floor(6) < 0.05 and statistics.rank_test_seeds(0.95) == 6
+    result = statistics.paired({k: 0.4 + 0.01 * k for k in range(5)}, {k: 0.3 for k in range(5)})
+    assert result["ci_low"] > 0 and result["wilcoxon_p"] == pytest.approx(0.0625) and result["resolved"] is False
+    text = statistics.describe("a − b", result)
+    assert "not resolved at 95 %" in text and "cannot go below p = 0.0625 with 5 seeds" in text
+    assert "at least 6 seeds" in text
 
 
 def test_comparison_markdown_has_the_paired_lines() -> None:
@@ -59,3 +76,14 @@ def test_comparison_markdown_has_the_paired_lines() -> None:
     line = next(l for l in text.splitlines() if l.startswith("- fmas − random-fmas"))
     expected = statistics.paired({0: 0.5, 1: 0.52, 2: 0.49}, {0: 0.45, 1: 0.47, 2: 0.46})
     assert f"{expected['mean']:+.4f} over 3 paired seeds" in line and "Wilcoxon p = " in line
+
+
+def test_hypervolume_lines_only_pair_runs_that_have_fronts() -> None:
+    rows = [{"label": label, "seed": seed, "status": "ok", "val_mIoU": 0.4 + 0.01 * seed, "params": 1, "macs": 1,
+             "latency_ms": None, "search_wall_time_s": 1.0, "search_images_seen": 1, "run_dir": f"/x/{label}{seed}",
+             "latency_estimated": False, "finetuned_hypervolume": 0.2 + 0.01 * seed if "fmas" in label else None}
+            for label in ("fmas", "random-fmas", "autodeeplab") for seed in range(3)]
+    text = markdown(rows, "python -m segnas.run task=compare")
+    section = text.split("Hypervolume of the fine-tuned FMAS front")[1]
+    listed = [line for line in section.splitlines() if line.startswith("- ")]
+    assert len(listed) == 1 and listed[0].startswith("- fmas − random-fmas")

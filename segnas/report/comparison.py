@@ -152,8 +152,10 @@ def paired_lines(table: Sequence[dict[str, Any]], level: float = 0.95) -> list[s
     for a, b in pairs:
         comparison = statistics_.paired(_scores(by_label[a], "val_mIoU"), _scores(by_label[b], "val_mIoU"), level)
         lines.append(statistics_.describe(f"{a} − {b}", comparison))
-    fronts_hv = [(a, b) for a, b in pairs if any(r.get("finetuned_hypervolume") is not None
-                                                for r in (*by_label[a].values(), *by_label[b].values()))]
+    def has_front(label: str) -> bool:
+        return any(r.get("finetuned_hypervolume") is not None for r in by_label[label].values())
+
+    fronts_hv = [(a, b) for a, b in pairs if has_front(a) and has_front(b)]  # only FMAS runs have fronts
     if fronts_hv:
         lines += ["", "Hypervolume of the fine-tuned FMAS front (same reference point):", ""]
         for a, b in fronts_hv:
