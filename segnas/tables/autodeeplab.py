@@ -25,14 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from segnas.errors import ConfigError, GenotypeError
 from segnas.nn.cell_ops import PRIMITIVES
 from segnas.spaces.autodeeplab import STRIDES, AutoDeepLabSpace
 from segnas.tables import surrogate
-from segnas.tables.store import TableWriter, write_meta
+from segnas.tables.store import TableWriter, search_run, write_meta
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +63,7 @@ def _architectures_run(cfg: DictConfig, run_dir: Path, logger: Any) -> tuple[Pat
     (continued from its last.ckpt when the table is resumed)."""
     given = cfg.tabulate.get("from_run")
     if given:
-        folder = Path(str(given))
-        config = folder / "config.yaml"
-        if not (folder / "search.csv").is_file() or not config.is_file():
-            raise ConfigError(f"tabulate.from_run={given}: expected a task=search run directory with search.csv and "
-                              "config.yaml")
-        searcher = (yaml.safe_load(config.read_text()) or {}).get("searcher", {})
+        folder, searcher = search_run(given)
         if searcher.get("name") != "random" or searcher.get("space") != "autodeeplab":
             raise ConfigError(f"tabulate.from_run={given}: not a random search of the Auto-DeepLab space "
                               "(searcher=random searcher.space=autodeeplab)")

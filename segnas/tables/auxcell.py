@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from segnas.errors import ConfigError
@@ -34,7 +33,7 @@ from segnas.searchers.auxcell.controller import Controller
 from segnas.searchers.auxcell.policy import build_policy
 from segnas.spaces.auxcell import AuxCellSpace, from_encoding
 from segnas.tables import surrogate
-from segnas.tables.store import TableWriter, write_meta
+from segnas.tables.store import TableWriter, search_run, write_meta
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +46,7 @@ def _children_run(cfg: DictConfig, run_dir: Path, logger: Any) -> Path:
     into ``run_dir/children`` (continued from its last.ckpt when the table is resumed)."""
     given = cfg.tabulate.get("from_run")
     if given:
-        folder = Path(str(given))
-        config = folder / "config.yaml"
-        if not (folder / "search.csv").is_file() or not config.is_file():
-            raise ConfigError(f"tabulate.from_run={given}: expected a task=search run directory with search.csv and "
-                              "config.yaml")
-        searcher = (yaml.safe_load(config.read_text()) or {}).get("searcher", {})
+        folder, searcher = search_run(given)
         if searcher.get("name") not in ("auxcell", "random") or \
                 searcher.get("controller", {}).get("algorithm") != "uniform" or \
                 searcher.get("early_stopping", {}).get("enabled", True):

@@ -136,3 +136,16 @@ def read(folder: Path | str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     if not rows:
         raise ConfigError(f"{rows_path}: holds no architecture")
     return meta, rows
+
+
+def search_run(given: Any) -> tuple[Path, dict[str, Any]]:
+    """(folder, its ``searcher`` config) of ``tabulate.from_run``: a finished ``task=search`` run
+    directory, which must hold search.csv and config.yaml."""
+    import yaml
+
+    folder = Path(str(given))
+    config = folder / "config.yaml"
+    if not (folder / "search.csv").is_file() or not config.is_file():
+        raise ConfigError(f"tabulate.from_run={given}: expected a task=search run directory with search.csv and "
+                          "config.yaml")
+    return folder, (yaml.safe_load(config.read_text()) or {}).get("searcher", {})
