@@ -10,8 +10,9 @@ the seed counts a comparison affords), the relative improvement (Yang et al.:
 ``100 · (mean a − mean b) / mean b``), whether the difference is resolved at the level (the
 interval excludes 0 *and* the signed-rank test rejects at that level: a percentile bootstrap of
 5 points gives intervals far too narrow, while with n seeds the exact two-sided test cannot go
-below ``2 / 2^n``, 0.0625 at 5, so 5 seeds resolve nothing at 95 %), and how many seeds a difference of this size would need to be resolved,
-from the observed spread of the differences (normal approximation, 80 % power).
+below ``2 / 2^n``, 0.0625 at 5, so 5 seeds resolve nothing at 95 %), and how many seeds a
+difference of this size would need to be resolved, from the observed spread of the differences
+(normal approximation, 80 % power).
 """
 
 from __future__ import annotations
@@ -153,14 +154,13 @@ def describe(name: str, comparison: dict[str, Any], digits: int = 4) -> str:
     if comparison["resolved"]:
         return text + f": **resolved** at {level} %"
     needed = comparison["seeds_needed"]
+    text += f": not resolved at {level} %"
     if wilcoxon_floor(n) >= 1.0 - comparison["level"]:
         floor = rank_test_seeds(comparison["level"])
         needed = max(needed or 0, floor)
-        text += (f": not resolved at {level} % (the signed-rank test cannot go below p = {wilcoxon_floor(n):.3g} "
-                 f"with {n} seeds; it needs at least {floor} seeds)")
-        return text + (f"; a difference this size would need about {needed} seeds" if needed else "")
-    return text + (f": not resolved at {level} %" +
-                   (f"; a difference this size would need about {needed} seeds" if needed else ""))
+        text += (f" (the signed-rank test cannot go below p = {wilcoxon_floor(n):.3g} with {n} seeds; "
+                 f"it needs at least {floor} seeds)")
+    return text + (f"; a difference this size would need about {needed} seeds" if needed else "")
 
 
 def _number(value: Any) -> bool:

@@ -3,9 +3,9 @@ uniformly, each trained from scratch at one low fidelity and scored on held-out 
 surrogate of that score (:mod:`segnas.tables.surrogate`) with its Kendall tau on architectures it
 was not fitted on.
 
-Why a surrogate: with B=5 blocks the space holds about 6·10^16 architectures at L=12 (2.6·10^13 at
-the default L=4), so no table can hold what a search would ask for. The architectures are random search's own
-(:func:`segnas.searchers.random.autodeeplab.search`, with every architecture trained for
+Why a surrogate: with B=5 blocks the space holds about 6·10^16 architectures at L=12 (2.6·10^13
+at the default L=4), so no table can hold what a search would ask for. The architectures are
+random search's own (:func:`segnas.searchers.random.autodeeplab.search`, with every architecture trained for
 ``tabulate.steps`` steps instead of a share of the supernet search's budget): each row is what a
 ``searcher=random searcher.space=autodeeplab`` run records, held-out score on trainB (never val).
 
@@ -28,16 +28,13 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from segnas.errors import ConfigError, GenotypeError
-from segnas.nn.cell_ops import PRIMITIVES
-from segnas.spaces.autodeeplab import STRIDES, AutoDeepLabSpace
+from segnas.spaces.autodeeplab import OPS, STRIDES, AutoDeepLabSpace
 from segnas.tables import surrogate
 from segnas.tables.store import TableWriter, search_run, write_meta
 
 log = logging.getLogger(__name__)
 
 COLUMNS = ("genotype_hash", "genes", "genotype", "holdout_mIoU", "params", "steps", "status", "score_s")
-#: The ops a decoded (or sampled) cell can hold: every primitive but ``none``.
-OPS = [name for name in PRIMITIVES if name != "none"]
 SPACE = AutoDeepLabSpace()
 
 

@@ -174,7 +174,8 @@ class RandomAutoDeepLabModule(SearchModule):
             miou = _score(net, self.loaders[1], datamodule.num_classes, datamodule.ignore_index, self.device_used,
                           self.protocol)
             mine.append({"sample": sample, "genotype_hash": genotype.hash, "genotype": genotype.to_dict(),
-                         "path": " ".join(map(str, genotype.arch["path"])), "cell": describe_cell(genotype.arch["cell"]),
+                         "path": " ".join(map(str, genotype.arch["path"])),
+                         "cell": describe_cell(genotype.arch["cell"]),
                          "params": count_params(net), "steps": self.steps, "train_loss": round(loss, 4),
                          "holdout_mIoU": round(miou, 4), "seconds": round(time.perf_counter() - tick, 2)})
         for record in sorted((r for part in all_gather(mine) for r in part), key=lambda r: r["sample"]):

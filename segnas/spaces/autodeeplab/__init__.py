@@ -44,6 +44,8 @@ RELEASED_CELL = [
 #: The released path (backbone = [0, 0, 0, 1, 2, 1, 2, 2, 3, 3, 2, 1]) as strides.
 RELEASED_PATH = [4, 4, 4, 8, 16, 8, 16, 16, 32, 32, 16, 8]
 STRIDES = (4, 8, 16, 32)
+#: The ops a cell can hold (what decoding keeps and sampling draws): every primitive but ``none``.
+OPS = tuple(name for name in PRIMITIVES if name != "none")
 
 
 def _is_int(value: Any) -> bool:
@@ -83,7 +85,6 @@ class AutoDeepLabSpace(Space):
         return out
 
     def _check_cell(self, cell: Any) -> list:
-        ops = [name for name in PRIMITIVES if name != "none"]
         if not isinstance(cell, (list, tuple)) or not cell:
             raise GenotypeError(f"{self.name}: label 'cell' must be a non-empty list of blocks, got {cell!r}")
         checked = []
@@ -95,8 +96,8 @@ class AutoDeepLabSpace(Space):
                 if not isinstance(pair, (list, tuple)) or len(pair) != 2:
                     raise GenotypeError(f"{self.name}: cell block {block}: expected [op, input], got {pair!r}")
                 op, state = pair
-                if op not in ops:
-                    raise GenotypeError(f"{self.name}: cell block {block}: op {op!r} is not one of {ops}")
+                if op not in OPS:
+                    raise GenotypeError(f"{self.name}: cell block {block}: op {op!r} is not one of {list(OPS)}")
                 if not _is_int(state) or not 0 <= state < 2 + block:
                     raise GenotypeError(f"{self.name}: cell block {block}: input {state!r} must be 0 (H1), "
                                         f"1 (H2) or an earlier block 2..{1 + block}")
@@ -124,11 +125,10 @@ class AutoDeepLabSpace(Space):
         that stay near the boundary strides)."""
         if blocks < 1 or layers < 1:
             raise ConfigError(f"{self.name}: sampling needs blocks >= 1 and layers >= 1, got {blocks} and {layers}")
-        ops = [name for name in PRIMITIVES if name != "none"]
         cell = []
         for block in range(blocks):
             inputs = sorted(int(i) for i in rng.choice(2 + block, size=2, replace=False))
-            cell.append([[ops[int(rng.integers(len(ops)))], state] for state in inputs])
+            cell.append([[OPS[int(rng.integers(len(OPS)))], state] for state in inputs])
         return self.genotype({"cell": cell, "path": sample_path(rng, layers), **labels})
 
     def build(self, genotype: Genotype, num_classes: int, **options: Any) -> nn.Module:
