@@ -64,8 +64,8 @@ def test_ppo_steps_once_per_buffered_child_on_one_child_each_as_the_authors(make
     assert policy.optimizer.defaults["lr"] == 1e-4 and policy.buffer.maxlen == 100
     steps, batches = [], []
     policy.optimizer.step = lambda *args, **kwargs: steps.append(1)  # a counting stub
-    evaluate = policy.controller.evaluate
-    policy.controller.evaluate = lambda actions: batches.append(len(actions)) or evaluate(actions)
+    forward = policy.controller.forward
+    policy.controller.forward = lambda actions: batches.append(len(actions)) or forward(actions)
     generator = torch.Generator().manual_seed(0)
     for count in (1, 2, 3):  # ours never takes the empty slots for children (the authors' buffer does)
         actions, log_prob, _ = policy.sample(generator)

@@ -46,7 +46,7 @@ def test_log_probability_of_a_sample_equals_a_recomputation_from_logits() -> Non
     torch.manual_seed(1)
     controller = Controller(CHOICES)
     actions, log_prob, entropy = controller.sample(torch.Generator().manual_seed(5))
-    batched_log_prob, batched_entropy = controller.evaluate(torch.tensor([actions, actions]))
+    batched_log_prob, batched_entropy = controller(torch.tensor([actions, actions]))
     torch.testing.assert_close(batched_log_prob, torch.full((2,), log_prob), atol=1e-5, rtol=0)
     torch.testing.assert_close(batched_entropy, torch.full((2,), entropy), atol=1e-4, rtol=0)
     # step by step, by hand, from the raw LSTM and heads
@@ -84,9 +84,9 @@ def test_a_ppo_update_moves_probability_toward_the_better_action() -> None:
     good, good_lp, _ = controller.sample(generator)
     bad, bad_lp, _ = controller.sample(generator)
     agent.update(bad, bad_lp, 0.0)  # baseline 0, advantage 0: no change in expectation
-    before, _ = controller.evaluate(torch.tensor([good, bad]))
+    before, _ = controller(torch.tensor([good, bad]))
     agent.update(good, good_lp, 1.0)  # baseline 0.05: good +0.95, bad -0.05
-    after, _ = controller.evaluate(torch.tensor([good, bad]))
+    after, _ = controller(torch.tensor([good, bad]))
     assert after[0] > before[0] and (after[0] - after[1]) > (before[0] - before[1])
 
 
@@ -146,3 +146,66 @@ def test_a_ppo_update_on_a_full_buffer_takes_well_under_a_second() -> None:
         times.append(time.perf_counter() - start)
     print(f"PPO update with a full buffer of 100: {sorted(times)[1]:.3f} s (median of 3)")
     assert sorted(times)[1] < 1.0
+
+
+def test_the_controllers_lstm_is_torchs_lstm() -> None:
+    # the controller's LSTM is written in plain ops (so torch.func.vmap can batch controllers); it must
+    # be nn.LSTM's maths with nn.LSTM's parameters, so runs and checkpoints made with nn.LSTM carry on
+    torch.manual_seed(0)
+    ours = Controller(CHOICES, hidden_size=12, num_layers=2).lstm
+    reference = torch.nn.LSTM(12, 12, 2)
+    reference.load_state_dict(ours.state_dict())
+    assert [n for n, _ in ours.named_parameters()] == [n for n, _ in reference.named_parameters()]
+    inputs = torch.randn(5, 3, 12)
+    state = (torch.randn(2, 3, 12), torch.randn(2, 3, 12))
+    for given in (None, state):
+        out, (h, c) = ours(inputs, given)
+        ref_out, (ref_h, ref_c) = reference(inputs, given)
+        for a, b in ((out, ref_out), (h, ref_h), (c, ref_c)):
+            torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+    grads = torch.autograd.grad(ours(inputs, state)[0].square().sum(), list(ours.parameters()))
+    ref_grads = torch.autograd.grad(reference(inputs, state)[0].square().sum(), list(reference.parameters()))
+    for a, b in zip(grads, ref_grads):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize(("algorithm", "kwargs"), [
+    ("ppo", {"buffer_size": 4, "minibatch_size": 1, "epochs": 2}),
+    ("ppo", {"buffer_size": 6, "minibatch_size": 3, "epochs": 1}),
+    ("reinforce", {})])
+def test_lockstep_seeds_follow_each_seeds_own_policy(algorithm, kwargs) -> None:
+    from segnas.searchers.auxcell.lockstep import Lockstep
+    from segnas.searchers.auxcell.policy import build_policy
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.create({"lr": 5e-2, "baseline_decay": 0.9, "grad_clip": 0.05, "entropy_coef": 0.01,
+                            "ppo": {"clip": 0.1, "buffer_size": 100, "minibatch_size": 1, "epochs": 1, **kwargs}})
+    seeds = [0, 1, 2]
+
+    def policies():
+        # in float64, so that what is compared is the maths: in float32 the batched products' other
+        # summation order gives ~1e-7 differences that Adam's normalised steps grow to ~1e-4
+        return [build_policy(algorithm, Controller(CHOICES, 16, 2, seed=s).double(), cfg, seed=s) for s in seeds]
+
+    def reward(actions: list[int], seed: int) -> float:
+        return toy_reward(actions) + 0.1 * seed
+
+    alone, together = policies(), policies()
+    lockstep = Lockstep(together)
+    samplers = {"alone": [torch.Generator().manual_seed(s) for s in seeds],
+                "together": [torch.Generator().manual_seed(s) for s in seeds]}
+    for _ in range(8):
+        drawn_alone = [p.sample(g)[:2] for p, g in zip(alone, samplers["alone"])]
+        for policy, (actions, log_prob), seed in zip(alone, drawn_alone, seeds):
+            policy.update(actions, log_prob, reward(actions, seed))
+        drawn = [p.sample(g)[:2] for p, g in zip(together, samplers["together"])]
+        assert [a for a, _ in drawn] == [a for a, _ in drawn_alone]
+        lockstep.update([a for a, _ in drawn], [lp for _, lp in drawn], [reward(a, s) for (a, _), s in zip(drawn, seeds)])
+    for one, other, seed in zip(alone, together, seeds):
+        assert one.baseline == pytest.approx(other.baseline)
+        start = Controller(CHOICES, 16, 2, seed=seed).double()
+        with torch.no_grad():
+            moved = max(float((a - b).abs().max()) for a, b in zip(one.controller.parameters(), start.parameters()))
+            worst = max(float((a - b).abs().max())
+                        for a, b in zip(one.controller.parameters(), other.controller.parameters()))
+        assert moved > 1e-2 and worst < 1e-9 * moved, (moved, worst)

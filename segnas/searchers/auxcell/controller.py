@@ -4,10 +4,14 @@ A 2-layer LSTM (100 units, as the paper): a few warm-up steps on a learned start
 authors run one per encoder map), then one step per decision; each decision has its own linear
 head over its choices. Unlike the authors' controller, which feeds the LSTM its own previous
 output, the next step here reads an embedding of the decision just taken, so later decisions are
-conditioned on earlier ones (as in ENAS). :meth:`Controller.evaluate` recomputes the
+conditioned on earlier ones (as in ENAS). :meth:`Controller.forward` recomputes the
 log-probability of whole sequences in one batched pass (teacher forcing): a PPO update over a
 full buffer of 100 children in minibatches of 10 takes about 0.4 s on 2 shared CPU cores, the
 authors' 100 single-child steps (the default) about 3 s.
+
+The LSTM is :class:`LSTM`, ``nn.LSTM``'s maths and parameters in plain tensor ops, because
+``torch.func.vmap`` has no batching rule for ``aten::lstm``: with it, a replay runs hundreds of
+seeds' controllers as one (:mod:`.lockstep`, through ``torch.func.functional_call``), and the search itself is the same module.
 """
 
 from __future__ import annotations
@@ -32,6 +36,48 @@ def one_thread() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
+class LSTM(nn.Module):
+    """A multi-layer LSTM with ``nn.LSTM``'s gates (i, f, g, o), parameter names and order, so
+    state dicts load either way and a seed initialises the same weights; (T, B, F) inputs."""
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int) -> None:
+        super().__init__()
+        self.hidden_size, self.num_layers = int(hidden_size), int(num_layers)
+        for layer in range(self.num_layers):
+            width = input_size if layer == 0 else hidden_size
+            self.register_parameter(f"weight_ih_l{layer}", nn.Parameter(torch.empty(4 * hidden_size, width)))
+            self.register_parameter(f"weight_hh_l{layer}", nn.Parameter(torch.empty(4 * hidden_size, hidden_size)))
+            self.register_parameter(f"bias_ih_l{layer}", nn.Parameter(torch.empty(4 * hidden_size)))
+            self.register_parameter(f"bias_hh_l{layer}", nn.Parameter(torch.empty(4 * hidden_size)))
+
+    def forward(self, inputs: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None
+                ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """(outputs (T, B, H), (h, c) each (layers, B, H)), as ``nn.LSTM``."""
+        if state is None:
+            zeros = inputs.new_zeros(self.num_layers, inputs.shape[1], self.hidden_size)
+            state = (zeros, zeros)
+        hiddens, cells = [], []
+        size = self.hidden_size
+        for layer in range(self.num_layers):
+            # the input projection of every step (with both biases) in one product; only the
+            # recurrence is step by step, in as few ops as the maths allows (they dominate the time)
+            projected = F.linear(inputs, getattr(self, f"weight_ih_l{layer}"),
+                                 getattr(self, f"bias_ih_l{layer}") + getattr(self, f"bias_hh_l{layer}"))
+            recurrent = getattr(self, f"weight_hh_l{layer}").t()
+            h, c = state[0][layer], state[1][layer]
+            outputs = []
+            for step in range(inputs.shape[0]):
+                gates = torch.addmm(projected[step], h, recurrent)
+                i, f, _, o = torch.sigmoid(gates).chunk(4, dim=-1)
+                c = torch.addcmul(f * c, i, torch.tanh(gates[:, 2 * size: 3 * size]))
+                h = o * torch.tanh(c)
+                outputs.append(h)
+            inputs = torch.stack(outputs)
+            hiddens.append(h)
+            cells.append(c)
+        return inputs, (torch.stack(hiddens), torch.stack(cells))
+
+
 class Controller(nn.Module):
     """Samples decision sequences and scores them; parameters initialised in ±0.1 (as ENAS) from
     their own ``seed``, so the initial controller depends on nothing built before it."""
@@ -41,7 +87,7 @@ class Controller(nn.Module):
         super().__init__()
         self.choices = [int(c) for c in choices]
         self.warmup_steps = int(warmup_steps)
-        self.lstm = nn.LSTM(hidden_size, hidden_size, num_layers)
+        self.lstm = LSTM(hidden_size, hidden_size, num_layers)
         self.start = nn.Parameter(torch.zeros(1, 1, hidden_size))
         self.embed = nn.Embedding(sum(self.choices), hidden_size)
         self.heads = nn.ModuleList(nn.Linear(hidden_size, c) for c in self.choices)
@@ -76,7 +122,7 @@ class Controller(nn.Module):
             inputs = self.embed(self.offsets[step] + torch.tensor([[action]]))
         return actions, log_prob, entropy
 
-    def evaluate(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-probabilities and entropies (each (B,)) of a (B, T) batch of decision sequences."""
         batch = actions.shape[0]
         first, state = self._warmup(batch)

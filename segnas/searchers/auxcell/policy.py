@@ -66,6 +66,23 @@ class PolicyGradient:
                 "update_s": time.perf_counter() - start}
 
     def _learn(self, actions: list[int], log_prob: float, reward: float) -> dict[str, float]:
+        losses, entropies = [], []
+        for batch in self.minibatches(actions, log_prob, reward):
+            new_log_prob, entropy = self.controller(batch["actions"])
+            loss = self.loss(new_log_prob, entropy, batch)
+            self._step(loss)
+            losses.append(loss.item())
+            entropies.append(entropy.mean().item())
+        return {"loss": sum(losses) / len(losses), "entropy": sum(entropies) / len(entropies)}
+
+    def minibatches(self, actions: list[int], log_prob: float, reward: float) -> list[dict[str, torch.Tensor]]:
+        """What one update learns from, after the baseline took ``reward``: one Adam step per
+        minibatch, each a dict of ``actions`` (B, T) and the tensors :meth:`loss` reads."""
+        raise NotImplementedError
+
+    def loss(self, new_log_prob: torch.Tensor, entropy: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The minibatch's loss, a mean over its last dimension (so a (seeds, B) batch gives one
+        loss per seed: :mod:`.lockstep`)."""
         raise NotImplementedError
 
     def state_dict(self) -> dict[str, Any]:
@@ -81,11 +98,11 @@ class PolicyGradient:
 class Reinforce(PolicyGradient):
     """loss = -(log π(a) · advantage) - entropy_coef · H, one step per child."""
 
-    def _learn(self, actions: list[int], log_prob: float, reward: float) -> dict[str, float]:
-        new_log_prob, entropy = self.controller.evaluate(torch.tensor([actions]))
-        loss = -(new_log_prob * (reward - self.baseline)).mean() - self.entropy_coef * entropy.mean()
-        self._step(loss)
-        return {"loss": loss.item(), "entropy": entropy.mean().item()}
+    def minibatches(self, actions: list[int], log_prob: float, reward: float) -> list[dict[str, torch.Tensor]]:
+        return [{"actions": torch.tensor([actions]), "advantage": torch.tensor([reward - self.baseline])}]
+
+    def loss(self, new_log_prob: torch.Tensor, entropy: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return -(new_log_prob * batch["advantage"]).mean(-1) - self.entropy_coef * entropy.mean(-1)
 
 
 class PPO(PolicyGradient):
@@ -100,24 +117,20 @@ class PPO(PolicyGradient):
         self.epochs = int(epochs)
         self.generator = torch.Generator().manual_seed(int(seed))
 
-    def _learn(self, actions: list[int], log_prob: float, reward: float) -> dict[str, float]:
+    def minibatches(self, actions: list[int], log_prob: float, reward: float) -> list[dict[str, torch.Tensor]]:
         self.buffer.append((list(actions), float(log_prob), float(reward)))
-        all_actions = torch.tensor([entry[0] for entry in self.buffer])
-        old_log_prob = torch.tensor([entry[1] for entry in self.buffer])
-        advantage = torch.tensor([entry[2] for entry in self.buffer]) - self.baseline
-        losses, entropies = [], []
-        for _ in range(self.epochs):
-            order = torch.randperm(len(self.buffer), generator=self.generator)
-            for batch in order.split(self.minibatch_size):
-                new_log_prob, entropy = self.controller.evaluate(all_actions[batch])
-                ratio = torch.exp(new_log_prob - old_log_prob[batch])
-                surrogate = torch.min(ratio * advantage[batch],
-                                      ratio.clamp(1.0 - self.clip, 1.0 + self.clip) * advantage[batch])
-                loss = -surrogate.mean() - self.entropy_coef * entropy.mean()
-                self._step(loss)
-                losses.append(loss.item())
-                entropies.append(entropy.mean().item())
-        return {"loss": sum(losses) / len(losses), "entropy": sum(entropies) / len(entropies)}
+        everything = {"actions": torch.tensor([entry[0] for entry in self.buffer]),
+                      "old_log_prob": torch.tensor([entry[1] for entry in self.buffer]),
+                      "advantage": torch.tensor([entry[2] for entry in self.buffer]) - self.baseline}
+        return [{key: value[batch] for key, value in everything.items()}
+                for _ in range(self.epochs)
+                for batch in torch.randperm(len(self.buffer), generator=self.generator).split(self.minibatch_size)]
+
+    def loss(self, new_log_prob: torch.Tensor, entropy: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        ratio = torch.exp(new_log_prob - batch["old_log_prob"])
+        surrogate = torch.min(ratio * batch["advantage"],
+                              ratio.clamp(1.0 - self.clip, 1.0 + self.clip) * batch["advantage"])
+        return -surrogate.mean(-1) - self.entropy_coef * entropy.mean(-1)
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "buffer": list(self.buffer), "generator": self.generator.get_state()}
