@@ -75,6 +75,7 @@ def check_config(cfg: DictConfig) -> None:
         keys.integer("replay.first_seed", low=0)
         keys.integer("replay.evaluations", null=True)
         keys.number("replay.level", above=0, below=1)
+        keys.integer("replay.workers", null=True)
         check_searcher(cfg)
     targets.check(cfg)
 

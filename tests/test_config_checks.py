@@ -282,3 +282,14 @@ def test_the_check_path_imports_no_heavy_library(tmp_path: Path) -> None:
     heavy = {"pytorch_lightning", "lightning", "lightning_fabric", "timm", "wandb", "onnx", "onnxruntime", "pymoo",
              "albumentations", "cv2", "matplotlib", "torchmetrics", "torch"}
     assert imported.isdisjoint(heavy), sorted(imported & heavy)
+
+
+@pytest.mark.parametrize(("override", "key"), [("replay.workers=0", "replay.workers"),
+                                               ("replay.seeds=0", "replay.seeds"),
+                                               ("replay.level=1.5", "replay.level")])
+def test_a_bad_replay_key_names_itself(make_cfg, tmp_path: Path, override: str, key: str) -> None:
+    table = tmp_path / "table"
+    table.mkdir()
+    cfg = make_cfg("task=replay", "searcher=auxcell", f"replay.table={table}", override, tiny=False)
+    with pytest.raises(ConfigError, match=rf"^{re.escape(key)}[=: ]"):
+        check_config(cfg)

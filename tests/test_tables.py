@@ -250,15 +250,15 @@ def test_the_surrogate_ranks_held_out_children() -> None:
     assert abs(auxcell.fit_surrogate(noise, decisions.choices("extended"), 0.2)[1]["kendall_tau"]) < 0.15
 
 
-def test_the_lockstep_replay_is_each_seeds_own_search(monkeypatch) -> None:
+def test_the_lockstep_replay_is_each_seeds_own_search() -> None:
     """Seeds run in lockstep (one surrogate call per step) give what one seed alone gives."""
     rows = _synthetic_rows(60)
     settings = OmegaConf.to_container(OmegaConf.load(f"{CONFIG_DIR}/searcher/auxcell.yaml"))
     meta = {"settings": {"positions": "extended"}, "surrogate": {"folds": 5}}
     together, xs, best, _ = auxcell.replay(meta, rows, ["reinforce", "ppo"], [4, 5], 6, settings)
     alone, _, _, _ = auxcell.replay(meta, rows, ["reinforce", "ppo"], [5], 6, settings)
-    monkeypatch.setattr(auxcell, "LOCKSTEP_SEEDS", 1)  # and seeds split into stacks of one
-    split, _, _, _ = auxcell.replay(meta, rows, ["reinforce", "ppo"], [4, 5], 6, settings)
+    # seeds split into stacks of one, shared by two processes
+    split, _, _, _ = auxcell.replay(meta, rows, ["reinforce", "ppo"], [4, 5], 6, settings, workers=2, stack=1)
     for name in ("reinforce", "ppo"):
         np.testing.assert_array_equal(together[name][1], alone[name][0])
         np.testing.assert_array_equal(together[name], split[name])

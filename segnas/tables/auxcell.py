@@ -18,7 +18,10 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import multiprocessing
+import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -150,12 +153,15 @@ def _replay_seeds(name: str, seeds: Sequence[int], children: int, choices: Seque
 
 
 def replay(meta: dict[str, Any], rows: Sequence[dict[str, Any]], algorithms: Sequence[str], seeds: Sequence[int],
-           children: int, search: dict[str, Any]) -> tuple[dict[str, np.ndarray], list[int], float, dict[str, Any]]:
+           children: int, search: dict[str, Any], workers: int | None = 1, stack: int = LOCKSTEP_SEEDS
+           ) -> tuple[dict[str, np.ndarray], list[int], float, dict[str, Any]]:
     """Best surrogate reward among the first n children, n = 1..children, per algorithm and seed.
 
     Each run is the search's own controller and policy learning child after child
-    (:func:`_replay_seeds`): only the child's training is swapped for the surrogate. Returns the curves, their x values, the surrogate's best prediction among the tabulated
-    children and the surrogate's fit."""
+    (:func:`_replay_seeds`): only the child's training is swapped for the surrogate. The seeds go
+    in stacks of ``stack`` to ``workers`` processes (None: one per usable CPU core), one thread
+    each; a stack's runs do not depend on which process ran it. Returns the curves, their x
+    values, the surrogate's best prediction among the tabulated children and the surrogate's fit."""
     settings = search["controller"]
     positions = str(meta["settings"]["positions"])
     if positions != str(settings["positions"]):
@@ -165,12 +171,15 @@ def replay(meta: dict[str, Any], rows: Sequence[dict[str, Any]], algorithms: Seq
     forest, fit = fit_surrogate(rows, choices, 1.0 / int(meta["surrogate"]["folds"]))
     best_tabulated = float(forest.predict(surrogate.features(np.array([r["genes"] for r in rows]), choices)).max())
     controller_cfg = OmegaConf.create(settings)
-    curves = {}
-    for name in algorithms:
-        values = np.zeros((len(seeds), children))
-        for first in range(0, len(seeds), LOCKSTEP_SEEDS):
-            chunk = seeds[first: first + LOCKSTEP_SEEDS]
-            values[first: first + len(chunk)] = _replay_seeds(name, chunk, children, choices, settings,
-                                                              controller_cfg, forest)
-        curves[name] = values
+    jobs = [(name, list(seeds[first: first + stack])) for name in algorithms for first in range(0, len(seeds), stack)]
+    workers = min(len(jobs), int(workers or len(os.sched_getaffinity(0))))
+    arguments = [(name, chunk, children, choices, settings, controller_cfg, forest) for name, chunk in jobs]
+    if workers > 1:
+        # spawned, not forked: a forked child of a process whose OpenMP pool is running can hang
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=torch.set_num_threads, initargs=(1,)) as pool:
+            results = list(pool.map(_replay_seeds, *zip(*arguments)))
+    else:
+        results = [_replay_seeds(*job) for job in arguments]
+    curves = {name: np.concatenate([r for (job_name, _), r in zip(jobs, results) if job_name == name]) for name in algorithms}
     return curves, list(range(1, children + 1)), best_tabulated, fit

@@ -54,7 +54,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
         algorithms = list(settings.algorithms or ["ppo", "reinforce", "uniform"])
         evaluations = int(settings.evaluations or int(search["children"]))
-        runs, xs, optimum, fit = auxcell.replay(meta, rows, algorithms, seeds, evaluations, search)
+        runs, xs, optimum, fit = auxcell.replay(meta, rows, algorithms, seeds, evaluations, search,
+                                                workers=settings.get("workers"))
         metric, baseline = "best surrogate reward", "uniform"
         header = [f"# auxcell replay on {settings.table}", "",
                   f"surrogate fitted on {len(rows)} children (Kendall tau on held-out children "
