@@ -188,3 +188,21 @@ def test_fine_tuning_has_its_own_schedule_and_never_ends_below_its_start(fmas_ru
             assert entry["holdout_mIoU"] == pytest.approx(entry["holdout_mIoU_best_epoch"])
         else:
             assert entry["holdout_mIoU"] == pytest.approx(entry["holdout_mIoU_before_finetune"])
+
+
+def test_a_loaded_supernet_keeps_its_training_facts(fmas_run, tmp_path) -> None:
+    """A search that slices another run's supernet (random-FMAS in task=compare, a resumed search,
+    a table) reports the images that supernet's training saw, so budgets read the same for both."""
+    from types import SimpleNamespace
+
+    from segnas.searchers.fmas.supernet import obtain
+    from segnas.spaces.elastic_deeplabv3plus import ElasticDeepLabV3PlusSpace
+
+    run_dir, summary = fmas_run
+    assert summary["supernet_trained_here"] and summary["supernet_images_seen"] > 0
+    cfg = compose_config(f"run_dir={tmp_path}", *FMAS, f"searcher.supernet={run_dir / 'supernet' / 'model.pt'}")
+    _, _, facts = obtain(cfg, tmp_path, None, SimpleNamespace(num_classes=summary["num_classes"]),
+                         ElasticDeepLabV3PlusSpace())
+    assert not facts["supernet_trained_here"]
+    for key in ("supernet_images_seen", "supernet_epochs", "supernet_backbone_weights"):
+        assert facts[key] == summary[key], key

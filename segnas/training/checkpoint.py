@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -42,8 +43,21 @@ def load_network(path: str | Path) -> tuple[Genotype, int, nn.Module]:
     return genotype, num_classes, net
 
 
-def save_network(path: str | Path, genotype: Genotype, num_classes: int, net: nn.Module) -> Path:
-    """A Lightning-free file with everything ``load_network`` needs, for taking a model elsewhere."""
+def save_network(path: str | Path, genotype: Genotype, num_classes: int, net: nn.Module,
+                 facts: dict[str, Any] | None = None) -> Path:
+    """A Lightning-free file with everything ``load_network`` needs, for taking a model elsewhere;
+    ``facts`` (how it was trained: epochs, images seen, ...) travel with it (:func:`network_facts`)."""
     path = Path(path)
-    torch.save({"genotype": genotype.to_dict(), "num_classes": num_classes, "state_dict": net.state_dict()}, path)
+    torch.save({"genotype": genotype.to_dict(), "num_classes": num_classes, "state_dict": net.state_dict(),
+                "facts": dict(facts or {})}, path)
     return path
+
+
+def network_facts(path: str | Path) -> dict[str, Any]:
+    """The ``facts`` a ``model.pt`` was saved with ({} for other files and older ones). The file is
+    memory-mapped, so its weights are not read."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except Exception:  # a file torch cannot map (the legacy, non-zip format): it has no facts
+        return {}
+    return dict(payload.get("facts") or {}) if isinstance(payload, dict) else {}

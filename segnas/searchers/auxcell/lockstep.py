@@ -57,7 +57,7 @@ class Lockstep:
                 parameter.data = self.stacked[name].data[index]  # a view: each seed samples from the stack
         group = template.optimizer.param_groups[0]
         self.optimizer = torch.optim.Adam(self.stacked.values(), lr=group["lr"], betas=group["betas"],
-                                          eps=group["eps"], weight_decay=group["weight_decay"])
+                                          eps=group["eps"], weight_decay=group["weight_decay"], fused=True)
 
     def _evaluate(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         def one(parameters: dict[str, torch.Tensor], seed_actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

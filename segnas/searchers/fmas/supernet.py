@@ -22,7 +22,7 @@ from segnas.genotype import Genotype
 from segnas.offline_weights import describe
 from segnas.spaces.elastic_deeplabv3plus import ElasticDeepLabV3PlusSpace
 from segnas.training import load_network
-from segnas.training.checkpoint import save_network
+from segnas.training.checkpoint import network_facts, save_network
 from segnas.training.trainer import build_module, build_trainer
 
 SUPERNET_SPACES = ("deeplabv3plus", "elastic-deeplabv3plus")
@@ -57,8 +57,12 @@ def obtain(cfg: DictConfig, run_dir: Path, logger: Any, datamodule: Any, space: 
         if num_classes != datamodule.num_classes:
             raise ConfigError(f"searcher.supernet={path} predicts {num_classes} classes but "
                               f"data.num_classes={datamodule.num_classes}")
+        # how the supernet was trained, when the file says (an FMAS run's supernet/model.pt does): a
+        # search slicing another run's supernet (random-FMAS in task=compare, a resumed search, a
+        # table) then reports the same supernet images as the run that trained it
+        trained = {k: v for k, v in network_facts(path).items() if k != "supernet_trained_here"}
         return as_elastic(genotype, space, f"searcher.supernet={path}"), net, {
-            "supernet": str(path), "supernet_trained_here": False, "supernet_images_seen": 0}
+            "supernet_images_seen": 0, **trained, "supernet": str(path), "supernet_trained_here": False}
     return _train(cfg, run_dir, logger, datamodule, space)
 
 
@@ -78,12 +82,14 @@ def _train(cfg: DictConfig, run_dir: Path, logger: Any, datamodule: Any,
     resume = out_dir / "last.ckpt"
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume.is_file() else None)
     path = out_dir / "model.pt"
-    if trainer.is_global_zero:  # under trainer=ddp every rank holds the same weights; one writes them
-        save_network(path, genotype, datamodule.num_classes, net.cpu())
-    return genotype, net, {
+    facts = {
         "supernet": str(path), "supernet_trained_here": True, "supernet_epochs": epochs,
         "supernet_backbone_weights": describe(bool(cfg.model.pretrained), cfg.model.backbone_weights,
                                               genotype.arch["backbone"]),
         "supernet_train_time_s": round(time.perf_counter() - start, 2),
         "supernet_images_seen": int(trainer.global_step) * int(cfg.data.batch_size),
     }
+    if trainer.is_global_zero:  # under trainer=ddp every rank holds the same weights; one writes them
+        save_network(path, genotype, datamodule.num_classes, net.cpu(),
+                     facts={k: v for k, v in facts.items() if k != "supernet"})
+    return genotype, net, facts
