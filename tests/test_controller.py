@@ -163,8 +163,18 @@ def test_the_controllers_lstm_is_torchs_lstm() -> None:
         ref_out, (ref_h, ref_c) = reference(inputs, given)
         for a, b in ((out, ref_out), (h, ref_h), (c, ref_c)):
             torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
-    grads = torch.autograd.grad(ours(inputs, state)[0].square().sum(), list(ours.parameters()))
-    ref_grads = torch.autograd.grad(reference(inputs, state)[0].square().sum(), list(reference.parameters()))
+    # gradients (the backward pass is written by hand) of the parameters, the inputs and the given
+    # state, through the outputs and both returned states
+    inputs.requires_grad_()
+    state = tuple(t.requires_grad_() for t in state)
+
+    def loss(out: torch.Tensor, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return out.square().sum() + (h * 0.5).sum() + c.pow(3).sum()
+
+    wrt = [inputs, *state]
+    grads = torch.autograd.grad(loss(*(lambda o, s: (o, *s))(*ours(inputs, state))), [*ours.parameters(), *wrt])
+    ref_grads = torch.autograd.grad(loss(*(lambda o, s: (o, *s))(*reference(inputs, state))),
+                                    [*reference.parameters(), *wrt])
     for a, b in zip(grads, ref_grads):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 

@@ -123,9 +123,9 @@ def tabulate(cfg: DictConfig, run_dir: Path, logger: Any) -> dict[str, Any]:
     return {"table": str(writer.path), **{k: v for k, v in meta.items() if k not in ("settings", "full", "supernet")}}
 
 
-# seeds whose controllers are updated as one (:mod:`segnas.searchers.auxcell.lockstep`): the stacked
-# weights of 50 default controllers (32 MB) still sit in a CPU's cache, and a PPO step costs about
-# 9 ms per seed instead of 20 ms for one seed alone (2 shared CPU cores)
+# seeds whose controllers are updated as one (:mod:`segnas.searchers.auxcell.lockstep`): with 50
+# default controllers a PPO step costs about 5 ms per seed against 20 ms for one seed alone (2
+# shared CPU cores, 2026-12-02); more seeds per stack gain little (their weights outgrow the caches)
 LOCKSTEP_SEEDS = 50
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +35,65 @@ def one_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+class _Recurrence(torch.autograd.Function):
+    """One LSTM layer's recurrence over T steps from its projected inputs (T, B, 4H), h0 and c0
+    (B, H) and the recurrent weight (4H, H): (outputs (T, B, H), last cell state, and what the
+    backward pass reads).
+
+    Why by hand: autograd would accumulate the recurrent weight's gradient as one outer product
+    per step, which dominates a PPO step on a CPU (and grows with the seeds a replay stacks);
+    here backpropagation through time collects every step's gate gradients and takes the
+    weight's gradient in one product. The maths is autograd's (tested against ``nn.LSTM``'s
+    gradients); ``generate_vmap_rule`` lets ``torch.func.vmap`` batch it over controllers."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(projected: torch.Tensor, h: torch.Tensor, c: torch.Tensor, weight: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        size = h.shape[-1]
+        outputs, activations, cells = [], [], [c]
+        for step in range(projected.shape[0]):
+            gates = projected[step] + h @ weight.t()
+            sig = torch.sigmoid(gates)
+            g = torch.tanh(gates[..., 2 * size: 3 * size])
+            c = sig[..., size: 2 * size] * c + sig[..., :size] * g
+            h = sig[..., 3 * size:] * torch.tanh(c)
+            outputs.append(h)
+            activations.append(torch.cat([sig[..., :2 * size], g, sig[..., 3 * size:]], dim=-1))
+            cells.append(c)
+        return torch.stack(outputs), c, torch.stack(activations), torch.stack(cells)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[torch.Tensor, ...], output: tuple[torch.Tensor, ...]) -> None:
+        _, h0, _, weight = inputs
+        outputs, _, activations, cells = output
+        ctx.save_for_backward(h0, weight, outputs, activations, cells)
+        ctx.mark_non_differentiable(activations, cells)
+
+    @staticmethod
+    def backward(ctx: Any, grad_outputs: torch.Tensor, grad_c: torch.Tensor, *_: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        h0, weight, outputs, activations, cells = ctx.saved_tensors
+        size = h0.shape[-1]
+        dh, dc = torch.zeros_like(h0), grad_c
+        grad_gates = []
+        for step in reversed(range(outputs.shape[0])):
+            i, f, g, o = activations[step].split(size, dim=-1)
+            dh = dh + grad_outputs[step]
+            tanh_c = torch.tanh(cells[step + 1])
+            dc = dc + dh * o * (1 - tanh_c * tanh_c)
+            gate = torch.cat([dc * g * i * (1 - i), dc * cells[step] * f * (1 - f), dc * i * (1 - g * g),
+                              dh * tanh_c * o * (1 - o)], dim=-1)
+            dc = dc * f
+            dh = gate @ weight
+            grad_gates.append(gate)
+        grad_projected = torch.stack(grad_gates[::-1])
+        previous = torch.cat([h0.unsqueeze(0), outputs[:-1]])
+        grad_weight = grad_projected.flatten(0, -2).t() @ previous.flatten(0, -2)
+        return grad_projected, dh, dc, grad_weight
 
 
 class LSTM(nn.Module):
@@ -57,23 +117,14 @@ class LSTM(nn.Module):
             zeros = inputs.new_zeros(self.num_layers, inputs.shape[1], self.hidden_size)
             state = (zeros, zeros)
         hiddens, cells = [], []
-        size = self.hidden_size
         for layer in range(self.num_layers):
             # the input projection of every step (with both biases) in one product; only the
-            # recurrence is step by step, in as few ops as the maths allows (they dominate the time)
+            # recurrence is step by step (:class:`_Recurrence`)
             projected = F.linear(inputs, getattr(self, f"weight_ih_l{layer}"),
                                  getattr(self, f"bias_ih_l{layer}") + getattr(self, f"bias_hh_l{layer}"))
-            recurrent = getattr(self, f"weight_hh_l{layer}").t()
-            h, c = state[0][layer], state[1][layer]
-            outputs = []
-            for step in range(inputs.shape[0]):
-                gates = torch.addmm(projected[step], h, recurrent)
-                i, f, _, o = torch.sigmoid(gates).chunk(4, dim=-1)
-                c = torch.addcmul(f * c, i, torch.tanh(gates[:, 2 * size: 3 * size]))
-                h = o * torch.tanh(c)
-                outputs.append(h)
-            inputs = torch.stack(outputs)
-            hiddens.append(h)
+            inputs, c, _, _ = _Recurrence.apply(projected, state[0][layer], state[1][layer],
+                                                getattr(self, f"weight_hh_l{layer}"))
+            hiddens.append(inputs[-1])
             cells.append(c)
         return inputs, (torch.stack(hiddens), torch.stack(cells))
 

@@ -66,7 +66,8 @@ class Lockstep:
 
     def _clip(self) -> None:
         grads = [p.grad for p in self.stacked.values()]
-        norms = torch.stack([g.flatten(1).square().sum(1) for g in grads]).sum(0).sqrt()
+        norms = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.flatten(1), dim=1) for g in grads]),
+                                         dim=0)
         coefficient = (self.template.grad_clip / (norms + 1e-6)).clamp(max=1.0)
         for grad in grads:
             grad.mul_(coefficient.view(-1, *[1] * (grad.dim() - 1)))
