@@ -389,3 +389,17 @@ def test_the_adl_table_preset_tabulates_a_few_hundred_of_the_default_space() -> 
     default = compose_config("searcher=autodeeplab", "run_dir=/tmp/unused", tiny=False)
     assert preset.task == "tabulate" and preset.tabulate.architectures >= 300 and preset.tabulate.steps >= 1
     assert preset.searcher == default.searcher  # the space the default search decodes into
+
+
+def test_the_shipped_auxcell_table_reads_and_its_surrogate_is_what_it_says() -> None:
+    """benchmarks/results/tables/auxcell: 200 children of the default search (2026-12-02), so a
+    replay needs no hours of training first; its recorded tau is the surrogate's refitted here."""
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "tables" / "auxcell"
+    meta, rows = store.read(folder)
+    assert meta["searcher"] == "auxcell" and len(rows) == meta["architectures"] == 200
+    choices = decisions.choices(meta["settings"]["positions"])
+    assert all(len(r["genes"]) == len(choices) and all(0 <= g < c for g, c in zip(r["genes"], choices)) for r in rows)
+    _, fit = auxcell.fit_surrogate(rows, choices, 1.0 / meta["surrogate"]["folds"])
+    assert fit["kendall_tau"] == pytest.approx(meta["surrogate"]["kendall_tau"])
