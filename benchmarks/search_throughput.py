@@ -9,7 +9,9 @@ Each run is a fresh process that imports segnas from its checkout and times its
 ``searcher.search(cfg, run_dir, None, None)`` on the synthetic defaults (auxcell: 6 children;
 FMAS: the default population and generations over a given supernet, so no supernet training is
 timed). ``--set key=value`` adds overrides (they must exist in every checkout's config). Prints
-one JSON line per run and a summary line with the medians and their ratios to the first checkout.
+one JSON line per run and a summary line with the medians and their ratios to the first checkout;
+for FMAS also the candidates' counted forward FLOPs per second (BatchNorm recalibration and
+scoring: MACs × images × 2), the machine's GEMM rate in the same run and their ratio.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import tempfile
 from pathlib import Path
 
 from fixtures import write_untrained_supernet
+from machine import gemm_rate
 
 CHILD = r"""
 import json, sys, time
@@ -43,13 +46,24 @@ if searcher == "fmas":
 with initialize_config_dir(config_dir=str(Path(checkout).resolve() / "conf"), version_base="1.3"):
     cfg = compose("config", overrides=[*base, *overrides])
 torch.manual_seed(int(cfg.seed))
+spent = []  # FMAS: forward MACs of every candidate's recalibration and scoring (the unit's work)
+if searcher == "fmas":
+    from segnas.searchers.fmas import evaluator
+    plain = evaluator.Evaluator._score
+    def counted(self, record, net):
+        out = plain(self, record, net)
+        if out["feasible"]:
+            spent.append(int(out["macs"]) * int(self.scorer.images_per_score))
+        return out
+    evaluator.Evaluator._score = counted
 search = get_method(str(cfg.searcher._target_))
 Path(run_dir).mkdir(parents=True, exist_ok=True)
 start = time.perf_counter()
 result = search(cfg, Path(run_dir), None, None)
 seconds = time.perf_counter() - start
 units = result.summary.get("search_children") if searcher == "auxcell" else result.summary.get("candidates_scored")
-print("RESULT " + json.dumps({"seconds": seconds, "units": units, "segnas": segnas.__file__}))
+print("RESULT " + json.dumps({"seconds": seconds, "units": units, "flops": 2 * sum(spent) if spent else None,
+                              "segnas": segnas.__file__}))
 """
 
 
@@ -66,6 +80,8 @@ def main() -> None:
     times: dict[str, list[float]] = {c: [] for c in checkouts}
     rates: dict[str, list[float]] = {c: [] for c in checkouts}
     env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": ""}
+    rate_gflops = gemm_rate()  # with torch's default threads, as the searches run
+    flops: dict[str, list[float]] = {c: [] for c in checkouts}
     for repeat in range(args.repeats):
         for index, checkout in enumerate(checkouts):  # alternate: both see the same machine load
             run_dir = work / f"{index}_{repeat}"
@@ -79,6 +95,8 @@ def main() -> None:
             rate = result["units"] / result["seconds"] * per
             times[checkout].append(result["seconds"])
             rates[checkout].append(rate)
+            if result.get("flops"):
+                flops[checkout].append(result["flops"] / result["seconds"] / 1e9)
             print(json.dumps({"checkout": checkout, "repeat": repeat, **result,
                               ("children_per_hour" if args.searcher == "auxcell" else "candidates_per_minute"): rate}),
                   flush=True)
@@ -89,6 +107,11 @@ def main() -> None:
         "median_rate": {c: round(statistics.median(r), 2) for c, r in rates.items()},
         "rate_ratio_to_first": {c: round(statistics.median(rates[c]) / statistics.median(rates[first]), 3)
                                 for c in checkouts},
+        # FMAS: the candidates' counted forward FLOPs (recalibration + scoring) per second against the
+        # machine's GEMM rate in this run; auxcell children: see auxcell_children.py
+        "achieved_gflops": {c: round(statistics.median(f), 2) for c, f in flops.items() if f} or None,
+        "gemm_gflops": round(rate_gflops, 2),
+        "utilisation": {c: round(statistics.median(f) / rate_gflops, 3) for c, f in flops.items() if f} or None,
     }))
 
 

@@ -22,7 +22,7 @@ import multiprocessing
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -174,12 +174,22 @@ def replay(meta: dict[str, Any], rows: Sequence[dict[str, Any]], algorithms: Seq
     jobs = [(name, list(seeds[first: first + stack])) for name in algorithms for first in range(0, len(seeds), stack)]
     workers = min(len(jobs), int(workers or len(os.sched_getaffinity(0))))
     arguments = [(name, chunk, children, choices, settings, controller_cfg, forest) for name, chunk in jobs]
+    start = time.perf_counter()
+
+    def logged(outcomes: Iterator[np.ndarray]) -> list[np.ndarray]:
+        done = []
+        for (name, chunk), values in zip(jobs, outcomes):
+            done.append(values)
+            log.info("replay: %s, seeds %d-%d done (%d/%d stacks, %.0f s)", name, chunk[0], chunk[-1], len(done),
+                     len(jobs), time.perf_counter() - start)
+        return done
+
     if workers > 1:
         # spawned, not forked: a forked child of a process whose OpenMP pool is running can hang
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                  initializer=torch.set_num_threads, initargs=(1,)) as pool:
-            results = list(pool.map(_replay_seeds, *zip(*arguments)))
+            results = logged(pool.map(_replay_seeds, *zip(*arguments)))
     else:
-        results = [_replay_seeds(*job) for job in arguments]
+        results = logged(_replay_seeds(*job) for job in arguments)
     curves = {name: np.concatenate([r for (job_name, _), r in zip(jobs, results) if job_name == name]) for name in algorithms}
     return curves, list(range(1, children + 1)), best_tabulated, fit
