@@ -126,22 +126,27 @@ def test_cell_decoder_matches_a_hand_worked_alpha_and_never_picks_none():
         assert all(op != "none" for block in decode_cell(random_alpha, 5) for op, _ in block)
 
 
+@pytest.mark.parametrize("size", [(6, 6), (4, 4), (2, 2), (1, 1), (2, 7), (5, 3)])
 @pytest.mark.parametrize("partial", [1, 2])
-def test_batched_block_edges_equal_one_mixed_op_per_edge(partial):
+def test_batched_block_edges_equal_one_mixed_op_per_edge(partial, size):
     """The grouped-convolution supernet block against the plain ops of segnas.nn.cell_ops:
-    outputs, gradients of the inputs and of α's weights, and BatchNorm running statistics."""
+    outputs, gradients of the inputs, of α's weights and of the block's own weights, and
+    BatchNorm running statistics. The sizes take in the coarse levels' tiny inputs, where the
+    block runs only the kernel taps that reach the input (a 5×5 rate-2 kernel on 2×2 is its
+    centre) and the two atrous ops as one convolution, and the rectangular ones where an axis
+    each way."""
     torch.manual_seed(0)
     channels, cells, inputs = 4, 2, 3
     block = BlockEdges(channels, cells, inputs, partial)
-    states = [torch.randn(2, cells, channels, 6, 6, requires_grad=True) for _ in range(inputs)]
+    states = [torch.randn(2, cells, channels, *size, requires_grad=True) for _ in range(inputs)]
     weights = torch.softmax(torch.randn(inputs, 8), dim=1).requires_grad_()
-    probe = torch.randn(2, cells, channels, 6, 6)
+    probe = torch.randn(2, cells, channels, *size)
     out = block(states, weights)
     (out * probe).sum().backward()
     mixed = channels // partial
     ref_states = [s.detach().clone().requires_grad_() for s in states]
     ref_weights = weights.detach().clone().requires_grad_()
-    ref_out, norms = [], {}
+    ref_out, norms, ops = [], {}, {}
     for cell in range(cells):
         total, total_rest = 0, 0
         for state in range(inputs):
@@ -160,6 +165,7 @@ def test_batched_block_edges_equal_one_mixed_op_per_edge(partial):
                     op.conv.weight.data.copy_(bank[0, ..., 1:4, 1:4] if name.endswith("3x3") else bank[1])
                 total = total + ref_weights[state, PRIMITIVES.index(name)] * op(x)
                 norms[(name, edge)] = [m for m in op.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+                ops[(name, edge)] = op
             if partial > 1:
                 total_rest = total_rest + ref_states[state][:, cell, mixed:]
         if partial > 1:
@@ -173,6 +179,18 @@ def test_batched_block_edges_equal_one_mixed_op_per_edge(partial):
     assert torch.allclose(weights.grad, ref_weights.grad, atol=1e-4)
     for state, ref in zip(states, ref_states):
         assert torch.allclose(state.grad, ref.grad, atol=1e-4)
+    banks = block.atrous.grad.view(cells * inputs, 2, mixed, mixed, 5, 5)
+    ring = banks[:, 0].clone()
+    ring[..., 1:4, 1:4] = 0
+    assert ring.abs().max() == 0
+    for edge in range(cells * inputs):
+        rows = slice(edge * mixed, (edge + 1) * mixed)
+        for name, source in (("sep_conv_3x3", block.sep3), ("sep_conv_5x5", block.sep5)):
+            convs = [m for m in ops[(name, edge)] if isinstance(m, torch.nn.Conv2d)]
+            for conv, bank in zip(convs, source):
+                assert torch.allclose(bank.weight.grad[rows], conv.weight.grad, atol=1e-4), name
+        assert torch.allclose(banks[edge, 0, ..., 1:4, 1:4], ops[("atrous_conv_3x3", edge)].conv.weight.grad, atol=1e-4)
+        assert torch.allclose(banks[edge, 1], ops[("atrous_conv_5x5", edge)].conv.weight.grad, atol=1e-4)
     width = cells * inputs * mixed
     for name, bank in [("sep_conv_3x3", 0), ("sep_conv_5x5", 1)]:
         for edge in range(cells * inputs):

@@ -183,6 +183,41 @@ def _norm_scale(norm: nn.BatchNorm2d, z: torch.Tensor, scales: torch.Tensor) -> 
     return out
 
 
+def _dropped_taps(kernel: int, dilation: int, size: int) -> int:
+    """How many taps at each end of one axis of a k-tap, rate-d, 'same'-padded stride-1 kernel
+    only ever read the zero padding of an input ``size`` long: tap i sits (i - (k-1)/2)·d away
+    from the output position, and an offset of ``size`` or more leaves the input from every
+    position. At search resolution the coarse levels are tiny (2×2 at stride 32 of a 64×64 crop),
+    where a 5×5 rate-2 kernel reads the input with its centre tap alone."""
+    return max(0, (kernel - 1) // 2 - (size - 1) // dilation)
+
+
+def _reachable(weight: torch.Tensor, dilation: int, size: tuple[int, int]) -> tuple[torch.Tensor, tuple[int, int]]:
+    """``weight`` cut to the taps that can touch an input of ``size``, and the 'same' padding of
+    the cut kernel: the convolution's output (and every gradient, the cut taps' being zero) is
+    exactly that of the whole kernel, without the multiply-adds of padding."""
+    kh, kw = weight.shape[-2:]
+    dh, dw = _dropped_taps(kh, dilation, size[0]), _dropped_taps(kw, dilation, size[1])
+    if dh or dw:
+        weight = weight[..., dh: kh - dh, dw: kw - dw]
+    return weight, (dilation * ((kh - 1) // 2 - dh), dilation * ((kw - 1) // 2 - dw))
+
+
+def _conv(x: torch.Tensor, weight: torch.Tensor, groups: int, dilation: int = 1) -> torch.Tensor:
+    """A 'same'-padded stride-1 grouped convolution of ``x``, run on the taps that can reach it
+    (:func:`_reachable`). A grouped 1×1 convolution (of many channels per group) is a batched
+    matrix product: CPU convolution backends run it group by group in small kernels, a batched
+    GEMM runs it at once (the same sums, in another order)."""
+    weight, padding = _reachable(weight, dilation, tuple(x.shape[-2:]))
+    out_channels, per_group = weight.shape[:2]
+    if weight.shape[-2:] != (1, 1) or groups == 1 or per_group == 1:
+        return F.conv2d(x, weight, padding=padding, dilation=dilation, groups=groups)
+    n, _, h, w = x.shape
+    out = torch.matmul(weight.reshape(groups, out_channels // groups, per_group),
+                       x.reshape(n, groups, per_group, h * w))
+    return out.view(n, out_channels, h, w)
+
+
 class BlockEdges(nn.Module):
     """Every edge into one block of every cell of a node, each edge a mixed op
     Σ_o softmax(α)_o · o(x), run at once.
@@ -211,27 +246,31 @@ class BlockEdges(nn.Module):
         # sep_conv_kxk: twice (depthwise k×k → pointwise → BN); atrous_conv_kxk: k×k rate 2 → BN
         self.sep3 = nn.ModuleList([conv(3, width), conv(1, self.edges), conv(3, width), conv(1, self.edges)])
         self.sep5 = nn.ModuleList([conv(5, width), conv(1, self.edges), conv(5, width), conv(1, self.edges)])
-        # both atrous ops in one grouped convolution: each edge's group outputs its [3×3 | 5×5]
-        # channels; 3×3 kernels sit in 5×5 slots whose ring the forward multiplies by zero, so
-        # they are exact 3×3 convolutions whatever the stored ring holds, and the ring gets zero
-        # gradient under any optimiser (it starts at zero; weight decay keeps zero at zero). The
-        # mask is in the forward, not in a gradient hook: hooks are not pickled into ddp_spawn
-        # ranks. It is rebuilt from the shapes, so checkpoints do not carry it.
+        # both atrous ops' kernels in one tensor: each edge's group outputs its [3×3 | 5×5]
+        # channels, the 3×3 kernels sitting in 5×5 slots. The forward reads each op's own taps
+        # (the 3×3 slot's centre), never the ring around them, so the ring gets zero gradient under
+        # any optimiser and stays zero (weight decay keeps zero at zero); where the input is small
+        # enough that the 5×5 op reaches no further than the 3×3 one, the two run as one
+        # convolution. The layout is the checkpoints' (and the released tests').
         small, large = conv(3, self.edges).weight, conv(5, self.edges).weight
         kernels = torch.stack([F.pad(small, [1] * 4).view(self.edges, self.mixed, self.mixed, 5, 5),
                                large.view(self.edges, self.mixed, self.mixed, 5, 5)], dim=1)
         self.atrous = nn.Parameter(kernels.reshape(2 * width, self.mixed, 5, 5).detach().clone())
-        mask = torch.ones(self.edges, 2, self.mixed, self.mixed, 5, 5)
-        mask[:, 0] = F.pad(torch.ones(3, 3), [1] * 4)
-        self.register_buffer("atrous_mask", mask.reshape_as(self.atrous), persistent=False)
         # per-channel, so one BatchNorm over [3×3 | 5×5] channels is the two ops' own BatchNorms
         self.norms = nn.ModuleList(nn.BatchNorm2d(2 * width, affine=False) for _ in range(3))
 
-    def _pair(self, small: torch.Tensor, large: torch.Tensor) -> torch.Tensor:
-        """A 3×3 and a 5×5 kernel bank as one 5×5 bank: a zero ring around 3×3 taps keeps the
-        3×3 op exact, so both ops run as one convolution."""
-        pad = (large.shape[-1] - small.shape[-1]) // 2
-        return torch.cat([F.pad(small, [pad] * 4), large]) if pad else torch.cat([small, large])
+    def _atrous(self, relu: torch.Tensor) -> torch.Tensor:
+        """Both atrous ops (rate 2) of every edge: (N, edges·[3×3 | 5×5]·C, H, W)."""
+        n, _, h, w = relu.shape
+        reach = [(_dropped_taps(5, 2, side), _dropped_taps(3, 2, side)) for side in (h, w)]
+        if all(large == small + 1 for large, small in reach):  # the 5×5 reaches what the 3×3 does
+            return _conv(relu, self.atrous, self.edges, dilation=2)
+        banks = self.atrous.view(self.edges, 2, self.mixed, self.mixed, 5, 5)
+        width = self.edges * self.mixed
+        small = _conv(relu, banks[:, 0, ..., 1:4, 1:4].reshape(width, self.mixed, 3, 3), self.edges, dilation=2)
+        large = _conv(relu, banks[:, 1].reshape(width, self.mixed, 5, 5), self.edges, dilation=2)
+        return torch.stack([small.view(n, self.edges, self.mixed, h, w), large.view(n, self.edges, self.mixed, h, w)],
+                           dim=2).view(n, 2 * width, h, w)
 
     def forward(self, states: list[torch.Tensor], weights: torch.Tensor) -> torch.Tensor:
         """``states``: n tensors (N, m, C, H, W); ``weights``: the n rows of softmax(α) for
@@ -252,13 +291,16 @@ class BlockEdges(nn.Module):
             return torch.cat([weights[:, _column(name)].view(1, e, 1).expand(m, e, c).reshape(-1) for name in names])
 
         relu = F.relu(x)
-        sep = torch.cat([F.conv2d(relu, self.sep3[0].weight, padding=1, groups=width),
-                         F.conv2d(relu, self.sep5[0].weight, padding=2, groups=width)], dim=1)  # [3×3 | 5×5]
-        sep = F.conv2d(sep, torch.cat([self.sep3[1].weight, self.sep5[1].weight]), groups=2 * self.edges)
+        sep = torch.cat([_conv(relu, self.sep3[0].weight, width), _conv(relu, self.sep5[0].weight, width)],
+                        dim=1)  # [3×3 | 5×5]
+        sep = _conv(sep, torch.cat([self.sep3[1].weight, self.sep5[1].weight]), 2 * self.edges)
         sep = F.relu(self.norms[0](sep))
-        sep = F.conv2d(sep, self._pair(self.sep3[2].weight, self.sep5[2].weight), padding=2, groups=2 * width)
-        sep = F.conv2d(sep, torch.cat([self.sep3[3].weight, self.sep5[3].weight]), groups=2 * self.edges)
-        atrous = F.conv2d(relu, self.atrous * self.atrous_mask, padding=4, dilation=2, groups=self.edges)
+        # the second depthwise pair as two convolutions, not one over 3×3 kernels zero-ringed to 5×5:
+        # no multiply-adds of the ring, and CPU depthwise backward kernels scale with the taps
+        sep = torch.cat([_conv(sep[:, :width], self.sep3[2].weight, width),
+                         _conv(sep[:, width:], self.sep5[2].weight, width)], dim=1)
+        sep = _conv(sep, torch.cat([self.sep3[3].weight, self.sep5[3].weight]), 2 * self.edges)
+        atrous = self._atrous(relu)
         atrous_scales = torch.stack([scale("atrous_conv_3x3").view(-1, c), scale("atrous_conv_5x5").view(-1, c)], dim=1)
         atrous = _norm_scale(self.norms[2], atrous, atrous_scales.reshape(-1)).view(n, self.edges, 2, c, h, w).sum(2)
         sep = _norm_scale(self.norms[1], sep, scale("sep_conv_3x3", "sep_conv_5x5"))
