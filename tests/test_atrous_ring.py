@@ -85,8 +85,9 @@ def test_atrous_ops_equal_plain_dilated_convolutions_even_with_a_stored_ring() -
 
 
 def test_checkpoints_keep_their_keys() -> None:
-    """The ring's mask is rebuilt from the shapes, so it is not saved: checkpoints written
-    before and after it load strictly into each other."""
+    """No mask is stored (the forward reads each op's own taps and never the ring), so
+    checkpoints written before and after the ring's mask was dropped load strictly into each
+    other."""
     block = BlockEdges(CHANNELS, CELLS, INPUTS)
     state = block.state_dict()
     assert not any("mask" in key for key in state)

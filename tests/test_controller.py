@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import pytest
 import torch
@@ -129,23 +128,6 @@ def test_resumed_agent_continues_with_the_same_next_sample_and_update() -> None:
     generator = torch.Generator()
     generator.set_state(sampler)
     assert head + run(second, generator, 3) == reference
-
-
-def test_a_ppo_update_on_a_full_buffer_takes_well_under_a_second() -> None:
-    controller = Controller(CHOICES)
-    agent = PPO(controller, buffer_size=100, minibatch_size=10)
-    generator = torch.Generator().manual_seed(0)
-    for _ in range(99):
-        actions, log_prob, _ = controller.sample(generator)
-        agent.buffer.append((actions, log_prob, toy_reward(actions)))
-    times = []
-    for _ in range(3):
-        actions, log_prob, _ = controller.sample(generator)
-        start = time.perf_counter()
-        agent.update(actions, log_prob, toy_reward(actions))
-        times.append(time.perf_counter() - start)
-    print(f"PPO update with a full buffer of 100: {sorted(times)[1]:.3f} s (median of 3)")
-    assert sorted(times)[1] < 1.0
 
 
 def test_the_controllers_lstm_is_torchs_lstm() -> None:
