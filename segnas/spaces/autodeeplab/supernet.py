@@ -226,7 +226,9 @@ class BlockEdges(nn.Module):
     convolution (groups = m·n edges) or one per-channel op (depthwise conv, pooling, BatchNorm):
     the same maths as m·n separate mixed ops with their own weights, in m·n times fewer kernel
     launches, which is where a CPU step spends its time at search resolution. The four conv ops
-    share their leading ReLU; ``none`` contributes zero and is not computed. The ops are those of
+    share their leading ReLU; ``none`` contributes zero and is not computed. Each convolution
+    runs only the kernel taps that can reach its input (:func:`_conv`): at the coarse levels of a
+    search crop most taps of the 5×5 and rate-2 kernels read padding alone. The ops are those of
     ``segnas.nn.cell_ops`` with ``affine=False`` BatchNorm, as in DARTS.
 
     With ``partial_channels`` = K > 1, only the first 1/K of each state's channels go through
