@@ -133,8 +133,8 @@ def test_batched_block_edges_equal_one_mixed_op_per_edge(partial, size):
     outputs, gradients of the inputs, of α's weights and of the block's own weights, and
     BatchNorm running statistics. The sizes take in the coarse levels' tiny inputs, where the
     block runs only the kernel taps that reach the input (a 5×5 rate-2 kernel on 2×2 is its
-    centre) and the two atrous ops as one convolution, and the rectangular ones where an axis
-    each way."""
+    centre) and the two atrous ops as one convolution, and rectangular ones, whose two axes keep
+    different taps."""
     torch.manual_seed(0)
     channels, cells, inputs = 4, 2, 3
     block = BlockEdges(channels, cells, inputs, partial)

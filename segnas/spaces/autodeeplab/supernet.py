@@ -253,7 +253,7 @@ class BlockEdges(nn.Module):
         # (the 3×3 slot's centre), never the ring around them, so the ring gets zero gradient under
         # any optimiser and stays zero (weight decay keeps zero at zero); where the input is small
         # enough that the 5×5 op reaches no further than the 3×3 one, the two run as one
-        # convolution. The layout is the checkpoints' (and the released tests').
+        # convolution. Checkpoints keep this layout.
         small, large = conv(3, self.edges).weight, conv(5, self.edges).weight
         kernels = torch.stack([F.pad(small, [1] * 4).view(self.edges, self.mixed, self.mixed, 5, 5),
                                large.view(self.edges, self.mixed, self.mixed, 5, 5)], dim=1)
