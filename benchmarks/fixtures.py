@@ -128,8 +128,9 @@ def write_voc_fixture(
     return root
 
 
-def write_untrained_supernet(path: Path, num_classes: int = 5, image_size: int = 32) -> Path:
-    """A DeepLabV3+-MobileNetV2 with BatchNorm statistics from one random batch, saved as a
+def write_untrained_supernet(path: Path, num_classes: int = 5, image_size: int = 32,
+                             arch: str = "deeplabv3plus-mobilenetv2") -> Path:
+    """A DeepLabV3+ (preset ``arch``) with BatchNorm statistics from one random batch, saved as a
     ``model.pt``: an FMAS supernet without the minutes of training (for the tests and the FMAS
     throughput benchmark, which time the search, not the supernet)."""
     import torch
@@ -138,7 +139,7 @@ def write_untrained_supernet(path: Path, num_classes: int = 5, image_size: int =
     from segnas.training.checkpoint import save_network
 
     torch.manual_seed(0)
-    genotype = spaces.resolve_arch("deeplabv3plus-mobilenetv2")
+    genotype = spaces.resolve_arch(arch)
     net = spaces.build(genotype, num_classes)
     with torch.no_grad():
         net.train()

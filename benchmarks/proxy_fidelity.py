@@ -166,7 +166,8 @@ def _fmas(args: argparse.Namespace, out: Path) -> tuple[np.ndarray, np.ndarray, 
     s = cfg.searcher
     scorer = Scorer(preload(datamodule, datamodule.val_subset(int(s.val_images))),
                     preload(datamodule, datamodule.calib_subset(int(s.calib_images))) if s.recalibrate_bn else [],
-                    datamodule.num_classes, datamodule.ignore_index, bool(s.recalibrate_bn), protocol=eval_protocol(cfg))
+                    datamodule.num_classes, datamodule.ignore_index, bool(s.recalibrate_bn), protocol=eval_protocol(cfg),
+                    batch_size=s.get("score_batch_size"))
     datamodule.reserve_val(datamodule.val_subset(int(s.val_images)).indices)  # report on the rest, as the pipeline
     datamodule.hold_out_train(float(cfg.retrain.holdout))
     tuned_cfg = _finetune_config(cfg, s.finetune)

@@ -132,6 +132,7 @@ SEARCHER_CASES: dict[str, list[tuple[list[str], str]]] = {
         (["searcher.val_images=0"], "searcher.val_images"),
         (["searcher.calib_images=0"], "searcher.calib_images"),
         (["searcher.recalibrate_bn=maybe"], "searcher.recalibrate_bn"),
+        (["searcher.score_batch_size=0"], "searcher.score_batch_size"),
         (["searcher.device=tpu"], "searcher.device"),
         (["searcher.objectives=[macs,flops]"], "searcher.objectives"),
         (["searcher.objectives=[miou]"], "searcher.objectives"),

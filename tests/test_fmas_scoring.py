@@ -102,3 +102,71 @@ def test_recalibration_restores_accuracy_when_statistics_are_wrong() -> None:
     broken = Scorer(batches, [], 2, recalibrate=False).score(net)["miou"]
     fixed = Scorer(batches, batches, 2, recalibrate=True).score(net)["miou"]
     assert broken < 0.3 and fixed > 0.95
+
+
+class Recording(nn.Module):
+    """A conv + BN network that records the shape and memory format of every batch it sees."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.Conv2d(6, 3, 1))
+        self.seen: list[tuple[tuple[int, ...], bool]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append((tuple(x.shape), x.is_contiguous(memory_format=torch.channels_last)))
+        return self.body(x)
+
+
+def padded_batches(sizes: list[list[tuple[int, int]]], seed: int = 0) -> list[dict[str, torch.Tensor]]:
+    """Evaluation batches as the loader pads them: each image of ``sizes`` at the corner of a
+    canvas of its batch's largest size, its true size in ``size``, the padding 255 in the mask."""
+    generator = torch.Generator().manual_seed(seed)
+    batches = []
+    for batch in sizes:
+        h, w = max(s[0] for s in batch), max(s[1] for s in batch)
+        image = torch.zeros(len(batch), 3, h, w)
+        mask = torch.full((len(batch), h, w), 255, dtype=torch.long)
+        for i, (ih, iw) in enumerate(batch):
+            image[i, :, :ih, :iw] = torch.randn(3, ih, iw, generator=generator)
+            mask[i, :ih, :iw] = torch.randint(0, 3, (ih, iw), generator=generator)
+        batches.append({"image": image, "mask": mask, "size": torch.tensor(batch)})
+    return batches
+
+
+def test_the_val_subset_is_scored_in_batches_of_one_size_across_the_loaders_batches() -> None:
+    """Same-size images of different loader batches go through the network together (up to
+    ``batch_size``), in channels-last; the confusion matrix is the one of one image at a time."""
+    sizes = [[(12, 16), (12, 16), (16, 12)], [(12, 16), (16, 12), (16, 12)], [(12, 16), (8, 8)]]
+    batches = padded_batches(sizes)
+    net = Recording().eval()
+    reference = torch.zeros(3, 3, dtype=torch.long)
+    for batch in batches:
+        for i, (h, w) in enumerate(batch["size"].tolist()):
+            one = {"image": batch["image"][i:i + 1, :, :h, :w], "mask": batch["mask"][i:i + 1, :h, :w]}
+            reference += confusion(net, [one], 3).long()
+    net.seen.clear()
+    scorer = Scorer(batches, [], 3, recalibrate=False, batch_size=3)
+    matrix = confusion(net, scorer.val_batches, 3)
+    assert torch.equal(matrix.long(), reference)
+    assert sorted(shape for shape, _ in net.seen) == sorted(
+        [(3, 3, 12, 16), (1, 3, 12, 16), (3, 3, 16, 12), (1, 3, 8, 8)])
+    assert all(channels_last for shape, channels_last in net.seen if shape[0] > 1)
+    assert scorer.images_per_score == 8
+    net.seen.clear()
+    Scorer(batches, [], 3, recalibrate=False).score(net)  # no batch_size: every same-size image at once
+    assert sorted(shape for shape, _ in net.seen) == sorted([(4, 3, 12, 16), (3, 3, 16, 12), (1, 3, 8, 8)])
+
+
+def test_recalibration_keeps_the_loaders_batches_and_their_statistics() -> None:
+    """BatchNorm statistics are an average over the calibration batches as the loader made them
+    (a different batching would give other statistics), so those batches are kept as they are."""
+    generator = torch.Generator().manual_seed(1)
+    calib = [{"image": torch.randn(4, 3, 8, 8, generator=generator) * 2 + 1} for _ in range(3)]
+    reference = Recording()
+    recalibrate_bn(reference, (b["image"] for b in calib))
+    net = Recording()
+    Scorer([], calib, 3, batch_size=12).prepare(net)
+    assert [shape for shape, _ in net.seen] == [(4, 3, 8, 8)] * 3
+    torch.testing.assert_close(net.body[1].running_mean, reference.body[1].running_mean)
+    torch.testing.assert_close(net.body[1].running_var, reference.body[1].running_var)

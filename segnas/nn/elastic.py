@@ -88,6 +88,21 @@ def _own(tensor: torch.Tensor, source: torch.Tensor, share: bool) -> torch.Tenso
     return tensor.clone()
 
 
+def _shallow_copy(module: nn.Module) -> nn.Module:
+    """A shallow copy of ``module`` with its own hook tables, name sets and parameter, buffer and
+    child tables (still holding ``module``'s tensors and children), so that changing the copy's
+    never changes ``module``'s.
+
+    What copy.copy makes of a module (nn.Module has no ``__copy__``, and its ``__setstate__`` only
+    adds hook tables that old pickles lack), without copy.copy's ``__reduce_ex__`` round trip:
+    that round trip was half the time of slicing a candidate.
+    """
+    new = type(module).__new__(type(module))
+    new.__dict__.update({name: value.copy() if name.startswith("_") and isinstance(value, (dict, set)) else value
+                         for name, value in module.__dict__.items()})
+    return new
+
+
 def _slice_conv(conv: nn.Conv2d, out_idx: torch.Tensor | None = None,
                 in_idx: torch.Tensor | None = None, share: bool = False) -> nn.Conv2d:
     """A copy of ``conv`` keeping output channels ``out_idx`` and input channels ``in_idx``
@@ -95,8 +110,7 @@ def _slice_conv(conv: nn.Conv2d, out_idx: torch.Tensor | None = None,
 
     A depthwise convolution (groups == channels) keeps ``out_idx`` on both sides.
     """
-    new = copy.copy(conv)
-    new._parameters, new._modules = dict(conv._parameters), dict(conv._modules)
+    new = _shallow_copy(conv)
     weight = conv.weight.detach()
     depthwise = conv.groups > 1 and conv.groups == conv.in_channels == conv.out_channels
     if depthwise:
@@ -121,8 +135,7 @@ def _slice_conv(conv: nn.Conv2d, out_idx: torch.Tensor | None = None,
 def _slice_bn(bn: nn.BatchNorm2d, idx: torch.Tensor, share: bool = False) -> nn.BatchNorm2d:
     """A copy of ``bn`` (timm's BatchNormAct2d included) keeping channels ``idx``; its running
     statistics are always its own (recalibration writes them)."""
-    new = copy.copy(bn)
-    new._parameters, new._buffers, new._modules = dict(bn._parameters), dict(bn._buffers), dict(bn._modules)
+    new = _shallow_copy(bn)
     new.num_features = len(idx)
     if bn.affine:
         new.weight = nn.Parameter(_own(_take(bn.weight.detach(), 0, idx), bn.weight, share))
@@ -221,11 +234,7 @@ def check_head(net: DeepLabV3Plus, config: SubnetConfig) -> None:
 def _weight_sharing_copy(module: nn.Module) -> nn.Module:
     """A copy of the module tree whose parameters are ``module``'s own tensors and whose buffers
     (BatchNorm statistics) are copies: what scoring needs, without copying the weights."""
-    new = copy.copy(module)
-    # its own hook tables and name sets (copy.copy would share them with ``module``)
-    new.__dict__.update({name: copy.copy(value) for name, value in module.__dict__.items()
-                         if name.startswith("_") and isinstance(value, (dict, set))})
-    new._parameters = dict(module._parameters)
+    new = _shallow_copy(module)
     new._buffers = {name: None if value is None else value.clone() for name, value in module._buffers.items()}
     new._modules = {name: None if child is None else _weight_sharing_copy(child) for name, child in module._modules.items()}
     return new

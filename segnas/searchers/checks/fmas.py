@@ -47,6 +47,7 @@ def check(cfg: DictConfig, keys: Keys) -> None:
     keys.integer("val_images")
     keys.integer("calib_images")
     keys.flag("recalibrate_bn")
+    keys.integer("score_batch_size", null=True)
     keys.device("device")
     objectives = keys.names("objectives", OBJECTIVES)
     if "miou" not in objectives or len(objectives) < 2:

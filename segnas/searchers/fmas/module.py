@@ -132,7 +132,8 @@ class FMASSearchModule(SearchModule):
         self.scorer = Scorer(preload(datamodule, datamodule.val_subset(int(s.val_images)), device),
                              preload(datamodule, datamodule.calib_subset(int(s.calib_images)), device)
                              if recalibrate else [],
-                             datamodule.num_classes, datamodule.ignore_index, recalibrate, protocol=eval_protocol(cfg))
+                             datamodule.num_classes, datamodule.ignore_index, recalibrate, protocol=eval_protocol(cfg),
+                             batch_size=None if s.score_batch_size is None else int(s.score_batch_size))
         constraints = OmegaConf.to_container(s.constraints, resolve=True) if s.get("constraints") else {}
         needs_latency = "latency" in self.objectives or constraints.get("max_latency_ms") is not None
         target = instantiate(cfg.hardware) if needs_latency and cfg.get("hardware") is not None else None
