@@ -4,15 +4,17 @@ one run on a shared machine), median of ``--repeats`` each.
 
     python benchmarks/search_throughput.py --searcher auxcell --repeats 3 --checkout . --checkout /tmp/old
     python benchmarks/search_throughput.py --searcher fmas --repeats 3 --checkout . --checkout /tmp/old
-    python benchmarks/search_throughput.py --searcher fmas --supernet-arch deeplabv3plus-xception --checkout . --checkout /tmp/old
+    python benchmarks/search_throughput.py --searcher fmas --supernet-arch deeplabv3plus-xception \\
+        --checkout . --checkout /tmp/old
 
 Each run is a fresh process that imports segnas from its checkout and times its
 ``searcher.search(cfg, run_dir, None, None)`` on the synthetic defaults (auxcell: 6 children;
 FMAS: the default population and generations over a given untrained supernet of
-``--supernet-arch``, so no supernet training is timed). ``--set key=value`` adds overrides (they must exist in every checkout's config). Prints
-one JSON line per run and a summary line with the medians and their ratios to the first checkout;
-for FMAS also the candidates' counted forward FLOPs per second (BatchNorm recalibration and
-scoring: MACs × images × 2), the machine's GEMM rate in the same run and their ratio.
+``--supernet-arch``, so no supernet training is timed). ``--set key=value`` adds overrides (they
+must exist in every checkout's config). Prints one JSON line per run and a summary line with the
+medians and their ratios to the first checkout; for FMAS also the candidates' counted forward
+FLOPs per second (BatchNorm recalibration and scoring: MACs × images × 2), the machine's GEMM
+rate in the same run and their ratio.
 """
 
 from __future__ import annotations
@@ -78,7 +80,8 @@ def main() -> None:
     args = parser.parse_args()
     checkouts = [str(Path(c).resolve()) for c in (args.checkout or ["."])]
     work = Path(tempfile.mkdtemp(prefix="segnas-throughput-"))
-    supernet = write_untrained_supernet(work / "supernet.pt", 5, 64, args.supernet_arch) if args.searcher == "fmas" else Path("none")
+    supernet = (write_untrained_supernet(work / "supernet.pt", 5, 64, args.supernet_arch)
+                if args.searcher == "fmas" else Path("none"))
     times: dict[str, list[float]] = {c: [] for c in checkouts}
     rates: dict[str, list[float]] = {c: [] for c in checkouts}
     env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": ""}
@@ -105,7 +108,8 @@ def main() -> None:
     first = checkouts[0]
     print(json.dumps({
         "benchmark": "search_throughput", "searcher": args.searcher,
-        **({"supernet_arch": args.supernet_arch} if args.searcher == "fmas" else {}), "machine": platform.processor() or platform.machine(),
+        **({"supernet_arch": args.supernet_arch} if args.searcher == "fmas" else {}),
+        "machine": platform.processor() or platform.machine(),
         "median_seconds": {c: round(statistics.median(t), 2) for c, t in times.items()},
         "median_rate": {c: round(statistics.median(r), 2) for c, r in rates.items()},
         "rate_ratio_to_first": {c: round(statistics.median(rates[c]) / statistics.median(rates[first]), 3)
