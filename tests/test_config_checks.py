@@ -37,6 +37,7 @@ SEARCHER_CASES: dict[str, list[tuple[list[str], str]]] = {
         (["searcher.weight_min_lr=-1"], "searcher.weight_min_lr"),
         (["searcher.arch_optimizer.lr=-0.1"], "searcher.arch_optimizer.lr"),
         (["searcher.checkpoint_cells=maybe"], "searcher.checkpoint_cells"),
+        (["searcher.recompute=2"], "searcher.recompute"),
         (["searcher.channels_last=3"], "searcher.channels_last"),
         (["searcher.partial_channels=3"], "searcher.partial_channels"),
         (["searcher.partial_channels=0"], "searcher.partial_channels"),

@@ -47,7 +47,7 @@ def search(cfg: DictConfig, run_dir: Path, resume: Path | None, logger: Logger |
     supernet = AutoDeepLabSupernet(
         datamodule.num_classes, int(options.layers), int(options.filter_multiplier), int(options.blocks),
         aspp_channels=None if options.aspp_channels is None else int(options.aspp_channels),
-        checkpoint_cells=bool(options.checkpoint_cells),
+        recompute=bool(options.recompute), checkpoint_cells=bool(options.checkpoint_cells),
         partial_channels=int(options.partial_channels),
     )
     if int(options.partial_channels) > 1:

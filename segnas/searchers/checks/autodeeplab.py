@@ -26,6 +26,7 @@ def check(cfg: DictConfig, keys: Keys) -> None:
     keys.partial("weight_optimizer")
     keys.number("weight_min_lr", low=0)
     keys.partial("arch_optimizer")
+    keys.flag("recompute")
     keys.flag("checkpoint_cells")
     keys.flag("channels_last")
     if multiplier % keys.integer("partial_channels"):

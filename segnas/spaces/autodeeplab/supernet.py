@@ -16,13 +16,19 @@ unless ``aspp_channels`` fixes one width for every level.
 α and β are registered parameters (``arch_parameters``), separate from ``weight_parameters``, so
 the weight optimiser never sees them and DDP keeps them identical on every rank.
 
-Memory options: ``checkpoint_cells`` recomputes each cell in the backward pass (exact gradients;
-BatchNorm running statistics see each batch twice). ``partial_channels`` = K > 1 sends only 1/K of
+Memory options: ``recompute`` (on by default) keeps, of each block's activations, only its input
+and its atrous convolutions' output, and recomputes the rest in the backward pass (exact: the
+gradients are bitwise those of the plain graph; ``BlockEdges.forward``). ``checkpoint_cells``
+recomputes each whole cell in the backward pass instead (exact gradients; BatchNorm running
+statistics see each batch twice). ``partial_channels`` = K > 1 sends only 1/K of
 a state's channels through the mixed operations (PC-DARTS, Xu et al. 2020) — an approximation
 of the paper's supernet, off by default.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -32,6 +38,7 @@ from torch.utils.checkpoint import checkpoint
 
 from segnas.nn.aspp import ASPP
 from segnas.nn.cell_ops import PRIMITIVES, ReLUConvBN
+from segnas.nn.recompute import Recomputation
 from segnas.spaces.autodeeplab.decode import (
     NUM_LEVELS,
     TRANSITIONS,
@@ -95,8 +102,9 @@ class _NormScale(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z: torch.Tensor, scales: torch.Tensor, eps: float,
                 group: dist.ProcessGroup | None = None) -> tuple[torch.Tensor, ...]:
-        """Returns the output and the batch mean and unbiased variance (over every rank of
-        ``group``), in float32 or wider, for the running buffers."""
+        """Returns the output, the batch mean and unbiased variance (over every rank of
+        ``group``), in float32 or wider, for the running buffers, and the inverse standard
+        deviation the output was normalised with (to recompute it: :func:`_normalised`)."""
         wide = z.to(_stats_dtype(z))
         var, mean = torch.var_mean(wide, dim=(0, 2, 3), correction=0)
         count = z.numel() // z.shape[1]
@@ -105,13 +113,12 @@ class _NormScale(torch.autograd.Function):
         invstd = (var + eps).rsqrt()
         ctx.save_for_backward(z, mean, invstd, scales)
         ctx.count, ctx.group = count, group
-        out = (wide - mean.view(1, -1, 1, 1)) * (invstd * scales.to(invstd.dtype)).view(1, -1, 1, 1)
         unbiased = var * count / max(count - 1, 1)  # as nn.BatchNorm2d updates running_var
-        ctx.mark_non_differentiable(mean, unbiased)
-        return out.to(torch.promote_types(z.dtype, scales.dtype)), mean, unbiased
+        ctx.mark_non_differentiable(mean, unbiased, invstd)
+        return _normalised(z, mean, invstd, scales), mean, unbiased, invstd
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor, *_: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None, None]:
+    def backward(ctx, grad: torch.Tensor, *_: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, None, None]:
         z, mean, invstd, scales = ctx.saved_tensors
         grad = grad.to(mean.dtype)
         s = scales.to(mean.dtype).view(1, -1, 1, 1)
@@ -126,7 +133,15 @@ class _NormScale(torch.autograd.Function):
         mean_g = (sum_g / ctx.count).view(1, -1, 1, 1) * s
         mean_gn = (sum_gn / ctx.count).view(1, -1, 1, 1) * s
         grad_z = (grad * s - mean_g - normed * mean_gn) * invstd.view(1, -1, 1, 1)
-        return grad_z.to(z.dtype), grad_scales.to(scales.dtype), None, None
+        return grad_z.to(z.dtype), grad_scales.to(scales.dtype) if ctx.needs_input_grad[1] else None, None, None
+
+
+def _normalised(z: torch.Tensor, mean: torch.Tensor, invstd: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """(z - mean) · invstd · scales per channel, computed in the statistics' dtype and returned in
+    ``promote(z, scales)``: the forward of :class:`_NormScale`, and its exact recomputation."""
+    wide = z.to(mean.dtype)
+    out = (wide - mean.view(1, -1, 1, 1)) * (invstd * scales.to(invstd.dtype)).view(1, -1, 1, 1)
+    return out.to(torch.promote_types(z.dtype, scales.dtype))
 
 
 class _PoolMix(torch.autograd.Function):
@@ -169,17 +184,21 @@ def _sync_group(norm: nn.BatchNorm2d) -> dist.ProcessGroup | None:
     return group if dist.get_world_size(group) > 1 else None
 
 
-def _norm_scale(norm: nn.BatchNorm2d, z: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+def _norm_scale(norm: nn.BatchNorm2d, z: torch.Tensor, scales: torch.Tensor,
+                keep: Recomputation | None = None) -> torch.Tensor:
     """``norm(z)`` times per-channel weights; in training the running buffers are updated here
     exactly as ``nn.BatchNorm2d`` (or ``nn.SyncBatchNorm``, with every rank's statistics) updates
-    them, in their own dtype, and the normalised tensor is not stored."""
+    them, in their own dtype, and the normalised tensor is not stored. With ``keep``, the output
+    is marked as recomputable from ``z`` and the batch statistics (no collective is repeated)."""
     if not norm.training:
         return norm(z) * scales.view(1, -1, 1, 1)
-    out, mean, var = _NormScale.apply(z, scales, norm.eps, _sync_group(norm))
+    out, mean, var, invstd = _NormScale.apply(z, scales, norm.eps, _sync_group(norm))
     with torch.no_grad():
         norm.running_mean.lerp_(mean.to(norm.running_mean.dtype), norm.momentum)
         norm.running_var.lerp_(var.to(norm.running_var.dtype), norm.momentum)
         norm.num_batches_tracked += 1
+    if keep is not None:
+        keep.mark(out, _normalised, z, mean, invstd, scales)
     return out
 
 
@@ -203,19 +222,69 @@ def _reachable(weight: torch.Tensor, dilation: int, size: tuple[int, int]) -> tu
     return weight, (dilation * ((kh - 1) // 2 - dh), dilation * ((kw - 1) // 2 - dw))
 
 
-def _conv(x: torch.Tensor, weight: torch.Tensor, groups: int, dilation: int = 1) -> torch.Tensor:
+def _conv(x: torch.Tensor, weight: torch.Tensor, groups: int, dilation: int = 1,
+          keep: Recomputation | None = None) -> torch.Tensor:
     """A 'same'-padded stride-1 grouped convolution of ``x``, run on the taps that can reach it
     (:func:`_reachable`). A grouped 1×1 convolution (of many channels per group) is a batched
     matrix product: CPU convolution backends run it group by group in small kernels, a batched
-    GEMM runs it at once (the same sums, in another order)."""
+    GEMM runs it at once (the same sums, in another order). With ``keep``, the copy of the weight
+    the batched product multiplies (one per image) is recomputed for backward, not kept."""
     weight, padding = _reachable(weight, dilation, tuple(x.shape[-2:]))
     out_channels, per_group = weight.shape[:2]
     if weight.shape[-2:] != (1, 1) or groups == 1 or per_group == 1:
         return F.conv2d(x, weight, padding=padding, dilation=dilation, groups=groups)
     n, _, h, w = x.shape
-    out = torch.matmul(weight.reshape(groups, out_channels // groups, per_group),
-                       x.reshape(n, groups, per_group, h * w))
+    batched = _recomputable(keep, _batched_weight, weight, n, groups)
+    out = torch.bmm(batched, _autocast_input(x.reshape(n * groups, per_group, h * w)))
     return out.view(n, out_channels, h, w)
+
+
+def _batched_weight(weight: torch.Tensor, images: int, groups: int) -> torch.Tensor:
+    """A grouped 1×1 convolution's weight as the (images·groups, out/groups, in/groups) batch of
+    matrices ``torch.bmm`` multiplies each image's groups by (what ``torch.matmul`` broadcasts to)."""
+    out_channels, per_group = weight.shape[:2]
+    matrices = weight.reshape(groups, out_channels // groups, per_group)
+    return matrices.expand(images, *matrices.shape).reshape(images * groups, out_channels // groups, per_group)
+
+
+def _autocast_input(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in the dtype autocast gives a convolution's or matrix product's input (``x`` itself
+    when autocast is off or leaves it alone): made here rather than inside the op, it is a tensor
+    a recipe can cover (autocast's ``cached_cast`` casts floating tensors other than float64)."""
+    device = x.device.type
+    if not torch.is_autocast_enabled(device) or not x.is_floating_point() or x.dtype == torch.float64:
+        return x
+    return x.to(torch.get_autocast_dtype(device))
+
+
+def _recomputable(keep: Recomputation | None, fn: Callable[..., torch.Tensor], *inputs: Any) -> torch.Tensor:
+    """``fn(*inputs)``, in the dtype autocast would give a convolution, marked in ``keep`` (when
+    given) as recomputable, the cast too: for tensors the block's convolutions keep."""
+    out = fn(*inputs)
+    if keep is not None:
+        keep.mark(out, fn, *inputs)
+    cast = _autocast_input(out)
+    if keep is not None and cast is not out:
+        keep.mark(cast, _autocast_input, out)
+    return cast
+
+
+def _atrous_kernels(atrous: torch.Tensor, edges: int, op: int) -> torch.Tensor:
+    """One atrous op's kernels of every edge, (edges·C, C, k, k), copied out of the interleaved
+    [3×3 | 5×5] banks: ``op`` 0 the 3×3 (its 5×5 slot's centre), 1 the 5×5."""
+    channels = atrous.shape[1]
+    banks = atrous.view(edges, 2, channels, channels, 5, 5)[:, op]
+    if op == 0:
+        banks = banks[..., 1:4, 1:4]
+    return banks.reshape(edges * channels, channels, *banks.shape[-2:])
+
+
+def _depthwise_pair(x: torch.Tensor, small: torch.Tensor, large: torch.Tensor, halves: bool) -> torch.Tensor:
+    """The two separable ops' depthwise convolutions, [3×3 | 5×5] along channels: both of ``x``
+    (the first pair), or the 3×3 of ``x``'s first half and the 5×5 of its second (the second)."""
+    width = small.shape[0]
+    first, second = (x[:, :width], x[:, width:]) if halves else (x, x)
+    return torch.cat([_conv(first, small, width), _conv(second, large, width)], dim=1)
 
 
 class BlockEdges(nn.Module):
@@ -233,11 +302,16 @@ class BlockEdges(nn.Module):
 
     With ``partial_channels`` = K > 1, only the first 1/K of each state's channels go through
     the ops; the rest bypass them and the result is channel-shuffled (PC-DARTS).
+
+    With ``recompute`` (exact; see :meth:`forward`) the block keeps for backward only its input
+    and the atrous convolutions' output: 3 of the ~14 input-sized tensors the plain graph keeps.
     """
 
-    def __init__(self, channels: int, cells: int, inputs: int, partial_channels: int = 1) -> None:
+    def __init__(self, channels: int, cells: int, inputs: int, partial_channels: int = 1,
+                 recompute: bool = True) -> None:
         super().__init__()
         self.cells, self.inputs, self.partial = cells, inputs, partial_channels
+        self.recompute = recompute
         self.mixed = channels // partial_channels
         self.edges = cells * inputs
         width = self.edges * self.mixed
@@ -261,16 +335,16 @@ class BlockEdges(nn.Module):
         # per-channel, so one BatchNorm over [3×3 | 5×5] channels is the two ops' own BatchNorms
         self.norms = nn.ModuleList(nn.BatchNorm2d(2 * width, affine=False) for _ in range(3))
 
-    def _atrous(self, relu: torch.Tensor) -> torch.Tensor:
-        """Both atrous ops (rate 2) of every edge: (N, edges·[3×3 | 5×5]·C, H, W)."""
+    def _atrous(self, relu: torch.Tensor, keep: Recomputation | None = None) -> torch.Tensor:
+        """Both atrous ops (rate 2) of every edge: (N, edges·[3×3 | 5×5]·C, H, W). With ``keep``,
+        the weight copies the convolutions keep are recomputed for backward."""
         n, _, h, w = relu.shape
         reach = [(_dropped_taps(5, 2, side), _dropped_taps(3, 2, side)) for side in (h, w)]
         if all(large == small + 1 for large, small in reach):  # the 5×5 reaches what the 3×3 does
-            return _conv(relu, self.atrous, self.edges, dilation=2)
-        banks = self.atrous.view(self.edges, 2, self.mixed, self.mixed, 5, 5)
+            return _conv(relu, self.atrous, self.edges, dilation=2, keep=keep)
         width = self.edges * self.mixed
-        small = _conv(relu, banks[:, 0, ..., 1:4, 1:4].reshape(width, self.mixed, 3, 3), self.edges, dilation=2)
-        large = _conv(relu, banks[:, 1].reshape(width, self.mixed, 5, 5), self.edges, dilation=2)
+        small, large = (_conv(relu, _recomputable(keep, _atrous_kernels, self.atrous, self.edges, op), self.edges,
+                              dilation=2) for op in (0, 1))
         return torch.stack([small.view(n, self.edges, self.mixed, h, w), large.view(n, self.edges, self.mixed, h, w)],
                            dim=2).view(n, 2 * width, h, w)
 
@@ -279,8 +353,14 @@ class BlockEdges(nn.Module):
         these edges (shared by the m cells). Returns the block, (N, m, C, H, W).
 
         Memory: the α-weighted sums of the BatchNorm and pooling outputs are recomputed in the
-        backward pass from their inputs (which are kept anyway) instead of being stored, which
-        is exact and cuts what a block keeps for backward by about 40%.
+        backward pass from their inputs (which are kept anyway) instead of being stored. With
+        ``recompute``, so are the shared ReLU, and the whole separable branch up to its second
+        BatchNorm's input (depthwise, pointwise, BatchNorm, ReLU, depthwise, pointwise), from the
+        block's input (``segnas.nn.recompute``): the forward runs once (BatchNorm's running
+        statistics are updated once), the backward reruns that branch's forward (6-7% more FLOPs
+        per supernet step, 3-6% more time on CPU), and the atrous convolutions, the block's
+        costliest ops, keep their output. The plain graph would keep about 14 input-sized tensors
+        per block, this one 3 (0.40× the peak memory of a 321×321 step; BENCHMARKS.md).
         """
         stacked = torch.stack(states, dim=2)  # (N, m, n, C, H, W)
         heads = stacked[:, :, :, : self.mixed] if self.partial > 1 else stacked
@@ -292,22 +372,31 @@ class BlockEdges(nn.Module):
             """Per-channel α weights (channels ordered cell, edge, channel) of each op in turn."""
             return torch.cat([weights[:, _column(name)].view(1, e, 1).expand(m, e, c).reshape(-1) for name in names])
 
-        relu = F.relu(x)
-        sep = torch.cat([_conv(relu, self.sep3[0].weight, width), _conv(relu, self.sep5[0].weight, width)],
-                        dim=1)  # [3×3 | 5×5]
-        sep = _conv(sep, torch.cat([self.sep3[1].weight, self.sep5[1].weight]), 2 * self.edges)
-        sep = F.relu(self.norms[0](sep))
-        # the second depthwise pair as two convolutions, not one over 3×3 kernels zero-ringed to 5×5:
-        # no multiply-adds of the ring, and CPU depthwise backward kernels scale with the taps
-        sep = torch.cat([_conv(sep[:, :width], self.sep3[2].weight, width),
-                         _conv(sep[:, width:], self.sep5[2].weight, width)], dim=1)
-        sep = _conv(sep, torch.cat([self.sep3[3].weight, self.sep5[3].weight]), 2 * self.edges)
-        atrous = self._atrous(relu)
-        atrous_scales = torch.stack([scale("atrous_conv_3x3").view(-1, c), scale("atrous_conv_5x5").view(-1, c)], dim=1)
-        atrous = _norm_scale(self.norms[2], atrous, atrous_scales.reshape(-1)).view(n, self.edges, 2, c, h, w).sum(2)
-        sep = _norm_scale(self.norms[1], sep, scale("sep_conv_3x3", "sep_conv_5x5"))
-        total = (sep[:, :width] + sep[:, width:] + atrous.view(n, width, h, w)
-                 + _PoolMix.apply(x, scale("max_pool_3x3", "avg_pool_3x3", "skip_connect")))
+        first_pointwise = torch.cat([self.sep3[1].weight, self.sep5[1].weight])
+        second_pointwise = torch.cat([self.sep3[3].weight, self.sep5[3].weight])
+        with Recomputation(self.recompute) as keep:
+            # ReLU as threshold: its gradient reads the kept input, where F.relu would keep its output
+            cast = _recomputable(keep, F.threshold, x, 0.0, 0.0)
+            sep = keep.mark(_depthwise_pair(cast, self.sep3[0].weight, self.sep5[0].weight, False),
+                            _depthwise_pair, cast, self.sep3[0].weight, self.sep5[0].weight, False)  # [3×3 | 5×5]
+            sep = keep.mark(_conv(sep, first_pointwise, 2 * self.edges, keep=keep), _conv, sep, first_pointwise,
+                            2 * self.edges)
+            sep = _norm_scale(self.norms[0], sep, sep.new_ones(sep.shape[1]), keep)
+            sep = keep.mark(F.threshold(sep, 0.0, 0.0), F.threshold, sep, 0.0, 0.0)
+            # the second depthwise pair as two convolutions, not one over 3×3 kernels zero-ringed to
+            # 5×5: no multiply-adds of the ring, and CPU depthwise backward kernels scale with the taps
+            sep = keep.mark(_depthwise_pair(sep, self.sep3[2].weight, self.sep5[2].weight, True),
+                            _depthwise_pair, sep, self.sep3[2].weight, self.sep5[2].weight, True)
+            sep = keep.mark(_conv(sep, second_pointwise, 2 * self.edges, keep=keep), _conv, sep, second_pointwise,
+                            2 * self.edges)
+            atrous = self._atrous(cast, keep)
+            atrous_scales = torch.stack([scale("atrous_conv_3x3").view(-1, c), scale("atrous_conv_5x5").view(-1, c)],
+                                        dim=1)
+            atrous = _norm_scale(self.norms[2], atrous, atrous_scales.reshape(-1))
+            atrous = atrous.view(n, self.edges, 2, c, h, w).sum(2)
+            sep = _norm_scale(self.norms[1], sep, scale("sep_conv_3x3", "sep_conv_5x5"))
+            total = (sep[:, :width] + sep[:, width:] + atrous.view(n, width, h, w)
+                     + _PoolMix.apply(x, scale("max_pool_3x3", "avg_pool_3x3", "skip_connect")))
         total = total.reshape(n, m, e, c, h, w).sum(dim=2)
         if self.partial == 1:
             return total
@@ -329,14 +418,14 @@ class SearchNode(nn.Module):
 
     def __init__(
         self, level: int, sources: list[int], source_channels: list[int], prev_prev_channels: int,
-        channels: int, blocks: int, partial_channels: int = 1,
+        channels: int, blocks: int, partial_channels: int = 1, recompute: bool = True,
     ) -> None:
         super().__init__()
         self.level, self.sources = level, sources
         self.preprocess1 = nn.ModuleList(ReLUConvBN(c, channels, affine=False) for c in source_channels)
         self.preprocess2 = nn.ModuleList(ReLUConvBN(prev_prev_channels, channels, affine=False) for _ in sources)
         self.edges = nn.ModuleList(
-            BlockEdges(channels, len(sources), 2 + block, partial_channels) for block in range(blocks)
+            BlockEdges(channels, len(sources), 2 + block, partial_channels, recompute) for block in range(blocks)
         )
 
     def forward(
@@ -389,6 +478,7 @@ class AutoDeepLabSupernet(nn.Module):
         aspp_channels: int | None = None,
         checkpoint_cells: bool = False,
         partial_channels: int = 1,
+        recompute: bool = True,
     ) -> None:
         super().__init__()
         if layers < 1 or filter_multiplier < 1 or blocks < 1:
@@ -412,6 +502,7 @@ class AutoDeepLabSupernet(nn.Module):
                     level, sources, [self.node_channels(layer - 1, source) for source in sources],
                     self.node_channels(*self.prev_prev(layer, level)),
                     filter_multiplier * 2**level, blocks, partial_channels,
+                    recompute=recompute and not checkpoint_cells,  # the checkpoint's hooks would lose to the block's
                 )
         # the paper's head at stride s has the node's width B·F·s/4; an integer fixes one width
         self.heads = nn.ModuleDict({
