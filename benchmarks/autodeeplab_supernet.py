@@ -2,7 +2,7 @@
 
     python benchmarks/autodeeplab_supernet.py --layers 12 --filter-multiplier 8 --blocks 5 \
         --batch 2 --size 64 --classes 4 --steps 5            # weight step, 64x64
-    python benchmarks/autodeeplab_supernet.py --size 321 --classes 19 --steps 2 --no-recompute
+    python benchmarks/autodeeplab_supernet.py --size 321 --classes 19 --steps 2 --recompute
 
 A weight step is forward + backward + SGD (momentum 0.9, weight decay 3e-4) on the weights;
 ``--arch-step`` adds the first-order architecture step (forward + gradient of α and β only +
@@ -47,8 +47,8 @@ def main() -> None:
     parser.add_argument("--arch-step", action="store_true", help="add the architecture step")
     parser.add_argument("--aspp-channels", type=int, default=256)
     parser.add_argument("--checkpoint-cells", action="store_true")
-    parser.add_argument("--recompute", action=argparse.BooleanOptionalAction, default=True,
-                        help="keep each block's input and atrous outputs only, recompute the rest (default)")
+    parser.add_argument("--recompute", action=argparse.BooleanOptionalAction, default=False,
+                        help="keep each block's input and atrous outputs only, recompute the rest")
     parser.add_argument("--compare-recompute", action="store_true",
                         help="time steps with and without recomputation alternately in this one process "
                              "(its peak memory is then the plain graph's)")

@@ -17,7 +17,7 @@ from torch import nn
 from segnas import pipeline
 from segnas.searchers import autodeeplab
 from segnas.searchers.fmas.scoring import Scorer, recalibrate_bn
-from segnas.spaces.autodeeplab.supernet import _norm_scale, _PoolMix
+from segnas.spaces.autodeeplab.supernet import BlockEdges, _norm_scale, _PoolMix
 from segnas.training import load_network
 from tests.conftest import TINY_ADL
 
@@ -89,12 +89,18 @@ def test_pool_mix_under_autocast_matches_plain_pooling(dtype: torch.dtype) -> No
     torch.testing.assert_close(grad_s, ref_grad_s, atol=5e-2, rtol=2e-2)
 
 
-def test_autodeeplab_search_runs_under_bf16_mixed(make_cfg, tmp_path: Path) -> None:
+def test_autodeeplab_search_runs_under_bf16_mixed(make_cfg, tmp_path: Path, monkeypatch) -> None:
+    """The GPU default precision, with the supernet's recomputation on (as the paper-scale preset)."""
     cfg = make_cfg("task=search", "searcher=autodeeplab", *TINY_ADL, "searcher.aspp_channels=8",
-                   "trainer.precision=bf16-mixed")
+                   "trainer.precision=bf16-mixed", "searcher.recompute=true")
     run_dir = tmp_path / "run"
     run_dir.mkdir(parents=True)
+    built = []
+    build = autodeeplab.AutoDeepLabSupernet
+    monkeypatch.setattr(autodeeplab, "AutoDeepLabSupernet", lambda *a, **k: built.append(build(*a, **k)) or built[-1])
     autodeeplab.search(cfg, run_dir, None, None)
+    blocks = [m for m in built[0].modules() if isinstance(m, BlockEdges)]
+    assert blocks and all(block.recompute for block in blocks)
     with open(run_dir / "search.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert [row["epoch"] for row in rows] == ["0", "1"]

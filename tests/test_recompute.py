@@ -4,9 +4,14 @@ are still alive), and gradients bitwise those of the graph that keeps everything
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 import torch.nn.functional as F
+from torch import nn
 from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -117,10 +122,43 @@ def test_the_supernet_with_recomputation_gives_the_same_step():
         assert torch.equal(a, b), name
 
 
+def synced_block_worker(rank: int, world: int, init: str, out: Path) -> None:
+    """Each rank runs its half of a batch of 4 through a block whose BatchNorms are SyncBatchNorm
+    (their statistics gathered in the forward, their sums reduced in the backward), both ways."""
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        results = {}
+        for recompute in (False, True):
+            block, states, weights = _block_case(recompute, size=6, batch=4)
+            block = nn.SyncBatchNorm.convert_sync_batchnorm(block)
+            mine = [s.detach()[2 * rank: 2 * rank + 2].requires_grad_() for s in states]
+            probe = torch.randn(4, 2, 4, 6, 6, generator=torch.Generator().manual_seed(1))[2 * rank: 2 * rank + 2]
+            (block(mine, weights) * probe).sum().backward()
+            results[recompute] = [*(s.grad for s in mine), weights.grad, *(p.grad for p in block.parameters()),
+                                  *block.buffers()]
+        torch.save(results, out / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_recomputation_under_synchronised_batchnorm_on_two_gloo_ranks(tmp_path: Path):
+    """No collective is repeated by a recipe (the statistics of the forward are reused), so every
+    rank's gradients and buffers are bitwise those of its plain graph, and the ranks' running
+    statistics agree (they were synchronised)."""
+    mp.spawn(synced_block_worker, args=(2, f"file://{tmp_path / 'rendezvous'}", tmp_path), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{rank}.pt") for rank in range(2)]
+    for result in ranks:
+        assert all(torch.equal(a, b) for a, b in zip(result[False], result[True]))
+    buffers = len(list(BlockEdges(4, 2, 3).buffers()))
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(ranks[0][True][-buffers:], ranks[1][True][-buffers:]))
+
+
 def test_cell_checkpointing_turns_the_blocks_recomputation_off():
     """Saved-tensor hooks nest innermost-first: a block's recomputation inside a checkpointed
     cell would keep what the checkpoint discards, so the supernet uses one or the other."""
-    net = AutoDeepLabSupernet(3, layers=2, filter_multiplier=2, blocks=2, aspp_channels=4, checkpoint_cells=True)
+    net = AutoDeepLabSupernet(3, layers=2, filter_multiplier=2, blocks=2, aspp_channels=4, checkpoint_cells=True,
+                              recompute=True)
     assert not any(block.recompute for block in net.modules() if isinstance(block, BlockEdges))
 
 
