@@ -13,6 +13,9 @@ VENV_FLAGS ?=
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 ARGS ?=
 PYTEST_ARGS ?= -m "not slow"
+# pytest-xdist workers; loadscope keeps each module's tests (and its fixtures) in one worker;
+# 0 runs the suite in this one process
+TEST_WORKERS ?= 2
 BIN := $(VENV)/bin
 
 .PHONY: run test test-all install clean
@@ -31,7 +34,7 @@ run: install
 	$(BIN)/python -m segnas.run searcher=autodeeplab $(ARGS)
 
 test: install
-	WANDB_MODE=offline $(BIN)/python -m pytest $(PYTEST_ARGS)
+	WANDB_MODE=offline $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
 
 test-all: PYTEST_ARGS =
 test-all: test

@@ -13,6 +13,16 @@ from omegaconf import DictConfig
 import segnas.run  # noqa: F401  (registers the run-id resolver used by hydra.run.dir)
 
 CONFIG_DIR = segnas.run.CONFIG_DIR
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist, each worker's multi-process tests rendezvous on a port of their own,
+    below Linux's ephemeral range (32768-60999): Lightning otherwise picks a free ephemeral port
+    by binding and releasing it, and a neighbouring worker's gloo connections could take it in
+    between. A worker runs its tests one at a time, so one port serves them all."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")  # gw0, gw1, ...
+    if worker and "MASTER_PORT" not in os.environ:
+        os.environ["MASTER_PORT"] = str(29400 + int(worker.removeprefix("gw")))
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 #: Small enough that a train/eval round trip takes seconds on 2 CPU cores.
