@@ -17,7 +17,7 @@ bypass), and under double backward, whose graph it would cut.
 Usage, inside one module's forward::
 
     with Recomputation() as keep:
-        relu = keep.mark(F.threshold(x, 0.0, 0.0), F.threshold, x, 0.0, 0.0)
+        relu = keep.run(F.threshold, x, 0.0, 0.0)
         out = conv(relu)           # the convolution saves a recipe for relu, not relu
 
 A tensor is marked after the op that made it and before any op saves it, so the op making it
@@ -105,6 +105,10 @@ class Recomputation(torch.autograd.graph.saved_tensors_hooks):
             resolved = tuple(self._resolve(arg) for arg in inputs)
             self._marked[tensor.untyped_storage().data_ptr()] = (tensor, Recipe(fn, resolved, tensor))
         return tensor
+
+    def run(self, fn: Callable[..., torch.Tensor], *inputs: Any) -> torch.Tensor:
+        """``fn(*inputs)``, marked with that same call as its recipe (see :meth:`mark`)."""
+        return self.mark(fn(*inputs), fn, *inputs)
 
     def _resolve(self, arg: Any) -> Any:
         """A marked tensor as its recipe; a view of one is refused, as holding it would keep the

@@ -262,9 +262,7 @@ def _autocast_input(x: torch.Tensor) -> torch.Tensor:
 def _recomputable(keep: Recomputation | None, fn: Callable[..., torch.Tensor], *inputs: Any) -> torch.Tensor:
     """``fn(*inputs)``, in the dtype autocast would give a convolution, marked in ``keep`` (when
     given) as recomputable, the cast too: for tensors the block's convolutions keep."""
-    out = fn(*inputs)
-    if keep is not None:
-        keep.mark(out, fn, *inputs)
+    out = fn(*inputs) if keep is None else keep.run(fn, *inputs)
     cast = _autocast_input(out)
     if keep is not None and cast is not out:
         keep.mark(cast, _autocast_input, out)
@@ -379,16 +377,15 @@ class BlockEdges(nn.Module):
         with Recomputation(self.recompute) as keep:
             # ReLU as threshold: its gradient reads the kept input, where F.relu would keep its output
             cast = _recomputable(keep, F.threshold, x, 0.0, 0.0)
-            sep = keep.mark(_depthwise_pair(cast, self.sep3[0].weight, self.sep5[0].weight, False),
-                            _depthwise_pair, cast, self.sep3[0].weight, self.sep5[0].weight, False)  # [3×3 | 5×5]
+            sep = keep.run(_depthwise_pair, cast, self.sep3[0].weight, self.sep5[0].weight, False)  # [3×3 | 5×5]
+            # the pointwise recipe runs without ``keep``: it marks the batched weight in the forward only
             sep = keep.mark(_conv(sep, first_pointwise, 2 * self.edges, keep=keep), _conv, sep, first_pointwise,
                             2 * self.edges)
             sep = _norm_scale(self.norms[0], sep, sep.new_ones(sep.shape[1]), keep)
-            sep = keep.mark(F.threshold(sep, 0.0, 0.0), F.threshold, sep, 0.0, 0.0)
+            sep = keep.run(F.threshold, sep, 0.0, 0.0)
             # the second depthwise pair as two convolutions, not one over 3×3 kernels zero-ringed to
             # 5×5: no multiply-adds of the ring, and CPU depthwise backward kernels scale with the taps
-            sep = keep.mark(_depthwise_pair(sep, self.sep3[2].weight, self.sep5[2].weight, True),
-                            _depthwise_pair, sep, self.sep3[2].weight, self.sep5[2].weight, True)
+            sep = keep.run(_depthwise_pair, sep, self.sep3[2].weight, self.sep5[2].weight, True)
             sep = keep.mark(_conv(sep, second_pointwise, 2 * self.edges, keep=keep), _conv, sep, second_pointwise,
                             2 * self.edges)
             atrous = self._atrous(cast, keep)
