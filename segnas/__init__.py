@@ -2,10 +2,19 @@
 
 import os
 
-# libgomp's default busy-wait turns every small op into a ~30 ms stall as soon as another
-# process (a dataloader worker, a second DDP rank, a browser) wants the same cores: measured
-# 100x slower training steps on a 2-core machine. Passive waiting costs little when the cores
-# are free. Set before torch loads OpenMP; a user's own setting wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# How long torch's OpenMP (libgomp) threads spin before they sleep between parallel regions, set
+# before torch loads it (BENCHMARKS.md, "OpenMP wait policy"; measured on cpu-2, 2026-12-07):
+# - libgomp's own 300,000 spins turn every small op into a ~30 ms stall as soon as another
+#   process wants the same cores (a 57x slower step beside one busy process);
+# - a passive wait (0 spins: every region wakes a sleeping thread) made the main job's training
+#   and supernet steps 2x slower on 2 otherwise idle cores, because its ops are small and the
+#   gaps between them short;
+# - 3,000 spins (~0.1 ms here) bridge those gaps: the idle-core speed of a busy-wait, 1.6x a
+#   passive wait's step beside a second 2-thread process (1,000 spins: 1.15x, but at the edge
+#   of the gaps on idle cores). Processes that share cores should share out threads instead
+#   (Lightning does for DDP ranks, the test suite for its workers).
+# A user's own OMP_WAIT_POLICY or GOMP_SPINCOUNT wins.
+if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+    os.environ["GOMP_SPINCOUNT"] = "3000"
 
 __version__ = "0.1.0"

@@ -19,10 +19,23 @@ def pytest_configure(config: pytest.Config) -> None:
     """Under pytest-xdist, each worker's multi-process tests rendezvous on a port of their own,
     below Linux's ephemeral range (32768-60999): Lightning otherwise picks a free ephemeral port
     by binding and releasing it, and a neighbouring worker's gloo connections could take it in
-    between. A worker runs its tests one at a time, so one port serves them all."""
+    between. A worker runs its tests one at a time, so one port serves them all.
+
+    The workers also share out the cores (as Lightning does for DDP ranks), their own torch and
+    the processes they start (``OMP_NUM_THREADS``): workers that each ran one thread per core
+    would oversubscribe them, where every OpenMP thread that spins waits for a descheduled one
+    (BENCHMARKS.md, "OpenMP wait policy")."""
     worker = os.environ.get("PYTEST_XDIST_WORKER")  # gw0, gw1, ...
     if worker and "MASTER_PORT" not in os.environ:
         os.environ["MASTER_PORT"] = str(29400 + int(worker.removeprefix("gw")))
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if worker and workers > 1 and "OMP_NUM_THREADS" not in os.environ:
+        import torch
+
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        threads = max(1, cores // workers)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 #: Small enough that a train/eval round trip takes seconds on 2 CPU cores.
