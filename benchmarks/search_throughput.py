@@ -29,8 +29,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from fixtures import write_untrained_supernet
-from machine import gemm_rate
+#: The environment as the user started this script, before ``import segnas`` (through
+#: ``fixtures``) adds its OpenMP wait: each checkout's run must set its own.
+USER_ENV = dict(os.environ)
+
+from fixtures import write_untrained_supernet  # noqa: E402
+from machine import gemm_rate  # noqa: E402
 
 CHILD = r"""
 import json, sys, time
@@ -84,7 +88,7 @@ def main() -> None:
                 if args.searcher == "fmas" else Path("none"))
     times: dict[str, list[float]] = {c: [] for c in checkouts}
     rates: dict[str, list[float]] = {c: [] for c in checkouts}
-    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": ""}
+    env = {**USER_ENV, "WANDB_MODE": "offline", "PYTHONPATH": ""}
     rate_gflops = gemm_rate()  # with torch's default threads, as the searches run
     flops: dict[str, list[float]] = {c: [] for c in checkouts}
     for repeat in range(args.repeats):
