@@ -23,11 +23,13 @@ import sys
 import tempfile
 from pathlib import Path
 
+from segnas import OPENMP_WAIT_KEYS
+
 EPOCH = re.compile(r"epoch \d+/\d+: .*, ([0-9.]+) s$")
 
 
 def environment(wait: str, threads: int | None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    env = {k: v for k, v in os.environ.items() if k not in OPENMP_WAIT_KEYS}
     if wait in ("PASSIVE", "ACTIVE"):
         env["OMP_WAIT_POLICY"] = wait
     elif wait != "default":

@@ -14,7 +14,9 @@ import os
 #   of the gaps on idle cores). Processes that share cores should share out threads instead
 #   (Lightning does for DDP ranks, the test suite for its workers).
 # A user's own OMP_WAIT_POLICY or GOMP_SPINCOUNT wins.
-if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+#: The environment variables that set libgomp's wait.
+OPENMP_WAIT_KEYS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+if not any(key in os.environ for key in OPENMP_WAIT_KEYS):
     os.environ["GOMP_SPINCOUNT"] = "3000"
 
 __version__ = "0.1.0"

@@ -36,6 +36,8 @@ def pytest_configure(config: pytest.Config) -> None:
         threads = max(1, cores // workers)
         os.environ["OMP_NUM_THREADS"] = str(threads)
         torch.set_num_threads(threads)
+
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 #: Small enough that a train/eval round trip takes seconds on 2 CPU cores.
