@@ -24,6 +24,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from segnas.metrics import predicted_classes
+
 MODES = ("whole", "slide")
 #: ``eval.mode=auto``: the dataset's own protocol (its datamodule's ``eval_mode``).
 AUTO = "auto"
@@ -130,10 +132,11 @@ def score_segmentation(
     loss = torch.zeros((), device=batch["image"].device)
     pixels = 0
     for logits, targets in protocol.outputs(net, batch):
-        metrics.update(logits, targets["mask"])
+        classes = predicted_classes(logits)
+        metrics.update(classes, targets["mask"])
         loss = loss + F.cross_entropy(logits.float(), targets["mask"], ignore_index=ignore_index, reduction="sum")
         pixels += int((targets["mask"] != ignore_index).sum())
-        for index, predicted in zip(targets["index"].tolist(), logits.argmax(1)):
+        for index, predicted in zip(targets["index"].tolist(), classes):
             predictions[index] = predicted
     return loss / max(pixels, 1), predictions
 

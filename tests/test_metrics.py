@@ -65,3 +65,32 @@ def test_hand_built_confusion_matrix() -> None:
 def test_absent_class_is_left_out_of_the_mean() -> None:
     confusion = torch.tensor([[5, 0, 0], [0, 5, 0], [0, 0, 0]])
     assert scores_from_confusion(confusion)["mIoU"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_predicted_classes_are_argmax_with_its_ties_and_nans(layout: str, dtype: torch.dtype) -> None:
+    """The predicted class is torch.argmax's: the first of tied maxima, a NaN wins, any memory layout."""
+    from segnas.metrics import predicted_classes
+
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randint(0, 3, (3, 6, 9, 7), generator=generator).to(dtype)  # many exact ties
+    logits[0, 4, 2, 3] = float("nan")
+    logits[1, :, 0, 0] = float("nan")  # all NaN: the first
+    if layout == "channels_last":
+        logits = logits.contiguous(memory_format=torch.channels_last)
+    predicted = predicted_classes(logits)
+    assert predicted.dtype == torch.int64 and predicted.shape == (3, 9, 7)
+    assert torch.equal(predicted, torch.from_numpy(logits.float().numpy().argmax(1)))
+    assert torch.equal(predicted, logits.argmax(1))
+    assert predicted[0, 2, 3] == 4 and predicted[1, 0, 0] == 0
+
+
+def test_logits_update_the_confusion_matrix_by_their_argmax() -> None:
+    logits = torch.randn(2, 4, 5, 6, generator=torch.Generator().manual_seed(1))
+    target = torch.randint(0, 4, (2, 5, 6), generator=torch.Generator().manual_seed(2))
+    target[0, 0, :3] = 255
+    from_logits, from_ids = SegmentationMetrics(4), SegmentationMetrics(4)
+    from_logits.update(logits, target)
+    from_ids.update(logits.argmax(1), target)
+    assert torch.equal(from_logits.compute(), from_ids.compute())
