@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import warnings
 from importlib import metadata
 from pathlib import Path
 
@@ -19,18 +20,23 @@ def pins() -> dict[str, str]:
     return dict(line.split("==") for line in lines if line.strip() and not line.startswith("#"))
 
 
-def test_the_wheels_are_the_versions_this_environment_runs() -> None:
-    """The device gets the packages the tests passed with here: a pin that drifted from the
-    installed version (or a package dropped from the install) is named."""
-    drifted = {}
+def test_every_pinned_wheel_is_a_package_this_environment_runs() -> None:
+    """wheels.txt names packages the tests ran with (a name dropped from the install is named).
+    A version that drifted from the pin (a newer release resolved by a fresh install) is a
+    warning, not a failure: CI must not turn red on a registry's release day, but whoever
+    refreshes the wheels should see it."""
+    absent, drifted = [], {}
     for name, version in pins().items():
         try:
             installed = metadata.version(name)
         except metadata.PackageNotFoundError:
-            installed = None
+            absent.append(name)
+            continue
         if installed != version:
             drifted[name] = (version, installed)
-    assert not drifted, f"benchmarks/gpu/wheels.txt pins (pinned, installed): {drifted}"
+    assert not absent, f"benchmarks/gpu/wheels.txt names packages not installed here: {absent}"
+    if drifted:
+        warnings.warn(f"benchmarks/gpu/wheels.txt pins (pinned, installed) differ: {drifted}", stacklevel=1)
 
 
 def test_every_install_requirement_the_image_lacks_is_pinned() -> None:
