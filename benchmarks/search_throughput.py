@@ -10,8 +10,10 @@ one run on a shared machine), median of ``--repeats`` each.
 Each run is a fresh process that imports segnas from its checkout and times its
 ``searcher.search(cfg, run_dir, None, None)`` on the synthetic defaults (auxcell: 6 children;
 FMAS: the default population and generations over a given untrained supernet of
-``--supernet-arch``, so no supernet training is timed). ``--set key=value`` adds overrides (they
-must exist in every checkout's config). Prints one JSON line per run and a summary line with the
+``--supernet-arch``, so no supernet training is timed), on ``--device`` (``searcher.device``; by
+default the GPU when there is one, since the default ``trainer=cpu`` would keep FMAS on the CPU).
+``--set key=value`` adds overrides (they, and ``searcher.device``, must exist in every checkout's
+config). Prints one JSON line per run and a summary line with the
 medians and their ratios to the first checkout; for FMAS also the candidates' counted forward
 FLOPs per second (BatchNorm recalibration and scoring: MACs × images × 2), the machine's GEMM
 rate in the same run and their ratio.
@@ -33,6 +35,7 @@ from pathlib import Path
 #: ``fixtures``) adds its OpenMP wait: each checkout's run must set its own.
 USER_ENV = dict(os.environ)
 
+import torch  # noqa: E402
 from fixtures import write_untrained_supernet  # noqa: E402
 from machine import gemm_rate  # noqa: E402
 
@@ -81,6 +84,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--set", action="append", default=[], help="a Hydra override for every run")
     parser.add_argument("--supernet-arch", default="deeplabv3plus-mobilenetv2", help="FMAS: the supernet's preset")
+    parser.add_argument("--device", default=None,
+                        help="where the search runs (searcher.device) and the GEMM rate is measured; "
+                             "default: cuda when there is one, else cpu")
     args = parser.parse_args()
     checkouts = [str(Path(c).resolve()) for c in (args.checkout or ["."])]
     work = Path(tempfile.mkdtemp(prefix="segnas-throughput-"))
@@ -89,13 +95,17 @@ def main() -> None:
     times: dict[str, list[float]] = {c: [] for c in checkouts}
     rates: dict[str, list[float]] = {c: [] for c in checkouts}
     env = {**USER_ENV, "WANDB_MODE": "offline", "PYTHONPATH": ""}
-    rate_gflops = gemm_rate()  # with torch's default threads, as the searches run
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    overrides = [f"searcher.device={device}", *args.set]
+    # on the searches' device (a GPU search against the CPU's rate would read as 100x utilisation),
+    # with torch's default threads, as the searches run
+    rate_gflops = gemm_rate(device)
     flops: dict[str, list[float]] = {c: [] for c in checkouts}
     for repeat in range(args.repeats):
         for index, checkout in enumerate(checkouts):  # alternate: both see the same machine load
             run_dir = work / f"{index}_{repeat}"
             done = subprocess.run([sys.executable, "-c", CHILD, checkout, args.searcher, str(supernet), str(run_dir),
-                                   *args.set], capture_output=True, text=True, env=env, cwd=checkout, check=False)
+                                   *overrides], capture_output=True, text=True, env=env, cwd=checkout, check=False)
             line = next((l for l in done.stdout.splitlines() if l.startswith("RESULT ")), None)
             if line is None:
                 raise SystemExit(f"{checkout} failed:\n{done.stderr[-3000:]}")
@@ -111,7 +121,7 @@ def main() -> None:
                   flush=True)
     first = checkouts[0]
     print(json.dumps({
-        "benchmark": "search_throughput", "searcher": args.searcher,
+        "benchmark": "search_throughput", "searcher": args.searcher, "device": device,
         **({"supernet_arch": args.supernet_arch} if args.searcher == "fmas" else {}),
         "machine": platform.processor() or platform.machine(),
         "median_seconds": {c: round(statistics.median(t), 2) for c, t in times.items()},

@@ -67,3 +67,14 @@ def test_the_checks_run_end_to_end_on_tiny_settings(tmp_path: Path) -> None:
     assert all(rc == "0" for _, rc, _ in steps), steps
     rows = (tmp_path / "rows.jsonl").read_text().splitlines()
     assert {line.split('"step": "')[1].split('"')[0] for line in rows} == {name for name, _, _ in steps}
+
+
+def test_steps_past_the_budget_are_skipped_and_recorded(tmp_path: Path) -> None:
+    """The script ends inside the device call's timeout: with no budget left every step is
+    recorded as skipped, none runs."""
+    env = {**os.environ, "OUT": str(tmp_path), "CHECKS_DEVICE": "cpu", "CHECKS_QUICK": "1", "CHECKS_INSTALL": "0",
+           "CHECKS_BUDGET_S": "0", "PYTHON": sys.executable}
+    subprocess.run(["bash", str(GPU / "checks.sh")], check=True, env=env, cwd=ROOT, capture_output=True, timeout=60)
+    steps = [line.split("\t") for line in (tmp_path / "steps.tsv").read_text().splitlines()[1:]]
+    assert len(steps) == 6 and all(rc == "skipped" for _, rc, _ in steps)
+    assert (tmp_path / "rows.jsonl").read_text() == ""

@@ -21,6 +21,9 @@ OUT=${OUT:-$(mktemp -d)}
 DEVICE=${CHECKS_DEVICE:-cuda}
 QUICK=${CHECKS_QUICK:-0}
 PY=${PYTHON:-python3}
+# the steps after this many seconds are skipped (recorded as rc "skipped"), so the whole script
+# ends inside the device call's timeout even when every step runs to its own limit
+BUDGET=${CHECKS_BUDGET_S:-480}
 export PYTHONUNBUFFERED=1 WANDB_MODE=disabled
 LOG=$OUT/log.txt ROWS=$OUT/rows.jsonl STEPS=$OUT/steps.tsv
 : >"$ROWS"
@@ -37,6 +40,12 @@ fi
 step() {  # step NAME TIMEOUT_S COMMAND...: run, log, keep JSON lines, record rc and seconds
     local name=$1 limit=$2; shift 2
     local start=$SECONDS rc
+    if [ $((SECONDS + 20)) -gt "$BUDGET" ]; then
+        printf '%s\tskipped\t0\n' "$name" >>"$STEPS"
+        echo "=== $name: skipped (budget of $BUDGET s spent)" | tee -a "$LOG"
+        return
+    fi
+    [ $((SECONDS + limit)) -gt "$BUDGET" ] && limit=$((BUDGET - SECONDS))
     echo "=== $name: $*" | tee -a "$LOG"
     timeout "$limit" "$@" 2>&1 | tee -a "$LOG" | grep '^{' | while IFS= read -r line; do
         printf '{"step": "%s", "row": %s}\n' "$name" "$line" >>"$ROWS"
@@ -79,3 +88,4 @@ done
 step supernet_321_recompute 120 "$PY" benchmarks/autodeeplab_supernet.py --device "$DEVICE" --size 321 --classes 19 --steps 3 --recompute
 step auxcell_children 120 "$PY" benchmarks/auxcell_children.py --device "$DEVICE" --children 3
 step fmas_candidates 120 "$PY" benchmarks/search_throughput.py --searcher fmas --repeats 1 --checkout .
+step auxcell_search 120 "$PY" benchmarks/search_throughput.py --searcher auxcell --repeats 1 --checkout .
