@@ -52,7 +52,8 @@ def main() -> None:
             if not torch.equal(logits.argmax(1), predicted_classes(logits)):
                 raise SystemExit(f"{shape} {layout}: predicted_classes differs from argmax")
             for _ in range(3):  # warm-up
-                seconds(lambda: logits.argmax(1), device), seconds(lambda: predicted_classes(logits), device)
+                seconds(lambda: logits.argmax(1), device)
+                seconds(lambda: predicted_classes(logits), device)
             # alternate the two, so both see the same machine load
             argmax, ours = [], []
             for _ in range(args.runs):

@@ -35,9 +35,9 @@ from pathlib import Path
 #: ``fixtures``) adds its OpenMP wait: each checkout's run must set its own.
 USER_ENV = dict(os.environ)
 
-import torch  # noqa: E402
-from fixtures import write_untrained_supernet  # noqa: E402
+from fixtures import write_untrained_supernet  # noqa: E402  (imports segnas, which sets the wait for torch)
 from machine import gemm_rate  # noqa: E402
+import torch  # noqa: E402
 
 CHILD = r"""
 import json, sys, time
