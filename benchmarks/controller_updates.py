@@ -21,7 +21,6 @@ import time
 
 import segnas  # noqa: F401  (first: sets OpenMP wait policy before torch loads)
 import torch
-from omegaconf import OmegaConf
 
 from machine import gemm_rate, utilisation
 from segnas.hardware.costs import count_training_flops
@@ -29,15 +28,16 @@ from segnas.searchers.auxcell import decisions
 from segnas.searchers.auxcell.controller import Controller
 from segnas.searchers.auxcell.lockstep import Lockstep
 from segnas.searchers.auxcell.policy import build_policy
+from segnas.searchers.auxcell.settings import ControllerSettings, Policy
 
-SETTINGS = OmegaConf.create({"lr": 1e-4, "baseline_decay": 0.95, "grad_clip": 2.0, "entropy_coef": 0.0,
-                             "ppo": {"clip": 0.1, "buffer_size": 100, "minibatch_size": 1, "epochs": 1}})
+#: The shipped controller settings (conf/searcher/auxcell.yaml): the authors' PPO, 100 slots.
+SETTINGS = ControllerSettings()
 
 
 def filled(seeds: range) -> tuple[list, list[tuple[list[int], float]]]:
     """Policies whose buffers hold 99 children each, and each seed's 100th child."""
     choices = decisions.choices()
-    policies = [build_policy("ppo", Controller(choices, 100, 2, seed=s), SETTINGS, seed=s) for s in seeds]
+    policies = [build_policy(Policy.ppo, Controller(choices, 100, 2, seed=s), SETTINGS, seed=s) for s in seeds]
     generator = torch.Generator().manual_seed(0)
     for policy in policies:
         for k in range(99):

@@ -19,8 +19,8 @@ reward the search ranks by (held-out train, as the search computes it) and the r
 
 FMAS: the search ranks sub-networks by mIoU on the validation subset with inherited weights, no
 fine-tuning; it is compared with their score after the pipeline's fine-tuning (the rest of val).
-It drives segnas's own code: ``segnas.searchers.fmas.search`` with ``searcher.algorithm=random``
-(one generation of ``--samples`` uniform proposals, scored exactly as NSGA-II's), then, for every
+It drives segnas's own code: FMAS's search with uniform proposals, as ``searcher=random
+searcher.space=fmas`` runs it (one generation of ``--samples``, scored exactly as NSGA-II's), then, for every
 scored sub-network, the fine-tuning ``task=search`` gives a front member (``searcher.finetune``:
 lr × 0.1, cosine after warm-up, best of before / each epoch by the held-out train score), scored
 on val less the subset the search read. Prints one JSON line per sub-network and a summary line:
@@ -53,11 +53,13 @@ from segnas.spaces import get_space
 from segnas.spaces.autodeeplab.decode import architecture_log_strength
 from segnas.report.statistics import kendall
 from segnas.searchers.engine import STATE_KEY
-from segnas.searchers.fmas import search
 from segnas.searchers.fmas.encoding import subnet_config
 from segnas.searchers.fmas.scoring import Scorer, preload
+from segnas.searchers.fmas.settings import Proposals
+from segnas.searchers.registry import registration
+from segnas.settings import schema
 from segnas.tasks.fitting import fit
-from segnas.tasks.search import _finetune_config
+from segnas.tasks.search import _finetune_config, context
 from segnas.training import load_network
 
 
@@ -145,38 +147,38 @@ def _autodeeplab(args: argparse.Namespace, out: Path) -> tuple[np.ndarray, np.nd
 
 
 def _fmas(args: argparse.Namespace, out: Path) -> tuple[np.ndarray, np.ndarray, dict]:
-    overrides = ["logger=csv", "trainer.enable_progress_bar=false", "searcher=fmas", f"seed={args.seed}",
-                 f"searcher.supernet={args.supernet}", "searcher.algorithm=random",
-                 f"searcher.pop_size={args.samples}", "searcher.generations=1", f"retrain.epochs={args.epochs}",
-                 f"run_dir={out / 'search'}", *args.set]
+    overrides = ["logger=csv", "trainer.enable_progress_bar=false", "searcher=random", "searcher.space=fmas",
+                 f"seed={args.seed}", f"searcher.fmas.supernet={args.supernet}", f"searcher.fmas.pop_size={args.samples}",
+                 "searcher.fmas.generations=1", f"retrain.epochs={args.epochs}", f"run_dir={out / 'search'}", *args.set]
     with initialize_config_dir(config_dir=segnas.run.CONFIG_DIR, version_base="1.3"):
         cfg = compose("config", overrides=overrides)
+    settings = schema.load(cfg)
+    s = settings.searcher.fmas  # FMAS's settings, searched with uniform proposals (its random baseline)
     torch.manual_seed(args.seed)
     (out / "search").mkdir(parents=True, exist_ok=True)
-    result = search(cfg, out / "search", None, None)
+    datamodule = instantiate(cfg.data)
+    result = registration("fmas").search()(s, context(cfg, settings, out / "search", None, None, datamodule),
+                                           proposals=Proposals.random)
     cache = torch.load(out / "search" / "last.ckpt", map_location="cpu", weights_only=False)[STATE_KEY]["search"]
     records = [r for r in cache["cache"].values() if r.get("feasible") and r.get("miou") is not None]
 
     _, _, supernet = load_network(args.supernet)
-    if cfg.searcher.channel_order == "l1":
+    if s.channel_order == "l1":
         sort_channels(supernet)  # the channels the search sliced
     supernet.eval()
-    datamodule = instantiate(cfg.data)
-    datamodule.setup("fit")
-    s = cfg.searcher
-    scorer = Scorer(preload(datamodule, datamodule.val_subset(int(s.val_images))),
-                    preload(datamodule, datamodule.calib_subset(int(s.calib_images))) if s.recalibrate_bn else [],
-                    datamodule.num_classes, datamodule.ignore_index, bool(s.recalibrate_bn), protocol=eval_protocol(cfg),
-                    batch_size=s.get("score_batch_size"))
-    datamodule.reserve_val(datamodule.val_subset(int(s.val_images)).indices)  # report on the rest, as the pipeline
-    datamodule.hold_out_train(float(cfg.retrain.holdout))
+    scorer = Scorer(preload(datamodule, datamodule.val_subset(s.val_images)),
+                    preload(datamodule, datamodule.calib_subset(s.calib_images)) if s.recalibrate_bn else [],
+                    datamodule.num_classes, datamodule.ignore_index, s.recalibrate_bn, protocol=eval_protocol(cfg),
+                    batch_size=s.score_batch_size)
+    datamodule.reserve_val(datamodule.val_subset(s.val_images).indices)  # report on the rest, as the pipeline
+    datamodule.hold_out_train(settings.retrain.holdout)
     tuned_cfg = _finetune_config(cfg, s.finetune)
     rows = []
     for k, record in enumerate(records):
         genotype = Genotype("elastic-deeplabv3plus", record["genotype"])
         net = scorer.prepare(extract(supernet, subnet_config(genotype))).cpu().train()
         fitted = fit(tuned_cfg, out / "finetune" / f"{k}_{genotype.hash}", genotype, net, datamodule, None, None,
-                     max_epochs=args.epochs, keep_best=bool(s.finetune.keep_best))
+                     max_epochs=args.epochs, keep_best=s.finetune.keep_best)
         row = {"k": k, "genotype_hash": genotype.hash, "params": record["params"], "macs": record["macs"],
                "proxy_miou": record["miou"], "finetuned_val_mIoU": fitted["val_mIoU"],
                "finetuned_holdout_mIoU": fitted["holdout_mIoU"]}

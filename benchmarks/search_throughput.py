@@ -7,8 +7,9 @@ one run on a shared machine), median of ``--repeats`` each.
     python benchmarks/search_throughput.py --searcher fmas --supernet-arch deeplabv3plus-xception \\
         --checkout . --checkout /tmp/old
 
-Each run is a fresh process that imports segnas from its checkout and times its
-``searcher.search(cfg, run_dir, None, None)`` on the synthetic defaults (auxcell: 6 children;
+Each run is a fresh process that imports segnas from its checkout and times its search
+(``search(settings, context)``; a checkout from before the searcher contract: ``search(cfg,
+run_dir, None, None)``) on the synthetic defaults (auxcell: 6 children;
 FMAS: the default population and generations over a given untrained supernet of
 ``--supernet-arch``, so no supernet training is timed), on ``--device`` (``searcher.device``; by
 default the GPU when there is one, since the default ``trainer=cpu`` would keep FMAS on the CPU).
@@ -66,10 +67,21 @@ if searcher == "fmas":
             spent.append(int(out["macs"]) * int(self.scorer.images_per_score))
         return out
     evaluator.Evaluator._score = counted
-search = get_method(str(cfg.searcher._target_))
 Path(run_dir).mkdir(parents=True, exist_ok=True)
-start = time.perf_counter()
-result = search(cfg, Path(run_dir), None, None)
+try:  # the searcher contract (segnas/searchers/contract.py): settings and context, the data built first
+    from segnas.searchers.registry import registration
+except ImportError:  # a checkout from before it: search(cfg, run_dir, resume, logger)
+    search = get_method(str(cfg.searcher._target_))
+    start = time.perf_counter()
+    result = search(cfg, Path(run_dir), None, None)
+else:
+    from hydra.utils import instantiate
+    from segnas.settings import schema
+    from segnas.tasks.search import context
+    settings = schema.load(cfg)
+    handed = context(cfg, settings, Path(run_dir), None, None, instantiate(cfg.data))
+    start = time.perf_counter()
+    result = registration(settings.searcher.name).search()(settings.searcher, handed)
 seconds = time.perf_counter() - start
 units = result.summary.get("search_children") if searcher == "auxcell" else result.summary.get("candidates_scored")
 print("RESULT " + json.dumps({"seconds": seconds, "units": units, "flops": 2 * sum(spent) if spent else None,

@@ -9,6 +9,7 @@ order their keys were written in.
 from __future__ import annotations
 
 import hashlib
+import os
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,9 +62,12 @@ class Genotype:
         return cls(space=str(data["space"]), arch=dict(data["arch"]))
 
     def save(self, path: str | Path) -> Path:
+        """Written to a temporary file and renamed: a crash never leaves half a genotype."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        temporary.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        os.replace(temporary, path)
         return path
 
     @classmethod

@@ -18,22 +18,22 @@ __all__ = ["run", "check_config"]
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Run ``cfg.task``; the W&B run is closed even when the task raises. The config is checked
     before Lightning and W&B are imported, so a mistake is reported within about a second."""
-    check_config(cfg)
+    settings = check_config(cfg)
     import pytorch_lightning as pl
 
     from segnas.report.loggers import close_loggers
 
     run_dir = Path(cfg.run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    task = importlib.import_module(f"segnas.tasks.{cfg.task}")
+    pl.seed_everything(settings.seed, workers=True, verbose=False)
+    task = importlib.import_module(f"segnas.tasks.{settings.task}")
     failed = True
     try:
         summary = task.run(cfg)
         failed = False
     finally:
         close_loggers(failed)
-    if cfg.task != "profile" and summary:  # profile's last stdout line is its JSON
+    if settings.task != "profile" and summary:  # profile's last stdout line is its JSON
         genotype = run_dir / "genotype.yaml"
         where = {"genotype": genotype if genotype.is_file() else None,
                  "summary": run_dir / "summary.json", "model": summary.get("model"),

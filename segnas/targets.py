@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from hydra.utils import get_class
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from segnas.errors import ConfigError
 
@@ -40,25 +40,22 @@ def out_channels(cfg: DictConfig, num_classes: int) -> int:
     return 1 if task_type(cfg) == DEPTH else int(num_classes)
 
 
-def check(cfg: DictConfig) -> None:
-    """The data must carry what the task learns, and a searcher must support the task."""
-    kind = task_type(cfg)
-    target = OmegaConf.select(cfg, "data._target_")
-    if target:
-        try:
-            datamodule = get_class(str(target))
-        except Exception as err:
-            raise ConfigError(f"data._target_={target}: cannot be imported ({err})") from err
-        if kind == DEPTH and not getattr(datamodule, "has_depth", False):
-            raise ConfigError(f"task_type=depth needs data with depth maps; data={cfg.data.get('name')} has none "
-                              "(use data=synthetic or data=nyu_depth)")
-        if kind == SEGMENTATION and not getattr(datamodule, "has_labels", True):
-            raise ConfigError(f"data={cfg.data.get('name')} has depth but no class labels: set task_type=depth")
-    if cfg.get("task") == "search" and OmegaConf.select(cfg, "searcher._target_"):
-        supported = list(OmegaConf.select(cfg, "searcher.task_types", default=[SEGMENTATION]))
-        if kind not in supported:
-            raise ConfigError(f"searcher={cfg.searcher.get('name')} does not support task_type={kind} "
-                              f"(searcher.task_types: {supported})")
+def check(run: Any) -> None:
+    """The data must carry what the task learns (``run``: the typed
+    :class:`~segnas.settings.run.RunSettings`; imports the data module's class)."""
+    target = run.data.get("_target_") if isinstance(run.data, dict) else getattr(run.data, "_target_", None)
+    if not target:
+        return
+    try:
+        datamodule = get_class(str(target))
+    except Exception as err:
+        raise ConfigError(f"data._target_={target}: cannot be imported ({err})") from err
+    name = run.data.get("name") if isinstance(run.data, dict) else run.data.name
+    if run.task_type == DEPTH and not getattr(datamodule, "has_depth", False):
+        raise ConfigError(f"task_type=depth needs data with depth maps; data={name} has none "
+                          "(use data=synthetic or data=nyu_depth)")
+    if run.task_type == SEGMENTATION and not getattr(datamodule, "has_labels", True):
+        raise ConfigError(f"data={name} has depth but no class labels: set task_type=depth")
 
 
 def monitor(cfg: DictConfig) -> tuple[str, str]:

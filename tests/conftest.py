@@ -6,9 +6,11 @@ import os
 from pathlib import Path
 
 import segnas  # noqa: F401  (first: sets OpenMP wait policy before torch loads)
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
+from PIL import Image
 
 import segnas.run  # noqa: F401  (registers the run-id resolver used by hydra.run.dir)
 
@@ -129,3 +131,106 @@ def tiny_comparison(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dic
         patch.setenv("WANDB_SILENT", "true")
         patch.setenv("WANDB_DIR", str(tmp_path_factory.mktemp("wandb")))
         return run_dir, pipeline.run(compare_cfg(run_dir, "logger=wandb"))
+
+
+# tiny dataset folders in the real formats, for the tests that read them ---------------------------
+
+#: Height and width of the images the folder writers make.
+H, W = 40, 48
+
+
+def write_image(path: Path, height: int = H, width: int = W) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(len(path.name))
+    Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(path)
+
+
+def write_mask(path: Path, values: np.ndarray, palette: bool = False) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.fromarray(values.astype(np.uint8), mode="L")
+    if palette:
+        from segnas.data.datamodule import default_palette  # torch: not before pytest_configure
+
+        image.putpalette(default_palette(256).ravel().tolist())
+    image.save(path)
+
+
+def quadrants(top_left: int, top_right: int, bottom_left: int, bottom_right: int) -> np.ndarray:
+    mask = np.empty((H, W), np.uint8)
+    mask[: H // 2, : W // 2], mask[: H // 2, W // 2 :] = top_left, top_right
+    mask[H // 2 :, : W // 2], mask[H // 2 :, W // 2 :] = bottom_left, bottom_right
+    return mask
+
+
+VOC_MASK = quadrants(0, 15, 255, 20)
+
+
+def write_voc(root: Path, train=("2007_000001", "2007_000002"), val=("2007_000003",), train_split: str = "train",
+              mask_dir: str = "SegmentationClass") -> Path:
+    for name in (*train, *val):
+        write_image(root / "JPEGImages" / f"{name}.jpg")
+        write_mask(root / mask_dir / f"{name}.png", VOC_MASK, palette=True)
+    lists = root / "ImageSets" / "Segmentation"
+    lists.mkdir(parents=True, exist_ok=True)
+    (lists / f"{train_split}.txt").write_text("\n".join(train) + "\n")
+    (lists / "val.txt").write_text("\n".join(val) + "\n")
+    return root
+
+
+CITY_MASK = quadrants(7, 26, 0, 4)  # road, car, unlabeled, static
+
+
+def write_cityscapes(root: Path, label_values: np.ndarray = CITY_MASK, per_split: int = 2) -> Path:
+    for split, city in (("train", "aachen"), ("val", "lindau")):
+        for k in range(per_split):
+            stem = f"{city}_{k:06d}_000019"
+            write_image(root / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png")
+            write_mask(root / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png", label_values)
+    return root
+
+
+def write_voc_layout(root: Path, num_classes: int, train: int = 8, val: int = 4) -> Path:
+    """A tiny VOC2012-layout folder: JPEG images, palette PNG masks with a 255 border, split lists."""
+    rng = np.random.default_rng(0)
+    (root / "JPEGImages").mkdir(parents=True)
+    (root / "SegmentationClass").mkdir()
+    (root / "ImageSets" / "Segmentation").mkdir(parents=True)
+    ids = [f"2008_{i:06d}" for i in range(train + val)]
+    for name in ids:
+        mask = np.zeros((40, 48), dtype=np.uint8)
+        mask[8:30, 10:40] = rng.integers(1, num_classes)
+        mask[0, :] = 255
+        image = rng.integers(0, 255, size=(40, 48, 3), dtype=np.uint8)
+        image[mask > 0] //= 3
+        Image.fromarray(image).save(root / "JPEGImages" / f"{name}.jpg")
+        png = Image.fromarray(mask, mode="P")
+        png.putpalette([v for c in range(256) for v in (c, 255 - c, (7 * c) % 256)])
+        png.save(root / "SegmentationClass" / f"{name}.png")
+    (root / "ImageSets" / "Segmentation" / "train.txt").write_text("\n".join(ids[:train]) + "\n")
+    (root / "ImageSets" / "Segmentation" / "val.txt").write_text("\n".join(ids[train:]) + "\n")
+    return root
+
+
+# a searcher called as task=search calls it ------------------------------------------------------
+
+
+def handed(cfg: DictConfig, resume: Path | None = None, logger=None) -> tuple:
+    """The searcher's typed settings and the SearchContext ``task=search`` hands it for ``cfg``
+    (into ``cfg.run_dir``, the data module built here)."""
+    from hydra.utils import instantiate
+
+    from segnas.settings import schema
+    from segnas.tasks.search import context
+
+    settings = schema.load(cfg)
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return settings.searcher, context(cfg, settings, run_dir, resume, logger, instantiate(cfg.data))
+
+
+def run_search(cfg: DictConfig, resume: Path | None = None, logger=None):
+    """``task=search``'s search alone (no retraining), through the registry as the pipeline calls it."""
+    from segnas.searchers.registry import registration
+
+    settings, context = handed(cfg, resume, logger)
+    return registration(settings.name).search()(settings, context)

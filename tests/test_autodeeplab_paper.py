@@ -24,7 +24,7 @@ from segnas.spaces.autodeeplab.network import FixedCell, drop_path, scheduled_ke
 from segnas.spaces.autodeeplab.supernet import AutoDeepLabSupernet
 from segnas.training.module import SegmentationModule
 from tests.conftest import compose_config
-from tests.test_data_folders import write_cityscapes
+from tests.conftest import write_cityscapes
 
 SPACE = AutoDeepLabSpace()
 #: Table 2: Params and Multi-Adds (Cityscapes, 19 classes, 1024x2048).

@@ -17,12 +17,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from segnas.searchers import auxcell
 from segnas.searchers.auxcell import decisions
 from segnas.searchers.auxcell.controller import Controller
 from segnas.searchers.auxcell.early_stopping import ProgressiveStopper
 from segnas.searchers.auxcell.policy import build_policy
+from segnas.searchers.auxcell.settings import Policy
 from segnas.searchers.engine import STATE_KEY
+from segnas.settings import schema
+from tests.conftest import run_search
 
 SETTINGS = [
     "searcher=auxcell", "searcher.children=3", "searcher.stage1.num_crops=8", "searcher.stage1.batch_size=4",
@@ -68,7 +70,7 @@ def test_ranks_train_different_children_and_update_the_controller_identically(ma
     results = {}
     for name, cfg in cfgs.items():
         (tmp_path / name).mkdir()
-        results[name] = auxcell.search(cfg, tmp_path / name, None, None)
+        results[name] = run_search(cfg)
 
     table = rows(tmp_path / "ddp" / "search.csv")
     assert [(int(r["child"]), int(r["round"]), int(r["rank"])) for r in table] == [(0, 0, 0), (1, 0, 1), (2, 1, 0)]
@@ -82,7 +84,8 @@ def test_ranks_train_different_children_and_update_the_controller_identically(ma
     # reference's, and it moved
     ddp, alone = search_state(tmp_path / "ddp"), search_state(tmp_path / "alone")
     assert same_state(ddp["policy"], alone["policy"])
-    fresh = build_policy("ppo", Controller(decisions.choices()), cfgs["ddp"].searcher.controller, seed=0)
+    settings = schema.load(cfgs["ddp"]).searcher
+    fresh = build_policy(Policy.ppo, Controller(decisions.choices()), settings.controller, seed=0)
     assert not same_state(fresh.state_dict()["controller"], ddp["policy"]["controller"])
     assert [c.genotype.hash for c in results["ddp"].candidates] == [c.genotype.hash for c in results["alone"].candidates]
     summary = results["ddp"].summary
@@ -91,8 +94,7 @@ def test_ranks_train_different_children_and_update_the_controller_identically(ma
     # replay from the recorded children: rounds of 2 and 1 samples from one controller state each,
     # then the updates in child order, give the ranks' controller
     children = ddp["children"]
-    settings = cfgs["ddp"].searcher
-    policy = build_policy("ppo", Controller(decisions.choices()), settings.controller, seed=0)
+    policy = build_policy(Policy.ppo, Controller(decisions.choices()), settings.controller, seed=0)
     sampler = torch.Generator().manual_seed(0)
     for chunk in (children[:2], children[2:]):
         sampled = [policy.sample(sampler) for _ in chunk]
@@ -103,8 +105,8 @@ def test_ranks_train_different_children_and_update_the_controller_identically(ma
     assert same_state(policy.state_dict()["controller"], ddp["policy"]["controller"])
 
     # the early-stopping flags follow the rule on the stage-1 rewards in child order
-    stopper = ProgressiveStopper(0.3, float(settings.early_stopping.tolerance), 0.5,
-                                 dict(settings.early_stopping.schedule), seed=0)
+    stopper = ProgressiveStopper(0.3, settings.early_stopping.tolerance, 0.5, dict(settings.early_stopping.schedule),
+                                 seed=0)
     assert [not stopper.step(c["stage1_reward"]) for c in children] == [c["stopped_early"] for c in children]
 
 
@@ -112,7 +114,7 @@ def test_fewer_children_per_round_than_ranks_is_refused(make_cfg, tmp_path: Path
     from segnas.errors import ConfigError
     from segnas.searchers.auxcell.module import children_per_round as _children_per_round
 
-    settings = make_cfg(*SETTINGS).searcher
+    settings = schema.load(make_cfg(*SETTINGS)).searcher
     assert _children_per_round(settings, 1) == 1 and _children_per_round(settings, 4) == 4
     settings.children_per_round = 3
     assert _children_per_round(settings, 2) == 3
@@ -167,7 +169,7 @@ def test_children_train_on_the_gpu_and_a_host_cache_gives_the_same_children(make
     results = {}
     for name, extra in (("gpu", []), ("host_cache", ["searcher.stage1.cache_device=cpu"])):
         (tmp_path / name).mkdir()
-        result = auxcell.search(make_cfg(*SETTINGS, *extra, run_dir=tmp_path / name), tmp_path / name, None, None)
+        result = run_search(make_cfg(*SETTINGS, *extra, run_dir=tmp_path / name))
         assert result.summary["search_device"].startswith("cuda")
         results[name] = rows(tmp_path / name / "search.csv")
     for gpu, host in zip(results["gpu"], results["host_cache"]):

@@ -20,8 +20,12 @@ from segnas.searchers.auxcell.controller import Controller
 from segnas.searchers.auxcell.features import FeatureCache
 from segnas.searchers.auxcell.module import AuxCellSearchModule, _objective, _stage
 from segnas.searchers.auxcell.policy import build_policy
+from segnas.searchers.auxcell.settings import Policy
 from segnas.searchers.auxcell.trial import run_child
+from segnas.settings import schema
+from segnas.settings.run import TaskType
 from segnas.spaces.auxcell import PAPER_ENCODINGS, AuxCellSpace
+from tests.conftest import handed
 
 
 # 8. the reward leaves background out --------------------------------------------------------
@@ -40,7 +44,8 @@ def test_omitted_classes_leave_the_means_but_not_the_matrix() -> None:
 
 
 def all_background_reward(cfg) -> float:
-    objective, _ = _objective(cfg, SimpleNamespace(num_classes=3, ignore_index=255))
+    reward = schema.load(cfg).searcher.reward
+    objective, _ = _objective(TaskType.segmentation, reward, SimpleNamespace(num_classes=3, ignore_index=255))
     metrics = objective.metrics()
     target = torch.tensor([[[0, 0, 1], [0, 2, 2]]])
     metrics.update(torch.zeros_like(target), target)
@@ -57,8 +62,8 @@ def test_an_all_background_prediction_earns_nothing_by_default(make_cfg) -> None
 # 9. PPO: one optimiser step per buffered child ----------------------------------------------
 
 def test_ppo_steps_once_per_buffered_child_on_one_child_each_as_the_authors(make_cfg) -> None:
-    settings = make_cfg("searcher=auxcell").searcher.controller
-    policy = build_policy("ppo", Controller(decisions.choices(), hidden_size=8, num_layers=1), settings)  # small: fast
+    settings = schema.load(make_cfg("searcher=auxcell")).searcher.controller
+    policy = build_policy(Policy.ppo, Controller(decisions.choices(), hidden_size=8, num_layers=1), settings)  # small
     assert (policy.clip, policy.epochs, policy.entropy_coef, policy.grad_clip, policy.baseline_decay) == \
         (0.1, 1, 0.0, 2.0, 0.95)
     assert policy.optimizer.defaults["lr"] == 1e-4 and policy.buffer.maxlen == 100
@@ -91,7 +96,8 @@ def test_released_positions_offer_one_choice_fewer_per_cell_layer(make_cfg) -> N
     assert [released[i] for i in positions] == [1, 1, 4, 4, 7, 7]
     assert [e for i, e in enumerate(extended) if i not in positions] == \
            [r for i, r in enumerate(released) if i not in positions]
-    module = AuxCellSearchModule(make_cfg("searcher=auxcell", "searcher.controller.positions=released"), world=1)
+    module = AuxCellSearchModule(*handed(make_cfg("searcher=auxcell", "searcher.controller.positions=released")),
+                                 world=1)
     assert module.policy.controller.choices == released
 
 
@@ -158,7 +164,7 @@ CE = Objective("mask", nn.functional.cross_entropy, None, None)
 
 
 def test_both_stages_decay_the_decoder_as_the_authors_adam(make_cfg) -> None:
-    settings = make_cfg("searcher=auxcell").searcher
+    settings = schema.load(make_cfg("searcher=auxcell")).searcher
     for section in (settings.stage1, settings.stage2):
         assert section.decoder_weight_decay == 1e-5
     torch.manual_seed(0)
@@ -199,7 +205,7 @@ def test_each_stage_trains_on_its_own_crops(make_cfg) -> None:
     cfg = make_cfg("searcher=auxcell", "searcher.device=cpu", "searcher.stage1.num_crops=4",
                    "searcher.stage1.batch_size=4", "searcher.reward.holdout_min=4", "searcher.stage1.crop_size=24",
                    "searcher.stage2.crop_size=40", "searcher.scale_range=[1.0,1.0]")
-    module = AuxCellSearchModule(cfg, world=1)
+    module = AuxCellSearchModule(*handed(cfg), world=1)
     module.setup("fit")
     assert module.context.stage1_data.labels.shape[-2:] == (6, 6)  # 24 px crops, labels at stride 4
     batch = next(iter(module.context.stage2_loader))
@@ -241,7 +247,7 @@ def kept_after(stage: Stage, steps: int) -> float:
 
 
 def test_an_epoch_start_keeps_the_papers_share_of_the_average_whatever_its_length(make_cfg) -> None:
-    settings = make_cfg("searcher=auxcell").searcher
+    settings = schema.load(make_cfg("searcher=auxcell")).searcher
     stage1, stage2 = _stage(settings.stage1, 8), _stage(settings.stage2, 8)
     # the paper's epochs: 4000 cached crops // 64 = 62 steps; 90 % of train_aug (9523) // 32 = 297
     assert (stage1.polyak_reference_steps, stage2.polyak_reference_steps) == (62, 297)

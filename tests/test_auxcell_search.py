@@ -16,11 +16,11 @@ from torch import nn
 
 from segnas import pipeline, spaces
 from segnas.metrics import geometric_reward, scores_from_confusion
-from segnas.searchers.auxcell import search
 from segnas.searchers.auxcell.early_stopping import ProgressiveStopper
 from segnas.searchers.auxcell.polyak import PolyakAverage
 from segnas.searchers.auxcell.trial import run_child
 from segnas.training.checkpoint import save_network
+from tests.conftest import run_search
 
 #: A search small enough to take seconds: 16 train images (4 held out), crops of 32.
 SMALL = [
@@ -116,9 +116,9 @@ def test_resume_continues_with_the_same_next_child(make_cfg, tmp_path: Path) -> 
     straight_dir, first_dir, resumed_dir = (tmp_path / name for name in ("straight", "first", "resumed"))
     for path in (straight_dir, first_dir, resumed_dir):
         path.mkdir()
-    search(make_cfg(*fast, run_dir=straight_dir), straight_dir, None, None)
-    search(make_cfg(*fast, "searcher.children=2", run_dir=first_dir), first_dir, None, None)
-    search(make_cfg(*fast, run_dir=resumed_dir), resumed_dir, first_dir / "last.ckpt", None)
+    run_search(make_cfg(*fast, run_dir=straight_dir))
+    run_search(make_cfg(*fast, "searcher.children=2", run_dir=first_dir))
+    run_search(make_cfg(*fast, run_dir=resumed_dir), first_dir / "last.ckpt")
     straight, resumed = rows(straight_dir / "search.csv"), rows(resumed_dir / "search.csv")
     assert len(rows(first_dir / "search.csv")) == 2 and len(resumed) == 3
     for a, b in zip(straight, resumed):
@@ -180,18 +180,18 @@ def test_batchnorm_calibration_averages_the_batches() -> None:
 
 def test_reinforce_runs_inside_the_search(make_cfg, tmp_path: Path) -> None:
     # the authors' REINFORCE option crashed (it unpacked four values from a three-value sample)
-    result = search(make_cfg(*SMALL, "searcher.children=2", "searcher.stage2.enabled=false",
-                             "searcher.controller.algorithm=reinforce"), tmp_path, None, None)
+    result = run_search(make_cfg(*SMALL, "searcher.children=2", "searcher.stage2.enabled=false",
+                                 "searcher.controller.algorithm=reinforce", run_dir=tmp_path))
     assert result.summary["search_controller_algorithm"] == "reinforce" and result.summary["search_children"] == 2
     assert len(rows(tmp_path / "search.csv")) == 2
 
 
 def test_a_holdout_that_leaves_too_little_to_train_on_names_the_key(make_cfg, tmp_path: Path) -> None:
-    """Checked with the data (the other keys are checked with the config, tests/test_config_checks.py)."""
+    """Checked with the data (the other keys are checked with the config, tests/test_settings.py)."""
     from segnas.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"searcher\.reward\.holdout=0\.99"):
-        search(make_cfg(*SMALL, "searcher.reward.holdout=0.99"), tmp_path, None, None)
+        run_search(make_cfg(*SMALL, "searcher.reward.holdout=0.99", run_dir=tmp_path))
 
 
 def test_a_failing_child_is_recorded_as_failed_and_the_search_goes_on(make_cfg, tmp_path: Path, monkeypatch) -> None:
@@ -205,7 +205,7 @@ def test_a_failing_child_is_recorded_as_failed_and_the_search_goes_on(make_cfg, 
         return real(context, index, arch)
 
     monkeypatch.setattr(trial, "train_stage_one", second_runs_out_of_memory)
-    result = search(make_cfg(*SMALL, "searcher.stage2.enabled=false", "searcher.top_k=3"), tmp_path, None, None)
+    result = run_search(make_cfg(*SMALL, "searcher.stage2.enabled=false", "searcher.top_k=3", run_dir=tmp_path))
     table = rows(tmp_path / "search.csv")
     assert [r["status"] for r in table] == ["ok", "failed", "ok"]
     assert float(table[1]["reward"]) == 0.0 and "simulated" in table[1]["error"]
@@ -219,12 +219,12 @@ def test_a_failing_child_is_recorded_as_failed_and_the_search_goes_on(make_cfg, 
 
 def test_search_on_a_voc_layout_folder(make_cfg, tmp_path: Path) -> None:
     from tests.conftest import TINY
-    from tests.test_train_task import write_voc_layout
+    from tests.conftest import write_voc_layout
 
     root = write_voc_layout(tmp_path / "VOC2012", num_classes=3, train=12, val=4)
     tiny = [o for o in TINY if not o.startswith("data")]
-    result = search(make_cfg(*tiny, *SMALL, "searcher.children=2", "data=voc", f"data.root={root}",
-                             "data.num_classes=3", "data.crop_size=32", "data.batch_size=2", "data.num_workers=0",
-                             tiny=False), tmp_path, None, None)
+    result = run_search(make_cfg(*tiny, *SMALL, "searcher.children=2", "data=voc", f"data.root={root}",
+                                 "data.num_classes=3", "data.crop_size=32", "data.batch_size=2", "data.num_workers=0",
+                                 tiny=False, run_dir=tmp_path))
     assert [r["status"] for r in rows(tmp_path / "search.csv")] == ["ok", "ok"]
     assert 0.0 <= result.summary["search_best_reward"] <= 1.0

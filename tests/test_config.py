@@ -88,18 +88,6 @@ def test_experiment_presets_compose_and_pass_the_config_check(name: str, tmp_pat
     assert cfg.task in TASKS
 
 
-@pytest.mark.parametrize("name", options("searcher"))
-def test_searcher_configs_name_a_search_function(name: str) -> None:
-    import inspect
-
-    from hydra.utils import get_method
-
-    cfg = compose_with(f"searcher={name}")
-    assert cfg.searcher.name == name
-    search = get_method(cfg.searcher._target_)
-    assert list(inspect.signature(search).parameters) == ["cfg", "run_dir", "resume", "logger"]
-
-
 def test_the_default_task_is_the_autodeeplab_search() -> None:
     cfg = compose_with()
     assert cfg.task == "search" and cfg.searcher.name == "autodeeplab"

@@ -167,16 +167,18 @@ def test_the_controllers_lstm_is_torchs_lstm() -> None:
 def test_lockstep_seeds_follow_each_seeds_own_policy(algorithm, kwargs) -> None:
     from segnas.searchers.auxcell.lockstep import Lockstep
     from segnas.searchers.auxcell.policy import build_policy
-    from omegaconf import OmegaConf
+    from segnas.searchers.auxcell.settings import ControllerSettings, Policy, PPOSettings
 
-    cfg = OmegaConf.create({"lr": 5e-2, "baseline_decay": 0.9, "grad_clip": 0.05, "entropy_coef": 0.01,
-                            "ppo": {"clip": 0.1, "buffer_size": 100, "minibatch_size": 1, "epochs": 1, **kwargs}})
+    settings = ControllerSettings(lr=5e-2, baseline_decay=0.9, grad_clip=0.05, entropy_coef=0.01,
+                                  ppo=PPOSettings(**{"clip": 0.1, "buffer_size": 100, "minibatch_size": 1, "epochs": 1,
+                                                     **kwargs}))
     seeds = [0, 1, 2]
 
     def policies():
         # in float64, so that what is compared is the maths: in float32 the batched products' other
         # summation order gives ~1e-7 differences that Adam's normalised steps grow to ~1e-4
-        return [build_policy(algorithm, Controller(CHOICES, 16, 2, seed=s).double(), cfg, seed=s) for s in seeds]
+        return [build_policy(Policy(algorithm), Controller(CHOICES, 16, 2, seed=s).double(), settings, seed=s)
+                for s in seeds]
 
     def reward(actions: list[int], seed: int) -> float:
         return toy_reward(actions) + 0.1 * seed

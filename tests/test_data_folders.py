@@ -7,63 +7,11 @@ import hydra.utils
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
-from PIL import Image
 
 from segnas.data import ADE20KDataModule, CityscapesDataModule, FolderDataModule, VOCDataModule
-from segnas.data.datamodule import default_palette
 from segnas.errors import ConfigError, DatasetError
+from tests.conftest import compose_config, VOC_MASK, H, W, quadrants, write_cityscapes, write_image, write_mask, write_voc
 
-H, W = 40, 48
-CONF = Path(__file__).resolve().parents[1] / "conf" / "data"
-
-
-def write_image(path: Path, height: int = H, width: int = W) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(len(path.name))
-    Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(path)
-
-
-def write_mask(path: Path, values: np.ndarray, palette: bool = False) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image = Image.fromarray(values.astype(np.uint8), mode="L")
-    if palette:
-        image.putpalette(default_palette(256).ravel().tolist())
-    image.save(path)
-
-
-def quadrants(top_left: int, top_right: int, bottom_left: int, bottom_right: int) -> np.ndarray:
-    mask = np.empty((H, W), np.uint8)
-    mask[: H // 2, : W // 2], mask[: H // 2, W // 2 :] = top_left, top_right
-    mask[H // 2 :, : W // 2], mask[H // 2 :, W // 2 :] = bottom_left, bottom_right
-    return mask
-
-
-VOC_MASK = quadrants(0, 15, 255, 20)
-
-
-def write_voc(root: Path, train=("2007_000001", "2007_000002"), val=("2007_000003",), train_split: str = "train",
-              mask_dir: str = "SegmentationClass") -> Path:
-    for name in (*train, *val):
-        write_image(root / "JPEGImages" / f"{name}.jpg")
-        write_mask(root / mask_dir / f"{name}.png", VOC_MASK, palette=True)
-    lists = root / "ImageSets" / "Segmentation"
-    lists.mkdir(parents=True, exist_ok=True)
-    (lists / f"{train_split}.txt").write_text("\n".join(train) + "\n")
-    (lists / "val.txt").write_text("\n".join(val) + "\n")
-    return root
-
-
-CITY_MASK = quadrants(7, 26, 0, 4)  # road, car, unlabeled, static
-
-
-def write_cityscapes(root: Path, label_values: np.ndarray = CITY_MASK, per_split: int = 2) -> Path:
-    for split, city in (("train", "aachen"), ("val", "lindau")):
-        for k in range(per_split):
-            stem = f"{city}_{k:06d}_000019"
-            write_image(root / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png")
-            write_mask(root / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png", label_values)
-    return root
 
 
 ADE_MASK = quadrants(0, 1, 150, 13)
@@ -300,14 +248,9 @@ def test_corrupt_image_or_mask(target, damage, tmp_path):
 )
 def test_hydra_instantiates_each_config(config, cls, writer, extra, tmp_path):
     root = writer(tmp_path / config)
-    data = OmegaConf.load(CONF / f"{config}.yaml")
-    data.root = str(root)
-    data.num_workers = 0
-    data.batch_size = 2
-    data.crop_size = 32
-    for key, value in extra.items():
-        data[key] = value
-    dm = hydra.utils.instantiate(OmegaConf.create({"seed": 4, "data": data}).data)
+    overrides = [f"data={config}", f"data.root={root}", "data.num_workers=0", "data.batch_size=2",
+                 "data.crop_size=32", "seed=4", *(f"data.{key}={value}" for key, value in extra.items())]
+    dm = hydra.utils.instantiate(compose_config(*overrides, tiny=False).data)
     assert type(dm) is cls and dm.name == config and dm.seed == 4
     batch = next(iter(dm.train_dataloader()))
     assert batch["image"].shape == (2, 3, 32, 32) and batch["mask"].dtype == torch.int64

@@ -1,18 +1,16 @@
 """The base DataModule: derived splits, batching rules, worker seeding, config instantiation."""
 
-from pathlib import Path
 
 import hydra.utils
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from segnas.data import SegmentationDataModule, SyntheticDataModule
 from segnas.data.datamodule import SegmentationDataset
 from segnas.errors import ConfigError, DatasetError
+from tests.conftest import compose_config
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "data"
 
 
 def module(**kw) -> SyntheticDataModule:
@@ -46,8 +44,8 @@ def test_train_halves_disjoint_equal_deterministic():
 
 
 def test_val_subset_is_a_seeded_prefix_with_eval_transform():
-    dm = module(seed=3, val_subset_size=4)
-    subset = dm.val_subset()
+    dm = module(seed=3)
+    subset = dm.val_subset(4)
     assert len(subset) == 4
     assert subset.indices == dm.val_subset(6).indices[:4] == module(seed=3).val_subset(4).indices
     assert len(dm.val_subset(100)) == 10
@@ -59,13 +57,13 @@ def test_val_subset_is_a_seeded_prefix_with_eval_transform():
 
 
 def test_calib_subset_comes_from_train_with_eval_transform():
-    dm = module(seed=5, calib_subset_size=6)
-    calib = dm.calib_subset()
+    dm = module(seed=5)
+    calib = dm.calib_subset(6)
     assert len(calib) == 6 and names(calib)[0].startswith("train_")
     assert calib.indices == module(seed=5).calib_subset(6).indices
     raw = dm.source("train")[calib.indices[0]]
     assert torch.equal(calib[0]["mask"], torch.from_numpy(raw["mask"]).long())
-    with pytest.raises(ConfigError):
+    with pytest.raises(ValueError):
         dm.calib_subset(0)
 
 
@@ -141,7 +139,7 @@ def test_bad_base_config_is_a_config_error(kw):
 
 
 def test_hydra_instantiates_synthetic_config():
-    cfg = OmegaConf.create({"seed": 11, "data": OmegaConf.load(CONF / "synthetic.yaml")})
+    cfg = compose_config("data=synthetic", "seed=11", tiny=False)
     dm = hydra.utils.instantiate(cfg.data)
     assert type(dm) is SyntheticDataModule
     assert dm.seed == 11 and dm.image_size == dm.crop_size == 64 and dm.num_classes == 5

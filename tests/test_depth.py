@@ -21,6 +21,7 @@ from segnas.spaces.auxcell import build_decoder
 from segnas.training import load_network
 from segnas.training.checkpoint import save_network
 from segnas.training.depth import berhu_loss, init_depth_output, mean_depth
+from hydra.errors import HydraException
 
 SMALL = [
     "searcher=auxcell", "searcher.children=2", "searcher.stage1.num_crops=8", "searcher.stage1.batch_size=4",
@@ -110,8 +111,12 @@ def test_random_zoom_divides_depth_and_zero_depth_is_invalid() -> None:
     assert torch.all(plain["depth"][~plain["depth_valid"]] == 0.0)
 
 
+def test_an_unknown_task_type_is_refused_when_the_config_is_composed(make_cfg) -> None:
+    with pytest.raises(HydraException, match="task_type=heights"):
+        make_cfg("task=search", "task_type=heights", tiny=False)
+
+
 @pytest.mark.parametrize(("overrides", "message"), [
-    (["task_type=heights"], "task_type=heights"),
     (["task_type=depth", "data=voc"], "needs data with depth"),
     (["task_type=depth", "searcher=autodeeplab"], "does not support task_type=depth"),
 ])
@@ -127,12 +132,12 @@ def test_best_candidate_is_the_lowest_rmse_for_depth(make_cfg) -> None:
 
 
 def test_a_segmentation_teacher_is_refused_for_depth(make_cfg, tmp_path: Path) -> None:
-    from segnas.searchers.auxcell import search
+    from tests.conftest import run_search
 
     genotype = spaces.resolve_arch("deeplabv3plus-mobilenetv2")
     teacher = save_network(tmp_path / "teacher.pt", genotype, 5, spaces.build(genotype, 5))
     with pytest.raises(ConfigError, match="searcher.teacher"):
-        search(make_cfg(*SMALL, f"searcher.teacher={teacher}"), tmp_path, None, None)
+        run_search(make_cfg(*SMALL, f"searcher.teacher={teacher}", run_dir=tmp_path))
 
 
 def test_depth_search_then_retrain_end_to_end(make_cfg, tmp_path: Path) -> None:

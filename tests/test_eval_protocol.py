@@ -14,6 +14,7 @@ from segnas.data.datamodule import SegmentationDataModule
 from segnas.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from segnas.errors import ConfigError
 from segnas.training.module import SegmentationModule
+from hydra.errors import HydraException
 
 CLASSES = 5
 LEVELS = np.array([20, 70, 120, 170, 220])  # red value of the pixels of each class
@@ -172,9 +173,9 @@ def test_calibration_crops_are_never_padded_and_their_statistics_are_the_images(
     colours = [200, 230, 180, 250]
     train = [{"image": np.full((h, w, 3), c, np.uint8), "mask": np.zeros((h, w), np.uint8), "name": str(i)}
              for i, ((h, w), c) in enumerate(zip([(20, 24), (40, 50), (32, 32), (24, 60)], colours))]
-    datamodule = ListDataModule(train, VAL, calib_subset_size=4, eval_batch_size=4)
+    datamodule = ListDataModule(train, VAL, eval_batch_size=4)
     datamodule.setup()
-    batches = preload(datamodule, datamodule.calib_subset())
+    batches = preload(datamodule, datamodule.calib_subset(4))
     assert [tuple(b["image"].shape) for b in batches] == [(4, 3, 32, 32)]
     norm = nn.BatchNorm2d(3)
     recalibrate_bn(nn.Sequential(norm), [b["image"] for b in batches])
@@ -208,7 +209,9 @@ def test_eval_settings_are_checked_naming_the_key(make_cfg) -> None:
     assert eval_protocol(make_cfg()).mode == "whole"
     assert eval_protocol(compose_config("data=cityscapes", tiny=False)).describe().startswith("sliding windows 769x769, stride 513x513")
     assert eval_protocol(make_cfg("eval.mode=slide", "eval.window=[16,24]")).stride == (11, 16)
-    for override, key in (("eval.mode=tiles", "eval.mode"), ("eval.window=0", "eval.window"),
+    with pytest.raises(HydraException, match="eval.mode=tiles"):  # a choice: refused when Hydra composes
+        make_cfg("eval.mode=tiles")
+    for override, key in (("eval.window=0", "eval.window"),
                           ("eval.stride=[1,2,3]", "eval.stride"), ("eval.scale=0", "eval.scale")):
         with pytest.raises(ConfigError, match=key):
             eval_protocol(make_cfg(override))

@@ -11,7 +11,7 @@ import yaml
 
 from segnas import pipeline
 from tests.conftest import CONFIG_DIR, compose_config
-from tests.test_data_folders import write_cityscapes, write_voc
+from tests.conftest import write_cityscapes, write_voc
 
 #: The paper-scale presets (search or train on a real dataset); a table preset (task=tabulate) is
 #: tested with the tables (tests/test_tables.py).

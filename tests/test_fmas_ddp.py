@@ -16,6 +16,7 @@ from segnas import spaces
 from segnas.searchers.distributed import from_rank_zero
 from segnas.searchers.fmas.evaluator import Evaluator
 from segnas.searchers.fmas.scoring import Scorer
+from segnas.searchers.fmas.settings import ConstraintSettings
 from segnas.training import load_network
 
 
@@ -33,7 +34,7 @@ def evaluate(supernet: Path) -> tuple[list[dict], int]:
                 "mask": torch.randint(0, 5, (2, 32, 32), generator=generator)}]
     space = spaces.get_space("elastic-deeplabv3plus")
     genotypes = [space.genotype(a) for a in arches()]
-    evaluator = Evaluator(net, Scorer(batches, batches, 5), ["miou", "macs"], {}, (32, 32))
+    evaluator = Evaluator(net, Scorer(batches, batches, 5), ["miou", "macs"], ConstraintSettings(), (32, 32))
     calls = []
     score = evaluator.scorer.score
     evaluator.scorer.score = lambda n: calls.append(1) or score(n)

@@ -13,10 +13,9 @@ import yaml
 from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
 from segnas import pipeline
-from segnas.searchers.fmas import search
 from segnas.training import load_network
 from tests.conftest import TINY, compose_config
-from tests.test_train_task import write_voc_layout
+from tests.conftest import run_search, write_voc_layout
 
 FMAS = ["searcher=fmas", "searcher.supernet_epochs=1", "searcher.pop_size=4", "searcher.generations=2",
         "searcher.val_images=4", "searcher.calib_images=4", "retrain.epochs=1"]
@@ -78,7 +77,7 @@ def test_top_k_bounds_the_fine_tuned_front(fmas_run, tmp_path: Path) -> None:
     run_dir, _ = fmas_run
     cfg = compose_config(f"run_dir={tmp_path}", *FMAS, "searcher.top_k=1",
                          f"searcher.supernet={run_dir / 'supernet' / 'model.pt'}")
-    result = search(cfg, tmp_path, None, None)
+    result = run_search(cfg)
     assert len(result.candidates) == 1
     reported = result.on_retrained([])  # retrain.epochs=0: nothing fine-tuned, every member still listed
     assert reported["front_finetuned"] == 0 and len(reported["front_members"]) == result.summary["front_size"]
@@ -100,7 +99,7 @@ def test_latency_targets_as_objective(fmas_run, hardware: str, tmp_path: Path) -
     cfg = compose_config(f"run_dir={tmp_path}", *FMAS, f"hardware={hardware}", "searcher.generations=1",
                          f"searcher.supernet={run_dir / 'supernet' / 'model.pt'}",
                          "searcher.objectives=[miou,latency,params]")
-    result = search(cfg, tmp_path, None, None)
+    result = run_search(cfg)
     rows = read_csv(tmp_path / "pareto.csv")
     assert rows and all(float(r["latency_ms"]) > 0 for r in rows)
     assert all(r["latency_estimated"] == str(hardware == "gap8") for r in rows)
@@ -113,8 +112,8 @@ def test_on_a_voc_layout_folder(tmp_path: Path) -> None:
     root = write_voc_layout(tmp_path / "VOC2012", num_classes=3)
     tiny = [o for o in TINY if not o.startswith("data")]
     summary = pipeline.run(compose_config(
-        f"run_dir={tmp_path / 'run'}", *tiny, *FMAS, "searcher.val_images=2", "data=voc", f"data.root={root}", "data.num_classes=3",
-        "data.crop_size=32", "data.batch_size=2", "data.num_workers=0", tiny=False))
+        f"run_dir={tmp_path / 'run'}", *tiny, *FMAS, "searcher.val_images=2", "data=voc", f"data.root={root}",
+        "data.num_classes=3", "data.crop_size=32", "data.batch_size=2", "data.num_workers=0", tiny=False))
     assert summary["data"] == "voc" and summary["num_classes"] == 3
     # the real-format fixture too: no fine-tuned member ends below its held-out score before fine-tuning
     assert all(e["holdout_mIoU"] >= e["holdout_mIoU_before_finetune"] - 1e-9 for e in summary["retrained"])
@@ -149,7 +148,8 @@ def test_the_winner_is_chosen_on_held_out_train_and_reported_on_the_rest_of_val(
         assert summary["retrain_holdout_images"] == 2  # 10 % of 16, rounded
         assert all("holdout_mIoU" in entry and "val_mIoU" in entry for entry in retrained)
         best = max(retrained, key=lambda entry: entry["holdout_mIoU"])
-        assert summary["genotype_hash"] == best["genotype_hash"] and summary["winner_selected_on"].startswith("held-out")
+        assert summary["genotype_hash"] == best["genotype_hash"]
+        assert summary["winner_selected_on"].startswith("held-out")
         # those images never reached a retraining loader
         cfg = compose_config(f"run_dir={run_dir}", *FMAS)
         datamodule = instantiate(cfg.data)
@@ -170,7 +170,7 @@ def test_scoring_on_all_of_val_is_refused_before_the_supernet_trains(tmp_path: P
 
     cfg = compose_config(f"run_dir={tmp_path}", *FMAS, "searcher.val_images=8")
     with pytest.raises(ConfigError, match="searcher.val_images=8.*all 8 val images"):
-        search(cfg, tmp_path, None, None)
+        run_search(cfg)
     assert not (tmp_path / "supernet").exists()
 
 
@@ -196,13 +196,57 @@ def test_a_loaded_supernet_keeps_its_training_facts(fmas_run, tmp_path) -> None:
     from types import SimpleNamespace
 
     from segnas.searchers.fmas.supernet import obtain
+    from segnas.settings import schema
     from segnas.spaces.elastic_deeplabv3plus import ElasticDeepLabV3PlusSpace
+    from segnas.tasks.search import context
 
     run_dir, summary = fmas_run
     assert summary["supernet_trained_here"] and summary["supernet_images_seen"] > 0
     cfg = compose_config(f"run_dir={tmp_path}", *FMAS, f"searcher.supernet={run_dir / 'supernet' / 'model.pt'}")
-    _, _, facts = obtain(cfg, tmp_path, None, SimpleNamespace(num_classes=summary["num_classes"]),
-                         ElasticDeepLabV3PlusSpace())
+    settings = schema.load(cfg)
+    handed = context(cfg, settings, tmp_path, None, None, SimpleNamespace(num_classes=summary["num_classes"]))
+    _, _, facts = obtain(settings.searcher, handed, ElasticDeepLabV3PlusSpace())
     assert not facts["supernet_trained_here"]
     for key in ("supernet_images_seen", "supernet_epochs", "supernet_backbone_weights"):
         assert facts[key] == summary[key], key
+
+
+def test_one_data_module_per_run_and_one_writer_of_the_front_files(fmas_run, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 27: the pipeline's data module is the one the search trains, scores and reports on
+    (instantiated once), and pareto.csv / pareto.png are written only by pareto.write_front (after
+    the search, then again by the hook with the fine-tuned scores), each replaced atomically."""
+    import os
+
+    from segnas.data import SyntheticDataModule
+    from segnas.searchers.fmas import pareto, searcher
+
+    run_dir, _ = fmas_run
+    built, writes, inside = [], [], []
+    init, replace, write_front = SyntheticDataModule.__init__, os.replace, pareto.write_front
+
+    def counted(self, *args, **kwargs):
+        built.append(self)
+        init(self, *args, **kwargs)
+
+    def replaced(source, destination):
+        writes.append((Path(destination).name, bool(inside)))
+        replace(source, destination)
+
+    def writer(*args, **kwargs):
+        inside.append(1)
+        try:
+            return write_front(*args, **kwargs)
+        finally:
+            inside.pop()
+
+    monkeypatch.setattr(SyntheticDataModule, "__init__", counted)
+    monkeypatch.setattr(os, "replace", replaced)
+    monkeypatch.setattr(searcher, "write_front", writer)
+    summary = pipeline.run(compose_config(f"run_dir={tmp_path}", *FMAS, "searcher.top_k=1",
+                                          f"searcher.supernet={run_dir / 'supernet' / 'model.pt'}"))
+    assert len(built) == 1
+    front_files = [(name, by_writer) for name, by_writer in writes if name in ("pareto.csv", "pareto.png")]
+    assert front_files == [("pareto.csv", True), ("pareto.png", True)] * 2  # after the search, after retraining
+    rows = read_csv(tmp_path / "pareto.csv")
+    assert [row["finetuned"] for row in rows].count("True") == summary["front_finetuned"] == 1

@@ -17,11 +17,11 @@ from segnas import spaces
 from segnas.errors import ConfigError
 from segnas.genotype import Genotype
 from segnas.searchers.engine import STATE_KEY
-from segnas.searchers.fmas import search
 from segnas.searchers.fmas.evaluator import Evaluator
 from segnas.searchers.fmas.pareto import hypervolume, non_dominated, pick
 from segnas.searchers.fmas.scoring import Scorer
-from tests.conftest import compose_config
+from segnas.searchers.fmas.settings import ConstraintSettings
+from tests.conftest import compose_config, run_search
 
 SEARCH = ["searcher=fmas", "searcher.pop_size=4", "searcher.val_images=4", "searcher.calib_images=4",
           "data.eval_batch_size=2"]
@@ -67,20 +67,15 @@ def test_a_genotype_is_scored_once_and_limits_are_checked_first(supernet_file) -
     small = space.genotype({"depths": [1] * 6, "widths": [0.25] * 6, "aspp_rates": [],
                             "aspp_channels": 64, "decoder_channels": 64})
     full = space.genotype({})
-    evaluator = Evaluator(net, CountingScorer([image], [image], 5), ["miou", "macs"],
-                          {"max_macs": None}, (32, 32))
+    evaluator = Evaluator(net, CountingScorer([image], [image], 5), ["miou", "macs"], ConstraintSettings(), (32, 32))
     limit = (evaluator.evaluate(small)["macs"] + evaluator.evaluate(full)["macs"]) / 2
     assert evaluator.evaluate(Genotype(small.space, dict(small.arch)))["miou"] == 0.5
     assert len(calls) == 2 and evaluator.hits == 1
-    limited = Evaluator(net, CountingScorer([image], [image], 5), ["miou", "macs"], {"max_macs": limit}, (32, 32))
+    limited = Evaluator(net, CountingScorer([image], [image], 5), ["miou", "macs"], ConstraintSettings(max_macs=limit),
+                        (32, 32))
     rejected = limited.evaluate(full)
     assert not rejected["feasible"] and rejected["miou"] is None and rejected["violation"] > 0
     assert limited.evaluate(small)["feasible"] and len(calls) == 3
-
-
-def run_search(cfg, run_dir, resume=None, logger=None):
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return search(cfg, run_dir, resume, logger)
 
 
 def search_state(run_dir):
@@ -99,7 +94,7 @@ def read_csv(path):
 
 def test_search_writes_a_front_that_pymoo_agrees_with(supernet_file, tmp_path) -> None:
     run_dir = tmp_path / "run"
-    result = run_search(cfg_for(run_dir, supernet_file, "searcher.generations=2"), run_dir)
+    result = run_search(cfg_for(run_dir, supernet_file, "searcher.generations=2"))
     state = search_state(run_dir)
     records = [r for r in state["cache"].values() if r["feasible"]]
     F = np.array([[1 - r["miou"], r["macs"]] for r in records])
@@ -127,11 +122,11 @@ def test_search_writes_a_front_that_pymoo_agrees_with(supernet_file, tmp_path) -
 
 def test_resume_continues_the_same_generation_sequence(supernet_file, tmp_path) -> None:
     straight = tmp_path / "straight"
-    run_search(cfg_for(straight, supernet_file, "searcher.generations=3"), straight)
+    run_search(cfg_for(straight, supernet_file, "searcher.generations=3"))
     first = tmp_path / "first"
-    run_search(cfg_for(first, supernet_file, "searcher.generations=2"), first)
+    run_search(cfg_for(first, supernet_file, "searcher.generations=2"))
     resumed = tmp_path / "resumed"
-    run_search(cfg_for(resumed, supernet_file, "searcher.generations=3", f"resume={first}"), resumed,
+    run_search(cfg_for(resumed, supernet_file, "searcher.generations=3", f"resume={first}"),
                resume=first / "last.ckpt")
     a, b = search_state(straight), search_state(resumed)
     assert b["generation"] == 3
@@ -145,7 +140,7 @@ def test_resume_refuses_a_foreign_checkpoint(supernet_file, tmp_path) -> None:
     other = tmp_path / "other.ckpt"
     torch.save({"state_dict": {}}, other)
     with pytest.raises(ConfigError, match="not an FMAS search checkpoint"):
-        run_search(cfg_for(tmp_path / "run", supernet_file), tmp_path / "run", resume=other)
+        run_search(cfg_for(tmp_path / "run", supernet_file), resume=other)
 
 
 def test_generation_rows_reach_the_log_csv_and_wandb(supernet_file, tmp_path, caplog: pytest.LogCaptureFixture) -> None:
@@ -156,7 +151,7 @@ def test_generation_rows_reach_the_log_csv_and_wandb(supernet_file, tmp_path, ca
     logger = WandbLogger(save_dir=str(tmp_path), offline=True, project="segnas-test")
     try:
         with caplog.at_level(logging.INFO, logger="segnas"):
-            run_search(cfg_for(run_dir, supernet_file, "searcher.generations=2"), run_dir, logger=logger)
+            run_search(cfg_for(run_dir, supernet_file, "searcher.generations=2"), logger=logger)
         summary = dict(logger.experiment.summary)
     finally:
         wandb.finish()
@@ -357,8 +352,8 @@ def test_ddp_spawn_ranks_split_the_scoring_and_reproduce_one_process(supernet_fi
     torch.set_num_threads(1)  # the ranks' kernels: untrained networks' near-tied logits flip otherwise
     spawned, alone = tmp_path / "spawned", tmp_path / "alone"
     result = run_search(cfg_for(spawned, supernet_file, *DDP_SEARCH[len(SEARCH):], "trainer=ddp_spawn",
-                                "trainer.devices=2"), spawned)
-    run_search(cfg_for(alone, supernet_file, *DDP_SEARCH[len(SEARCH):]), alone)
+                                "trainer.devices=2"))
+    run_search(cfg_for(alone, supernet_file, *DDP_SEARCH[len(SEARCH):]))
     a, b = search_state(spawned), search_state(alone)
     assert {record["scored_by_rank"] for record in a["cache"].values()} == {0, 1}
     assert without_times(read_csv(spawned / "search.csv")) == without_times(read_csv(alone / "search.csv"))
@@ -373,9 +368,9 @@ def test_ddp_spawn_ranks_split_the_scoring_and_reproduce_one_process(supernet_fi
 
 def test_progress_rows_follow_the_generations_and_survive_a_resume(supernet_file, tmp_path) -> None:
     first = tmp_path / "first"
-    run_search(cfg_for(first, supernet_file, "searcher.generations=2"), first)
+    run_search(cfg_for(first, supernet_file, "searcher.generations=2"))
     resumed = tmp_path / "resumed"
-    run_search(cfg_for(resumed, supernet_file, "searcher.generations=3", f"resume={first}"), resumed,
+    run_search(cfg_for(resumed, supernet_file, "searcher.generations=3", f"resume={first}"),
                resume=first / "last.ckpt")
     progress, generations = read_csv(resumed / "progress.csv"), read_csv(resumed / "search.csv")
     assert [int(r["unit"]) for r in progress] == [0, 1, 2]

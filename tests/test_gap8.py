@@ -4,11 +4,9 @@ type, driven by its configuration, and usable from hardware=gap8."""
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 
 import pytest
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 from torch import nn
 
 from segnas import pipeline
@@ -16,7 +14,6 @@ from segnas.errors import ConfigError
 from segnas.hardware.gap8 import MACS_PER_CYCLE, Gap8Latency
 from tests.conftest import compose_config
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 def conv(out_channels: int, kernel: int = 3, groups: int = 1, in_channels: int = 16) -> nn.Module:
@@ -89,5 +86,5 @@ def test_the_default_table_meets_dorys_end_to_end_mobilenet_v1_on_gap8() -> None
     import timm
 
     net = timm.create_model("mobilenetv1_100", pretrained=False).eval()
-    for target in (Gap8Latency(), instantiate(OmegaConf.load(CONF / "hardware" / "gap8.yaml"))):
+    for target in (Gap8Latency(), instantiate(compose_config("hardware=gap8", tiny=False).hardware)):
         assert target.measure(net, (128, 128))["latency_ms"] == pytest.approx(1000 / 4.3, rel=0.02)

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import timm
 import torch
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 from torch import nn
 
 from segnas.errors import ConfigError
@@ -25,8 +23,8 @@ from segnas.hardware import (
 )
 from segnas.nn import DeepLabV3Plus, build_backbone
 from segnas.spaces import build, presets
+from tests.conftest import compose_config
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 #: Parameters of deeplabv3plus-mobilenetv2 with 21 classes (PASCAL VOC), BN affine included.
 MOBILENETV2_21_PARAMS = 5_816_053
 LATENCY_FIELDS = {"latency_ms", "latency_target", "latency_method", "latency_estimated",
@@ -196,7 +194,7 @@ def test_gpu_latency(tiny):
 @pytest.mark.parametrize(("config", "cls"), [("cpu", TorchLatency), ("gpu", TorchLatency),
                                              ("onnx_cpu", OnnxRuntimeLatency)])
 def test_hardware_configs_instantiate(config, cls):
-    target = instantiate(OmegaConf.load(CONF / "hardware" / f"{config}.yaml"))
+    target = instantiate(compose_config(f"hardware={config}", tiny=False).hardware)
     assert type(target) is cls and target.name == config and target.estimated is False
 
 

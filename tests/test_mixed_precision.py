@@ -15,11 +15,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from segnas import pipeline
-from segnas.searchers import autodeeplab
+from segnas.searchers.autodeeplab import module as adl_module
 from segnas.searchers.fmas.scoring import Scorer, recalibrate_bn
 from segnas.spaces.autodeeplab.supernet import BlockEdges, _norm_scale, _PoolMix
 from segnas.training import load_network
-from tests.conftest import TINY_ADL
+from tests.conftest import TINY_ADL, run_search
 
 LOW = [torch.bfloat16, torch.float16]
 
@@ -94,11 +94,10 @@ def test_autodeeplab_search_runs_under_bf16_mixed(make_cfg, tmp_path: Path, monk
     cfg = make_cfg("task=search", "searcher=autodeeplab", *TINY_ADL, "searcher.aspp_channels=8",
                    "trainer.precision=bf16-mixed", "searcher.recompute=true")
     run_dir = tmp_path / "run"
-    run_dir.mkdir(parents=True)
     built = []
-    build = autodeeplab.AutoDeepLabSupernet
-    monkeypatch.setattr(autodeeplab, "AutoDeepLabSupernet", lambda *a, **k: built.append(build(*a, **k)) or built[-1])
-    autodeeplab.search(cfg, run_dir, None, None)
+    build = adl_module.AutoDeepLabSupernet
+    monkeypatch.setattr(adl_module, "AutoDeepLabSupernet", lambda *a, **k: built.append(build(*a, **k)) or built[-1])
+    run_search(cfg)
     blocks = [m for m in built[0].modules() if isinstance(m, BlockEdges)]
     assert blocks and all(block.recompute for block in blocks)
     with open(run_dir / "search.csv") as handle:

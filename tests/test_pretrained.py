@@ -21,7 +21,6 @@ from segnas.errors import ConfigError, WeightsError
 from segnas.nn import build_backbone
 from segnas.nn.pretrained import from_torchvision, install, packaged_file, torchvision_keys
 from segnas.offline_weights import CACHE_ENV, SOURCES, Source, describe, imagenet_file, main
-from segnas.searchers.checks.random import matching
 
 NAME = "mobilenetv2_100"
 SOURCE = SOURCES[NAME]
@@ -140,9 +139,10 @@ def test_auxcell_and_fmas_default_to_imagenet_weights_train_does_not(cache: Path
     monkeypatch.setenv(CACHE_ENV, str(cache))
     file = str(imagenet_file(NAME))
     assert make_cfg("searcher=auxcell").model.backbone_weights == file
-    assert matching(make_cfg("searcher=random", "searcher.space=auxcell")).model.backbone_weights == file
+    # a random baseline starts from its space's searcher's weights (random.yaml's contract fields)
+    assert make_cfg("searcher=random", "searcher.space=auxcell").model.backbone_weights == file
     assert make_cfg("searcher=fmas").model.backbone_weights == "auto"
-    assert matching(make_cfg("searcher=random", "searcher.space=fmas")).model.backbone_weights == "auto"
+    assert make_cfg("searcher=random", "searcher.space=fmas").model.backbone_weights == "auto"
     assert make_cfg("searcher=random").model.backbone_weights is None  # the Auto-DeepLab space has no backbone
     assert make_cfg("task=train", "arch=deeplabv3plus-mobilenetv2").model.backbone_weights is None
     assert make_cfg("searcher=auxcell", "model.backbone_weights=null").model.backbone_weights is None

@@ -22,6 +22,7 @@ from segnas.searchers.auxcell.policy import Uniform
 from segnas.searchers.budget import Budget
 from segnas.searchers.fmas.encoding import Encoding
 from segnas.searchers.fmas.nsga import SubnetProblem, UniformProposals
+from segnas.settings import schema
 from segnas.spaces.autodeeplab import STRIDES, AutoDeepLabSpace, count_paths
 from tests.conftest import compose_config
 
@@ -121,13 +122,17 @@ def test_fmas_uniform_proposals_cover_the_genes_uniformly() -> None:
 
 
 def test_budget_reads_config_and_names_what_was_spent() -> None:
-    assert not Budget.from_config(compose_config("run_dir=/tmp/x")).limited
-    budget = Budget.from_config(compose_config("run_dir=/tmp/x", "budget.wall_time_s=10", "budget.images=100"))
+    def from_config(*overrides: str) -> Budget:
+        settings = schema.load(compose_config("run_dir=/tmp/x", *overrides)).budget
+        return Budget(settings.wall_time_s, settings.images)
+
+    assert not from_config().limited
+    budget = from_config("budget.wall_time_s=10", "budget.images=100")
     assert budget.exhausted(9.9, 99) is None
     assert "budget.images=100" in budget.exhausted(1.0, 100)
     assert "budget.wall_time_s=10" in budget.exhausted(10.0, 0)
     with pytest.raises(ConfigError, match="budget.images"):
-        Budget.from_config(compose_config("run_dir=/tmp/x", "budget.images=-3"))
+        from_config("budget.images=-3")
 
 
 def test_random_autodeeplab_trains_samples_and_retrains_the_best(tmp_path: Path) -> None:

@@ -12,7 +12,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 from scipy import stats
 
 from segnas import pipeline
@@ -22,11 +21,13 @@ from segnas.report.statistics import kendall, unpaired
 from segnas.searchers.auxcell import decisions
 from segnas.searchers.auxcell.controller import Controller
 from segnas.searchers.auxcell.policy import build_policy
+from segnas.searchers.auxcell.settings import Policy
 from segnas.searchers.fmas.nsga import SearchState, build_search_algorithm, run_generation
 from segnas.searchers.fmas.pareto import hypervolume, objective_matrix
+from segnas.settings import schema
 from segnas.spaces import get_space
 from segnas.tables import auxcell, curves, fmas, store, surrogate
-from tests.conftest import CONFIG_DIR, compose_config
+from tests.conftest import compose_config
 
 #: 2 ASPP and 2 decoder widths x each of 3 ASPP rates kept or not: 32 sub-networks, fixed depths and widths.
 SPACE = ["searcher.width_ratios=[1.0]", "searcher.head_ratios=[0.5,1.0]", "searcher.min_depth=99"]
@@ -60,13 +61,13 @@ def test_the_table_holds_every_sub_network_once(fmas_table) -> None:
 def test_a_replay_of_nsga2_follows_the_real_search(fmas_table, supernet_file, tmp_path) -> None:
     """The real FMAS search (slicing and scoring) and a replay against the table, same seed and
     settings: the same generations, hypervolumes and scores."""
-    from segnas.searchers.fmas import search
+    from tests.conftest import run_search
 
     run_dir, _ = fmas_table
     meta, rows = store.read(run_dir)
     cfg = compose_config(f"run_dir={tmp_path / 'search'}", *SCORING, *SPACE, f"searcher.supernet={supernet_file}",
                          "searcher.pop_size=6", "searcher.generations=3", "searcher.seed=3")
-    search(cfg, tmp_path / "search", None, None)
+    run_search(cfg)
     with (tmp_path / "search" / "search.csv").open() as handle:
         real = list(csv.DictReader(handle))
     space = get_space(meta["space"])
@@ -117,7 +118,9 @@ def test_the_table_preset_has_over_5000_sub_networks_and_runs(tmp_path, supernet
     cfg = compose_config("experiment=fmas_table", "run_dir=/tmp/unused", tiny=False)
     space = get_space("elastic-deeplabv3plus")
     assert cfg.task == "tabulate"
-    assert fmas.space_size(fmas.encoding_of(space, fmas._full_genotype(cfg, space), cfg.searcher)) == 8192
+    settings = schema.load(cfg).searcher
+    encoding = fmas.encoding_of(space, fmas._full_genotype(settings, space), fmas.recorded(settings))
+    assert fmas.space_size(encoding) == 8192
     # and it runs: the first chunk of its table on the tiny data, stopped by a simulated crash
     from segnas.searchers.fmas import evaluator
 
@@ -143,10 +146,11 @@ def test_the_table_preset_has_over_5000_sub_networks_and_runs(tmp_path, supernet
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(evaluator.Evaluator, "evaluate_many", lambda self, genotypes: calls.append(len(genotypes))
                       or real(self, genotypes))
-        patch.setattr(fmas, "all_genes", lambda encoding: iter([tuple(r["genes"]) for r in kept] + [(1,) * encoding.n_var]))
-        pipeline.run(compose_config("experiment=fmas_table", f"run_dir={tmp_path}", f"searcher.supernet={supernet_file}",
-                                    "searcher.val_images=2", "searcher.calib_images=2", "tabulate.chunk=3",
-                                    "resume=true"))
+        patch.setattr(fmas, "all_genes",
+                      lambda encoding: iter([tuple(r["genes"]) for r in kept] + [(1,) * encoding.n_var]))
+        pipeline.run(compose_config("experiment=fmas_table", f"run_dir={tmp_path}",
+                                    f"searcher.supernet={supernet_file}", "searcher.val_images=2",
+                                    "searcher.calib_images=2", "tabulate.chunk=3", "resume=true"))
     assert calls == [1] and len(store.read_rows(tmp_path / store.ROWS)) == 4
 
 
@@ -250,10 +254,10 @@ def test_the_surrogate_ranks_held_out_children() -> None:
     assert abs(auxcell.fit_surrogate(noise, decisions.choices("extended"), 0.2)[1]["kendall_tau"]) < 0.15
 
 
-def test_the_lockstep_replay_is_each_seeds_own_search() -> None:
+def test_the_lockstep_replay_is_each_seeds_own_search(tmp_path) -> None:
     """Seeds run in lockstep (one surrogate call per step) give what one seed alone gives."""
     rows = _synthetic_rows(60)
-    settings = OmegaConf.to_container(OmegaConf.load(f"{CONFIG_DIR}/searcher/auxcell.yaml"))
+    settings = schema.load(compose_config("searcher=auxcell", f"run_dir={tmp_path}")).searcher
     meta = {"settings": {"positions": "extended"}, "surrogate": {"folds": 5}}
     together, xs, best, _ = auxcell.replay(meta, rows, ["reinforce", "ppo"], [4, 5], 6, settings)
     alone, _, _, _ = auxcell.replay(meta, rows, ["reinforce", "ppo"], [5], 6, settings)
@@ -264,8 +268,8 @@ def test_the_lockstep_replay_is_each_seeds_own_search() -> None:
         np.testing.assert_array_equal(together[name], split[name])
     assert xs == list(range(1, 7)) and np.all(np.diff(together["reinforce"], axis=1) >= 0)
     # and it is the controller a search builds: the same first child as a fresh search's controller
-    controller_cfg = OmegaConf.create(settings["controller"])
-    policy = build_policy("reinforce", Controller(decisions.choices("extended"), 100, 2, seed=5), controller_cfg, seed=5)
+    controller = Controller(decisions.choices("extended"), 100, 2, seed=5)
+    policy = build_policy(Policy.reinforce, controller, settings.controller, seed=5)
     first, _, _ = policy.sample(torch.Generator().manual_seed(5))
     forest, _ = auxcell.fit_surrogate(rows, decisions.choices("extended"), 0.2)
     assert alone["reinforce"][0, 0] == pytest.approx(

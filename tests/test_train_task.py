@@ -12,7 +12,7 @@ import torch
 from segnas import pipeline
 from segnas.errors import ConfigError
 from segnas.training import load_network
-from tests.conftest import TINY
+from tests.conftest import TINY, write_voc_layout
 
 ARCH = "arch=deeplabv3plus-mobilenetv2"
 
@@ -123,31 +123,6 @@ def test_a_few_steps_lower_the_loss(make_cfg, tmp_path: Path) -> None:
 def test_bad_config_names_the_key(make_cfg, overrides: list[str], message: str) -> None:
     with pytest.raises(Exception, match=message.replace("[", r"\[")):
         pipeline.run(make_cfg(*overrides))
-
-
-def write_voc_layout(root: Path, num_classes: int, train: int = 8, val: int = 4) -> Path:
-    """A tiny VOC2012-layout folder: JPEG images, palette PNG masks with a 255 border, split lists."""
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    (root / "JPEGImages").mkdir(parents=True)
-    (root / "SegmentationClass").mkdir()
-    (root / "ImageSets" / "Segmentation").mkdir(parents=True)
-    ids = [f"2008_{i:06d}" for i in range(train + val)]
-    for name in ids:
-        mask = np.zeros((40, 48), dtype=np.uint8)
-        mask[8:30, 10:40] = rng.integers(1, num_classes)
-        mask[0, :] = 255
-        image = rng.integers(0, 255, size=(40, 48, 3), dtype=np.uint8)
-        image[mask > 0] //= 3
-        Image.fromarray(image).save(root / "JPEGImages" / f"{name}.jpg")
-        png = Image.fromarray(mask, mode="P")
-        png.putpalette([v for c in range(256) for v in (c, 255 - c, (7 * c) % 256)])
-        png.save(root / "SegmentationClass" / f"{name}.png")
-    (root / "ImageSets" / "Segmentation" / "train.txt").write_text("\n".join(ids[:train]) + "\n")
-    (root / "ImageSets" / "Segmentation" / "val.txt").write_text("\n".join(ids[train:]) + "\n")
-    return root
 
 
 def test_train_on_a_voc_layout_folder(make_cfg, tmp_path: Path) -> None:

@@ -160,8 +160,6 @@ class SegmentationDataModule(pl.LightningDataModule):
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
         seed: int = 0,
-        val_subset_size: int = 32,
-        calib_subset_size: int = 32,
         ignore_index: int = 255,
         class_names: Sequence[str] | None = None,
         name: str | None = None,
@@ -182,8 +180,6 @@ class SegmentationDataModule(pl.LightningDataModule):
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise ConfigError(f"data.mean and data.std must be 3 values (std > 0), got {mean!r}, {std!r}")
         self.seed = int(seed)
-        self.val_subset_size = _positive(val_subset_size, "val_subset_size")
-        self.calib_subset_size = _positive(calib_subset_size, "calib_subset_size")
         self.ignore_index = int(ignore_index)
         if not self.num_classes <= self.ignore_index <= 255:
             raise ConfigError(
@@ -317,18 +313,20 @@ class SegmentationDataModule(pl.LightningDataModule):
             SegmentationDataset(source, self._train_transform(_AUG_HALF_B), half_b),
         )
 
-    def val_subset(self, n: int | None = None) -> SegmentationDataset:
-        """The first ``n`` (default ``val_subset_size``, at most all) of a seeded permutation of
-        val, eval transform: a fixed, cheap set for scoring candidates."""
-        n = self.val_subset_size if n is None else _positive(n, "val_subset_size")
+    def val_subset(self, n: int) -> SegmentationDataset:
+        """The first ``n`` (at most all) of a seeded permutation of val, eval transform: a fixed,
+        cheap set for scoring candidates."""
+        if n < 1:
+            raise ValueError(f"val_subset: n={n}, expected at least one image")
         return SegmentationDataset(self.source("val"), self._eval_transform(),
                                    [int(i) for i in self._permutation("val", _PERM_VAL)[:n]])
 
-    def calib_subset(self, n: int | None = None) -> SegmentationDataset:
-        """A seeded subset of train (default ``calib_subset_size``, at most all) as fixed, unpadded
+    def calib_subset(self, n: int) -> SegmentationDataset:
+        """A seeded subset of ``n`` train images (at most all) as fixed, unpadded
         ``crop_size`` crops (see ``transforms.calibration_transform``), for recalibrating
         BatchNorm statistics of sub-networks before scoring."""
-        n = self.calib_subset_size if n is None else _positive(n, "calib_subset_size")
+        if n < 1:
+            raise ValueError(f"calib_subset: n={n}, expected at least one image")
         transform = calibration_transform(self.crop_size, self.mean, self.std, _seed_stream(self.seed, _AUG_CALIB))
         return SegmentationDataset(self.source("train"), transform, self._permutation("train", _PERM_CALIB)[:n])
 

@@ -13,29 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from omegaconf import DictConfig
-
-from segnas.errors import ConfigError
-
 
 @dataclass(frozen=True)
 class Budget:
+    """``budget.wall_time_s`` / ``budget.images`` (None: no limit)."""
+
     wall_time_s: float | None = None
     images: int | None = None
-
-    @classmethod
-    def from_config(cls, cfg: DictConfig) -> Budget:
-        """``cfg.budget`` (absent or null entries mean no limit)."""
-        section = cfg.get("budget") or {}
-        limits: dict[str, Any] = {}
-        for key, kind in (("wall_time_s", float), ("images", int)):
-            value = section.get(key)
-            if value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise ConfigError(f"budget.{key}={value!r}: expected a positive number or null (no limit)")
-            limits[key] = kind(value)
-        return cls(**limits)
 
     @property
     def limited(self) -> bool:

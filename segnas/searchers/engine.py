@@ -2,14 +2,17 @@
 
 A search is a :class:`SearchModule` whose ``training_step`` is one unit of work (an auxcell round
 of children, an FMAS generation, a random Auto-DeepLab architecture); the Trainer runs one unit
-per epoch over :func:`unit_loader`, so everything a Lightning user expects holds for every
+per epoch over :func:`unit_loader`. A search that trains on data, the Auto-DeepLab supernet, is a
+:class:`SearchProgress` module whose unit is an epoch of its :class:`TrainingData` (training
+batches, then its val loader). Either way everything a Lightning user expects holds for every
 searcher:
 
 - ``resume=`` is Lightning's ``ckpt_path``: ``last.ckpt`` is written after every unit by
   :class:`UnitCheckpoint` (``Trainer.save_checkpoint``) and the search's own state (controller, pymoo algorithm, caches,
-  records) travels in it through ``on_save_checkpoint`` / ``on_load_checkpoint``;
+  records, step counts) travels in it under :data:`STATE_KEY` through ``on_save_checkpoint`` /
+  ``on_load_checkpoint`` (:class:`SearchProgress`);
 - :class:`SearchBudget` stops ``fit`` when ``budget.wall_time_s`` or ``budget.images`` is spent
-  and records why (the Auto-DeepLab supernet module uses it too, after every batch);
+  and records why (after every unit, or every batch of a module that trains on data);
 - :class:`RecordFiles` rewrites the search's record files (``search.csv``, ``fronts.csv``) and
   ``progress.csv`` (images, seconds and best held-out score after every unit: the anytime curve)
   on rank 0 after every unit;
@@ -18,9 +21,11 @@ searcher:
 - multi-GPU runs use the Trainer's DDP strategy (:func:`search_strategy`): Lightning launches the
   ranks and forms the process group, each rank does its share of a unit and the results are
   gathered (:mod:`segnas.searchers.distributed`). There is nothing for DistributedDataParallel
-  to reduce: the candidate and child networks a rank scores, and the controller every rank
-  updates identically, are kept outside the module's registered children, so neither DDP nor the
-  BatchNorm layer sync (which would all-reduce statistics of *different* networks) touches them.
+  to reduce in a unit module: the candidate and child networks a rank scores, and the controller
+  every rank updates identically, are kept outside the module's registered children, so neither
+  DDP nor the BatchNorm layer sync (which would all-reduce statistics of *different* networks)
+  touches them. A module that trains on data registers its network, which DDP then wraps as it
+  wraps any trained network (the supernet's weights are averaged over ranks).
 """
 
 from __future__ import annotations
@@ -30,21 +35,24 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from multiprocessing.reduction import ForkingPickler
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import Callback
-from pytorch_lightning.strategies import DDPStrategy, Strategy
+from pytorch_lightning.strategies import DDPStrategy, Strategy, StrategyRegistry
 from torch.utils.data import DataLoader
 
 from segnas.report.anytime import PROGRESS_COLUMNS, PROGRESS_FILE
+from segnas.report.images import ValidationImages
 from segnas.report.run_dir import write_csv
 from segnas.searchers.budget import Budget
+from segnas.searchers.contract import SearchContext
 from segnas.searchers.distributed import all_gather
 
 log = logging.getLogger(__name__)
@@ -77,35 +85,43 @@ def unit_loader() -> DataLoader:
 
 class SearchStrategy(DDPStrategy):
     """Lightning's DDP (launching the ranks, the process group, rank-zero-only hooks) without the
-    DistributedDataParallel wrapper: a search module registers no parameters for DDP to reduce.
-    ``spawns``: the ranks are child processes (``ddp_spawn``, ``ddp_fork``), so what they found
-    reaches this process only through their checkpoint."""
+    DistributedDataParallel wrapper for a unit module, which registers no parameters for DDP to
+    reduce; a module that trains registered weights (the Auto-DeepLab supernet) is wrapped as
+    Lightning's own DDP strategy wraps it. ``spawns``: the ranks are child processes
+    (``ddp_spawn``, ``ddp_fork``), so what they found reaches this process only through their
+    checkpoint."""
 
     def __init__(self, start_method: str = "popen", **kwargs: Any) -> None:
         super().__init__(start_method=start_method, **kwargs)
         self.spawns = start_method != "popen"
 
     def configure_ddp(self) -> None:
-        """Nothing to wrap: the module's networks are each rank's own (see the module docstring)."""
+        """Wrap only a module with trainable parameters: a unit module's networks are each rank's
+        own (see the module docstring), and DDP refuses a module with none."""
+        if any(parameter.requires_grad for parameter in self.model.parameters()):
+            super().configure_ddp()
 
 
 def search_strategy(trainer: DictConfig) -> str | Strategy:
     """``trainer.strategy`` for a search module: a DDP strategy becomes :class:`SearchStrategy`
-    with the same way of starting ranks (``ddp``: the command is run again per rank; ``ddp_spawn``:
-    spawned processes), anything else is kept."""
+    with the same settings as Lightning's strategy of that name (``ddp``: the command is run again
+    per rank; ``ddp_spawn``: spawned processes; ``..._find_unused_parameters_true``), anything else
+    is kept."""
     strategy = str(trainer.get("strategy", "auto"))
-    if not strategy.startswith("ddp"):
+    if not strategy.startswith("ddp") or strategy not in StrategyRegistry:
         return strategy
-    start = next((method for name, method in (("spawn", "spawn"), ("fork", "fork"), ("notebook", "fork"))
-                  if f"ddp_{name}" in strategy), "popen")
-    return SearchStrategy(start_method=start)
+    return SearchStrategy(**StrategyRegistry[strategy]["init_params"])
 
 
 class SearchProgress:
-    """What the budget reads of a search and what a resumed search must carry on counting: images
-    seen, seconds spent (across resumed runs), and why the budget stopped it. Mixed into every
-    search module; :meth:`progress_state` / :meth:`load_progress_state` go into its checkpoint."""
+    """What every search module has (mixed into a LightningModule): what the budget reads of a
+    search and what a resumed search must carry on counting (images seen, seconds spent across
+    resumed runs, why the budget stopped it), and its state in the checkpoint under
+    :data:`STATE_KEY`: its own :meth:`search_state` (what a resumed search needs to continue with
+    the same next step) and :meth:`progress_state`."""
 
+    #: units of work: the Trainer's epochs
+    units: int
     images_seen: int = 0
     spent_before_s: float = 0.0
     budget_stopped: str | None = None
@@ -145,14 +161,25 @@ class SearchProgress:
         self.budget_stopped = state.get("budget_stopped")
         self.progress[:] = list(state.get("progress", []))
 
+    def search_state(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def load_search_state(self, state: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[STATE_KEY] = {"search": self.search_state(), "progress": self.progress_state()}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        restore(self, checkpoint)
+
 
 class SearchModule(SearchProgress, pl.LightningModule):
     """A search as a LightningModule: ``units`` units of work, one per epoch.
 
-    Subclasses implement :meth:`run_unit`, :meth:`search_state` / :meth:`load_search_state` (what
-    a resumed search needs to continue with the same next sample), and optionally
-    :meth:`record_files` and :meth:`unit_line`. ``images_seen`` must count the training or
-    scoring images the units used (the budget reads it).
+    Subclasses implement :meth:`run_unit`, :meth:`search_state` / :meth:`load_search_state`, and
+    optionally :meth:`record_files` and :meth:`unit_line`. ``images_seen`` must count the
+    training or scoring images the units used (the budget reads it).
     """
 
     #: What a unit is called in the log (``round``, ``generation``, ``architecture``).
@@ -171,12 +198,6 @@ class SearchModule(SearchProgress, pl.LightningModule):
         """The best held-out score the search has measured so far, by its own measure (None: none
         yet); recorded after every unit in ``progress.csv``."""
         return None
-
-    def search_state(self) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def load_search_state(self, state: dict[str, Any]) -> None:
-        raise NotImplementedError
 
     def record_files(self) -> dict[str, tuple[Sequence[str], list[dict[str, Any]]]]:
         """``{file name: (columns, rows)}`` rewritten in the run directory after every unit."""
@@ -210,12 +231,6 @@ class SearchModule(SearchProgress, pl.LightningModule):
         """Each search optimises what it owns (the controller's Adam) itself."""
         return None
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint[STATE_KEY] = {"search": self.search_state(), "progress": self.progress_state()}
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        restore(self, checkpoint)
-
 
 def state_digest(state: Any) -> str:
     """A SHA-256 of nested tensors, arrays, numbers and strings: equal exactly when the contents
@@ -244,8 +259,8 @@ def state_digest(state: Any) -> str:
     return digest.hexdigest()
 
 
-def restore(module: Any, checkpoint: dict[str, Any]) -> None:
-    """Load a search checkpoint's state into ``module`` (a :class:`SearchModule`)."""
+def restore(module: SearchProgress, checkpoint: dict[str, Any]) -> None:
+    """Load a search checkpoint's state into ``module``."""
     state = checkpoint.get(STATE_KEY)
     if state is None:
         from segnas.errors import ConfigError
@@ -300,26 +315,55 @@ class UnitCheckpoint(Callback):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
         temporary = self.path.with_name(f".{self.path.name}.tmp")
-        trainer.save_checkpoint(temporary)
+        trainer.save_checkpoint(temporary, weights_only=False)
         if trainer.is_global_zero:
             os.replace(temporary, self.path)
 
 
-def fit_search(cfg: DictConfig, run_dir: Path, logger: Any, make_module: Callable[[int], SearchModule],
-               resume: Path | None, callbacks: Sequence[Callback] = ()) -> tuple[pl.Trainer, SearchModule]:
-    """``Trainer.fit`` of the module ``make_module(world_size)`` builds, for its units, resuming
-    from ``resume`` (a checkpoint this engine wrote). Under a spawning strategy the search ran in
-    other processes: its state is read back from the ``last.ckpt`` they wrote."""
-    from segnas.training.trainer import build_trainer
+@dataclass(frozen=True)
+class TrainingData:
+    """What a search module that trains on data (the Auto-DeepLab supernet) is fitted on, one
+    epoch per unit: ``train`` (a loader, or a dict of loaders each step takes one batch of each
+    of), at most ``batches`` of its batches per epoch (None: all), then ``val``."""
 
-    trainer = build_trainer(cfg, run_dir, logger, None, callbacks=[SearchBudget(Budget.from_config(cfg)),
-                                                                     RecordFiles(run_dir),
-                                                                     UnitCheckpoint(run_dir / "last.ckpt"), *callbacks],
-                            selection=False, max_steps=-1, limit_train_batches=1, limit_val_batches=0,
-                            num_sanity_val_steps=0, strategy=search_strategy(cfg.trainer), enable_model_summary=False)
+    train: Any
+    val: DataLoader
+    batches: int | None = None
+
+
+Search = TypeVar("Search", bound=SearchProgress)
+
+
+def fit_search(context: SearchContext, make_module: Callable[[int], Search], callbacks: Sequence[Callback] = (),
+               data: TrainingData | None = None) -> tuple[pl.Trainer, Search]:
+    """``Trainer.fit`` of the module ``make_module(world_size)`` builds, one unit per epoch for its
+    ``units``, resuming from ``context.resume`` (a checkpoint this engine wrote), with the budget,
+    the record files and ``last.ckpt`` after every unit. Under a spawning strategy the search ran
+    in other processes: its state is read back from the ``last.ckpt`` they wrote.
+
+    Without ``data`` the module is a :class:`SearchModule`, a unit one batch of
+    :func:`unit_loader` with no validation. With ``data`` it is a :class:`SearchProgress` module
+    trained on ``data`` as any network is trained (the ``trainer.*`` settings but the epochs and
+    batches, the validation images drawn as for every trained network)."""
+    if data is None:
+        loops: dict[str, Any] = {"max_steps": -1, "limit_train_batches": 1, "limit_val_batches": 0,
+                                 "num_sanity_val_steps": 0, "enable_model_summary": False}
+        train, val, drawn = unit_loader(), None, []
+    else:
+        loops = {"limit_train_batches": data.batches or 1.0}
+        train, val = data.train, data.val
+        drawn = [ValidationImages(context.run_dir, context.datamodule, context.train.log_images)]
+    # last.ckpt is the search's one checkpoint: Lightning's default one would save the supernet in
+    # the logger's folder too
+    trainer = context.search_trainer(
+        context.run_dir,
+        callbacks=[SearchBudget(context.budget), RecordFiles(context.run_dir),
+                   UnitCheckpoint(context.run_dir / "last.ckpt"), *drawn, *callbacks],
+        enable_checkpointing=False, **loops)
     module = make_module(trainer.world_size)
     trainer.fit_loop.max_epochs = module.units
-    trainer.fit(module, train_dataloaders=unit_loader(), ckpt_path=str(resume) if resume else None)
+    trainer.fit(module, train_dataloaders=train, val_dataloaders=val,
+                ckpt_path=str(context.resume) if context.resume else None)
     if isinstance(trainer.strategy, SearchStrategy) and trainer.strategy.spawns:
-        restore(module, torch.load(run_dir / "last.ckpt", map_location="cpu", weights_only=False))
+        restore(module, torch.load(context.run_dir / "last.ckpt", map_location="cpu", weights_only=False))
     return trainer, module

@@ -9,6 +9,7 @@ from typing import Any
 from torch import nn
 
 from segnas.genotype import Genotype
+from segnas.searchers.contract import FinetuneSettings
 
 
 @dataclass
@@ -35,10 +36,12 @@ class SearchResult:
     given, receives one dict per retrained candidate (its genotype hash, search and retrained
     scores) after retraining, e.g. to redraw a Pareto front; what it returns joins the summary.
     ``scored_val`` lists the val images the search chose by (FMAS's validation subset, the
-    paper's protocol): the pipeline reports the result on the rest of val.
+    paper's protocol): the pipeline reports the result on the rest of val. ``finetune`` is how
+    candidates that arrive with weights are fine-tuned (None: with train.*, as from scratch).
     """
 
     candidates: list[Candidate]
     summary: dict[str, Any] = field(default_factory=dict)
     on_retrained: Callable[[list[dict[str, Any]]], dict[str, Any]] | None = None
     scored_val: list[int] | None = None
+    finetune: FinetuneSettings | None = None

@@ -18,6 +18,7 @@ surrogate, how far the discrete space can be ranked from its decisions.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -25,9 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
 
 from segnas.errors import ConfigError, GenotypeError
+from segnas.searchers.autodeeplab.settings import AutoDeepLabSettings
+from segnas.searchers.contract import SearchContext
+from segnas.settings.run import TabulateSettings
 from segnas.spaces.autodeeplab import OPS, STRIDES, AutoDeepLabSpace
 from segnas.tables import surrogate
 from segnas.tables.store import TableWriter, search_run, write_meta
@@ -54,11 +57,13 @@ def genes_of(arch: dict[str, Any]) -> list[int]:
     return genes + [STRIDES.index(int(s)) for s in arch["path"]]
 
 
-def _architectures_run(cfg: DictConfig, run_dir: Path, logger: Any) -> tuple[Path, dict[str, Any]]:
+def _architectures_run(settings: AutoDeepLabSettings, tabulate: TabulateSettings,
+                       context: SearchContext) -> tuple[Path, dict[str, Any]]:
     """(folder of the random search whose architectures make the table, the network labels its
-    genotypes carry): ``tabulate.from_run``, or one run here into ``run_dir/architectures``
-    (continued from its last.ckpt when the table is resumed)."""
-    given = cfg.tabulate.get("from_run")
+    genotypes carry): ``tabulate.from_run``, or one run here of ``tabulate.architectures``
+    architectures of ``settings``' space into ``<run dir>/architectures`` (continued from its
+    last.ckpt when the table is resumed)."""
+    given = tabulate.from_run
     if given:
         folder, searcher = search_run(given)
         if searcher.get("name") != "random" or searcher.get("space") != "autodeeplab":
@@ -67,12 +72,12 @@ def _architectures_run(cfg: DictConfig, run_dir: Path, logger: Any) -> tuple[Pat
         return folder, dict(searcher["autodeeplab"]["network"])
     from segnas.searchers.random.autodeeplab import search
 
-    folder = run_dir / "architectures"
+    folder = context.run_dir / "architectures"
     folder.mkdir(parents=True, exist_ok=True)
     resume = folder / "last.ckpt"
-    sampling = OmegaConf.create({"samples": int(cfg.tabulate.architectures), "top_k": 1})
-    search(cfg, sampling, folder, resume if resume.is_file() else None, logger, steps=int(cfg.tabulate.steps))
-    return folder, OmegaConf.to_container(cfg.searcher.network, resolve=True)
+    search(settings, dataclasses.replace(context, run_dir=folder, resume=resume if resume.is_file() else None),
+           samples=tabulate.architectures, top_k=1, steps=tabulate.steps)
+    return folder, dataclasses.asdict(settings.network)
 
 
 def rows_of(search_csv: Path, labels: dict[str, Any]) -> list[dict[str, Any]]:
@@ -110,15 +115,16 @@ def fit_surrogate(rows: Sequence[dict[str, Any]], holdout: float, seed: int = 0)
                          holdout, seed)
 
 
-def tabulate(cfg: DictConfig, run_dir: Path, logger: Any) -> dict[str, Any]:
-    """Architectures into ``run_dir/table.csv``; the surrogate's fit into ``table.json``."""
+def tabulate(settings: AutoDeepLabSettings, tabulate: TabulateSettings, context: SearchContext) -> dict[str, Any]:
+    """Architectures into ``table.csv`` in the run directory; the surrogate's fit into ``table.json``."""
     start = time.perf_counter()
-    folder, labels = _architectures_run(cfg, run_dir, logger)
+    run_dir = context.run_dir
+    folder, labels = _architectures_run(settings, tabulate, context)
     rows = rows_of(folder / "search.csv", labels)
     writer = TableWriter(run_dir, COLUMNS)
     done = writer.done()
     writer.append(r for r in rows if r["genotype_hash"] not in done)
-    _, fit = fit_surrogate(writer.rows, float(cfg.tabulate.surrogate_holdout), int(cfg.seed))
+    _, fit = fit_surrogate(writer.rows, tabulate.surrogate_holdout, context.seed)
     log.info("surrogate: Kendall tau %.3f (%d %% CI %.3f-%.3f) on out-of-fold predictions of %d architectures",
              fit["kendall_tau"], round(100 * fit["level"]), *fit["tau_ci"], fit["n"])
     scores = np.array([r["holdout_mIoU"] for r in writer.rows])

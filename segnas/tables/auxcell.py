@@ -4,9 +4,10 @@ uniformly, and a surrogate of their reward for replays of the controller.
 Why a surrogate: the space has about 10^16 decoders (19 decisions), so no table can hold what a
 controller will ask for; a regressor fitted on a few hundred children answers every question, and
 its Kendall tau on children it was not fitted on says how far a replay's ranking can be believed
-(NAS-Bench-301's approach). The children are the search's own (:func:`segnas.searchers.auxcell.search`
-with ``searcher.controller.algorithm=uniform`` and early stopping off, so every child has both
-stages' rewards): each row is what a real search would have recorded for that decoder.
+(NAS-Bench-301's approach). The children are the search's own
+(:func:`segnas.searchers.auxcell.searcher.search` with ``searcher.controller.algorithm=uniform``
+and early stopping off, so every child has both stages' rewards): each row is what a real search
+would have recorded for that decoder.
 
 The surrogate is :mod:`segnas.tables.surrogate`'s random forest on the one-hot decisions (ops,
 positions, connections), its tau measured on out-of-fold predictions (k = 1 /
@@ -16,6 +17,7 @@ positions, connections), its tau measured on out-of-fold predictions (k = 1 /
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 import multiprocessing
@@ -28,13 +30,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf, open_dict
 
 from segnas.errors import ConfigError
 from segnas.searchers.auxcell import decisions
 from segnas.searchers.auxcell.controller import Controller
 from segnas.searchers.auxcell.lockstep import Lockstep
 from segnas.searchers.auxcell.policy import build_policy
+from segnas.searchers.auxcell.settings import AuxCellSettings, ControllerSettings, Policy, Positions
+from segnas.searchers.contract import SearchContext
+from segnas.settings.run import TabulateSettings
 from segnas.spaces.auxcell import AuxCellSpace, from_encoding
 from segnas.tables import surrogate
 from segnas.tables.store import TableWriter, search_run, write_meta
@@ -45,10 +49,11 @@ COLUMNS = ("genotype_hash", "genes", "genotype", "reward", "stage1_reward", "sta
            "status", "score_s")
 
 
-def _children_run(cfg: DictConfig, run_dir: Path, logger: Any) -> Path:
+def _children_run(settings: AuxCellSettings, tabulate: TabulateSettings, context: SearchContext) -> Path:
     """The uniform search whose children make the table: ``tabulate.from_run``, or one run here
-    into ``run_dir/children`` (continued from its last.ckpt when the table is resumed)."""
-    given = cfg.tabulate.get("from_run")
+    of ``tabulate.children`` children into ``<run dir>/children`` (continued from its last.ckpt
+    when the table is resumed)."""
+    given = tabulate.from_run
     if given:
         folder, searcher = search_run(given)
         if searcher.get("name") not in ("auxcell", "random") or \
@@ -57,21 +62,20 @@ def _children_run(cfg: DictConfig, run_dir: Path, logger: Any) -> Path:
             raise ConfigError(f"tabulate.from_run={given}: its children were not sampled uniformly without early "
                               "stopping (searcher.controller.algorithm=uniform searcher.early_stopping.enabled=false)")
         return folder
-    from segnas.searchers.auxcell import search
+    from segnas.searchers.auxcell.searcher import search
 
-    folder = run_dir / "children"
+    folder = context.run_dir / "children"
     folder.mkdir(parents=True, exist_ok=True)
-    with open_dict(cfg):
-        cfg.searcher.children = int(cfg.tabulate.children)
-        cfg.searcher.controller.algorithm = "uniform"
-        cfg.searcher.early_stopping.enabled = False
-        cfg.searcher.top_k = 1
+    uniform = dataclasses.replace(
+        settings, children=tabulate.children, top_k=1,
+        controller=dataclasses.replace(settings.controller, algorithm=Policy.uniform),
+        early_stopping=dataclasses.replace(settings.early_stopping, enabled=False))
     resume = folder / "last.ckpt"
-    search(cfg, folder, resume if resume.is_file() else None, logger)
+    search(uniform, dataclasses.replace(context, run_dir=folder, resume=resume if resume.is_file() else None))
     return folder
 
 
-def rows_of(search_csv: Path, positions: str) -> list[dict[str, Any]]:
+def rows_of(search_csv: Path, positions: Positions) -> list[dict[str, Any]]:
     """The table's rows from a search.csv: each child's decisions, arch and rewards (children
     that failed are left out: their reward is the failure's, not the decoder's)."""
     space = AuxCellSpace()
@@ -100,21 +104,22 @@ def fit_surrogate(rows: Sequence[dict[str, Any]], choices: Sequence[int], holdou
     return surrogate.fit([r["genes"] for r in rows], [r["reward"] for r in rows], choices, holdout, seed)
 
 
-def tabulate(cfg: DictConfig, run_dir: Path, logger: Any) -> dict[str, Any]:
-    """Children into ``run_dir/table.csv``; the surrogate's fit into ``table.json``."""
+def tabulate(settings: AuxCellSettings, tabulate: TabulateSettings, context: SearchContext) -> dict[str, Any]:
+    """Children into ``table.csv`` in the run directory; the surrogate's fit into ``table.json``."""
     start = time.perf_counter()
-    positions = str(cfg.searcher.controller.positions)
-    folder = _children_run(cfg, run_dir, logger)
+    run_dir = context.run_dir
+    positions = settings.controller.positions
+    folder = _children_run(settings, tabulate, context)
     rows = rows_of(folder / "search.csv", positions)
     writer = TableWriter(run_dir, COLUMNS)
     done = writer.done()
     writer.append(r for r in rows if r["genotype_hash"] not in done)
     choices = decisions.choices(positions)
-    _, fit = fit_surrogate(writer.rows, choices, float(cfg.tabulate.surrogate_holdout), int(cfg.seed))
+    _, fit = fit_surrogate(writer.rows, choices, tabulate.surrogate_holdout, context.seed)
     log.info("surrogate: Kendall tau %.3f (%d %% CI %.3f-%.3f) on out-of-fold predictions of %d children",
              fit["kendall_tau"], round(100 * fit["level"]), *fit["tau_ci"], fit["n"])
     meta = {"searcher": "auxcell", "space": AuxCellSpace.name, "full": None,
-            "settings": {"positions": positions, "choices": choices}, "supernet": None,
+            "settings": {"positions": positions.value, "choices": choices}, "supernet": None,
             "children_run": str(folder), "surrogate": fit, "architectures": len(writer.rows),
             "score_s_median": float(np.median([r["score_s"] for r in writer.rows if r["score_s"] is not None])),
             "best_reward": max(r["reward"] for r in writer.rows),
@@ -129,8 +134,8 @@ def tabulate(cfg: DictConfig, run_dir: Path, logger: Any) -> dict[str, Any]:
 LOCKSTEP_SEEDS = 50
 
 
-def _replay_seeds(name: str, seeds: Sequence[int], children: int, choices: Sequence[int], settings: dict[str, Any],
-                  controller_cfg: DictConfig, forest: Any) -> np.ndarray:
+def _replay_seeds(algorithm: Policy, seeds: Sequence[int], children: int, choices: Sequence[int],
+                  settings: ControllerSettings, forest: Any) -> np.ndarray:
     """(seeds, children) best surrogate reward so far: each seed's own controller and policy (built
     as :class:`~segnas.searchers.auxcell.module.AuxCellSearchModule` builds them, from the search's
     controller settings and the seed) samples a child, gets the surrogate's reward and learns from
@@ -138,9 +143,9 @@ def _replay_seeds(name: str, seeds: Sequence[int], children: int, choices: Seque
     update serve them all."""
     policies, samplers = [], []
     for seed in seeds:
-        controller = Controller(choices, int(settings["hidden_size"]), int(settings["num_layers"]), seed=int(seed))
-        policies.append(build_policy(name, controller, controller_cfg, seed=int(seed)))
-        samplers.append(torch.Generator().manual_seed(int(seed)))
+        controller = Controller(choices, settings.hidden_size, settings.num_layers, seed=seed)
+        policies.append(build_policy(algorithm, controller, settings, seed=seed))
+        samplers.append(torch.Generator().manual_seed(seed))
     together = Lockstep(policies)
     values = np.zeros((len(seeds), children))
     for child in range(children):
@@ -153,7 +158,7 @@ def _replay_seeds(name: str, seeds: Sequence[int], children: int, choices: Seque
 
 
 def replay(meta: dict[str, Any], rows: Sequence[dict[str, Any]], algorithms: Sequence[str], seeds: Sequence[int],
-           children: int, search: dict[str, Any], workers: int | None = 1, stack: int = LOCKSTEP_SEEDS
+           children: int, settings: AuxCellSettings, workers: int | None = 1, stack: int = LOCKSTEP_SEEDS
            ) -> tuple[dict[str, np.ndarray], list[int], float, dict[str, Any]]:
     """Best surrogate reward among the first n children, n = 1..children, per algorithm and seed.
 
@@ -162,18 +167,20 @@ def replay(meta: dict[str, Any], rows: Sequence[dict[str, Any]], algorithms: Seq
     in stacks of ``stack`` to ``workers`` processes (None: one per usable CPU core), one thread
     each; a stack's runs do not depend on which process ran it. Returns the curves, their x
     values, the surrogate's best prediction among the tabulated children and the surrogate's fit."""
-    settings = search["controller"]
-    positions = str(meta["settings"]["positions"])
-    if positions != str(settings["positions"]):
+    controller = settings.controller
+    positions = meta["settings"]["positions"]
+    if positions != controller.positions:
         raise ConfigError(f"replay: the table was tabulated with searcher.controller.positions={positions}, this "
-                          f"replay has {settings['positions']}")
-    choices = decisions.choices(positions)
+                          f"replay has {controller.positions}")
+    unknown = [name for name in algorithms if name not in Policy.__members__]
+    if unknown:
+        raise ConfigError(f"replay.algorithms={list(algorithms)}: expected names from {', '.join(Policy)}")
+    choices = decisions.choices(controller.positions)
     forest, fit = fit_surrogate(rows, choices, 1.0 / int(meta["surrogate"]["folds"]))
     best_tabulated = float(forest.predict(surrogate.features(np.array([r["genes"] for r in rows]), choices)).max())
-    controller_cfg = OmegaConf.create(settings)
     jobs = [(name, list(seeds[first: first + stack])) for name in algorithms for first in range(0, len(seeds), stack)]
-    workers = min(len(jobs), int(workers or len(os.sched_getaffinity(0))))
-    arguments = [(name, chunk, children, choices, settings, controller_cfg, forest) for name, chunk in jobs]
+    workers = min(len(jobs), workers or len(os.sched_getaffinity(0)))
+    arguments = [(Policy(name), chunk, children, choices, controller, forest) for name, chunk in jobs]
     start = time.perf_counter()
 
     def logged(outcomes: Iterator[np.ndarray]) -> list[np.ndarray]:

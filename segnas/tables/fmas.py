@@ -13,28 +13,30 @@ val-subset mIoU), so each row is what the search would have recorded for that su
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import math
 import time
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
 
 from segnas import spaces
 from segnas.errors import ConfigError
 from segnas.genotype import Genotype
 from segnas.nn.elastic import sort_channels
+from segnas.searchers.contract import SearchContext
 from segnas.searchers.distributed import search_device
 from segnas.searchers.fmas.encoding import Encoding
+from segnas.searchers.fmas.evaluator import SubnetRecord
 from segnas.searchers.fmas.module import FMASSearchModule, reference_costs
 from segnas.searchers.fmas.pareto import front_records, hypervolume, objective_matrix
+from segnas.searchers.fmas.settings import ChannelOrder, ConstraintSettings, FMASSettings, Proposals
 from segnas.searchers.fmas.supernet import as_elastic, obtain
+from segnas.settings.run import TabulateSettings
 from segnas.spaces import get_space
 from segnas.tables.store import TableWriter, write_meta
 from segnas.training import load_network
@@ -47,7 +49,13 @@ COLUMNS = ("genotype_hash", "genes", "genotype", "miou", "pixel_acc", "params", 
 SETTINGS = ("width_ratios", "head_ratios", "min_depth")
 
 
-def encoding_of(space: Any, full: Genotype, settings: dict[str, Any]) -> Encoding:
+def recorded(settings: FMASSettings) -> dict[str, Any]:
+    """The :data:`SETTINGS` of ``settings``, as table.json records them."""
+    return {key: getattr(settings, key) for key in SETTINGS}
+
+
+def encoding_of(space: Any, full: Genotype, settings: Mapping[str, Any]) -> Encoding:
+    """The encoding of the space a table recorded (``settings``: table.json's, :func:`recorded`)."""
     return Encoding(space, full, list(settings["width_ratios"]), list(settings["head_ratios"]),
                     int(settings["min_depth"]))
 
@@ -61,54 +69,57 @@ def all_genes(encoding: Encoding) -> itertools.product:
     return itertools.product(*(range(len(gene.choices)) for gene in encoding.genes))
 
 
-def _full_genotype(cfg: DictConfig, space: Any) -> Genotype:
+def _full_genotype(settings: FMASSettings, space: Any) -> Genotype:
     """The supernet's full genotype, known before any training (a given supernet is only read)."""
-    s = cfg.searcher
-    if s.get("supernet"):
-        genotype, _, _ = load_network(str(s.supernet))
-        return as_elastic(genotype, space, f"searcher.supernet={s.supernet}")
-    return as_elastic(spaces.resolve_arch(s.supernet_arch), space, f"searcher.supernet_arch={s.supernet_arch}")
+    if settings.supernet:
+        genotype, _, _ = load_network(settings.supernet)
+        return as_elastic(genotype, space, f"searcher.supernet={settings.supernet}")
+    return as_elastic(spaces.resolve_arch(settings.supernet_arch), space,
+                      f"searcher.supernet_arch={settings.supernet_arch}")
 
 
-def tabulate(cfg: DictConfig, run_dir: Path, logger: Any) -> dict[str, Any]:
-    """Score every sub-network of the ``searcher.*`` space into ``run_dir/table.csv``."""
-    s = cfg.searcher
-    limit = int(cfg.tabulate.max_architectures)
+def tabulate(settings: FMASSettings, tabulate: TabulateSettings, context: SearchContext) -> dict[str, Any]:
+    """Score every sub-network of the ``searcher.*`` space into ``table.csv`` in the run directory."""
+    run_dir = context.run_dir
+    limit = tabulate.max_architectures
     space = get_space("elastic-deeplabv3plus")
-    settings = {key: OmegaConf.to_container(s[key]) if OmegaConf.is_list(s[key]) else s[key] for key in SETTINGS}
-    size = space_size(encoding_of(space, _full_genotype(cfg, space), settings))
+    size = space_size(encoding_of(space, _full_genotype(settings, space), recorded(settings)))
     if size > limit:  # before the supernet trains
         raise ConfigError(f"task=tabulate searcher=fmas: the space has {size:,} sub-networks, more than "
                           f"tabulate.max_architectures={limit:,}; reduce searcher.width_ratios, searcher.head_ratios "
-                          "or fix the depths (searcher.min_depth above every stage's depth), e.g. experiment=fmas_table")
-    datamodule = instantiate(cfg.data)
+                          "or fix the depths (searcher.min_depth above every stage's depth), "
+                          "e.g. experiment=fmas_table")
+    datamodule = context.datamodule
     datamodule.setup("fit")
-    full, supernet, facts = obtain(cfg, run_dir, logger, datamodule, space)
-    if s.channel_order == "l1":
+    full, supernet, facts = obtain(settings, context, space)
+    if settings.channel_order == ChannelOrder.l1:
         sort_channels(supernet)
-    with open_dict(cfg):  # the table holds every sub-network: limits are for a search to apply
-        cfg.searcher.constraints = {"max_params": None, "max_macs": None, "max_latency_ms": None}
-    module = FMASSearchModule(cfg, space, full, supernet, datamodule, facts)
-    device = search_device("cuda" if torch.cuda.is_available() else "cpu") if s.device == "auto" \
-        else search_device(str(s.device))
+    # the table holds every sub-network: limits are for a search to apply
+    unlimited = dataclasses.replace(settings, constraints=ConstraintSettings())
+    module = FMASSearchModule(unlimited, space, full, supernet, datamodule, facts, protocol=context.protocol,
+                              input_size=unlimited.priced_size(context.crop_size),
+                              target=context.hardware if unlimited.needs_latency() else None)
+    device = search_device("cuda" if torch.cuda.is_available() else "cpu") if settings.device == "auto" \
+        else search_device(settings.device)
     module.prepare_scoring(device)
     evaluator, scorer = module.evaluator, module.scorer
-    encoding = encoding_of(space, full, settings)
+    encoding = encoding_of(space, full, recorded(settings))
     references = reference_costs(supernet, module.objectives, module.input_size, evaluator.target)
+    root = getattr(datamodule, "root", None)
     meta = {
-        "searcher": "fmas", "space": space.name, "full": full.to_dict(), "settings": settings,
+        "searcher": "fmas", "space": space.name, "full": full.to_dict(), "settings": recorded(settings),
         "supernet": facts["supernet"], "objectives": module.objectives, "scale": references["scale"],
         "reference_latency": references.get("reference_latency"), "input_size": list(module.input_size),
-        "size": size, "images_per_score": scorer.images_per_score, "val_images": int(s.val_images),
-        "calib_images": int(s.calib_images), "recalibrate_bn": bool(s.recalibrate_bn),
+        "size": size, "images_per_score": scorer.images_per_score, "val_images": settings.val_images,
+        "calib_images": settings.calib_images, "recalibrate_bn": settings.recalibrate_bn,
         "val_protocol": scorer.protocol.describe(), "device": str(device), **facts,
         # the validation and calibration subsets are drawn with the data seed: another seed, another table
-        "data": {"name": cfg.data.get("name"), "root": cfg.data.get("root"), "seed": int(cfg.seed)},
+        "data": {"name": datamodule.name, "root": None if root is None else str(root), "seed": context.seed},
     }
     write_meta(run_dir, meta)
     writer = TableWriter(run_dir, COLUMNS)
     done = writer.done()
-    chunk = int(cfg.tabulate.chunk)
+    chunk = tabulate.chunk
     start, last_line = time.perf_counter(), 0.0
     pending: list[tuple[list[int], Genotype]] = []
 
@@ -134,7 +145,7 @@ def tabulate(cfg: DictConfig, run_dir: Path, logger: Any) -> dict[str, Any]:
         flush()
     rows = writer.rows
     front = front_records(rows, module.objectives, meta["scale"])
-    reference = [1.0] + [float(s.hv_reference)] * (len(module.objectives) - 1)
+    reference = [1.0] + [settings.hv_reference] * (len(module.objectives) - 1)
     summary = {
         "table": str(writer.path), "architectures": len(rows), "space_size": size,
         "tabulate_wall_time_s": round(time.perf_counter() - start, 2),
@@ -156,11 +167,11 @@ class TableScorer:
 
     def __init__(self, rows: Sequence[dict[str, Any]]) -> None:
         self.table = {str(r["genotype_hash"]): r for r in rows}
-        self.cache: dict[str, dict[str, Any]] = {}
+        self.cache: dict[str, SubnetRecord] = {}
         self.hits = 0
         self.scored = 0
 
-    def evaluate_many(self, genotypes: Sequence[Genotype]) -> list[dict[str, Any]]:
+    def evaluate_many(self, genotypes: Sequence[Genotype]) -> list[SubnetRecord]:
         for genotype in genotypes:
             if genotype.hash in self.cache:
                 self.hits += 1
@@ -175,31 +186,35 @@ class TableScorer:
 
 
 def replay(meta: dict[str, Any], rows: Sequence[dict[str, Any]], algorithms: Sequence[str], seeds: Sequence[int],
-           evaluations: int, search: dict[str, Any], stall: int = 20) -> tuple[dict[str, np.ndarray], list[int], float]:
+           evaluations: int, settings: FMASSettings, stall: int = 20
+           ) -> tuple[dict[str, np.ndarray], list[int], float]:
     """Hypervolume after each of the first ``evaluations`` distinct sub-networks, per algorithm
-    and seed: ``curves[name]`` is (seeds, evaluations). Each run is the search's own generation
-    step (:func:`~segnas.searchers.fmas.nsga.run_generation` on a fresh
-    :class:`~segnas.searchers.fmas.nsga.SearchState`) with ``search``'s pop_size, crossover and
+    (:class:`~segnas.searchers.fmas.settings.Proposals`: nsga2, random) and seed: ``curves[name]``
+    is (seeds, evaluations). Each run is the search's own generation step
+    (:func:`~segnas.searchers.fmas.nsga.run_generation` on a fresh
+    :class:`~segnas.searchers.fmas.nsga.SearchState`) with ``settings``' pop_size, crossover and
     mutation settings, the table in the evaluator's place; it runs generations until it has scored
     ``evaluations`` sub-networks (a run that proposes nothing new for ``stall`` generations keeps
     its last hypervolume). Returns the curves, their x values (1..evaluations) and the
     hypervolume of the whole table's front (the optimum)."""
     from segnas.searchers.fmas.nsga import SearchState, build_search_algorithm, run_generation
 
+    unknown = [name for name in algorithms if name not in Proposals.__members__]
+    if unknown:
+        raise ConfigError(f"replay.algorithms={list(algorithms)}: expected names from {', '.join(Proposals)}")
     space = get_space(str(meta["space"]))
     full = Genotype.from_dict(meta["full"])
     encoding = encoding_of(space, full, meta["settings"])
     objectives, scale = list(meta["objectives"]), meta["scale"]
-    reference = [1.0] + [float(search["hv_reference"])] * (len(objectives) - 1)
+    reference = [1.0] + [settings.hv_reference] * (len(objectives) - 1)
     optimum = hypervolume(objective_matrix(front_records(rows, objectives, scale), objectives, scale), reference)
-    mutation = search.get("mutation_prob")
     curves = {}
     for name in algorithms:
         values = np.zeros((len(seeds), evaluations))
         for i, seed in enumerate(seeds):
             algorithm = build_search_algorithm(
-                name, encoding, len(objectives), int(search["pop_size"]), 10**6, int(seed),
-                crossover_prob=float(search["crossover_prob"]), mutation_prob=None if mutation is None else float(mutation))
+                Proposals(name), encoding, len(objectives), settings.pop_size, 10**6, seed,
+                crossover_prob=settings.crossover_prob, mutation_prob=settings.mutation_prob)
             state, scorer, idle = SearchState(algorithm), TableScorer(rows), 0
             while scorer.scored < evaluations and idle < stall:
                 before = scorer.scored

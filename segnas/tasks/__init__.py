@@ -10,4 +10,6 @@ directory and returns the summary. The parts several tasks share live in :mod:`.
 (training a network and scoring it) and :mod:`.summary` (what a summary holds).
 """
 
-TASKS = ("search", "train", "eval", "profile", "compare", "tabulate", "replay")
+from segnas.settings.run import Task
+
+TASKS = tuple(str(task) for task in Task)

@@ -12,50 +12,51 @@ import time
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from segnas.errors import ConfigError
 from segnas.report.run_dir import write_config, write_json
+from segnas.settings import schema
 from segnas.tables import curves, store
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     start = time.perf_counter()
     run_dir = Path(cfg.run_dir).resolve()
-    settings = cfg.replay  # replay.table was checked with the config
+    typed = schema.load(cfg)
+    settings, search = typed.replay, typed.searcher  # replay.table was checked with the config
     meta, rows = store.read(settings.table)
     name = meta.get("searcher")
-    if cfg.searcher.get("name") != name:
+    if search.name != name:
         raise ConfigError(f"replay.table={settings.table} tabulates searcher={name}; run the replay with "
                           f"searcher={name} (its searcher.* settings drive the replayed search)")
     if name not in ("fmas", "auxcell"):
         raise ConfigError(f"replay.table={settings.table} tabulates searcher={name}, which has no replay: the "
                           "Auto-DeepLab search descends the supernet's alpha and beta instead of asking a scorer for "
                           "architectures (its table.json reports the space's spread and the surrogate's tau)")
-    seeds = list(range(int(settings.first_seed), int(settings.first_seed) + int(settings.seeds)))
-    level = float(settings.level)
+    seeds = list(range(settings.first_seed, settings.first_seed + settings.seeds))
+    level = settings.level
     write_config(run_dir, cfg)
-    search = OmegaConf.to_container(cfg.searcher, resolve=True)
     if name == "fmas":
         from segnas.tables import fmas
 
         algorithms = list(settings.algorithms or ["nsga2", "random"])
-        evaluations = int(settings.evaluations or int(search["pop_size"]) * int(search["generations"]))
+        evaluations = settings.evaluations or search.pop_size * search.generations
         runs, xs, optimum = fmas.replay(meta, rows, algorithms, seeds, evaluations, search)
         metric, baseline = "hypervolume", "random"
         header = [f"# FMAS replay on {settings.table}", "",
                   f"{len(rows):,} tabulated sub-networks; {len(seeds)} seeds per algorithm; pop_size "
-                  f"{search['pop_size']}; hypervolume of the front of the first n distinct sub-networks scored, "
-                  f"reference {[1.0] + [search['hv_reference']] * (len(meta['objectives']) - 1)} on "
+                  f"{search.pop_size}; hypervolume of the front of the first n distinct sub-networks scored, "
+                  f"reference {[1.0] + [search.hv_reference] * (len(meta['objectives']) - 1)} on "
                   f"{', '.join(meta['objectives'])} (costs over the full network's); the whole table's front: "
                   f"{optimum:.4f}."]
     else:
         from segnas.tables import auxcell
 
         algorithms = list(settings.algorithms or ["ppo", "reinforce", "uniform"])
-        evaluations = int(settings.evaluations or int(search["children"]))
+        evaluations = settings.evaluations or search.children
         runs, xs, optimum, fit = auxcell.replay(meta, rows, algorithms, seeds, evaluations, search,
-                                                workers=settings.get("workers"))
+                                                workers=settings.workers)
         metric, baseline = "best surrogate reward", "uniform"
         header = [f"# auxcell replay on {settings.table}", "",
                   f"surrogate fitted on {len(rows)} children (Kendall tau on held-out children "

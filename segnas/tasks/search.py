@@ -1,77 +1,92 @@
 """``task=search``: run ``searcher=<name>``, save the winner's genotype, retrain every candidate
-the searcher returns for ``retrain.epochs`` and keep the best as ``model.pt`` / ``model.onnx``."""
+the searcher returns for ``retrain.epochs`` and keep the best as ``model.pt`` / ``model.onnx``.
+
+The pipeline's side of the searcher contract (:mod:`segnas.searchers.contract`): it builds the
+data module once and hands it with the rest of the run to the searcher in a
+:class:`~segnas.searchers.contract.SearchContext`, owns ``genotype.yaml`` (the first candidate's,
+replaced by the retrained winner's when that differs) and ``summary.json``, and calls the
+result's hook once after retraining."""
 
 from __future__ import annotations
 
 import shutil
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import get_method, instantiate
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from segnas import spaces, targets
 from segnas.errors import ConfigError
+from segnas.evaluation import eval_protocol
 from segnas.report.loggers import build_logger
 from segnas.report.run_dir import resume_checkpoint, write_config
-from segnas.searchers import Candidate
+from segnas.searchers.budget import Budget
+from segnas.searchers.contract import FinetuneSettings, SearchContext
+from segnas.searchers.engine import search_strategy
+from segnas.searchers.registry import registration
+from segnas.searchers.result import Candidate
+from segnas.settings import schema
+from segnas.settings.run import RetrainSettings, RunSettings, Selection
 from segnas.tasks.fitting import fit, weights
-from segnas.tasks.summary import architecture, finish
+from segnas.tasks.summary import Retrained, SearchSummary, architecture, finish
+from segnas.training.trainer import build_module, build_trainer
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
+def run(cfg: DictConfig) -> SearchSummary:
     """Search, save the winner's genotype, retrain every returned candidate, keep the best."""
     start = time.perf_counter()
-    run_dir = Path(cfg.run_dir).resolve()
-    target = OmegaConf.select(cfg, "searcher._target_")
-    if not target:
+    settings = schema.load(cfg)
+    if settings.searcher is None:
         raise ConfigError("task=search needs searcher=<name> (conf/searcher/): e.g. searcher=autodeeplab")
-    try:
-        search = get_method(str(target))
-    except Exception as err:
-        raise ConfigError(f"searcher._target_={target}: cannot be imported ({err})") from err
+    search = registration(settings.searcher.name).search()
+    run_dir = Path(cfg.run_dir).resolve()
     checkpoint = resume_checkpoint(run_dir, cfg.get("resume"))
     write_config(run_dir, cfg)
     logger = build_logger(cfg.get("logger"), run_dir)
-    result = search(cfg, run_dir, checkpoint, logger)
+    datamodule = instantiate(cfg.data)  # the run's one data module: the search's, then retraining's
+    result = search(settings.searcher, context(cfg, settings, run_dir, checkpoint, logger, datamodule))
     if not result.candidates:
-        raise ConfigError(f"searcher={cfg.searcher.get('name')} returned no candidates")
-    result.candidates[0].genotype.save(run_dir / "genotype.yaml")  # kept if retraining crashes
-    datamodule = instantiate(cfg.data)
+        raise ConfigError(f"searcher={settings.searcher.name} returned no candidates")
+    genotype_file = run_dir / "genotype.yaml"
+    result.candidates[0].genotype.save(genotype_file)  # kept if retraining crashes
     outputs = targets.out_channels(cfg, datamodule.num_classes)
     report = {}
     if result.scored_val:  # the search chose on these val images: the result is reported on the rest
         datamodule.reserve_val(result.scored_val)
         report = {"val_report": f"val less the {len(result.scored_val)} images the search scored candidates on",
                   "val_images_reported": len(datamodule.dataset("val"))}
-    selection = _selection(cfg, len(result.candidates))
-    # fine-tuning settings of candidates that arrive with weights (a random baseline forwards its space's)
-    finetune = cfg.searcher.get("finetune") if any(c.network is not None for c in result.candidates) else None
-    keep_best = bool(finetune and finetune.get("keep_best") and int(cfg.retrain.epochs) > 0)
-    if selection == "holdout" or keep_best:  # choose among candidates / epochs on held-out train, report on val
-        held_out = datamodule.hold_out_train(float(cfg.retrain.holdout))
+    epochs = settings.retrain.epochs
+    selection = _selection(settings.retrain, len(result.candidates))
+    # candidates that arrive with weights are fine-tuned with the searcher's schedule for it
+    finetune = result.finetune if any(c.network is not None for c in result.candidates) else None
+    keep_best = bool(finetune and finetune.keep_best and epochs > 0)
+    if selection == Selection.holdout or keep_best:  # choose among candidates / epochs on held-out train
+        held_out = datamodule.hold_out_train(settings.retrain.holdout)
         report["retrain_holdout_images"] = len(held_out)
-    retrained = [_retrain(cfg, run_dir, rank, candidate, datamodule, logger, finetune, keep_best)
+    retrained = [_retrain(cfg, run_dir, rank, candidate, datamodule, logger, epochs, finetune, keep_best)
                  for rank, candidate in enumerate(result.candidates)]
     if any(entry is None for entry in retrained):  # a DDP rank other than 0
         return {}
-    summary = {
+    summary: SearchSummary = {
         "task": "search",
-        "searcher": cfg.searcher.get("name"),
+        "searcher": settings.searcher.name,
         **architecture(result.candidates[0].genotype, outputs),
         "data": cfg.data.get("name"),
-        "seed": int(cfg.seed),
+        "seed": settings.seed,
         **result.summary,
         **report,
     }
     if torch.cuda.is_available():
         summary["search_gpu_hours"] = round(result.summary.get("search_wall_time_s", 0.0) * _gpus(cfg) / 3600, 4)
-    if int(cfg.retrain.epochs) > 0:
-        best = targets.best(cfg, retrained, prefix="holdout" if selection == "holdout" else "val")
+    if epochs > 0:
+        best = targets.best(cfg, retrained, prefix="holdout" if selection == Selection.holdout else "val")
         winner = spaces.resolve_arch(best["genotype"])
-        winner.save(run_dir / "genotype.yaml")
+        if winner.hash != result.candidates[0].genotype.hash:
+            winner.save(genotype_file)
         summary.update(architecture(winner, outputs))
         summary.update({key: value for key, value in best.items() if key not in ("genotype", "rank")})
         summary["model"] = str(_copy(Path(best["model"]), run_dir / "model.pt"))
@@ -79,9 +94,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             summary["onnx"] = str(_copy(Path(best["onnx"]), run_dir / "model.onnx"))
         summary["retrained"] = retrained
         # what chose model.pt among the retrained candidates
-        summary["winner_selected_on"] = {"holdout": f"held-out train (retrain.holdout={cfg.retrain.holdout})",
-                                         "val": "val (retrain.selection=val: val is also the report)",
-                                         None: "the only candidate"}[selection]
+        summary["winner_selected_on"] = {
+            Selection.holdout: f"held-out train (retrain.holdout={settings.retrain.holdout})",
+            Selection.val: "val (retrain.selection=val: val is also the report)",
+            None: "the only candidate"}[selection]
     if result.on_retrained is not None:
         summary.update(result.on_retrained(retrained))
     summary["wall_time_s"] = round(time.perf_counter() - start, 2)
@@ -89,13 +105,30 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return finish(run_dir, summary, logger)
 
 
-def _selection(cfg: DictConfig, candidates: int) -> str | None:
+def context(cfg: DictConfig, settings: RunSettings, run_dir: Path, resume: Path | None, logger: Any,
+            datamodule: Any) -> SearchContext:
+    """What the searcher is handed of the run (:class:`~segnas.searchers.contract.SearchContext`):
+    the shared settings typed, and the run's training stack as three builders."""
+    return SearchContext(
+        run_dir=run_dir, resume=resume, logger=logger, datamodule=datamodule, task_type=settings.task_type,
+        seed=settings.seed, budget=Budget(settings.budget.wall_time_s, settings.budget.images),
+        protocol=eval_protocol(cfg), crop_size=int(cfg.data.crop_size), pretrained=settings.model.pretrained,
+        backbone_weights=settings.model.backbone_weights, train=settings.train,
+        hardware=instantiate(cfg.hardware) if cfg.get("hardware") is not None else None,
+        train_module=partial(build_module, cfg),
+        trainer=partial(build_trainer, cfg, logger=logger),
+        search_trainer=partial(build_trainer, cfg, logger=logger, datamodule=None, selection=False,
+                               strategy=search_strategy(cfg.trainer)),
+    )
+
+
+def _selection(retrain: RetrainSettings, candidates: int) -> Selection | None:
     """How model.pt is chosen among retrained candidates: None when there is nothing to choose
     (one candidate, or no retraining), else ``retrain.selection`` (``holdout``: on a held-out part
     of train the candidates do not train on, so val is only the report; ``val``: on val)."""
-    if candidates < 2 or int(cfg.retrain.epochs) <= 0:
+    if candidates < 2 or retrain.epochs <= 0:
         return None
-    return str(cfg.retrain.selection)
+    return retrain.selection
 
 
 def _gpus(cfg: DictConfig) -> int:
@@ -108,29 +141,28 @@ def _gpus(cfg: DictConfig) -> int:
     return torch.cuda.device_count()
 
 
-def _finetune_config(cfg: DictConfig, finetune: DictConfig) -> DictConfig:
+def _finetune_config(cfg: DictConfig, finetune: FinetuneSettings) -> DictConfig:
     """``cfg`` with fine-tuning's schedule: train.optimizer's lr × ``lr_scale``, its scheduler
     and warm-up."""
     tuned = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
     with open_dict(tuned):
-        tuned.train.optimizer.lr = float(cfg.train.optimizer.lr) * float(finetune.lr_scale)
+        tuned.train.optimizer.lr = float(cfg.train.optimizer.lr) * finetune.lr_scale
         tuned.train.scheduler = str(finetune.scheduler)
-        tuned.train.warmup_fraction = float(finetune.warmup_fraction)
+        tuned.train.warmup_fraction = finetune.warmup_fraction
     return tuned
 
 
 def _retrain(
-    cfg: DictConfig, run_dir: Path, rank: int, candidate: Candidate, datamodule: Any, logger: Any,
-    finetune: DictConfig | None = None, keep_best: bool = False,
-) -> dict[str, Any] | None:
-    """Train one candidate for ``retrain.epochs`` in ``retrain/<rank>_<hash>/`` (resumable);
-    0 epochs keeps only what the search measured. A candidate with weights (FMAS's sliced
-    sub-networks) is fine-tuned with ``finetune``'s schedule, keeping its best weights by the
-    held-out score when ``keep_best``."""
+    cfg: DictConfig, run_dir: Path, rank: int, candidate: Candidate, datamodule: Any, logger: Any, epochs: int,
+    finetune: FinetuneSettings | None = None, keep_best: bool = False,
+) -> Retrained | None:
+    """Train one candidate for ``epochs`` (retrain.epochs) in ``retrain/<rank>_<hash>/``
+    (resumable); 0 epochs keeps only what the search measured. A candidate with weights (FMAS's
+    sliced sub-networks) is fine-tuned with ``finetune``'s schedule, keeping its best weights by
+    the held-out score when ``keep_best``."""
     genotype = candidate.genotype
-    entry: dict[str, Any] = {"rank": rank, "genotype": genotype.to_dict(), "genotype_hash": genotype.hash,
+    entry: Retrained = {"rank": rank, "genotype": genotype.to_dict(), "genotype_hash": genotype.hash,
                              **{f"search_{key}": value for key, value in candidate.scores.items()}}
-    epochs = int(cfg.retrain.epochs)
     if epochs <= 0:
         return entry
     out_dir = run_dir / "retrain" / f"{rank}_{genotype.hash}"

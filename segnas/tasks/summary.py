@@ -1,11 +1,15 @@
 """What a task's ``summary.json`` holds and how it is written: the architecture, the validation
-scores named by split, the costs of the network, and the final metrics every run logs."""
+scores named by split, the costs of the network, and the final metrics every run logs.
+
+The records are typed (:class:`Architecture`, :class:`Retrained`, :class:`SearchSummary`) so the
+keys a comparison, a notebook or W&B reads are written down once; :func:`finish` is the one
+writer of a task's ``summary.json`` (profile, compare and replay write their own kinds)."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import torch
 from hydra.utils import instantiate
@@ -19,11 +23,77 @@ from segnas.report.run_dir import write_json
 
 log = logging.getLogger(__name__)
 
+class Architecture(TypedDict):
+    """The network a summary is about."""
+
+    space: str
+    genotype_hash: str
+    genotype: dict[str, Any]
+    #: the network's output channels (1 for task_type=depth)
+    num_classes: int
+
+
+class Retrained(TypedDict, total=False):
+    """One candidate a search returned, retrained (``summary["retrained"]``): what the search measured
+    (``search_<score>``), the retrained network's scores (``val_<score>``, ``holdout_<score>``,
+    ``val_per_class_iou``...), its costs and files (:func:`segnas.tasks.fitting.fit`)."""
+
+    rank: int
+    genotype: dict[str, Any]
+    genotype_hash: str
+    task_type: str
+    val_protocol: str
+    params: int
+    macs: int
+    latency_ms: float
+    epochs: int
+    steps: int
+    images_seen: int
+    resumed_from: str | None
+    checkpoint: str
+    model: str
+    onnx: str | None
+    retrain_dir: str
+    #: fine-tuned candidates (they arrived with weights): the schedule used
+    finetune_lr: float
+    finetune_scheduler: str
+    finetune_warmup_fraction: float
+
+
+class SearchSummary(Architecture, total=False):
+    """``task=search``'s summary.json: the winner's architecture, the search's own entries (its
+    :class:`~segnas.searchers.result.SearchResult` summary: at least the three costs below), what the
+    pipeline added (the report split, the retrained candidates, the winner's scores and files)."""
+
+    task: str
+    searcher: str
+    data: str
+    seed: int
+    search_wall_time_s: float
+    search_steps: int
+    search_images_seen: int
+    search_gpu_hours: float
+    search_budget_wall_time_s: float | None
+    search_budget_images: int | None
+    search_budget_exhausted: str | None
+    #: the search scored candidates on these val images: the report is on the rest
+    val_report: str
+    val_images_reported: int
+    retrain_holdout_images: int
+    retrained: list[Retrained]
+    winner_selected_on: str
+    model: str
+    onnx: str
+    wall_time_s: float
+    run_dir: str
+    logs: str | None
+
+
 #: The search's own cost, logged once per run as ``search/<name>`` (without the prefix).
 SEARCH_COSTS = ("search_wall_time_s", "search_steps", "search_images_seen", "search_gpu_hours")
 
 
-def architecture(genotype: Genotype, num_classes: int) -> dict[str, Any]:
+def architecture(genotype: Genotype, num_classes: int) -> Architecture:
     """``num_classes``: the network's output channels (1 for ``task_type=depth``)."""
     return {"space": genotype.space, "genotype_hash": genotype.hash, "genotype": genotype.arch,
             "num_classes": num_classes}

@@ -7,8 +7,8 @@ import math
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
-from segnas.config_checks import SCHEDULES
 from segnas.errors import ConfigError
+from segnas.settings.run import Schedule
 
 
 def build_schedule(
@@ -22,8 +22,8 @@ def build_schedule(
     Written as multiplicative factors of each group's initial lr, so partial optimisers with
     several parameter groups (e.g. encoder and decoder learning rates) decay together.
     """
-    if name not in SCHEDULES:
-        raise ConfigError(f"train.scheduler={name}: expected one of {SCHEDULES}")
+    if name not in tuple(Schedule):
+        raise ConfigError(f"train.scheduler={name}: expected one of {', '.join(Schedule)}")
     total_steps = max(int(total_steps), 1)
     warmup = min(max(int(warmup_steps), 0), total_steps - 1)
     base_lrs = [group["lr"] for group in optimizer.param_groups]

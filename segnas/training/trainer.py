@@ -38,7 +38,7 @@ def build_module(
         return DepthModule(
             net,
             optimizer=instantiate(train.optimizer),
-            scheduler=train.scheduler,
+            scheduler=str(train.scheduler),
             poly_power=train.poly_power,
             min_lr=train.min_lr,
             warmup_fraction=float(train.get("warmup_fraction", 0.0)),
@@ -50,7 +50,7 @@ def build_module(
         net,
         num_classes=num_classes,
         optimizer=instantiate(train.optimizer),
-        scheduler=train.scheduler,
+        scheduler=str(train.scheduler),
         poly_power=train.poly_power,
         min_lr=train.min_lr,
         warmup_fraction=float(train.get("warmup_fraction", 0.0)),

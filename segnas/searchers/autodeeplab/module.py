@@ -9,9 +9,10 @@ gradients are never computed for it (a third less backward work), and it stays o
 gradient reducer, so under DDP it is averaged over ranks explicitly. α and β start equal on every
 rank (DDP broadcasts parameters at wrap time) and receive equal updates, so they stay identical.
 
-The module is a :class:`~segnas.searchers.engine.SearchProgress` like every search module: it
-counts its weight and architecture steps and the images they used from the epoch and batch index
-(so a resumed search counts the steps before the interruption), the engine's
+The module is a :class:`~segnas.searchers.engine.SearchProgress` like every search module, fitted
+by the engine (:func:`~segnas.searchers.engine.fit_search`, one epoch per unit): it counts its
+weight and architecture steps and the images they used from the epoch and batch index (so a
+resumed search counts the steps before the interruption), the engine's
 :class:`~segnas.searchers.engine.SearchBudget` callback stops ``fit`` on them, and the counts and
 the seconds spent travel in the checkpoint (resuming a search that had already finished runs no
 batch, and its summary still reports them).
@@ -19,18 +20,20 @@ batch, and its summary still reports them).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
+from hydra.utils import instantiate
 from torch import nn
 from torch.optim import Optimizer
 
 from segnas.evaluation import EvalProtocol, score_segmentation
 from segnas.metrics import SegmentationMetrics, scores_from_confusion
+from segnas.searchers.autodeeplab.settings import AutoDeepLabSettings
 from segnas.searchers.engine import SearchProgress
+from segnas.settings.run import Schedule
 from segnas.spaces.autodeeplab.decode import (
     decode_cell,
     normalise_beta,
@@ -41,37 +44,31 @@ from segnas.spaces.autodeeplab.supernet import AutoDeepLabSupernet
 from segnas.training.schedules import build_schedule
 
 
-#: The checkpoint entry holding the step counts and the search's progress.
-PROGRESS_KEY = "autodeeplab_search_progress"
-
-
 class AutoDeepLabSearchModule(SearchProgress, pl.LightningModule):
-    def __init__(
-        self,
-        supernet: AutoDeepLabSupernet,
-        num_classes: int,
-        weight_optimizer: Callable[[Iterable[nn.Parameter]], Optimizer],
-        arch_optimizer: Callable[[Iterable[nn.Parameter]], Optimizer],
-        weight_min_lr: float = 0.001,
-        warmup_epochs: int = 20,
-        ignore_index: int = 255,
-        channels_last: bool = False,
-        protocol: EvalProtocol | None = None,
-        started_at: float | None = None,
-    ) -> None:
+    """The supernet ``settings`` describe (its sizes, memory options), trained for
+    ``settings.epochs`` with ``settings``' optimisers and schedule."""
+
+    def __init__(self, settings: AutoDeepLabSettings, num_classes: int, ignore_index: int = 255,
+                 protocol: EvalProtocol | None = None, started_at: float | None = None) -> None:
         super().__init__()
         self.start_clock(started_at)
         self.weight_steps = self.arch_steps = 0
         self.automatic_optimization = False
-        self.save_hyperparameters(ignore=["supernet", "weight_optimizer", "arch_optimizer", "protocol"])
+        self.settings = settings
+        self.units = settings.epochs
+        self.save_hyperparameters({"num_classes": num_classes, "weight_min_lr": settings.weight_min_lr,
+                                   "warmup_epochs": settings.warmup_epochs, "ignore_index": ignore_index,
+                                   "channels_last": settings.channels_last})
         self.protocol = protocol or EvalProtocol()
-        self.supernet = supernet
-        self.weight_optimizer_factory = weight_optimizer
-        self.arch_optimizer_factory = arch_optimizer
+        self.supernet = AutoDeepLabSupernet(
+            num_classes, settings.layers, settings.filter_multiplier, settings.blocks,
+            aspp_channels=settings.aspp_channels, recompute=settings.recompute,
+            checkpoint_cells=settings.checkpoint_cells, partial_channels=settings.partial_channels)
+        self.ignore_index = ignore_index
         self.criterion = nn.CrossEntropyLoss(ignore_index=ignore_index)
         self.val_metrics = SegmentationMetrics(num_classes, ignore_index)
-        self.channels_last = channels_last
-        if channels_last:
+        self.channels_last = settings.channels_last
+        if self.channels_last:
             self.supernet.to(memory_format=torch.channels_last)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -81,7 +78,7 @@ class AutoDeepLabSearchModule(SearchProgress, pl.LightningModule):
 
     @property
     def searching_architecture(self) -> bool:
-        return self.current_epoch >= self.hparams.warmup_epochs
+        return self.current_epoch >= self.settings.warmup_epochs
 
     def training_step(self, batch: dict[str, dict[str, torch.Tensor]], batch_idx: int) -> None:
         weight_opt, arch_opt = self.optimizers()
@@ -115,25 +112,22 @@ class AutoDeepLabSearchModule(SearchProgress, pl.LightningModule):
 
     def _count(self, done_in_epoch: int, batch_size: int) -> None:
         """Steps and images so far, from the epoch and the batches done in it (all ranks')."""
-        batches, epoch, warmup = self.trainer.num_training_batches, self.current_epoch, self.hparams.warmup_epochs
+        batches, epoch, warmup = self.trainer.num_training_batches, self.current_epoch, self.settings.warmup_epochs
         self.weight_steps = epoch * batches + done_in_epoch
         self.arch_steps = max(0, epoch - warmup) * batches + (done_in_epoch if epoch >= warmup else 0)
         self.images_seen = (self.weight_steps + self.arch_steps) * batch_size * self.trainer.world_size
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint[PROGRESS_KEY] = {"weight_steps": self.weight_steps, "arch_steps": self.arch_steps,
-                                    **self.progress_state()}
+    def search_state(self) -> dict[str, int]:
+        """The step counts (``fit`` restores the weights, α, β and the optimisers)."""
+        return {"weight_steps": self.weight_steps, "arch_steps": self.arch_steps}
 
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        state = checkpoint.get(PROGRESS_KEY)
-        if state is not None:  # a checkpoint of this search (fit then restores the weights and optimisers)
-            self.weight_steps, self.arch_steps = int(state["weight_steps"]), int(state["arch_steps"])
-            self.load_progress_state(state)
+    def load_search_state(self, state: dict[str, int]) -> None:
+        self.weight_steps, self.arch_steps = state["weight_steps"], state["arch_steps"]
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, list[torch.Tensor]]:
         """The supernet's score by the evaluation protocol; per-image predicted classes for the
         images callback."""
-        loss, predictions = score_segmentation(self.protocol, self, batch, self.val_metrics, self.hparams.ignore_index)
+        loss, predictions = score_segmentation(self.protocol, self, batch, self.val_metrics, self.ignore_index)
         self.log("val/loss", loss, sync_dist=True, batch_size=batch["image"].shape[0])
         return {"predictions": predictions}
 
@@ -153,8 +147,8 @@ class AutoDeepLabSearchModule(SearchProgress, pl.LightningModule):
         }
 
     def configure_optimizers(self) -> tuple[list[Optimizer], list[dict[str, Any]]]:
-        weight_opt = self.weight_optimizer_factory(self.supernet.weight_parameters())
-        arch_opt = self.arch_optimizer_factory(self.supernet.arch_parameters())
+        weight_opt = instantiate(self.settings.weight_optimizer)(self.supernet.weight_parameters())
+        arch_opt = instantiate(self.settings.arch_optimizer)(self.supernet.arch_parameters())
         total = self.trainer.estimated_stepping_batches
-        schedule = build_schedule(weight_opt, "cosine", total, min_lr=self.hparams.weight_min_lr)
+        schedule = build_schedule(weight_opt, Schedule.cosine, total, min_lr=self.settings.weight_min_lr)
         return [weight_opt, arch_opt], [{"scheduler": schedule, "interval": "step"}]

@@ -6,6 +6,7 @@ the decoded genotype (``search.csv``, ``genotypes/epoch_NNN.yaml``, a W&B table)
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import logging
@@ -19,6 +20,7 @@ from segnas.nn.cell_ops import PRIMITIVES
 from segnas.report.arch_plots import alpha_heatmap, beta_trellis
 from segnas.report.loggers import is_wandb
 from segnas.report.run_dir import write_atomic, write_json
+from segnas.searchers.autodeeplab.settings import NetworkSettings
 from segnas.spaces.autodeeplab import AutoDeepLabSpace
 from segnas.spaces.autodeeplab.decode import (
     edges,
@@ -40,9 +42,9 @@ class ArchitectureLog(pl.Callback):
     epochs across a resume.
     """
 
-    def __init__(self, run_dir: Path, network: dict[str, Any]) -> None:
+    def __init__(self, run_dir: Path, network: NetworkSettings) -> None:
         self.run_dir = Path(run_dir)
-        self.network = dict(network)
+        self.network = dataclasses.asdict(network)
         self.rows: list[dict[str, Any]] = []
         csv_path = self.run_dir / "search.csv"
         if csv_path.is_file():
@@ -87,7 +89,8 @@ class ArchitectureLog(pl.Callback):
         alpha_png = alpha_heatmap(normalise_alpha(supernet.alpha), edges(supernet.blocks), list(PRIMITIVES),
                                   self.run_dir / "arch" / f"epoch_{epoch:03d}_alpha.png", f"softmax(α), epoch {epoch}")
         beta_png = beta_trellis(normalise_beta(supernet.beta.detach().cpu()), path_levels(genotype.arch["path"]),
-                                self.run_dir / "arch" / f"epoch_{epoch:03d}_beta.png", f"β and decoded path, epoch {epoch}")
+                                self.run_dir / "arch" / f"epoch_{epoch:03d}_beta.png",
+                                f"β and decoded path, epoch {epoch}")
         logger = trainer.logger
         if is_wandb(logger):
             logger.log_image("search/alpha", [str(alpha_png)], step=trainer.global_step)

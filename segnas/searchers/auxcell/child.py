@@ -34,12 +34,14 @@ from segnas.metrics import DepthMetrics, SegmentationMetrics, scores_from_confus
 from segnas.nn.auxcell import AuxCellDecoder
 from segnas.searchers.auxcell.features import FeatureCache, OnTheFly, module_device, resize_target
 from segnas.searchers.auxcell.polyak import PolyakAverage, scaled_decay
+from segnas.searchers.auxcell.settings import LossResolution
 from segnas.training.depth import berhu_loss
 
 
 @dataclass
 class Stage:
-    """One stage's settings (``searcher.stage1`` / ``searcher.stage2``; the encoder's and
+    """One stage's training settings (from :class:`~.settings.Stage1Settings` /
+    :class:`~.settings.Stage2Settings` and the stage's batch size; the encoder's and
     ``loss_resolution`` only act in stage 2)."""
 
     epochs: int
@@ -53,7 +55,7 @@ class Stage:
     polyak: float | None = 0.9
     polyak_reference_steps: int | None = None
     max_batches: int | None = None
-    loss_resolution: str = "labels"
+    loss_resolution: LossResolution = LossResolution.labels
 
 
 @dataclass(frozen=True)
@@ -182,7 +184,7 @@ def train_stage2(
     def train_step(batch: dict[str, torch.Tensor]) -> None:
         logits, aux = decoder(encoder(batch["image"].to(device, non_blocking=True)))
         target = batch[objective.target].to(device, non_blocking=True)
-        if stage.loss_resolution == "output":  # the authors' train_segmenter: labels to the output, nearest
+        if stage.loss_resolution == LossResolution.output:  # the authors' train_segmenter: labels to the output, nearest
             target = resize_target(target, logits.shape[-2:])
         loss = child_loss(logits, aux, target, None, aux_weight, 0.0, objective.loss)
         _step(loss, [encoder_optimizer, decoder_optimizer], [(encoder, stage.grad_clip), (decoder, stage.grad_clip)])

@@ -102,7 +102,7 @@ class LSTM(nn.Module):
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int) -> None:
         super().__init__()
-        self.hidden_size, self.num_layers = int(hidden_size), int(num_layers)
+        self.hidden_size, self.num_layers = hidden_size, num_layers
         for layer in range(self.num_layers):
             width = input_size if layer == 0 else hidden_size
             self.register_parameter(f"weight_ih_l{layer}", nn.Parameter(torch.empty(4 * hidden_size, width)))
@@ -136,14 +136,14 @@ class Controller(nn.Module):
     def __init__(self, choices: Sequence[int], hidden_size: int = 100, num_layers: int = 2,
                  warmup_steps: int = 4, seed: int = 0) -> None:
         super().__init__()
-        self.choices = [int(c) for c in choices]
-        self.warmup_steps = int(warmup_steps)
+        self.choices = list(choices)
+        self.warmup_steps = warmup_steps
         self.lstm = LSTM(hidden_size, hidden_size, num_layers)
         self.start = nn.Parameter(torch.zeros(1, 1, hidden_size))
         self.embed = nn.Embedding(sum(self.choices), hidden_size)
         self.heads = nn.ModuleList(nn.Linear(hidden_size, c) for c in self.choices)
         self.register_buffer("offsets", torch.tensor([0, *self.choices[:-1]]).cumsum(0), persistent=False)
-        generator = torch.Generator().manual_seed(int(seed))
+        generator = torch.Generator().manual_seed(seed)
         for parameter in self.parameters():
             nn.init.uniform_(parameter, -0.1, 0.1, generator=generator)
 

@@ -17,18 +17,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from segnas.errors import ConfigError
 from segnas.nn.auxcell import NUM_BLOCKS, NUM_CELL_LAYERS, OP_NAMES, layer_positions
-from segnas.searchers.checks.auxcell import POSITIONS
+from segnas.searchers.auxcell.settings import Positions
 from segnas.spaces.auxcell import NUM_ENCODER_MAPS
 
 
-def choices(positions: str = "extended") -> list[int]:
+def choices(positions: Positions = Positions.extended) -> list[int]:
     """Number of choices of each decision, in sampling order (19 decisions); ``positions``:
     ``extended`` or ``released`` (see the module docstring)."""
-    if positions not in POSITIONS:
-        raise ConfigError(f"searcher.controller.positions={positions}: expected one of {', '.join(POSITIONS)}")
-    fewer = int(positions == "released")
+    fewer = int(positions == Positions.released)
     sizes = [NUM_ENCODER_MAPS + block for block in range(NUM_BLOCKS) for _ in range(2)]
     sizes.append(len(OP_NAMES))
     for layer in range(1, NUM_CELL_LAYERS + 1):

@@ -22,9 +22,9 @@ class ProgressiveStopper:
 
     def __init__(self, initial: float = 0.01, tolerance: float = 0.9, decay: float = 0.99,
                  schedule: Mapping[int, float] | None = None, seed: int = 0) -> None:
-        self.average = float(initial)
-        self.tolerance = float(tolerance)
-        self.decay = float(decay)
+        self.average = initial
+        self.tolerance = tolerance
+        self.decay = decay
         self.schedule = {int(k): float(v) for k, v in (schedule or {100: 0.9, 200: 0.8, 300: 0.7, 400: 0.6}).items()}
         self.checks = 0
         self.rng = np.random.default_rng(seed)

@@ -127,7 +127,7 @@ class OnTheFly:
 
     def __init__(self, encoder: nn.Module, loader: DataLoader, limit: int, teacher: nn.Module | None = None,
                  target: str = "mask") -> None:
-        self.encoder, self.loader, self.limit, self.teacher = encoder, loader, int(limit), teacher
+        self.encoder, self.loader, self.limit, self.teacher = encoder, loader, limit, teacher
         self.target = target
 
     def __len__(self) -> int:

@@ -22,9 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from segnas.errors import ConfigError
 from segnas.searchers.auxcell.controller import Controller, one_thread
-from segnas.searchers.checks.auxcell import POLICIES
+from segnas.searchers.auxcell.settings import ControllerSettings, Policy
 
 
 class PolicyGradient:
@@ -34,9 +33,9 @@ class PolicyGradient:
                  grad_clip: float = 2.0, entropy_coef: float = 0.0) -> None:
         self.controller = controller
         self.optimizer = torch.optim.Adam(controller.parameters(), lr=lr)
-        self.baseline_decay = float(baseline_decay)
-        self.grad_clip = float(grad_clip)
-        self.entropy_coef = float(entropy_coef)
+        self.baseline_decay = baseline_decay
+        self.grad_clip = grad_clip
+        self.entropy_coef = entropy_coef
         self.baseline: float | None = None
 
     def _update_baseline(self, reward: float) -> float:
@@ -111,11 +110,11 @@ class PPO(PolicyGradient):
     def __init__(self, controller: Controller, clip: float = 0.1, buffer_size: int = 100,
                  minibatch_size: int = 1, epochs: int = 1, seed: int = 0, **kwargs: Any) -> None:
         super().__init__(controller, **kwargs)
-        self.clip = float(clip)
-        self.buffer: deque[tuple[list[int], float, float]] = deque(maxlen=int(buffer_size))
-        self.minibatch_size = int(minibatch_size)
-        self.epochs = int(epochs)
-        self.generator = torch.Generator().manual_seed(int(seed))
+        self.clip = clip
+        self.buffer: deque[tuple[list[int], float, float]] = deque(maxlen=buffer_size)
+        self.minibatch_size = minibatch_size
+        self.epochs = epochs
+        self.generator = torch.Generator().manual_seed(seed)
 
     def minibatches(self, actions: list[int], log_prob: float, reward: float) -> list[dict[str, torch.Tensor]]:
         self.buffer.append((list(actions), float(log_prob), float(reward)))
@@ -156,16 +155,20 @@ class Uniform(PolicyGradient):
         return {"loss": 0.0, "entropy": -float(log_prob)}
 
 
-def build_policy(name: str, controller: Controller, cfg: Any, seed: int = 0) -> PolicyGradient:
-    """``searcher.controller.algorithm``: ppo, reinforce or uniform (random search), with the
-    shared settings of ``cfg``."""
-    common = {"lr": float(cfg.lr), "baseline_decay": float(cfg.baseline_decay), "grad_clip": float(cfg.grad_clip),
-                  "entropy_coef": float(cfg.entropy_coef)}
-    if name == "ppo":
-        return PPO(controller, clip=float(cfg.ppo.clip), buffer_size=int(cfg.ppo.buffer_size),
-                   minibatch_size=int(cfg.ppo.minibatch_size), epochs=int(cfg.ppo.epochs), seed=seed, **common)
-    if name == "reinforce":
+def build_policy(algorithm: Policy, controller: Controller, settings: ControllerSettings,
+                 seed: int = 0) -> PolicyGradient:
+    """The policy ``algorithm`` names (ppo, reinforce or uniform: random search) over
+    ``controller``, with the optimiser, baseline and PPO settings of ``settings``. The algorithm
+    is an argument of its own so that a replay can run several with the search's other settings
+    (the search passes ``settings.algorithm``)."""
+    common = {"lr": settings.lr, "baseline_decay": settings.baseline_decay, "grad_clip": settings.grad_clip,
+              "entropy_coef": settings.entropy_coef}
+    if algorithm == Policy.ppo:
+        ppo = settings.ppo
+        return PPO(controller, clip=ppo.clip, buffer_size=ppo.buffer_size, minibatch_size=ppo.minibatch_size,
+                   epochs=ppo.epochs, seed=seed, **common)
+    if algorithm == Policy.reinforce:
         return Reinforce(controller, **common)
-    if name == "uniform":
+    if algorithm == Policy.uniform:
         return Uniform(controller, **common)
-    raise ConfigError(f"searcher.controller.algorithm={name}: expected one of {', '.join(POLICIES)}")
+    raise ValueError(f"controller algorithm {algorithm!r}: expected one of {', '.join(Policy)}")

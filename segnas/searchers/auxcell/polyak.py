@@ -26,13 +26,13 @@ def scaled_decay(decay: float, reference_steps: int | None, steps: int) -> float
     keep ``decay ** reference_steps`` of the average, what they keep after the paper's
     ``reference_steps`` at ``decay``. ``reference_steps`` None (or no steps): ``decay`` per step."""
     if reference_steps is None or steps <= 0:
-        return float(decay)
-    return float(decay) ** (int(reference_steps) / int(steps))
+        return decay
+    return decay ** (reference_steps / steps)
 
 
 class PolyakAverage:
     def __init__(self, module: nn.Module, decay: float) -> None:
-        self.decay = float(decay)
+        self.decay = decay
         self.parameters = [p for p in module.parameters()]
         self.averages = [p.detach().clone() for p in self.parameters]
 

@@ -1,11 +1,21 @@
 """What the search leaves in the run directory: the columns of ``search.csv`` (one row per child,
 written by the engine's record files), each child's line in ``run.log`` and the reward curve. The
-resumable state travels in the Lightning checkpoint (:mod:`.module`)."""
+resumable state travels in the Lightning checkpoint (:mod:`.module`).
+
+A child's row is a :class:`ChildRecord`: what the round code measured (:class:`ChildResult`,
+:func:`.trial.run_round`) and what the search adds, written once where the child's record is
+created (:meth:`.module.AuxCellSearchModule.run_unit`). Records stay plain dicts at run time, so
+checkpoints and ``search.csv`` are unchanged by the types.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypedDict
+
+#: ``ok``: scored (after stage 1, or stage 2 when it ran); ``failed``: stage 1 raised or
+#: diverged (reward 0); ``stage2_failed``: stage 2 did (the stage-1 reward is kept).
+Status = Literal["ok", "failed", "stage2_failed"]
 
 COLUMNS = (
     "child", "round", "rank", "status", "reward", "stage1_reward", "stage2_reward", "stopped_early", "mIoU", "fwIoU",
@@ -15,7 +25,59 @@ COLUMNS = (
 )
 
 
-def describe(record: dict[str, Any], children: int) -> str:
+class _Measured(TypedDict, total=False):
+    """What a child has only when it was measured: each stage's steps, reward and seconds, the
+    task's held-out scores (segmentation: mIoU, fwIoU, pixel_acc, mean_class_acc; depth: RMSE,
+    REL, delta1; the last stage's), and the parameters it trained with (encoder included)."""
+
+    search_params: int
+    stage1_steps: int
+    stage1_reward: float
+    stage1_s: float
+    stage2_steps: int
+    stage2_reward: float
+    stage2_s: float
+    mIoU: float
+    fwIoU: float
+    pixel_acc: float
+    mean_class_acc: float
+    RMSE: float
+    REL: float
+    delta1: float
+
+
+class ChildResult(_Measured):
+    """A child's outcome from the round code: ``reward`` is what the controller learns from."""
+
+    child: int
+    status: Status
+    error: str | None
+    reward: float
+    stopped_early: bool
+    child_s: float
+
+
+class ChildRecord(ChildResult):
+    """A row of ``search.csv`` (:data:`COLUMNS`; ``genotype`` is kept for the checkpoint and
+    the candidates, not written): the result, where and when the child was trained, its
+    genotype at the final width, and the controller's side."""
+
+    round: int
+    rank: int
+    genotype_hash: str
+    genotype: dict[str, Any]
+    encoding: str
+    cell: str
+    params: int
+    controller_update_s: float
+    controller_sample_s: float
+    baseline: float
+    advantage: float
+    entropy: float
+    log_prob: float
+
+
+def describe(record: ChildRecord, children: int) -> str:
     """The child's line in the run's log (``run.log``): index (as in search.csv) and count, what
     became of it, its reward and each stage's, its seconds and its cell."""
     if record["status"] == "failed":
@@ -30,7 +92,7 @@ def describe(record: dict[str, Any], children: int) -> str:
             f"{f' ({stages})' if stages else ''}, {float(record.get('child_s') or 0.0):.1f} s, cell {record['cell']}")
 
 
-def plot_rewards(path: Path, records: list[dict[str, Any]]) -> Path | None:
+def plot_rewards(path: Path, records: list[ChildRecord]) -> Path | None:
     """Reward per child (failures as red crosses at the reward the controller got, early-stopped
     children hollow) and the baseline."""
     if not records:

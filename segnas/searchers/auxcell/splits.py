@@ -41,16 +41,16 @@ class SearchData:
         the rest trains with ``scale_range`` (default ``data.scale_range``)."""
         datamodule.setup()
         total = len(datamodule.source("train"))
-        count = max(int(minimum), round(float(fraction) * total))
+        count = max(minimum, round(fraction * total))
         if not 0 < count <= total - datamodule.batch_size:
             raise ConfigError(
                 f"searcher.reward.holdout={fraction} (at least searcher.reward.holdout_min={minimum}) holds out "
                 f"{count} of {total} training images, leaving fewer than data.batch_size={datamodule.batch_size} to train on"
             )
         order = np.random.default_rng([seed, _HOLDOUT_STREAM]).permutation(total)
-        scales = None if scale_range is None else (float(scale_range[0]), float(scale_range[1]))
+        scales = None if scale_range is None else (scale_range[0], scale_range[1])
         return cls(train=datamodule.train_crops(datamodule.crop_size, scales, order[count:].tolist()),
-                   holdout=datamodule.centre_crops("train", int(crop_size or datamodule.crop_size),
+                   holdout=datamodule.centre_crops("train", crop_size or datamodule.crop_size,
                                                    order[:count].tolist()),
                    datamodule=datamodule, scale_range=scales)
 

@@ -45,6 +45,7 @@ from segnas.searchers.auxcell.child import (
 )
 from segnas.searchers.auxcell.early_stopping import ProgressiveStopper
 from segnas.searchers.auxcell.features import FeatureCache, OnTheFly, module_device
+from segnas.searchers.auxcell.records import ChildResult
 from segnas.spaces.auxcell import build_decoder
 from segnas.training.depth import init_depth_output
 
@@ -84,12 +85,12 @@ class _Child:
     index: int
     arch: dict[str, Any]
     decoder: AuxCellDecoder | None
-    result: dict[str, Any]
+    result: ChildResult
     seconds: float = 0.0
 
 
 def run_round(context: ChildContext, children: Sequence[tuple[int, dict[str, Any]]], rank: int = 0, world: int = 1,
-              gather: Callable[[Any], list[Any]] | None = None) -> list[dict[str, Any]]:
+              gather: Callable[[Any], list[Any]] | None = None) -> list[ChildResult]:
     """Results of ``children`` (index, search arch) in order, on every rank.
 
     ``gather(value)`` returns every rank's value in rank order (:func:`~segnas.searchers.
@@ -109,16 +110,16 @@ def run_round(context: ChildContext, children: Sequence[tuple[int, dict[str, Any
     return [final[index] for index, _ in children]
 
 
-def run_child(context: ChildContext, index: int, arch: dict[str, Any]) -> dict[str, Any]:
+def run_child(context: ChildContext, index: int, arch: dict[str, Any]) -> ChildResult:
     """One child alone: a round of one in this process."""
     return run_round(context, [(index, arch)])[0]
 
 
-def _in_order(parts: list[list[tuple[int, dict[str, Any]]]]) -> dict[int, dict[str, Any]]:
+def _in_order(parts: list[list[tuple[int, ChildResult]]]) -> dict[int, ChildResult]:
     return {index: result for part in parts for index, result in part}
 
 
-def _decide(context: ChildContext, stage1: list[dict[str, Any]]) -> dict[int, bool]:
+def _decide(context: ChildContext, stage1: list[ChildResult]) -> dict[int, bool]:
     """Which of the round's children go on to stage 2 (failed children never do)."""
     passed = {}
     for result in stage1:
@@ -131,7 +132,7 @@ def _decide(context: ChildContext, stage1: list[dict[str, Any]]) -> dict[int, bo
 
 
 def _guarded(train: Callable[[], _Child], index: int, arch: dict[str, Any],
-             stage1: dict[str, Any] | None = None) -> _Child:
+             stage1: ChildResult | None = None) -> _Child:
     """``train()``, or the failed child: ``stage1`` is the stage-1 result when stage 2 failed."""
     start = time.perf_counter()
     try:

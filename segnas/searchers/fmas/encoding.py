@@ -30,7 +30,7 @@ class Gene:
 
 
 def _ratios(values: Sequence[float]) -> tuple[float, ...]:
-    """Distinct and ascending (the config checks made them fractions in (0, 1])."""
+    """Distinct and ascending (FMASSettings checked they are fractions in (0, 1])."""
     return tuple(sorted({float(v) for v in values}))
 
 

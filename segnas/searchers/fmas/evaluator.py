@@ -11,34 +11,68 @@ each rank timing its own share, while pricing and scoring run on all ranks at on
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypedDict
 
 from torch import nn
 
 from segnas.genotype import Genotype
 from segnas.hardware import LatencyTarget, count_macs, count_params
 from segnas.nn.elastic import extract
-from segnas.searchers.checks.fmas import CONSTRAINTS, ordered_objectives
-from segnas.searchers.fmas.encoding import subnet_config
 from segnas.searchers.distributed import all_gather, one_per_host, rank_and_world
+from segnas.searchers.fmas.encoding import subnet_config
 from segnas.searchers.fmas.scoring import Scorer
+from segnas.searchers.fmas.settings import ConstraintSettings
+
+
+class _Timed(TypedDict, total=False):
+    """What a record has once scored (``feasible``) and, when latency is an objective or limited
+    and the candidate is within the cheaper limits, timed (``latency_*``)."""
+
+    feasible: bool
+    latency_ms: float
+    latency_spread_ms: float
+    latency_repeat_ms: list[float]
+    #: a lookup-table estimate (hardware=gap8), not a measurement
+    latency_estimated: bool
+
+
+class SubnetRecord(_Timed):
+    """What the search knows of one sub-network: the search's cache (``SearchState.cache``, in
+    the checkpoint), the front, ``pareto.csv`` and ``fronts.csv`` are made of these. Written by
+    :class:`Evaluator` alone, in three steps: priced (costs, ``violation`` over the cheap limits),
+    timed (latency, when it is an objective or limited, within the cheap limits), scored
+    (``feasible``; ``miou`` and ``pixel_acc`` when feasible, else None). A plain dict at run
+    time, so checkpoints and CSV files hold what they held before it was typed."""
+
+    genotype_hash: str
+    #: the genotype's ``arch`` (its space is the supernet's)
+    genotype: dict[str, Any]
+    params: int
+    #: MACs (FLOPs / 2) at the priced input size
+    macs: int
+    miou: float | None
+    pixel_acc: float | None
+    #: the DDP rank that priced and scored it (0 in one process)
+    scored_by_rank: int
+    #: summed relative excess over the limits (0.0: within all)
+    violation: float
 
 
 class Evaluator:
-    """Records (dicts) of sub-networks of ``supernet``, cached by genotype hash."""
+    """Records of sub-networks of ``supernet``, cached by genotype hash. ``objectives`` and
+    ``constraints`` are the search's (:class:`~.settings.FMASSettings`); latency is measured on
+    ``target`` when it is an objective or limited (the config check asked for a target then)."""
 
     def __init__(self, supernet: nn.Module, scorer: Scorer, objectives: Sequence[str],
-                 constraints: dict[str, float | None], input_size: tuple[int, int],
-                 target: LatencyTarget | None = None, cache: dict[str, dict[str, Any]] | None = None) -> None:
+                 constraints: ConstraintSettings, input_size: tuple[int, int],
+                 target: LatencyTarget | None = None, cache: dict[str, SubnetRecord] | None = None) -> None:
         self.supernet = supernet.eval()
         self.scorer = scorer
-        self.objectives = ordered_objectives(objectives)
-        # names and the hardware target were checked with the config (segnas.searchers.checks.fmas)
-        self.constraints = {k: float(v) for k, v in constraints.items() if v is not None}
-        self.needs_latency = "latency" in self.objectives or "max_latency_ms" in self.constraints
+        self.limits = constraints.limits()
+        self.needs_latency = "latency" in objectives or "latency_ms" in self.limits
         self.input_size = input_size
         self.target = target
-        self.cache: dict[str, dict[str, Any]] = cache if cache is not None else {}
+        self.cache: dict[str, SubnetRecord] = cache if cache is not None else {}
         self.hits = 0
         self.scored = 0
 
@@ -47,19 +81,19 @@ class Evaluator:
         unsliced weights (``share_weights``: to score, without copying the supernet)."""
         return extract(self.supernet, subnet_config(genotype), share_weights=share_weights)
 
-    def _violation(self, record: dict[str, Any], keys: Sequence[str]) -> float:
-        """Sum of relative excesses over the limits in ``keys`` (0 when within all)."""
+    def _violation(self, record: SubnetRecord, fields: Sequence[str]) -> float:
+        """Sum of relative excesses over the limits of the record ``fields`` (0 when within all)."""
         total = 0.0
-        for key in keys:
-            limit = self.constraints.get(key)
+        for field in fields:
+            limit = self.limits.get(field)
             if limit is not None:
-                total += max(0.0, record[CONSTRAINTS[key]] / limit - 1.0)
+                total += max(0.0, record[field] / limit - 1.0)
         return total
 
-    def evaluate(self, genotype: Genotype) -> dict[str, Any]:
+    def evaluate(self, genotype: Genotype) -> SubnetRecord:
         return self.evaluate_many([genotype])[0]
 
-    def evaluate_many(self, genotypes: Sequence[Genotype]) -> list[dict[str, Any]]:
+    def evaluate_many(self, genotypes: Sequence[Genotype]) -> list[SubnetRecord]:
         """Records of ``genotypes`` in order; the ones not cached yet are priced and scored.
 
         When ``torch.distributed`` is initialised with several ranks (the Trainer's DDP strategy under
@@ -90,16 +124,16 @@ class Evaluator:
         self.scored += sum(record["feasible"] for record in gathered.values())
         return [self.cache[g.hash] for g in genotypes]
 
-    def _price(self, genotype: Genotype) -> tuple[dict[str, Any], nn.Module]:
+    def _price(self, genotype: Genotype) -> tuple[SubnetRecord, nn.Module]:
         """The sliced sub-network and its record: params, MACs and the excess over their limits."""
         net = self.subnet(genotype, share_weights=True)
-        record: dict[str, Any] = {"genotype_hash": genotype.hash, "genotype": genotype.arch,
-                                  "params": count_params(net), "macs": count_macs(net, self.input_size),
-                                  "miou": None, "pixel_acc": None, "scored_by_rank": rank_and_world()[0]}
-        record["violation"] = self._violation(record, ("max_params", "max_macs"))
+        record = SubnetRecord(genotype_hash=genotype.hash, genotype=genotype.arch, params=count_params(net),
+                              macs=count_macs(net, self.input_size), miou=None, pixel_acc=None,
+                              scored_by_rank=rank_and_world()[0], violation=0.0)
+        record["violation"] = self._violation(record, ("params", "macs"))
         return record, net
 
-    def _time(self, record: dict[str, Any], net: nn.Module) -> None:
+    def _time(self, record: SubnetRecord, net: nn.Module) -> None:
         """Latency of a candidate within the cheaper limits, with the spread of its repeats."""
         if record["violation"] == 0.0:
             measured = self.target.measure(net, self.input_size)
@@ -107,9 +141,9 @@ class Evaluator:
             record["latency_spread_ms"] = float(measured["latency_spread_ms"])
             record["latency_repeat_ms"] = list(measured["latency_repeat_ms"])
             record["latency_estimated"] = bool(measured["latency_estimated"])
-            record["violation"] = self._violation(record, ("max_latency_ms",))
+            record["violation"] = self._violation(record, ("latency_ms",))
 
-    def _score(self, record: dict[str, Any], net: nn.Module) -> dict[str, Any]:
+    def _score(self, record: SubnetRecord, net: nn.Module) -> SubnetRecord:
         """mIoU of a candidate within every limit; the record, completed."""
         record["feasible"] = record["violation"] == 0.0
         if record["feasible"]:

@@ -10,6 +10,10 @@ hypervolume are logged with ``self.log``, the front itself as a W&B table per ge
 The supernet and the sub-networks sliced from it are kept outside the module's registered
 children: each rank scores its own candidates, and the BatchNorm layer sync would all-reduce the
 statistics of different networks.
+
+The module is pickled into ``ddp_spawn`` ranks: it holds its typed settings, the supernet, the
+data module, the evaluation protocol and the hardware target, never the run's config or its
+:class:`~segnas.searchers.contract.SearchContext` (whose builders close over the logger).
 """
 
 from __future__ import annotations
@@ -19,22 +23,20 @@ import logging
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
 
 from segnas.errors import ConfigError
-from segnas.evaluation import eval_protocol
+from segnas.evaluation import EvalProtocol
 from segnas.genotype import Genotype
-from segnas.hardware import count_macs, count_params
+from segnas.hardware import LatencyTarget, count_macs, count_params
 from segnas.report.loggers import is_wandb
-from segnas.searchers.checks.fmas import ordered_objectives
 from segnas.searchers.distributed import from_rank_zero, rank_and_world, search_device
 from segnas.searchers.engine import SearchModule
 from segnas.searchers.fmas.encoding import Encoding
-from segnas.searchers.fmas.evaluator import Evaluator
+from segnas.searchers.fmas.evaluator import Evaluator, SubnetRecord
 from segnas.searchers.fmas.nsga import SearchState, build_search_algorithm, run_generation
 from segnas.searchers.fmas.pareto import COST_FIELDS
 from segnas.searchers.fmas.scoring import Scorer, preload
+from segnas.searchers.fmas.settings import FMASSettings, Proposals
 from segnas.spaces.elastic_deeplabv3plus import ElasticDeepLabV3PlusSpace
 from segnas.training.spawned import own_tensors_of
 
@@ -46,34 +48,34 @@ FRONT_COLUMNS = ("generation", "genotype_hash", "miou", "params", "macs", "laten
 
 
 class FMASSearchModule(SearchModule):
-    """``searcher.generations`` generations of NSGA-II (or uniform proposals) over the
-    sub-networks of ``supernet`` (whose full genotype is ``full``), scored on ``datamodule``'s
-    validation subset. ``facts`` are the supernet's summary entries (where it came from, the
-    images its training saw)."""
+    """``settings.generations`` generations of NSGA-II (or uniform ``proposals``) over the
+    sub-networks of ``supernet`` (whose full genotype is ``full``), scored by ``protocol`` on
+    ``datamodule``'s validation subset, priced at ``input_size`` and timed on ``target`` (when
+    latency is an objective or limited). ``facts`` are the supernet's summary entries (where it
+    came from, the images its training saw)."""
 
     unit_name = "generation"
 
-    def __init__(self, cfg: DictConfig, space: ElasticDeepLabV3PlusSpace, full: Genotype, supernet: torch.nn.Module,
-                 datamodule: Any, facts: dict[str, Any], started_at: float | None = None) -> None:
-        settings = cfg.searcher
-        super().__init__(units=int(settings.generations))
+    def __init__(self, settings: FMASSettings, space: ElasticDeepLabV3PlusSpace, full: Genotype,
+                 supernet: torch.nn.Module, datamodule: Any, facts: dict[str, Any], *, protocol: EvalProtocol,
+                 input_size: tuple[int, int], target: LatencyTarget | None,
+                 proposals: Proposals = Proposals.nsga2, started_at: float | None = None) -> None:
+        super().__init__(units=settings.generations)
         self.start_clock(started_at)
-        self.cfg, self.settings, self.space, self.full, self.facts = cfg, settings, space, full, facts
-        self.datamodule = datamodule
-        self.objectives = ordered_objectives(list(settings.objectives))
-        self.reference = [1.0] + [float(settings.hv_reference)] * (len(self.objectives) - 1)
+        self.settings, self.space, self.full, self.facts = settings, space, full, facts
+        self.datamodule, self.protocol, self.input_size, self.target = datamodule, protocol, input_size, target
+        self.objectives = settings.ordered_objectives
+        self.reference = [1.0] + [settings.hv_reference] * (len(self.objectives) - 1)
         self.supernet_images = int(facts.get("supernet_images_seen", 0))
         self.networks = {"supernet": supernet}  # a dict: not a registered child (see the module docstring)
-        self.encoding = Encoding(space, full, list(settings.width_ratios), list(settings.head_ratios),
-                                 int(settings.min_depth))
+        self.encoding = Encoding(space, full, settings.width_ratios, settings.head_ratios, settings.min_depth)
         self.state = SearchState(build_search_algorithm(
-            str(settings.get("algorithm", "nsga2")), self.encoding, len(self.objectives), int(settings.pop_size),
-            int(settings.generations), int(settings.seed), crossover_prob=float(settings.crossover_prob),
-            mutation_prob=None if settings.mutation_prob is None else float(settings.mutation_prob)),
+            proposals, self.encoding, len(self.objectives), settings.pop_size, settings.generations, settings.seed,
+            crossover_prob=settings.crossover_prob, mutation_prob=settings.mutation_prob),
             extra={"supernet": facts["supernet"], "full": full.to_dict()})
         self.scorer: Scorer | None = None
         self.evaluator: Evaluator | None = None
-        self.device_name = str(settings.get("device", "auto"))
+        self.device_name = settings.device
 
     # the search's state ------------------------------------------------------------------------
 
@@ -113,32 +115,27 @@ class FMASSearchModule(SearchModule):
     # building ----------------------------------------------------------------------------------
 
     def setup(self, stage: str) -> None:
+        """Each process that runs the search (this one, or each spawned rank) prepares its scoring."""
         self.prepare_scoring(self.trainer.strategy.root_device)
 
     def prepare_scoring(self, root_device: torch.device) -> None:
         """The scorer (validation and calibration batches preloaded on the device) and the
-        evaluator, built once per process: a spawned rank builds its own, the launching process
-        its own when it slices the chosen sub-networks afterwards."""
-        if self.evaluator is not None:
-            return
-        s, cfg = self.settings, self.cfg
+        evaluator of this process. Called once per process: by :meth:`setup` where the search
+        runs, and by a process that slices sub-networks without having run it (the launching
+        process of ``ddp_spawn`` ranks, a table)."""
+        s = self.settings
         supernet = self.networks["supernet"]
         own_tensors_of(supernet)  # a spawned rank's supernet is its own
-        device = root_device if s.get("device", "auto") == "auto" else search_device(str(s.device))
+        device = root_device if s.device == "auto" else search_device(s.device)
         self.device_name = str(device)
         supernet.to(device).eval()
         datamodule = self.datamodule
-        recalibrate = bool(s.recalibrate_bn)
-        self.scorer = Scorer(preload(datamodule, datamodule.val_subset(int(s.val_images)), device),
-                             preload(datamodule, datamodule.calib_subset(int(s.calib_images)), device)
-                             if recalibrate else [],
-                             datamodule.num_classes, datamodule.ignore_index, recalibrate, protocol=eval_protocol(cfg),
-                             batch_size=None if s.score_batch_size is None else int(s.score_batch_size))
-        constraints = OmegaConf.to_container(s.constraints, resolve=True) if s.get("constraints") else {}
-        needs_latency = "latency" in self.objectives or constraints.get("max_latency_ms") is not None
-        target = instantiate(cfg.hardware) if needs_latency and cfg.get("hardware") is not None else None
-        self.input_size = tuple(int(v) for v in s.input_size) if s.get("input_size") else (cfg.data.crop_size,) * 2
-        self.evaluator = Evaluator(supernet, self.scorer, self.objectives, constraints, self.input_size, target)
+        self.scorer = Scorer(preload(datamodule, datamodule.val_subset(s.val_images), device),
+                             preload(datamodule, datamodule.calib_subset(s.calib_images), device)
+                             if s.recalibrate_bn else [],
+                             datamodule.num_classes, datamodule.ignore_index, s.recalibrate_bn, protocol=self.protocol,
+                             batch_size=s.score_batch_size)
+        self.evaluator = Evaluator(supernet, self.scorer, self.objectives, s.constraints, self.input_size, self.target)
 
     # one generation ----------------------------------------------------------------------------
 
@@ -168,7 +165,7 @@ class FMASSearchModule(SearchModule):
         if rank_and_world()[0] == 0 and is_wandb(self.logger):
             self._wandb_front(row["generation"], front)
 
-    def _wandb_front(self, generation: int, front: list[dict[str, Any]]) -> None:
+    def _wandb_front(self, generation: int, front: list[SubnetRecord]) -> None:
         import wandb
 
         field = COST_FIELDS[self.objectives[1]]

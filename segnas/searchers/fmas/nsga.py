@@ -31,10 +31,18 @@ from pymoo.operators.sampling.rnd import IntegerRandomSampling
 from pymoo.problems.static import StaticProblem
 
 from segnas.errors import ConfigError
-from segnas.searchers.checks.fmas import ALGORITHMS
 from segnas.searchers.fmas.encoding import Encoding
-from segnas.searchers.fmas.evaluator import Evaluator
+from segnas.searchers.fmas.evaluator import Evaluator, SubnetRecord
 from segnas.searchers.fmas.pareto import front_records, hypervolume, objective_matrix
+from segnas.searchers.fmas.settings import Proposals
+
+
+class FrontRecord(SubnetRecord):
+    """A front member as ``fronts.csv`` lists it: its record and the generation whose front it
+    was on (written by :func:`run_generation` alone)."""
+
+    generation: int
+
 
 class SubnetProblem(Problem):
     """Bounds and sizes only: evaluation happens outside pymoo (ask/tell)."""
@@ -108,17 +116,15 @@ class UniformProposals:
         """Nothing to learn."""
 
 
-def build_search_algorithm(name: str, encoding: Encoding, n_obj: int, pop_size: int, generations: int, seed: int,
-                           **nsga2: Any) -> NSGA2 | UniformProposals:
-    """``searcher.algorithm``: nsga2 (FMAS) or random (its baseline at the same number of proposals).
+def build_search_algorithm(proposals: Proposals, encoding: Encoding, n_obj: int, pop_size: int, generations: int,
+                           seed: int, **nsga2: Any) -> NSGA2 | UniformProposals:
+    """NSGA-II (FMAS) or uniform proposals (its random baseline, at the same number of proposals).
     The settings were checked with the config; what the supernet's space offers is known only now."""
     if encoding.n_var == 0:
         raise ConfigError("the elastic space of this supernet has no choices to search")
-    if name == "nsga2":
-        return build_algorithm(encoding, n_obj, pop_size, generations, seed, **nsga2)
-    if name == "random":
+    if proposals == Proposals.random:
         return UniformProposals(SubnetProblem(encoding.xl, encoding.xu, n_obj), pop_size, seed)
-    raise ConfigError(f"searcher.algorithm={name}: expected one of {', '.join(ALGORITHMS)}")
+    return build_algorithm(encoding, n_obj, pop_size, generations, seed, **nsga2)
 
 
 @dataclass
@@ -130,8 +136,8 @@ class SearchState:
     algorithm: NSGA2 | UniformProposals
     generation: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
-    fronts: list[dict[str, Any]] = field(default_factory=list)
-    cache: dict[str, dict[str, Any]] = field(default_factory=dict)
+    fronts: list[FrontRecord] = field(default_factory=list)
+    cache: dict[str, SubnetRecord] = field(default_factory=dict)
     hits: int = 0
     scored: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
@@ -159,7 +165,7 @@ class SearchState:
 
 
 def run_generation(state: SearchState, encoding: Encoding, evaluator: Evaluator, objectives: Sequence[str],
-                   scale: dict[str, float], reference: Sequence[float]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+                   scale: dict[str, float], reference: Sequence[float]) -> tuple[dict[str, Any], list[SubnetRecord]]:
     """One generation: ask, price and score the new sub-networks (cache first), tell; returns the
     generation's row (hypervolume of the front of everything scored so far, its size, candidates
     scored, cache hits) and that front. ``state`` advances; the evaluator shares its cache."""
@@ -190,5 +196,5 @@ def run_generation(state: SearchState, encoding: Encoding, evaluator: Evaluator,
         "wall_s": round(time.perf_counter() - start, 3),
     }
     state.history.append(row)
-    state.fronts.extend({**r, "generation": state.generation} for r in front)
+    state.fronts.extend(FrontRecord(**r, generation=state.generation) for r in front)
     return row, front

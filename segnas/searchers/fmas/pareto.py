@@ -1,6 +1,11 @@
 """The Pareto front of the scored sub-networks: non-dominated set, hypervolume, pareto.csv and
 the front plot (search scores, and fine-tuned scores once the pipeline has retrained the front).
 
+``pareto.csv`` and ``pareto.png`` have one writer, :func:`write_front`: the search writes them
+once it ends (so a run whose fine-tuning crashes keeps its front), and the searcher's
+``on_retrained`` hook rewrites both through it with the fine-tuned scores; each file is replaced
+atomically, so a reader never sees half of one.
+
 All objectives here are minimised; mIoU enters as error ``1 - mIoU`` and costs are divided by
 the full network's cost, so the hypervolume reference point is fixed before the search starts
 and hypervolumes of different runs on the same supernet compare.
@@ -11,16 +16,22 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from segnas.report.run_dir import write_atomic
 
+if TYPE_CHECKING:
+    from segnas.searchers.fmas.evaluator import SubnetRecord
+
 #: Cost objectives and the record field that holds each.
 COST_FIELDS = {"params": "params", "macs": "macs", "latency": "latency_ms"}
+#: The front's files in the run directory.
+PARETO_CSV, PARETO_PLOT = "pareto.csv", "pareto.png"
 #: Normalised cost given to a cost that was never measured because a cheaper constraint already
 #: rejected the candidate (finite, so pymoo's crowding distance stays defined).
 UNMEASURED = 10.0
@@ -37,7 +48,7 @@ def non_dominated(F: np.ndarray) -> np.ndarray:
     return np.array(keep, dtype=int)
 
 
-def objective_matrix(records: Sequence[dict[str, Any]], objectives: Sequence[str],
+def objective_matrix(records: Sequence[SubnetRecord], objectives: Sequence[str],
                      scale: dict[str, float]) -> np.ndarray:
     """Minimised, normalised objectives: ``1 - miou`` and each cost over ``scale[cost]``.
 
@@ -68,8 +79,8 @@ def hypervolume(F: np.ndarray, reference: Sequence[float]) -> float:
     return float(HV(ref_point=ref)(inside)) if len(inside) else 0.0
 
 
-def front_records(records: Sequence[dict[str, Any]], objectives: Sequence[str],
-                  scale: dict[str, float]) -> list[dict[str, Any]]:
+def front_records(records: Sequence[SubnetRecord], objectives: Sequence[str],
+                  scale: dict[str, float]) -> list[SubnetRecord]:
     """The scored, feasible records on the front, best mIoU first (duplicates of a hash once)."""
     scored = [r for r in records if r.get("feasible") and r.get("miou") is not None]
     if not scored:
@@ -79,7 +90,7 @@ def front_records(records: Sequence[dict[str, Any]], objectives: Sequence[str],
     return sorted(front, key=lambda r: (-r["miou"], *(r[COST_FIELDS[o]] for o in objectives if o != "miou")))
 
 
-def pick(front: Sequence[dict[str, Any]], k: int) -> list[dict[str, Any]]:
+def pick(front: Sequence[SubnetRecord], k: int) -> list[SubnetRecord]:
     """``k`` records spread along the front (sorted best mIoU first): the best and the cheapest
     always, the rest evenly between them."""
     if k <= 0 or len(front) <= k:
@@ -88,8 +99,18 @@ def pick(front: Sequence[dict[str, Any]], k: int) -> list[dict[str, Any]]:
     return [front[p] for p in positions]
 
 
-def write_pareto_csv(path: Path, front: Sequence[dict[str, Any]], objectives: Sequence[str],
-                     finetuned: dict[str, float] | None = None) -> Path:
+def write_front(run_dir: Path, records: Sequence[SubnetRecord], front: Sequence[SubnetRecord],
+                objectives: Sequence[str], finetuned: dict[str, float] | None = None) -> tuple[Path, Path]:
+    """``pareto.csv`` and ``pareto.png`` of ``front`` (among every scored ``records``; mIoU against
+    the first cost of ``objectives``, miou first) in ``run_dir``, with the fine-tuned mIoU of the
+    members in ``finetuned`` (by hash) when given: the one writer of both files."""
+    estimated = any(r.get("latency_estimated") for r in front)
+    return (_pareto_csv(run_dir / PARETO_CSV, front, objectives, finetuned),
+            _plot_front(run_dir / PARETO_PLOT, records, front, objectives[1], finetuned, estimated))
+
+
+def _pareto_csv(path: Path, front: Sequence[SubnetRecord], objectives: Sequence[str],
+                finetuned: dict[str, float] | None = None) -> Path:
     """One row per front member: hash, genotype (JSON), every objective and score, and whether
     (and to what mIoU) the pipeline fine-tuned it."""
     finetuned = finetuned or {}
@@ -108,8 +129,8 @@ def write_pareto_csv(path: Path, front: Sequence[dict[str, Any]], objectives: Se
     return write_atomic(path, buffer.getvalue())
 
 
-def plot_front(path: Path, records: Sequence[dict[str, Any]], front: Sequence[dict[str, Any]],
-               cost: str, finetuned: dict[str, float] | None = None, estimated: bool = False) -> Path:
+def _plot_front(path: Path, records: Sequence[SubnetRecord], front: Sequence[SubnetRecord],
+                cost: str, finetuned: dict[str, float] | None = None, estimated: bool = False) -> Path:
     """mIoU against one cost: every scored sub-network, the front, and (when given) each
     fine-tuned front member's mIoU after fine-tuning, joined to its search score by an arrow."""
     import matplotlib
@@ -141,6 +162,8 @@ def plot_front(path: Path, records: Sequence[dict[str, Any]], front: Sequence[di
     ax.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    fig.savefig(temporary, format="png")
     plt.close(fig)
+    os.replace(temporary, path)
     return path

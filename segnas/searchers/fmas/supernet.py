@@ -3,27 +3,27 @@
 A DeepLabV3+ checkpoint from ``task=train`` (space ``deeplabv3plus``) and one of the elastic space
 are both accepted; either is re-labelled as the full genotype of the elastic space (the same
 modules and weights). Without a checkpoint, ``searcher.supernet_arch`` is trained for
-``searcher.supernet_epochs`` epochs on ``cfg.data`` with the shared training module into
-``<run_dir>/supernet/`` (resumable there), and saved as ``<run_dir>/supernet/model.pt``.
+``searcher.supernet_epochs`` epochs on the run's data module with the run's training module and
+Trainer (:class:`~segnas.searchers.contract.SearchContext`) into ``<run_dir>/supernet/``
+(resumable there), and saved as ``<run_dir>/supernet/model.pt``.
 """
 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
 from torch import nn
 
 from segnas import spaces
 from segnas.errors import ConfigError
 from segnas.genotype import Genotype
 from segnas.offline_weights import describe
+from segnas.searchers.contract import SearchContext
+from segnas.searchers.fmas.settings import FMASSettings
 from segnas.spaces.elastic_deeplabv3plus import ElasticDeepLabV3PlusSpace
 from segnas.training import load_network
 from segnas.training.checkpoint import network_facts, save_network
-from segnas.training.trainer import build_module, build_trainer
 
 SUPERNET_SPACES = ("deeplabv3plus", "elastic-deeplabv3plus")
 
@@ -40,16 +40,16 @@ def as_elastic(genotype: Genotype, space: ElasticDeepLabV3PlusSpace, source: str
     return full
 
 
-def obtain(cfg: DictConfig, run_dir: Path, logger: Any, datamodule: Any, space: ElasticDeepLabV3PlusSpace,
+def obtain(settings: FMASSettings, context: SearchContext, space: ElasticDeepLabV3PlusSpace,
            known: str | None = None) -> tuple[Genotype, nn.Module, dict[str, Any]]:
     """(full genotype, trained network, facts for the summary).
 
     ``known`` is the supernet path a resumed search recorded; it wins over everything so that a
     resumed search slices the very weights it started with.
     """
-    searcher = cfg.searcher
-    path = known or searcher.get("supernet")
-    own = run_dir / "supernet" / "model.pt"
+    datamodule = context.datamodule
+    path = known or settings.supernet
+    own = context.run_dir / "supernet" / "model.pt"
     if path is None and own.is_file():
         path = str(own)
     if path is not None:
@@ -63,31 +63,30 @@ def obtain(cfg: DictConfig, run_dir: Path, logger: Any, datamodule: Any, space: 
         trained = {k: v for k, v in network_facts(path).items() if k != "supernet_trained_here"}
         return as_elastic(genotype, space, f"searcher.supernet={path}"), net, {
             "supernet_images_seen": 0, **trained, "supernet": str(path), "supernet_trained_here": False}
-    return _train(cfg, run_dir, logger, datamodule, space)
+    return _train(settings, context, space)
 
 
-def _train(cfg: DictConfig, run_dir: Path, logger: Any, datamodule: Any,
+def _train(settings: FMASSettings, context: SearchContext,
            space: ElasticDeepLabV3PlusSpace) -> tuple[Genotype, nn.Module, dict[str, Any]]:
-    searcher = cfg.searcher
-    epochs = int(searcher.supernet_epochs)  # >= 1 here: checked with the config
-    genotype = as_elastic(spaces.resolve_arch(searcher.supernet_arch), space,
-                          f"searcher.supernet_arch={searcher.supernet_arch}")
-    out_dir = run_dir / "supernet"
+    epochs = settings.supernet_epochs  # >= 1 here: checked with the config
+    genotype = as_elastic(spaces.resolve_arch(settings.supernet_arch), space,
+                          f"searcher.supernet_arch={settings.supernet_arch}")
+    datamodule = context.datamodule
+    out_dir = context.run_dir / "supernet"
     out_dir.mkdir(parents=True, exist_ok=True)
-    net = spaces.build(genotype, datamodule.num_classes, pretrained=bool(cfg.model.pretrained),
-                       backbone_weights=cfg.model.backbone_weights)
+    net = spaces.build(genotype, datamodule.num_classes, pretrained=context.pretrained,
+                       backbone_weights=context.backbone_weights)
     start = time.perf_counter()
-    module = build_module(cfg, genotype, datamodule.num_classes, net)
-    trainer = build_trainer(cfg, out_dir, logger, datamodule, max_epochs=epochs)
+    module = context.train_module(genotype, datamodule.num_classes, net)
+    trainer = context.trainer(out_dir, datamodule=datamodule, max_epochs=epochs)
     resume = out_dir / "last.ckpt"
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume.is_file() else None)
     path = out_dir / "model.pt"
     facts = {
         "supernet": str(path), "supernet_trained_here": True, "supernet_epochs": epochs,
-        "supernet_backbone_weights": describe(bool(cfg.model.pretrained), cfg.model.backbone_weights,
-                                              genotype.arch["backbone"]),
+        "supernet_backbone_weights": describe(context.pretrained, context.backbone_weights, genotype.arch["backbone"]),
         "supernet_train_time_s": round(time.perf_counter() - start, 2),
-        "supernet_images_seen": int(trainer.global_step) * int(cfg.data.batch_size),
+        "supernet_images_seen": int(trainer.global_step) * datamodule.batch_size,
     }
     if trainer.is_global_zero:  # under trainer=ddp every rank holds the same weights; one writes them
         save_network(path, genotype, datamodule.num_classes, net.cpu(),

@@ -5,10 +5,10 @@ architecture steps; random search spends the same number of training steps (at t
 size, so the same images) on ``searcher.samples`` architectures drawn uniformly, each trained
 from scratch for an equal share with the retraining optimiser and schedule (``train.*``) on
 trainA, the half the supernet's weight steps use, then scored on trainB, the half its
-architecture steps use: ``searcher.val_images`` of trainB's images (all with null), whole, by the
-evaluation protocol. Selection never looks at val, the split the final result is reported on,
-just as Auto-DeepLab's never does (issue 13, item 7; the baseline once picked its top-k on val,
-which favoured it). The best ``searcher.top_k`` by that held-out mIoU go back to the pipeline,
+architecture steps use: ``searcher.autodeeplab.val_images`` of trainB's images (all with null),
+whole, by the evaluation protocol. Selection never looks at val, the split the final result is
+reported on, just as Auto-DeepLab's never does (issue 13, item 7; the baseline once picked its
+top-k on val, which favoured it). The best ``searcher.top_k`` by that held-out mIoU go back to the pipeline,
 which retrains them from scratch exactly as it retrains Auto-DeepLab's decoded network.
 
 The search is :class:`RandomAutoDeepLabModule` under one ``Trainer.fit``
@@ -19,31 +19,32 @@ far travel in the checkpoint, so a resumed run draws the same next architecture.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import math
 import re
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from segnas.data.epoch_seeded import at_epoch, epoch_seeded_loader
 from segnas.errors import ConfigError
-from segnas.evaluation import EvalProtocol, eval_protocol
+from segnas.evaluation import EvalProtocol
 from segnas.genotype import Genotype
 from segnas.hardware import count_params
 from segnas.metrics import SegmentationMetrics, scores_from_confusion
 from segnas.report.loggers import is_wandb
-from segnas.searchers.budget import Budget
+from segnas.searchers.autodeeplab.settings import AutoDeepLabSettings
+from segnas.searchers.contract import SearchContext
 from segnas.searchers.distributed import all_gather, rank_and_world
 from segnas.searchers.engine import SearchModule, fit_search
 from segnas.searchers.result import Candidate, SearchResult
+from segnas.settings.run import TrainSettings
 from segnas.spaces.autodeeplab import AutoDeepLabSpace
 from segnas.training.schedules import build_schedule
 
@@ -52,25 +53,21 @@ COLUMNS = ("sample", "genotype_hash", "path", "cell", "params", "steps", "train_
 SPACE = AutoDeepLabSpace()
 
 
-def matched_steps(settings: DictConfig, batches_per_epoch: int) -> int:
+def matched_steps(settings: AutoDeepLabSettings, batches_per_epoch: int) -> int:
     """Training steps of the Auto-DeepLab search with these settings (weight + architecture)."""
-    epochs, warmup = int(settings.epochs), int(settings.warmup_epochs)
-    return (epochs + epochs - warmup) * batches_per_epoch
+    return (settings.epochs + settings.epochs - settings.warmup_epochs) * batches_per_epoch
 
 
-def search(cfg: DictConfig, random_settings: DictConfig, run_dir: Path, resume: Path | None, logger: Any,
+def search(settings: AutoDeepLabSettings, context: SearchContext, samples: int, top_k: int,
            steps: int | None = None) -> SearchResult:
-    """``cfg.searcher``: the Auto-DeepLab searcher's settings; ``random_settings``: samples, top_k.
-    ``steps``: training steps of every architecture (a benchmark table's fixed fidelity) instead
-    of an equal share of the supernet search's."""
+    """``samples`` architectures of the space ``settings`` search, the best ``top_k`` by held-out
+    mIoU returned. ``steps``: training steps of every architecture (a benchmark table's fixed
+    fidelity) instead of an equal share of the supernet search's."""
     started = time.monotonic()
-    settings = cfg.searcher
-    samples, top_k = int(random_settings.samples), int(random_settings.top_k)
-    datamodule = instantiate(cfg.data)
+    datamodule, budget, logger = context.datamodule, context.budget, context.logger
     datamodule.setup("fit")
     half = len(datamodule.train_halves()[0]) // datamodule.batch_size
-    batches = min(int(settings.batches_per_epoch), half) if settings.batches_per_epoch else half
-    budget = Budget.from_config(cfg)
+    batches = min(settings.batches_per_epoch, half) if settings.batches_per_epoch else half
     steps_total = matched_steps(settings, batches)
     if budget.images is not None:
         steps_total = min(steps_total, budget.images // datamodule.batch_size)
@@ -79,8 +76,8 @@ def search(cfg: DictConfig, random_settings: DictConfig, run_dir: Path, resume: 
     if steps < 1:
         raise ConfigError(f"searcher.samples={samples} architectures share {steps_total} training steps: "
                           "fewer samples or a larger budget")
-    trainer, module = fit_search(cfg, run_dir, logger, lambda world: RandomAutoDeepLabModule(
-        cfg, datamodule, samples, steps, world, started), resume)
+    trainer, module = fit_search(context, lambda world: RandomAutoDeepLabModule(
+        settings, context.train, context.seed, datamodule, context.protocol, samples, steps, world, started))
     history = module.history
     if is_wandb(logger) and trainer.is_global_zero:
         logger.log_table("search/architectures", columns=list(COLUMNS), data=[[r[c] for c in COLUMNS] for r in history])
@@ -99,25 +96,28 @@ def search(cfg: DictConfig, random_settings: DictConfig, run_dir: Path, resume: 
             "search_best_holdout_mIoU": best[0]["holdout_mIoU"],
             "search_selection_split": "trainB (the half of train Auto-DeepLab's architecture steps use), "
                                       "never val",
-            "search_val_protocol": eval_protocol(cfg).describe(),
+            "search_val_protocol": context.protocol.describe(),
             "search_ranks": trainer.world_size,
             **budget.summary(module.budget_stopped),
         })
 
 
 class RandomAutoDeepLabModule(SearchModule):
-    """``samples`` architectures in units of one per rank, each trained for ``steps`` steps and
-    scored; the networks are built and trained inside the unit, never registered here."""
+    """``samples`` architectures of the space ``settings`` search, in units of one per rank, each
+    trained for ``steps`` steps with ``train``'s optimiser and schedule and scored by
+    ``protocol``; the networks are built and trained inside the unit, never registered here.
+    ``seed`` seeds the draws, each architecture's initial weights and its batches."""
 
     unit_name = "architecture"
 
-    def __init__(self, cfg: DictConfig, datamodule: Any, samples: int, steps: int, world: int,
-                 started_at: float | None = None) -> None:
+    def __init__(self, settings: AutoDeepLabSettings, train: TrainSettings, seed: int, datamodule: Any,
+                 protocol: EvalProtocol, samples: int, steps: int, world: int, started_at: float | None = None) -> None:
         super().__init__(units=math.ceil(samples / world))
         self.start_clock(started_at)
-        self.cfg, self.datamodule, self.samples, self.steps = cfg, datamodule, samples, steps
-        self.labels = OmegaConf.to_container(cfg.searcher.network, resolve=True)
-        self.rng = np.random.default_rng(int(cfg.seed))
+        self.settings, self.train_settings, self.seed, self.datamodule = settings, train, seed, datamodule
+        self.protocol, self.samples, self.steps = protocol, samples, steps
+        self.labels = dataclasses.asdict(settings.network)
+        self.rng = np.random.default_rng(seed)
         self.history: list[dict[str, Any]] = []
         self.loaders: tuple[Any, Any] | None = None
 
@@ -145,32 +145,30 @@ class RandomAutoDeepLabModule(SearchModule):
     def setup(self, stage: str) -> None:
         datamodule = self.datamodule
         self.device_used = self.trainer.strategy.root_device
-        self.protocol = eval_protocol(self.cfg)
-        settings = self.cfg.searcher
         train, _ = datamodule.train_halves()  # trainA: what the supernet's weight steps train on
         if len(train) < datamodule.batch_size:
             datamodule.loader(train, train=True)  # raises the datamodule's own clear error
         held_out = datamodule.train_half_b_indices()  # trainB, scored whole as val would be
-        if settings.val_images:
-            held_out = held_out[: int(settings.val_images)]
+        if self.settings.val_images:
+            held_out = held_out[: self.settings.val_images]
         self.loaders = (train, datamodule.loader(datamodule.eval_dataset("train", held_out), train=False))
 
     def run_unit(self, index: int) -> None:
         assert self.loaders is not None
         rank, world = rank_and_world()
-        cfg, settings, datamodule = self.cfg, self.cfg.searcher, self.datamodule
+        settings, datamodule = self.settings, self.datamodule
         first = len(self.history)
-        drawn = [(first + k, SPACE.sample(self.rng, int(settings.blocks), int(settings.layers), **self.labels))
+        drawn = [(first + k, SPACE.sample(self.rng, settings.blocks, settings.layers, **self.labels))
                  for k in range(min(world, self.samples - first))]
         mine = []
         for sample, genotype in drawn[rank::world]:
             tick = time.perf_counter()
-            torch.manual_seed(int(cfg.seed) * 1000 + sample)
+            torch.manual_seed(self.seed * 1000 + sample)
             net = SPACE.build(genotype, datamodule.num_classes).to(self.device_used)
             # the sample's batches depend on its index alone, whichever rank trains it
-            batches = epoch_seeded_loader(self.loaders[0], int(cfg.seed) * 1000 + sample, datamodule.batch_size,
+            batches = epoch_seeded_loader(self.loaders[0], self.seed * 1000 + sample, datamodule.batch_size,
                                           datamodule.num_workers)
-            loss = _train(net, batches, self.steps, cfg, datamodule.ignore_index, self.device_used)
+            loss = _train(net, batches, self.steps, self.train_settings, datamodule.ignore_index, self.device_used)
             miou = _score(net, self.loaders[1], datamodule.num_classes, datamodule.ignore_index, self.device_used,
                           self.protocol)
             mine.append({"sample": sample, "genotype_hash": genotype.hash, "genotype": genotype.to_dict(),
@@ -181,19 +179,19 @@ class RandomAutoDeepLabModule(SearchModule):
         for record in sorted((r for part in all_gather(mine) for r in part), key=lambda r: r["sample"]):
             self.history.append(record)
             if rank == 0 and self.logger is not None:
-                self.logger.log_metrics({"search/holdout_mIoU": record["holdout_mIoU"], "search/train_loss": record["train_loss"],
-                                         "search/params": record["params"]}, step=record["sample"])
+                self.logger.log_metrics({"search/holdout_mIoU": record["holdout_mIoU"],
+                                         "search/train_loss": record["train_loss"], "search/params": record["params"]},
+                                        step=record["sample"])
             log.info("random architecture %d: held-out mIoU %.4f after %d steps (%s)", record["sample"],
                      record["holdout_mIoU"], record["steps"], record["path"])
         self.images_seen = sum(r["steps"] for r in self.history) * datamodule.batch_size
 
 
-def _train(net: nn.Module, loader, steps: int, cfg: DictConfig, ignore_index: int, device: torch.device) -> float:
-    """``steps`` optimiser steps with the retraining optimiser and schedule; the mean loss of the
-    last quarter of them."""
-    optimizer = instantiate(cfg.train.optimizer)(net.parameters())
-    schedule = build_schedule(optimizer, str(cfg.train.scheduler), steps, power=float(cfg.train.poly_power),
-                              min_lr=float(cfg.train.min_lr))
+def _train(net: nn.Module, loader, steps: int, train: TrainSettings, ignore_index: int, device: torch.device) -> float:
+    """``steps`` optimiser steps with the retraining optimiser and schedule (``train``); the mean
+    loss of the last quarter of them."""
+    optimizer = instantiate(train.optimizer)(net.parameters())
+    schedule = build_schedule(optimizer, train.scheduler, steps, power=train.poly_power, min_lr=train.min_lr)
     criterion = nn.CrossEntropyLoss(ignore_index=ignore_index)
     net.train()
     losses = []

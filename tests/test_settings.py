@@ -1,10 +1,12 @@
-"""A config that cannot run fails before any expensive work: every searcher's keys, ``train.*``,
-``retrain.epochs``, ``budget.*``, ``eval.split`` and the trainer's sanity checks raise a
-ConfigError naming the key before data is loaded, and the check path imports neither Lightning
-nor the data stack."""
+"""A config that cannot run fails before any expensive work, naming the key and what was expected:
+a key of the wrong type or not among its choices when Hydra composes the config against the
+schemas (segnas/settings), a value out of range or against another key when the typed settings
+are built (``check_config``, before any data is loaded); the CLI prints either as one line with
+exit code 2, and the check path imports neither torch, Lightning nor the data stack."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import subprocess
 import sys
@@ -13,10 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from hydra.errors import HydraException
+
 from segnas import pipeline, targets
 from segnas.config_checks import PRECISIONS, check_config
 from segnas.errors import ConfigError
-from tests.conftest import subprocess_env
+from segnas.run import composition_error
+from tests.conftest import CONFIG_DIR, subprocess_env
 
 MISSING_FILE = "/nonexistent/segnas/model.pt"
 
@@ -37,8 +42,8 @@ SEARCHER_CASES: dict[str, list[tuple[list[str], str]]] = {
         (["searcher.weight_min_lr=-1"], "searcher.weight_min_lr"),
         (["searcher.arch_optimizer.lr=-0.1"], "searcher.arch_optimizer.lr"),
         (["searcher.checkpoint_cells=maybe"], "searcher.checkpoint_cells"),
-        (["searcher.recompute=2"], "searcher.recompute"),
-        (["searcher.channels_last=3"], "searcher.channels_last"),
+        (["searcher.recompute=sometimes"], "searcher.recompute"),
+        (["searcher.channels_last=[1]"], "searcher.channels_last"),
         (["searcher.partial_channels=3"], "searcher.partial_channels"),
         (["searcher.partial_channels=0"], "searcher.partial_channels"),
         (["searcher.network.filter_multiplier=0"], "searcher.network.filter_multiplier"),
@@ -76,9 +81,9 @@ SEARCHER_CASES: dict[str, list[tuple[list[str], str]]] = {
         (["searcher.controller.positions=all"], "searcher.controller.positions"),
         (["searcher.scale_range=[1.5,0.5]"], "searcher.scale_range"),
         (["searcher.loss.aux_weight=-1"], "searcher.loss.aux_weight"),
-        (["searcher.loss.aux_cell=yes"], "searcher.loss.aux_cell"),
+        (["searcher.loss.aux_cell=sure"], "searcher.loss.aux_cell"),
         (["searcher.loss.kd_weight=-1"], "searcher.loss.kd_weight"),
-        (["searcher.stage1.cache=2"], "searcher.stage1.cache"),
+        (["searcher.stage1.cache=x"], "searcher.stage1.cache"),
         (["searcher.stage1.cache_device=gpu"], "searcher.stage1.cache_device"),
         (["searcher.stage1.num_crops=0"], "searcher.stage1.num_crops"),
         (["searcher.stage1.epochs=0"], "searcher.stage1.epochs"),
@@ -195,14 +200,29 @@ def no_data(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(SegmentationDataModule, "source", refuse)
 
 
+def refusal(make_cfg, *overrides: str) -> str:
+    """The one line a bad config is refused with: from composing it (a type, a choice, an unknown
+    key) or from the run's first step, checking it (a range, a rule between keys)."""
+    try:
+        cfg = make_cfg(*overrides, tiny=False)
+    except HydraException as err:
+        return composition_error(err)
+    with pytest.raises(ConfigError) as error:
+        pipeline.run(cfg)
+    return str(error.value)
+
+
+#: What a refusal says was expected: the settings' rules, or omegaconf's type, choice and struct checks.
+EXPECTED = re.compile(r"expected|could not be converted|not in '|Invalid value|is not a valid|is not a subclass|incompatible|not a ListConfig")
+
+
 @pytest.mark.parametrize(("searcher", "overrides", "key"), CASES,
                          ids=lambda value: ",".join(value) if isinstance(value, list) else str(value))
 def test_a_bad_key_names_itself_before_any_data_is_loaded(make_cfg, no_data, tmp_path: Path, searcher: str,
                                                           overrides: list[str], key: str) -> None:
-    cfg = make_cfg("task=search", f"searcher={searcher}", *overrides, tiny=False)
-    with pytest.raises(ConfigError, match=rf"^{re.escape(key)}[=: ]") as error:
-        pipeline.run(cfg)
-    assert "expected" in str(error.value) or "unknown key" in str(error.value)
+    message = refusal(make_cfg, "task=search", f"searcher={searcher}", *overrides)
+    assert re.match(rf"^{re.escape(key)}[=:.\[ ]", message), message
+    assert EXPECTED.search(message), message
     assert not (tmp_path / "run").exists()
 
 
@@ -223,9 +243,9 @@ def test_a_given_supernet_needs_no_training_epochs(make_cfg, tmp_path: Path) -> 
                           f"searcher.supernet={supernet}", tiny=False))
 
 
-def test_eval_split_is_checked_with_the_config(make_cfg, no_data) -> None:
-    with pytest.raises(ConfigError, match=r"^eval\.split=test: expected one of val, train"):
-        pipeline.run(make_cfg("task=eval", "checkpoint=x.ckpt", "eval.split=test"))
+def test_eval_split_is_checked_when_the_config_is_composed(make_cfg) -> None:
+    assert refusal(make_cfg, "task=eval", "checkpoint=x.ckpt", "eval.split=test") == \
+        "eval.split=test: Invalid value 'test', expected one of [val, train]"
 
 
 def test_a_comparison_checks_every_run_before_the_first_starts(tmp_path: Path, no_data) -> None:
@@ -244,7 +264,7 @@ def test_the_names_the_checks_list_are_what_the_code_computes() -> None:
     from lightning_fabric.plugins.precision.precision import _PRECISION_INPUT
 
     from segnas.metrics import DepthMetrics, scores_from_confusion
-    from segnas.searchers.checks.autodeeplab import NETWORK_LABELS
+    from segnas.searchers.autodeeplab.settings import NetworkSettings
     from segnas.spaces.autodeeplab import AutoDeepLabSpace
 
     def flatten(hint) -> set:
@@ -255,7 +275,8 @@ def test_the_names_the_checks_list_are_what_the_code_computes() -> None:
     depth = DepthMetrics()
     depth.update(torch.ones(1, 1, 2, 2), torch.ones(1, 1, 2, 2))
     assert set(targets.SCORES[targets.DEPTH]) == set(depth.compute())
-    assert set(NETWORK_LABELS) == set(AutoDeepLabSpace.defaults) - {"cell", "path"}
+    labels = {field.name for field in dataclasses.fields(NetworkSettings)}
+    assert labels == set(AutoDeepLabSpace.defaults) - {"cell", "path"}
 
 
 def run_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
@@ -264,11 +285,11 @@ def run_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_the_cli_reports_a_bad_key_in_one_line_with_exit_code_2(tmp_path: Path) -> None:
-    result = run_cli(tmp_path, "-m", "segnas.run", "searcher=fmas", "searcher.pop_size=0",
+    result = run_cli(tmp_path, "-m", "segnas.run", "searcher=fmas", "searcher.pop_size=1",
                      f"hydra.run.dir={tmp_path}/run")
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr.splitlines() == [
-        "segnas: error: searcher.pop_size=0: expected an integer >= 2 (NSGA-II needs two parents)"]
+        "segnas: error: searcher.pop_size=1: expected an integer >= 2 (NSGA-II needs two parents)"]
     assert not (tmp_path / "run" / "supernet").exists()
 
 
@@ -295,3 +316,118 @@ def test_a_bad_replay_key_names_itself(make_cfg, tmp_path: Path, override: str, 
     cfg = make_cfg("task=replay", "searcher=auxcell", f"replay.table={table}", override, tiny=False)
     with pytest.raises(ConfigError, match=rf"^{re.escape(key)}[=: ]"):
         check_config(cfg)
+
+
+#: One wrongly typed value and one value not among its choices per group with a schema, refused
+#: by Hydra while it composes the config (before segnas's own code runs).
+COMPOSE_CASES: list[tuple[list[str], str, str]] = [
+    (["task=dance"], "task", "Invalid value 'dance', expected one of [search, train"),
+    (["task_type=heights"], "task_type", "Invalid value 'heights'"),
+    (["seed=abc"], "seed", "could not be converted to Integer"),
+    (["train.scheduler=step"], "train.scheduler", "expected one of [poly, cosine, constant]"),
+    (["train.poly_power=fast"], "train.poly_power", "could not be converted to Float"),
+    (["retrain.selection=test"], "retrain.selection", "expected one of [holdout, val]"),
+    (["retrain.epochs=many"], "retrain.epochs", "could not be converted to Integer"),
+    (["eval.mode=sideways"], "eval.mode", "expected one of [whole, slide, auto]"),
+    (["budget.images=lots"], "budget.images", "could not be converted to Integer"),
+    (["model.pretrained=perhaps"], "model.pretrained", "is not a valid bool"),
+    (["profile.input_size=[a,b]"], "profile.input_size", "could not be converted to Integer"),
+    *[([f"data={name}", "data.crop_size=big"], "data.crop_size", "could not be converted to Integer")
+      for name in ("synthetic", "voc", "cityscapes", "ade20k", "folder", "nyu_depth")],
+    (["data.cache=often"], "data.cache", "is not a valid bool"),
+    (["data=cityscapes", "data.image_scale=half"], "data.image_scale", "could not be converted to Float"),
+    *[([f"hardware={name}", "hardware.threads=two"], "hardware.threads", "could not be converted to Integer")
+      for name in ("cpu", "gpu", "onnx_cpu", "gap8")],
+    (["hardware=gap8", "hardware.cores=eight"], "hardware.cores", "could not be converted to Integer"),
+    (["searcher=autodeeplab", "searcher.layers=x"], "searcher.layers", "could not be converted to Integer"),
+    (["searcher=auxcell", "searcher.controller.algorithm=a2c"], "searcher.controller.algorithm",
+     "expected one of [ppo, reinforce, uniform]"),
+    (["searcher=fmas", "searcher.channel_order=random"], "searcher.channel_order", "expected one of [first, l1]"),
+    (["searcher=random", "searcher.space=nasnet"], "searcher.space", "expected one of [autodeeplab, auxcell, fmas]"),
+    (["searcher=random", "searcher.space=fmas", "searcher.fmas.pop_size=x"], "searcher.fmas.pop_size",
+     "could not be converted to Integer"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "key", "reason"), COMPOSE_CASES, ids=lambda v: ",".join(v) if isinstance(
+    v, list) else None)
+def test_a_wrongly_typed_key_fails_when_hydra_composes(make_cfg, overrides: list[str], key: str, reason: str) -> None:
+    with pytest.raises(HydraException) as error:
+        make_cfg("task=search", *overrides, tiny=False)
+    message = composition_error(error.value)
+    assert re.match(rf"^{re.escape(key)}(\[\d+\])?=", message), message
+    assert reason in message, message
+
+
+#: One value out of range per group, refused when the typed settings are built (the dataclasses'
+#: ``__post_init__``), before any data is loaded.
+RANGE_CASES: list[tuple[list[str], str]] = [
+    (["train.warmup_fraction=1.0"], "train.warmup_fraction=1.0: expected a value in [0, 1)"),
+    (["eval.scale=0"], "eval.scale=0.0: expected a number > 0"),
+    (["eval.window=[32]"], "eval.window=[32]: expected null, a positive integer or [h, w]"),
+    (["profile.input_size=[0,4]"], "profile.input_size=[0, 4]: expected [H, W], two positive integers"),
+    (["data.num_classes=1"], "data.num_classes=1: expected an integer >= 2"),
+    (["data=voc", "data.scale_range=[2.0,0.5]"], "data.scale_range=[2.0, 0.5]: expected [low, high] with 0 < low <= high"),
+    (["data=nyu_depth", "task_type=depth", "searcher=auxcell", "data.image_scale=5"],
+     "data.image_scale=5.0: expected a value in (0, 4]"),
+    (["data.num_workers=-1"], "data.num_workers=-1: expected an integer >= 0"),
+    (["hardware=cpu", "hardware.runs=0"], "hardware.runs=0: expected a positive integer"),
+    (["hardware=onnx_cpu", "hardware.warmup=-1"], "hardware.warmup=-1: expected an integer >= 0"),
+    (["hardware=gap8", "hardware.l1_usable=1.5"], "hardware.l1_usable=1.5: expected a value in (0, 1]"),
+    (["hardware=gpu", "hardware.device=tpu"], "hardware.device=tpu: expected auto, cpu or cuda[:N]"),
+    (["searcher=autodeeplab", "searcher.warmup_epochs=6"],
+     "searcher.warmup_epochs=6: expected a value in [0, 5] (below epochs=6, or no architecture step would run)"),
+    (["searcher=auxcell", "searcher.top_k=7"], "searcher.top_k=7: expected a value in [1, 6] (at most children=6)"),
+    (["searcher=fmas", "searcher.pop_size=1"], "searcher.pop_size=1: expected an integer >= 2 (NSGA-II needs two parents)"),
+    (["searcher=random", "searcher.samples=0"], "searcher.samples=0: expected a positive integer"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "message"), RANGE_CASES, ids=lambda v: ",".join(v) if isinstance(v, list)
+                         else None)
+def test_a_value_out_of_range_fails_when_the_settings_are_built(make_cfg, no_data, overrides: list[str],
+                                                                 message: str) -> None:
+    cfg = make_cfg("task=search", *overrides, tiny=False)  # composes: the types are right
+    with pytest.raises(ConfigError) as error:
+        check_config(cfg)
+    assert str(error.value) == message
+
+
+def test_every_shipped_yaml_sets_exactly_its_schemas_keys() -> None:
+    """The YAML files stay the defaults users read: every key of a schema is in its file (no default
+    applies unseen) and every key of the file is in its schema."""
+    import yaml
+
+    from segnas.searchers.registry import SEARCHERS
+    from segnas.settings import schema
+
+    conf = Path(CONFIG_DIR)
+    files = [(conf / "data" / f"{name}.yaml", cls) for name, cls in (
+        (name, cls) for target, (name, cls) in schema.DATA.items())]
+    files += [(conf / "hardware" / f"{name}.yaml", schema.HARDWARE[target][1]) for name, target in (
+        ("cpu", "segnas.hardware.latency.TorchLatency"), ("gpu", "segnas.hardware.latency.TorchLatency"),
+        ("onnx_cpu", "segnas.hardware.latency.OnnxRuntimeLatency"), ("gap8", "segnas.hardware.gap8.Gap8Latency"))]
+    files += [(conf / "searcher" / f"{name}.yaml", entry.settings) for name, entry in SEARCHERS.items()]
+    for path, cls in files:
+        keys = set(yaml.safe_load(path.read_text())) - {"defaults"}
+        fields = {f.name for f in dataclasses.fields(cls)}
+        if cls.__name__ == "RandomSettings":
+            keys |= {"autodeeplab", "auxcell", "fmas"}  # composed there by its defaults list
+        assert keys == fields, (path.name, sorted(keys ^ fields))
+
+
+def test_the_cli_reports_a_composition_error_in_one_line_with_exit_code_2(tmp_path: Path) -> None:
+    result = run_cli(tmp_path, "-m", "segnas.run", "searcher=auxcell", "searcher.controller.algorithm=a2c",
+                     f"hydra.run.dir={tmp_path}/run")
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.splitlines() == [
+        "segnas: error: searcher.controller.algorithm=a2c: Invalid value 'a2c', expected one of "
+        "[ppo, reinforce, uniform]"]
+    assert not (tmp_path / "run").exists()
+
+
+def test_fmas_random_proposals_point_at_the_random_baseline(make_cfg) -> None:
+    """One route to FMAS's random baseline: searcher=random searcher.space=fmas."""
+    assert refusal(make_cfg, "task=search", "searcher=fmas", "searcher.algorithm=random") == (
+        "searcher.algorithm=random: expected nsga2: FMAS's random baseline (uniform proposals at FMAS's budget) "
+        "is searcher=random searcher.space=fmas")
