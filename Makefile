@@ -18,7 +18,7 @@ PYTEST_ARGS ?= -m "not slow"
 TEST_WORKERS ?= 2
 BIN := $(VENV)/bin
 
-.PHONY: run test test-all install clean
+.PHONY: run test test-all lint install clean
 
 install: $(VENV)/.installed
 
@@ -35,6 +35,10 @@ run: install
 
 test: install
 	WANDB_MODE=offline $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 test-all: PYTEST_ARGS =
 test-all: test

@@ -28,10 +28,12 @@ import torch
 import torch.nn.functional as F
 
 import segnas  # noqa: F401  (first: sets OpenMP wait policy before torch loads)
+
+# isort: split
+from machine import gemm_rate, utilisation  # benchmarks/machine.py, next to this script
+
 from segnas.hardware.costs import count_training_flops
 from segnas.spaces.autodeeplab.supernet import AutoDeepLabSupernet, BlockEdges
-
-from machine import gemm_rate, utilisation  # benchmarks/machine.py, next to this script
 
 
 def main() -> None:
@@ -47,11 +49,18 @@ def main() -> None:
     parser.add_argument("--arch-step", action="store_true", help="add the architecture step")
     parser.add_argument("--aspp-channels", type=int, default=256)
     parser.add_argument("--checkpoint-cells", action="store_true")
-    parser.add_argument("--recompute", action=argparse.BooleanOptionalAction, default=False,
-                        help="keep each block's input and atrous outputs only, recompute the rest")
-    parser.add_argument("--compare-recompute", action="store_true",
-                        help="time steps with and without recomputation alternately in this one process "
-                             "(its peak memory is then the plain graph's)")
+    parser.add_argument(
+        "--recompute",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="keep each block's input and atrous outputs only, recompute the rest",
+    )
+    parser.add_argument(
+        "--compare-recompute",
+        action="store_true",
+        help="time steps with and without recomputation alternately in this one process "
+        "(its peak memory is then the plain graph's)",
+    )
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--partial-channels", type=int, default=1, help="K > 1: PC-DARTS approximation")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (GPU)")
@@ -63,10 +72,20 @@ def main() -> None:
     torch.manual_seed(0)
     device = torch.device(args.device)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    net = AutoDeepLabSupernet(
-        args.classes, args.layers, args.filter_multiplier, args.blocks, aspp_channels=args.aspp_channels,
-        checkpoint_cells=args.checkpoint_cells, partial_channels=args.partial_channels, recompute=args.recompute,
-    ).to(device).train()
+    net = (
+        AutoDeepLabSupernet(
+            args.classes,
+            args.layers,
+            args.filter_multiplier,
+            args.blocks,
+            aspp_channels=args.aspp_channels,
+            checkpoint_cells=args.checkpoint_cells,
+            partial_channels=args.partial_channels,
+            recompute=args.recompute,
+        )
+        .to(device)
+        .train()
+    )
     blocks = [m for m in net.modules() if isinstance(m, BlockEdges)]
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     net = net.to(memory_format=memory_format)
@@ -112,9 +131,14 @@ def main() -> None:
         for block in blocks:
             block.recompute = args.recompute
     times = [step() for _ in range(args.steps)] if not args.compare_recompute else paired[args.recompute]
-    memory = ({"cuda_peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3)} if device.type == "cuda" else
-              {"peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-               "rss_before_model_mib": round(rss_before, 1)})
+    memory = (
+        {"cuda_peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3)}
+        if device.type == "cuda"
+        else {
+            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "rss_before_model_mib": round(rss_before, 1),
+        }
+    )
     # the FLOPs one step must do (counted, convolution backward with its groups): the plain graph's,
     # the floor, counted after the memory was read (the plain graph keeps more); then what the step
     # does with this run's recomputation
@@ -125,24 +149,39 @@ def main() -> None:
     flops = count_training_flops(step)
     result = {
         "benchmark": "autodeeplab_supernet",
-        "layers": args.layers, "filter_multiplier": args.filter_multiplier, "blocks": args.blocks,
-        "batch": args.batch, "size": args.size, "classes": args.classes, "arch_step": args.arch_step,
-        "checkpoint_cells": args.checkpoint_cells, "recompute": any(recompute), "channels_last": args.channels_last,
-        "partial_channels": args.partial_channels, "bf16": args.bf16, "aspp_channels": args.aspp_channels,
+        "layers": args.layers,
+        "filter_multiplier": args.filter_multiplier,
+        "blocks": args.blocks,
+        "batch": args.batch,
+        "size": args.size,
+        "classes": args.classes,
+        "arch_step": args.arch_step,
+        "checkpoint_cells": args.checkpoint_cells,
+        "recompute": any(recompute),
+        "channels_last": args.channels_last,
+        "partial_channels": args.partial_channels,
+        "bf16": args.bf16,
+        "aspp_channels": args.aspp_channels,
         "weight_params": sum(p.numel() for p in net.weight_parameters()),
         "median_step_s": round(statistics.median(times), 3),
         "steps_s": [round(t, 3) for t in times],
         **utilisation(flops, statistics.median(times), rate),
         "gflop_done": round(flops_done / 1e9, 3),  # with the recomputed forwards
-        "device": str(device), "threads": args.threads, "machine": platform.processor() or platform.machine(),
+        "device": str(device),
+        "threads": args.threads,
+        "machine": platform.processor() or platform.machine(),
         "torch": torch.__version__,
     }
     result.update(memory)
     if args.compare_recompute:
         medians = {flag: statistics.median(paired[flag]) for flag in paired}
-        result.update({"recompute_steps_s": [round(t, 3) for t in paired[True]],
-                       "plain_steps_s": [round(t, 3) for t in paired[False]],
-                       "recompute_over_plain": round(medians[True] / medians[False], 3)})
+        result.update(
+            {
+                "recompute_steps_s": [round(t, 3) for t in paired[True]],
+                "plain_steps_s": [round(t, 3) for t in paired[False]],
+                "recompute_over_plain": round(medians[True] / medians[False], 3),
+            }
+        )
     if device.type == "cuda":
         result["gpu"] = torch.cuda.get_device_name()
     print(json.dumps(result), flush=True)

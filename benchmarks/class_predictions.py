@@ -22,6 +22,8 @@ import time
 from collections.abc import Callable
 
 import segnas  # noqa: F401  (first: sets the OpenMP wait before torch loads)
+
+# isort: split
 import torch
 
 from segnas.metrics import predicted_classes
@@ -61,13 +63,25 @@ def main() -> None:
                 ours.append(seconds(lambda: predicted_classes(logits), device))
             gigabytes = logits.numel() * logits.element_size() / 1e9
             a, o = statistics.median(argmax), statistics.median(ours)
-            print(json.dumps({
-                "benchmark": "class_predictions", "shape": list(shape), "layout": layout, "device": args.device,
-                "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
-                "argmax_ms": round(a * 1e3, 3), "predicted_classes_ms": round(o * 1e3, 3),
-                "ratio": round(o / a, 3), "argmax_gbps": round(gigabytes / a, 2),
-                "predicted_classes_gbps": round(gigabytes / o, 2), "runs": args.runs,
-            }), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "benchmark": "class_predictions",
+                        "shape": list(shape),
+                        "layout": layout,
+                        "device": args.device,
+                        "threads": torch.get_num_threads(),
+                        "machine": platform.processor() or platform.machine(),
+                        "argmax_ms": round(a * 1e3, 3),
+                        "predicted_classes_ms": round(o * 1e3, 3),
+                        "ratio": round(o / a, 3),
+                        "argmax_gbps": round(gigabytes / a, 2),
+                        "predicted_classes_gbps": round(gigabytes / o, 2),
+                        "runs": args.runs,
+                    }
+                ),
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -20,9 +20,11 @@ import statistics
 import time
 
 import segnas  # noqa: F401  (first: sets OpenMP wait policy before torch loads)
-import torch
 
+# isort: split
+import torch
 from machine import gemm_rate, utilisation
+
 from segnas.hardware.costs import count_training_flops
 from segnas.searchers.auxcell import decisions
 from segnas.searchers.auxcell.controller import Controller
@@ -70,11 +72,22 @@ def main() -> None:
     flops = count_training_flops(lambda: policy.loss(*policy.controller(batch["actions"]), batch).backward())
     alone, stacked = statistics.median(times["alone"]), statistics.median(times["stacked"])
     steps = len(policy.buffer)
-    print(json.dumps({"benchmark": "controller_updates", "buffer": steps, "stack": args.stack,
-                      "alone_s_per_seed_update": round(alone, 3), "stacked_s_per_seed_update": round(stacked, 3),
-                      "ratio": round(alone / stacked, 2),
-                      **utilisation(flops, stacked / steps, gemm_rate(size=1024)), "threads": 1,
-                      "machine": platform.processor() or platform.machine()}), flush=True)
+    print(
+        json.dumps(
+            {
+                "benchmark": "controller_updates",
+                "buffer": steps,
+                "stack": args.stack,
+                "alone_s_per_seed_update": round(alone, 3),
+                "stacked_s_per_seed_update": round(stacked, 3),
+                "ratio": round(alone / stacked, 2),
+                **utilisation(flops, stacked / steps, gemm_rate(size=1024)),
+                "threads": 1,
+                "machine": platform.processor() or platform.machine(),
+            }
+        ),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ is given, i.e. the cost of a first epoch.
 from __future__ import annotations
 
 import segnas  # noqa: F401  (first: sets the OpenMP wait policy before torch loads)
+
+# isort: split
 import argparse
 import json
 import os

@@ -16,6 +16,8 @@ import statistics
 import time
 
 import segnas  # noqa: F401  (first: sets OpenMP wait policy before torch loads)
+
+# isort: split
 import torch
 
 from segnas import spaces
@@ -39,10 +41,10 @@ def main() -> None:
     device = torch.device(args.device)
     net = spaces.build(spaces.resolve_arch(args.arch), args.classes).to(device).eval()
     images = torch.randn(1, 3, *args.size, device=device)
-    protocols = {"whole": EvalProtocol("whole"),
-                 "slide": EvalProtocol("slide", (args.window,) * 2, (args.stride,) * 2)}
+    protocols = {"whole": EvalProtocol("whole"), "slide": EvalProtocol("slide", (args.window,) * 2, (args.stride,) * 2)}
     windows = len(window_starts(args.size[0], args.window, args.stride)) * len(
-        window_starts(args.size[1], args.window, args.stride))
+        window_starts(args.size[1], args.window, args.stride)
+    )
 
     def once(protocol: EvalProtocol) -> float:
         start = time.perf_counter()
@@ -57,13 +59,27 @@ def main() -> None:
         once(protocol)  # warm-up
         times = [once(protocol) for _ in range(args.runs)]
         results[name] = statistics.median(times)
-        print(json.dumps({
-            "benchmark": "eval_protocol", "mode": name, "arch": args.arch, "size": args.size,
-            "window": args.window if name == "slide" else None, "stride": args.stride if name == "slide" else None,
-            "windows": windows if name == "slide" else 1, "device": args.device, "threads": args.threads,
-            "bf16": args.bf16, "machine": platform.processor() or platform.machine(),
-            "median_s": round(results[name], 3), "min_s": round(min(times), 3), "runs": args.runs,
-        }), flush=True)
+        print(
+            json.dumps(
+                {
+                    "benchmark": "eval_protocol",
+                    "mode": name,
+                    "arch": args.arch,
+                    "size": args.size,
+                    "window": args.window if name == "slide" else None,
+                    "stride": args.stride if name == "slide" else None,
+                    "windows": windows if name == "slide" else 1,
+                    "device": args.device,
+                    "threads": args.threads,
+                    "bf16": args.bf16,
+                    "machine": platform.processor() or platform.machine(),
+                    "median_s": round(results[name], 3),
+                    "min_s": round(min(times), 3),
+                    "runs": args.runs,
+                }
+            ),
+            flush=True,
+        )
     print(json.dumps({"benchmark": "eval_protocol", "slide_over_whole": round(results["slide"] / results["whole"], 2)}))
 
 

@@ -101,8 +101,17 @@ def write_voc_fixture(
     is rewritten. Ids look like VOC's (``2012_000000`` train, ``2012_100000`` val).
     """
     root = Path(root)
-    params = {"train": train, "val": val, "num_classes": num_classes, "seed": seed,
-              "heights": list(heights), "widths": list(widths), "border": border, "tint": tint, "version": 1}
+    params = {
+        "train": train,
+        "val": val,
+        "num_classes": num_classes,
+        "seed": seed,
+        "heights": list(heights),
+        "widths": list(widths),
+        "border": border,
+        "tint": tint,
+        "version": 1,
+    }
     stamp = root / STAMP
     if stamp.is_file() and json.loads(stamp.read_text()) == params:
         return root
@@ -128,8 +137,9 @@ def write_voc_fixture(
     return root
 
 
-def write_untrained_supernet(path: Path, num_classes: int = 5, image_size: int = 32,
-                             arch: str = "deeplabv3plus-mobilenetv2") -> Path:
+def write_untrained_supernet(
+    path: Path, num_classes: int = 5, image_size: int = 32, arch: str = "deeplabv3plus-mobilenetv2"
+) -> Path:
     """A DeepLabV3+ (preset ``arch``) with BatchNorm statistics from one random batch, saved as a
     ``model.pt``: an FMAS supernet without the minutes of training (for the tests and the FMAS
     throughput benchmark, which time the search, not the supernet)."""

@@ -18,6 +18,8 @@ import statistics
 import time
 
 import segnas  # noqa: F401  (first: sets OpenMP wait policy before torch loads)
+
+# isort: split
 import numpy as np
 import torch
 
@@ -40,7 +42,9 @@ def main() -> None:
         encoding = Encoding(spaces.get_space(full.space), full, [0.25, 0.5, 0.75, 1.0], [0.25, 0.5, 0.75, 1.0])
         configs = {"full": subnet_config(full)}
         for k in range(args.samples):
-            configs[f"sample{k}"] = subnet_config(encoding.decode(rng.integers(encoding.xl, encoding.xu, endpoint=True)))
+            configs[f"sample{k}"] = subnet_config(
+                encoding.decode(rng.integers(encoding.xl, encoding.xu, endpoint=True))
+            )
         times: dict[str, list[float]] = {"copy": [], "shared": []}
         for _ in range(args.repeats):
             for mode, share in (("copy", False), ("shared", True)):
@@ -49,11 +53,22 @@ def main() -> None:
                     extract(net, config, share_weights=share)
                 times[mode].append((time.perf_counter() - start) / len(configs))
         copy_s, shared_s = statistics.median(times["copy"]), statistics.median(times["shared"])
-        print(json.dumps({"benchmark": "fmas_slicing", "supernet": preset,
-                          "params": sum(p.numel() for p in net.parameters()), "networks": len(configs),
-                          "copy_median_s": round(copy_s, 4), "shared_median_s": round(shared_s, 4),
-                          "ratio": round(copy_s / shared_s, 2), "threads": args.threads,
-                          "machine": platform.processor() or platform.machine()}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "benchmark": "fmas_slicing",
+                    "supernet": preset,
+                    "params": sum(p.numel() for p in net.parameters()),
+                    "networks": len(configs),
+                    "copy_median_s": round(copy_s, 4),
+                    "shared_median_s": round(shared_s, 4),
+                    "ratio": round(copy_s / shared_s, 2),
+                    "threads": args.threads,
+                    "machine": platform.processor() or platform.machine(),
+                }
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import segnas  # noqa: F401  (first: sets OpenMP wait policy before torch loads)
+
+# isort: split
 import timm
 from omegaconf import OmegaConf
 
@@ -56,15 +58,28 @@ def main() -> None:
     net = timm.create_model("mobilenetv1_100", pretrained=False).eval()
     macs = count_macs(net, INPUT)
     scale = fitted_scale(settings, net)
-    tables = {"config": dict(settings["macs_per_cycle"]), "uncalibrated": UNCALIBRATED,
-              "fitted": {k: round(v * scale, 4) for k, v in UNCALIBRATED.items()}}
+    tables = {
+        "config": dict(settings["macs_per_cycle"]),
+        "uncalibrated": UNCALIBRATED,
+        "fitted": {k: round(v * scale, 4) for k, v in UNCALIBRATED.items()},
+    }
     for name, table in tables.items():
         ms = estimate(settings, table, net)
-        print(json.dumps({"table": name, "macs_per_cycle": table, "network": "mobilenetv1_100 @128x128",
-                          "macs_M": round(macs / 1e6, 1), "estimate_ms": round(ms, 1),
-                          "published_ms": round(PUBLISHED_MS, 1), "gmac_per_s": round(macs / ms / 1e6, 3),
-                          "error_pct": round(100 * (ms - PUBLISHED_MS) / PUBLISHED_MS, 1),
-                          **({"scale": round(scale, 4)} if name == "fitted" else {})}))
+        print(
+            json.dumps(
+                {
+                    "table": name,
+                    "macs_per_cycle": table,
+                    "network": "mobilenetv1_100 @128x128",
+                    "macs_M": round(macs / 1e6, 1),
+                    "estimate_ms": round(ms, 1),
+                    "published_ms": round(PUBLISHED_MS, 1),
+                    "gmac_per_s": round(macs / ms / 1e6, 3),
+                    "error_pct": round(100 * (ms - PUBLISHED_MS) / PUBLISHED_MS, 1),
+                    **({"scale": round(scale, 4)} if name == "fitted" else {}),
+                }
+            )
+        )
 
 
 if __name__ == "__main__":

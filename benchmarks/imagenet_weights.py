@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 
 import segnas  # noqa: F401  (first: sets OpenMP wait policy before torch loads)
+
+# isort: split
 import timm
 import torch
 import torchvision
@@ -30,14 +32,20 @@ def main() -> None:
     categories = torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1.meta["categories"]
     image = Image.open(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)).convert("RGB")
     for mode in (transforms.InterpolationMode.BILINEAR, transforms.InterpolationMode.BICUBIC):
-        prepare = transforms.Compose([
-            transforms.Resize(256, interpolation=mode), transforms.CenterCrop(224), transforms.ToTensor(),
-            transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+        prepare = transforms.Compose(
+            [
+                transforms.Resize(256, interpolation=mode),
+                transforms.CenterCrop(224),
+                transforms.ToTensor(),
+                transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+            ]
+        )
         with torch.no_grad():
             probabilities = model(prepare(image)[None]).softmax(1)[0]
         top = probabilities.topk(5)
-        classes = [{"class": int(k), "name": categories[k], "p": round(float(p), 3)}
-                   for p, k in zip(top.values, top.indices)]
+        classes = [
+            {"class": int(k), "name": categories[k], "p": round(float(p), 3)} for p, k in zip(top.values, top.indices)
+        ]
         print(json.dumps({"weights": str(imagenet_file(NAME)), "interpolation": mode.value, "top5": classes}))
 
 

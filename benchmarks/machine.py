@@ -16,8 +16,9 @@ from typing import Any
 import torch
 
 
-def gemm_rate(device: torch.device | str = "cpu", size: int = 1024, dtype: torch.dtype = torch.float32,
-              repeats: int = 7) -> float:
+def gemm_rate(
+    device: torch.device | str = "cpu", size: int = 1024, dtype: torch.dtype = torch.float32, repeats: int = 7
+) -> float:
     """Median GFLOP/s of a ``size``³ matrix product (2·size³ FLOPs) on ``device`` and ``dtype``
     with the threads torch has now."""
     device = torch.device(device)
@@ -44,13 +45,18 @@ def utilisation(flops: int, median_s: float, rate_gflops: float) -> dict[str, An
     """The benchmark line's entries: the unit's FLOPs, the rate it achieved, the machine's GEMM
     rate, their ratio and the floor (the unit at the GEMM rate)."""
     achieved = flops / median_s / 1e9
-    return {"unit_gflop": round(flops / 1e9, 3), "achieved_gflops": round(achieved, 2),
-            "gemm_gflops": round(rate_gflops, 2), "utilisation": round(achieved / rate_gflops, 3),
-            "floor_s": round(flops / rate_gflops / 1e9, 4)}
+    return {
+        "unit_gflop": round(flops / 1e9, 3),
+        "achieved_gflops": round(achieved, 2),
+        "gemm_gflops": round(rate_gflops, 2),
+        "utilisation": round(achieved / rate_gflops, 3),
+        "floor_s": round(flops / rate_gflops / 1e9, 4),
+    }
 
 
-def measured(step: Callable[[], Any], device: torch.device | str = "cpu",
-             dtype: torch.dtype = torch.float32) -> tuple[int, float]:
+def measured(
+    step: Callable[[], Any], device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+) -> tuple[int, float]:
     """(counted FLOPs of one ``step()``, the machine's GEMM rate now): call before timing."""
     from segnas.hardware.costs import count_training_flops
 

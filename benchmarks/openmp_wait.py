@@ -40,11 +40,22 @@ def environment(wait: str, threads: int | None) -> dict[str, str]:
 
 
 def start(args: argparse.Namespace, wait: str, run_dir: Path) -> subprocess.Popen:
-    command = [sys.executable, "-m", "segnas.run", "task=train", f"arch={args.arch}",
-               f"trainer.max_epochs={args.epochs}", "logger=csv", "trainer.enable_progress_bar=false",
-               f"data.num_classes={args.classes}", f"hydra.run.dir={run_dir}", *args.overrides]
-    return subprocess.Popen(command, env=environment(wait, args.threads), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    command = [
+        sys.executable,
+        "-m",
+        "segnas.run",
+        "task=train",
+        f"arch={args.arch}",
+        f"trainer.max_epochs={args.epochs}",
+        "logger=csv",
+        "trainer.enable_progress_bar=false",
+        f"data.num_classes={args.classes}",
+        f"hydra.run.dir={run_dir}",
+        *args.overrides,
+    ]
+    return subprocess.Popen(
+        command, env=environment(wait, args.threads), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
 
 
 def epoch_seconds(process: subprocess.Popen, run_dir: Path) -> list[float]:
@@ -78,9 +89,19 @@ def main() -> None:
                     for process, run_dir in zip(processes, dirs):
                         seconds[(wait, mode)] += epoch_seconds(process, run_dir)
     for (wait, mode), values in seconds.items():
-        print(json.dumps({"benchmark": "openmp_wait", "arch": args.arch, "wait": wait, "mode": mode,
-                          "threads": args.threads, "epochs": values,
-                          "median_epoch_s": round(statistics.median(values), 2)}))
+        print(
+            json.dumps(
+                {
+                    "benchmark": "openmp_wait",
+                    "arch": args.arch,
+                    "wait": wait,
+                    "mode": mode,
+                    "threads": args.threads,
+                    "epochs": values,
+                    "median_epoch_s": round(statistics.median(values), 2),
+                }
+            )
+        )
 
 
 if __name__ == "__main__":

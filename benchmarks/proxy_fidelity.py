@@ -31,6 +31,8 @@ Spearman's ρ.
 from __future__ import annotations
 
 import segnas  # noqa: F401  (first: sets the OpenMP wait policy before torch loads)
+
+# isort: split
 import argparse
 import datetime
 import json
@@ -49,8 +51,6 @@ from segnas import pipeline
 from segnas.evaluation import eval_protocol
 from segnas.genotype import Genotype
 from segnas.nn.elastic import extract, sort_channels
-from segnas.spaces import get_space
-from segnas.spaces.autodeeplab.decode import architecture_log_strength
 from segnas.report.statistics import kendall
 from segnas.searchers.engine import STATE_KEY
 from segnas.searchers.fmas.encoding import subnet_config
@@ -58,6 +58,8 @@ from segnas.searchers.fmas.scoring import Scorer, preload
 from segnas.searchers.fmas.settings import Proposals
 from segnas.searchers.registry import registration
 from segnas.settings import schema
+from segnas.spaces import get_space
+from segnas.spaces.autodeeplab.decode import architecture_log_strength
 from segnas.tasks.fitting import fit
 from segnas.tasks.search import _finetune_config, context
 from segnas.training import load_network
@@ -84,37 +86,68 @@ def main() -> None:
             parser.error("--searcher fmas needs --supernet")
         proxy, final, facts = _fmas(args, out)
     tau = kendall(proxy, final, seed=args.seed)
-    print(json.dumps({
-        "benchmark": "proxy_fidelity", "searcher": args.searcher, "architectures": len(proxy), "epochs": args.epochs,
-        "kendall_tau": round(tau["kendall_tau"], 3), "tau_p": tau["tau_p"],
-        "tau_ci95": [round(v, 3) for v in tau["tau_ci"]],
-        "spearman_rho": round(tau["spearman_rho"], 3), **facts,
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "wall_s": round(time.perf_counter() - started, 1), "out": str(out)}))
+    print(
+        json.dumps(
+            {
+                "benchmark": "proxy_fidelity",
+                "searcher": args.searcher,
+                "architectures": len(proxy),
+                "epochs": args.epochs,
+                "kendall_tau": round(tau["kendall_tau"], 3),
+                "tau_p": tau["tau_p"],
+                "tau_ci95": [round(v, 3) for v in tau["tau_ci"]],
+                "spearman_rho": round(tau["spearman_rho"], 3),
+                **facts,
+                "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
+                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                "wall_s": round(time.perf_counter() - started, 1),
+                "out": str(out),
+            }
+        )
+    )
 
 
 def _auxcell(args: argparse.Namespace, out: Path) -> tuple[np.ndarray, np.ndarray, dict]:
-    overrides = ["logger=csv", "trainer.enable_progress_bar=false", "searcher=auxcell", f"seed={args.seed}",
-                 "searcher.controller.algorithm=uniform", f"searcher.children={args.samples}",
-                 f"searcher.top_k={args.samples}", f"retrain.epochs={args.epochs}", f"run_dir={out / 'search'}",
-                 *args.set]
+    overrides = [
+        "logger=csv",
+        "trainer.enable_progress_bar=false",
+        "searcher=auxcell",
+        f"seed={args.seed}",
+        "searcher.controller.algorithm=uniform",
+        f"searcher.children={args.samples}",
+        f"searcher.top_k={args.samples}",
+        f"retrain.epochs={args.epochs}",
+        f"run_dir={out / 'search'}",
+        *args.set,
+    ]
     with initialize_config_dir(config_dir=segnas.run.CONFIG_DIR, version_base="1.3"):
         cfg = compose("config", overrides=overrides)
     summary = pipeline.run(cfg)
-    rows = [{"genotype_hash": e["genotype_hash"], "reward": e["search_reward"], "val_mIoU": e["val_mIoU"],
-             "holdout_mIoU": e.get("holdout_mIoU"), "params": e.get("params")} for e in summary["retrained"]]
+    rows = [
+        {
+            "genotype_hash": e["genotype_hash"],
+            "reward": e["search_reward"],
+            "val_mIoU": e["val_mIoU"],
+            "holdout_mIoU": e.get("holdout_mIoU"),
+            "params": e.get("params"),
+        }
+        for e in summary["retrained"]
+    ]
     for row in rows:
         print(json.dumps(row), flush=True)
-    return (np.array([r["reward"] for r in rows]), np.array([r["val_mIoU"] for r in rows]),
-            {"proxy": "reward (held-out train)", "final": f"val mIoU after {args.epochs} epochs from scratch"})
+    return (
+        np.array([r["reward"] for r in rows]),
+        np.array([r["val_mIoU"] for r in rows]),
+        {"proxy": "reward (held-out train)", "final": f"val mIoU after {args.epochs} epochs from scratch"},
+    )
 
 
 def _autodeeplab(args: argparse.Namespace, out: Path) -> tuple[np.ndarray, np.ndarray, dict]:
     common = ["logger=csv", "trainer.enable_progress_bar=false", f"seed={args.seed}", *args.set]
     with initialize_config_dir(config_dir=segnas.run.CONFIG_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=[*common, "searcher=autodeeplab", "retrain.epochs=0",
-                                            f"run_dir={out / 'search'}"])
+        cfg = compose(
+            "config", overrides=[*common, "searcher=autodeeplab", "retrain.epochs=0", f"run_dir={out / 'search'}"]
+        )
     pipeline.run(cfg)
     params = json.loads((out / "search" / "arch_params.json").read_text())
     alpha, beta = torch.tensor(params["alpha"]), torch.tensor(params["beta"])
@@ -130,26 +163,53 @@ def _autodeeplab(args: argparse.Namespace, out: Path) -> tuple[np.ndarray, np.nd
     for k, genotype in enumerate(genotypes.values()):
         arch_file = genotype.save(out / "archs" / f"{k}_{genotype.hash}.yaml")
         with initialize_config_dir(config_dir=segnas.run.CONFIG_DIR, version_base="1.3"):
-            train_cfg = compose("config", overrides=[*common, "task=train", f"arch={arch_file}",
-                                                      f"trainer.max_epochs={args.epochs}",
-                                                      f"run_dir={out / 'train' / f'{k}_{genotype.hash}'}"])
+            train_cfg = compose(
+                "config",
+                overrides=[
+                    *common,
+                    "task=train",
+                    f"arch={arch_file}",
+                    f"trainer.max_epochs={args.epochs}",
+                    f"run_dir={out / 'train' / f'{k}_{genotype.hash}'}",
+                ],
+            )
         summary = pipeline.run(train_cfg)
-        row = {"k": k, "genotype_hash": genotype.hash, "decoded": genotype.hash == decoded.hash,
-               "path": genotype.arch["path"], "params": summary["params"],
-               "strength": architecture_log_strength(alpha, beta, genotype.arch["cell"], genotype.arch["path"]),
-               "val_mIoU": summary["val_mIoU"]}
+        row = {
+            "k": k,
+            "genotype_hash": genotype.hash,
+            "decoded": genotype.hash == decoded.hash,
+            "path": genotype.arch["path"],
+            "params": summary["params"],
+            "strength": architecture_log_strength(alpha, beta, genotype.arch["cell"], genotype.arch["path"]),
+            "val_mIoU": summary["val_mIoU"],
+        }
         rows.append(row)
         print(json.dumps(row), flush=True)
-    return (np.array([r["strength"] for r in rows]), np.array([r["val_mIoU"] for r in rows]),
-            {"proxy": "alpha/beta log strength (log P(path | beta) + cell log alpha)",
-             "final": f"val mIoU after {args.epochs} epochs from scratch (task=train)",
-             "decoded_rank": 1 + sorted((r["val_mIoU"] for r in rows), reverse=True).index(rows[0]["val_mIoU"])})
+    return (
+        np.array([r["strength"] for r in rows]),
+        np.array([r["val_mIoU"] for r in rows]),
+        {
+            "proxy": "alpha/beta log strength (log P(path | beta) + cell log alpha)",
+            "final": f"val mIoU after {args.epochs} epochs from scratch (task=train)",
+            "decoded_rank": 1 + sorted((r["val_mIoU"] for r in rows), reverse=True).index(rows[0]["val_mIoU"]),
+        },
+    )
 
 
 def _fmas(args: argparse.Namespace, out: Path) -> tuple[np.ndarray, np.ndarray, dict]:
-    overrides = ["logger=csv", "trainer.enable_progress_bar=false", "searcher=random", "searcher.space=fmas",
-                 f"seed={args.seed}", f"searcher.fmas.supernet={args.supernet}", f"searcher.fmas.pop_size={args.samples}",
-                 "searcher.fmas.generations=1", f"retrain.epochs={args.epochs}", f"run_dir={out / 'search'}", *args.set]
+    overrides = [
+        "logger=csv",
+        "trainer.enable_progress_bar=false",
+        "searcher=random",
+        "searcher.space=fmas",
+        f"seed={args.seed}",
+        f"searcher.fmas.supernet={args.supernet}",
+        f"searcher.fmas.pop_size={args.samples}",
+        "searcher.fmas.generations=1",
+        f"retrain.epochs={args.epochs}",
+        f"run_dir={out / 'search'}",
+        *args.set,
+    ]
     with initialize_config_dir(config_dir=segnas.run.CONFIG_DIR, version_base="1.3"):
         cfg = compose("config", overrides=overrides)
     settings = schema.load(cfg)
@@ -157,8 +217,9 @@ def _fmas(args: argparse.Namespace, out: Path) -> tuple[np.ndarray, np.ndarray, 
     torch.manual_seed(args.seed)
     (out / "search").mkdir(parents=True, exist_ok=True)
     datamodule = instantiate(cfg.data)
-    result = registration("fmas").search()(s, context(cfg, settings, out / "search", None, None, datamodule),
-                                           proposals=Proposals.random)
+    result = registration("fmas").search()(
+        s, context(cfg, settings, out / "search", None, None, datamodule), proposals=Proposals.random
+    )
     cache = torch.load(out / "search" / "last.ckpt", map_location="cpu", weights_only=False)[STATE_KEY]["search"]
     records = [r for r in cache["cache"].values() if r.get("feasible") and r.get("miou") is not None]
 
@@ -166,10 +227,15 @@ def _fmas(args: argparse.Namespace, out: Path) -> tuple[np.ndarray, np.ndarray, 
     if s.channel_order == "l1":
         sort_channels(supernet)  # the channels the search sliced
     supernet.eval()
-    scorer = Scorer(preload(datamodule, datamodule.val_subset(s.val_images)),
-                    preload(datamodule, datamodule.calib_subset(s.calib_images)) if s.recalibrate_bn else [],
-                    datamodule.num_classes, datamodule.ignore_index, s.recalibrate_bn, protocol=eval_protocol(cfg),
-                    batch_size=s.score_batch_size)
+    scorer = Scorer(
+        preload(datamodule, datamodule.val_subset(s.val_images)),
+        preload(datamodule, datamodule.calib_subset(s.calib_images)) if s.recalibrate_bn else [],
+        datamodule.num_classes,
+        datamodule.ignore_index,
+        s.recalibrate_bn,
+        protocol=eval_protocol(cfg),
+        batch_size=s.score_batch_size,
+    )
     datamodule.reserve_val(datamodule.val_subset(s.val_images).indices)  # report on the rest, as the pipeline
     datamodule.hold_out_train(settings.retrain.holdout)
     tuned_cfg = _finetune_config(cfg, s.finetune)
@@ -177,16 +243,38 @@ def _fmas(args: argparse.Namespace, out: Path) -> tuple[np.ndarray, np.ndarray, 
     for k, record in enumerate(records):
         genotype = Genotype("elastic-deeplabv3plus", record["genotype"])
         net = scorer.prepare(extract(supernet, subnet_config(genotype))).cpu().train()
-        fitted = fit(tuned_cfg, out / "finetune" / f"{k}_{genotype.hash}", genotype, net, datamodule, None, None,
-                     max_epochs=args.epochs, keep_best=s.finetune.keep_best)
-        row = {"k": k, "genotype_hash": genotype.hash, "params": record["params"], "macs": record["macs"],
-               "proxy_miou": record["miou"], "finetuned_val_mIoU": fitted["val_mIoU"],
-               "finetuned_holdout_mIoU": fitted["holdout_mIoU"]}
+        fitted = fit(
+            tuned_cfg,
+            out / "finetune" / f"{k}_{genotype.hash}",
+            genotype,
+            net,
+            datamodule,
+            None,
+            None,
+            max_epochs=args.epochs,
+            keep_best=s.finetune.keep_best,
+        )
+        row = {
+            "k": k,
+            "genotype_hash": genotype.hash,
+            "params": record["params"],
+            "macs": record["macs"],
+            "proxy_miou": record["miou"],
+            "finetuned_val_mIoU": fitted["val_mIoU"],
+            "finetuned_holdout_mIoU": fitted["holdout_mIoU"],
+        }
         rows.append(row)
         print(json.dumps(row), flush=True)
-    return (np.array([r["proxy_miou"] for r in rows]), np.array([r["finetuned_val_mIoU"] for r in rows]),
-            {"proxy": "val-subset mIoU, inherited weights", "final": f"val mIoU (rest) after {args.epochs} epochs "
-             "of fine-tuning", "supernet": str(args.supernet), "supernet_miou": result.summary.get("supernet_miou")})
+    return (
+        np.array([r["proxy_miou"] for r in rows]),
+        np.array([r["finetuned_val_mIoU"] for r in rows]),
+        {
+            "proxy": "val-subset mIoU, inherited weights",
+            "final": f"val mIoU (rest) after {args.epochs} epochs of fine-tuning",
+            "supernet": str(args.supernet),
+            "supernet_miou": result.summary.get("supernet_miou"),
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -36,9 +36,9 @@ from pathlib import Path
 #: ``fixtures``) adds its OpenMP wait: each checkout's run must set its own.
 USER_ENV = dict(os.environ)
 
+import torch  # noqa: E402
 from fixtures import write_untrained_supernet  # noqa: E402  (imports segnas, which sets the wait for torch)
 from machine import gemm_rate  # noqa: E402
-import torch  # noqa: E402
 
 CHILD = r"""
 import json, sys, time
@@ -96,14 +96,20 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--set", action="append", default=[], help="a Hydra override for every run")
     parser.add_argument("--supernet-arch", default="deeplabv3plus-mobilenetv2", help="FMAS: the supernet's preset")
-    parser.add_argument("--device", default=None,
-                        help="where the search runs (searcher.device) and the GEMM rate is measured; "
-                             "default: cuda when there is one, else cpu")
+    parser.add_argument(
+        "--device",
+        default=None,
+        help="where the search runs (searcher.device) and the GEMM rate is measured; "
+        "default: cuda when there is one, else cpu",
+    )
     args = parser.parse_args()
     checkouts = [str(Path(c).resolve()) for c in (args.checkout or ["."])]
     work = Path(tempfile.mkdtemp(prefix="segnas-throughput-"))
-    supernet = (write_untrained_supernet(work / "supernet.pt", 5, 64, args.supernet_arch)
-                if args.searcher == "fmas" else Path("none"))
+    supernet = (
+        write_untrained_supernet(work / "supernet.pt", 5, 64, args.supernet_arch)
+        if args.searcher == "fmas"
+        else Path("none")
+    )
     times: dict[str, list[float]] = {c: [] for c in checkouts}
     rates: dict[str, list[float]] = {c: [] for c in checkouts}
     env = {**USER_ENV, "WANDB_MODE": "offline", "PYTHONPATH": ""}
@@ -116,36 +122,57 @@ def main() -> None:
     for repeat in range(args.repeats):
         for index, checkout in enumerate(checkouts):  # alternate: both see the same machine load
             run_dir = work / f"{index}_{repeat}"
-            done = subprocess.run([sys.executable, "-c", CHILD, checkout, args.searcher, str(supernet), str(run_dir),
-                                   *overrides], capture_output=True, text=True, env=env, cwd=checkout, check=False)
-            line = next((l for l in done.stdout.splitlines() if l.startswith("RESULT ")), None)
+            done = subprocess.run(
+                [sys.executable, "-c", CHILD, checkout, args.searcher, str(supernet), str(run_dir), *overrides],
+                capture_output=True,
+                text=True,
+                env=env,
+                cwd=checkout,
+                check=False,
+            )
+            line = next((row for row in done.stdout.splitlines() if row.startswith("RESULT ")), None)
             if line is None:
                 raise SystemExit(f"{checkout} failed:\n{done.stderr[-3000:]}")
-            result = json.loads(line[len("RESULT "):])
+            result = json.loads(line[len("RESULT ") :])
             per = 3600.0 if args.searcher == "auxcell" else 60.0
             rate = result["units"] / result["seconds"] * per
             times[checkout].append(result["seconds"])
             rates[checkout].append(rate)
             if result.get("flops"):
                 flops[checkout].append(result["flops"] / result["seconds"] / 1e9)
-            print(json.dumps({"checkout": checkout, "repeat": repeat, **result,
-                              ("children_per_hour" if args.searcher == "auxcell" else "candidates_per_minute"): rate}),
-                  flush=True)
+            print(
+                json.dumps(
+                    {
+                        "checkout": checkout,
+                        "repeat": repeat,
+                        **result,
+                        ("children_per_hour" if args.searcher == "auxcell" else "candidates_per_minute"): rate,
+                    }
+                ),
+                flush=True,
+            )
     first = checkouts[0]
-    print(json.dumps({
-        "benchmark": "search_throughput", "searcher": args.searcher, "device": device,
-        **({"supernet_arch": args.supernet_arch} if args.searcher == "fmas" else {}),
-        "machine": platform.processor() or platform.machine(),
-        "median_seconds": {c: round(statistics.median(t), 2) for c, t in times.items()},
-        "median_rate": {c: round(statistics.median(r), 2) for c, r in rates.items()},
-        "rate_ratio_to_first": {c: round(statistics.median(rates[c]) / statistics.median(rates[first]), 3)
-                                for c in checkouts},
-        # FMAS: the candidates' counted forward FLOPs (recalibration + scoring) per second against the
-        # machine's GEMM rate in this run; auxcell children: see auxcell_children.py
-        "achieved_gflops": {c: round(statistics.median(f), 2) for c, f in flops.items() if f} or None,
-        "gemm_gflops": round(rate_gflops, 2),
-        "utilisation": {c: round(statistics.median(f) / rate_gflops, 3) for c, f in flops.items() if f} or None,
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "search_throughput",
+                "searcher": args.searcher,
+                "device": device,
+                **({"supernet_arch": args.supernet_arch} if args.searcher == "fmas" else {}),
+                "machine": platform.processor() or platform.machine(),
+                "median_seconds": {c: round(statistics.median(t), 2) for c, t in times.items()},
+                "median_rate": {c: round(statistics.median(r), 2) for c, r in rates.items()},
+                "rate_ratio_to_first": {
+                    c: round(statistics.median(rates[c]) / statistics.median(rates[first]), 3) for c in checkouts
+                },
+                # FMAS: the candidates' counted forward FLOPs (recalibration + scoring) per second against the
+                # machine's GEMM rate in this run; auxcell children: see auxcell_children.py
+                "achieved_gflops": {c: round(statistics.median(f), 2) for c, f in flops.items() if f} or None,
+                "gemm_gflops": round(rate_gflops, 2),
+                "utilisation": {c: round(statistics.median(f) / rate_gflops, 3) for c, f in flops.items() if f} or None,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

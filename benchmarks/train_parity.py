@@ -37,6 +37,8 @@ writes every number to ``--out``/results.json.
 from __future__ import annotations
 
 import segnas  # noqa: F401  (first: sets the OpenMP wait policy before torch loads)
+
+# isort: split
 import argparse
 import contextlib
 import datetime
@@ -155,8 +157,16 @@ class PlainData:
     top_left = bottom/right padding, or center; ``fill`` mean = 0 after normalisation, or black =
     uint8 0) with mask 255, then a random ``crop`` square, as a segnas-style training crop."""
 
-    def __init__(self, source: Any, batch_size: int, seed: int, crop: int | None = None,
-                 anchor: str = "top_left", fill: str = "mean", pad_to: int = 32) -> None:
+    def __init__(
+        self,
+        source: Any,
+        batch_size: int,
+        seed: int,
+        crop: int | None = None,
+        anchor: str = "top_left",
+        fill: str = "mean",
+        pad_to: int = 32,
+    ) -> None:
         self.source, self.batch_size, self.crop = source, batch_size, crop
         self.anchor, self.fill, self.pad_to = anchor, fill, pad_to
         self.order = torch.Generator().manual_seed(seed)
@@ -296,8 +306,9 @@ def _smp_320(num_classes: int) -> nn.Module:
     net = _smp()(num_classes)
     net.encoder.features[-1] = nn.Identity()
     old = net.decoder.aspp[0]
-    net.decoder.aspp[0] = ASPP(320, old.project[0].out_channels, (12, 24, 36), separable=True,
-                               dropout=old.project[-1].p)
+    net.decoder.aspp[0] = ASPP(
+        320, old.project[0].out_channels, (12, 24, 36), separable=True, dropout=old.project[-1].p
+    )
     initialize_decoder(net.decoder.aspp[0])
     return net
 
@@ -322,8 +333,9 @@ def poly(total: int, power: float = 0.9) -> Callable[[int], float]:
     return lambda step: (1.0 - min(step / max(total, 1), 1.0)) ** power
 
 
-def train_plain(net: nn.Module, data: Any, epochs: int, lr: float, weight_decay: float,
-                on_epoch: Callable[[int, nn.Module], None]) -> None:
+def train_plain(
+    net: nn.Module, data: Any, epochs: int, lr: float, weight_decay: float, on_epoch: Callable[[int, nn.Module], None]
+) -> None:
     """AdamW over every parameter, poly per step over epochs x len(data), CE ignoring 255."""
     optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, poly(epochs * len(data)))
@@ -383,32 +395,55 @@ class EpochScores(pl.Callback):
 def data_overrides(args: argparse.Namespace, dataset: str, root: Path | None) -> list[str]:
     common = [f"data.batch_size={args.batch}", "data.scale_range=[1,1]", f"data.num_workers={args.workers}"]
     if dataset == "synthetic":
-        return ["data=synthetic", f"data.num_classes={args.synthetic_classes}",
-                f"data.crop_size={args.synthetic_size}", f"data.train_size={args.synthetic_train}",
-                f"data.val_size={args.synthetic_val}", *common]
-    return ["data=voc", f"data.root={root}", f"data.num_classes={args.classes}",
-            f"data.crop_size={args.crop}", *common]
+        return [
+            "data=synthetic",
+            f"data.num_classes={args.synthetic_classes}",
+            f"data.crop_size={args.synthetic_size}",
+            f"data.train_size={args.synthetic_train}",
+            f"data.val_size={args.synthetic_val}",
+            *common,
+        ]
+    return ["data=voc", f"data.root={root}", f"data.num_classes={args.classes}", f"data.crop_size={args.crop}", *common]
 
 
-def run_pipeline(args: argparse.Namespace, data: list[str], seed: int, work: Path, val_source: Any,
-                 num_classes: int) -> dict[str, Any]:
+def run_pipeline(
+    args: argparse.Namespace, data: list[str], seed: int, work: Path, val_source: Any, num_classes: int
+) -> dict[str, Any]:
     run_dir = work / f"segnas_seed{seed}"
     for folder in (run_dir, work / f"segnas_eval_seed{seed}"):
         shutil.rmtree(folder, ignore_errors=True)  # this file's own earlier run (task=train refuses to overwrite)
-    common = [*data, f"seed={seed}", "logger=csv", "trainer.enable_progress_bar=false",
-              "train.log_images=0", "hardware.runs=2", "hardware.warmup=1",
-              f"train.optimizer.lr={args.lr}", f"train.optimizer.weight_decay={args.wd}"]
-    cfg = compose_config("task=train", f"arch={ARCH}", f"run_dir={run_dir}", f"trainer.max_epochs={args.epochs}",
-                         *common)
+    common = [
+        *data,
+        f"seed={seed}",
+        "logger=csv",
+        "trainer.enable_progress_bar=false",
+        "train.log_images=0",
+        "hardware.runs=2",
+        "hardware.warmup=1",
+        f"train.optimizer.lr={args.lr}",
+        f"train.optimizer.weight_decay={args.wd}",
+    ]
+    cfg = compose_config(
+        "task=train", f"arch={ARCH}", f"run_dir={run_dir}", f"trainer.max_epochs={args.epochs}", *common
+    )
     scores = EpochScores(val_source, num_classes, args.score_pad)
     start = time.perf_counter()
     with extra_callbacks(scores):
         summary = segnas.pipeline.run(cfg)
     train_s = time.perf_counter() - start
-    evaluated = segnas.pipeline.run(compose_config(
-        "task=eval", f"checkpoint={summary['model']}", f"run_dir={work / f'segnas_eval_seed{seed}'}", *common))
-    return {"own": scores.own, "segnas": scores.segnas, "train_val_mIoU": summary.get("val_mIoU"),
-            "eval_mIoU": evaluated.get("val_mIoU"), "steps": summary.get("steps"), "wall_s": round(train_s, 1)}
+    evaluated = segnas.pipeline.run(
+        compose_config(
+            "task=eval", f"checkpoint={summary['model']}", f"run_dir={work / f'segnas_eval_seed{seed}'}", *common
+        )
+    )
+    return {
+        "own": scores.own,
+        "segnas": scores.segnas,
+        "train_val_mIoU": summary.get("val_mIoU"),
+        "eval_mIoU": evaluated.get("val_mIoU"),
+        "steps": summary.get("steps"),
+        "wall_s": round(train_s, 1),
+    }
 
 
 def run_plain(args: argparse.Namespace, spec: str, dm: Any, seed: int, num_classes: int) -> dict[str, Any]:
@@ -419,8 +454,14 @@ def run_plain(args: argparse.Namespace, spec: str, dm: Any, seed: int, num_class
     data = DATA[data_name](dm.source("train"), dm, args.batch, seed, crop)
     own: list[float] = []
     start = time.perf_counter()
-    train_plain(net, data, args.epochs, args.lr, args.wd,
-                lambda epoch, n: own.append(score(n, dm.source("val"), num_classes, args.score_pad)))
+    train_plain(
+        net,
+        data,
+        args.epochs,
+        args.lr,
+        args.wd,
+        lambda epoch, n: own.append(score(n, dm.source("val"), num_classes, args.score_pad)),
+    )
     return {"own": own, "steps": args.epochs * len(data), "wall_s": round(time.perf_counter() - start, 1)}
 
 
@@ -455,8 +496,12 @@ def table(results: dict[str, Any], epochs: int) -> str:
     walls = [f"segnas {statistics.fmean(r['wall_s'] for r in pipe):.0f} s"] if pipe else []
     walls += [f"{spec} {statistics.fmean(r['wall_s'] for r in runs):.0f} s" for spec, runs in plain.items()]
     steps = pipe[0]["steps"] if pipe else next(iter(plain.values()))[0]["steps"]
-    return "\n".join(lines) + f"\n\nSteps per run: {steps}; mean wall per run (training + per-epoch scoring): " \
-        + ", ".join(walls) + "."
+    return (
+        "\n".join(lines)
+        + f"\n\nSteps per run: {steps}; mean wall per run (training + per-epoch scoring): "
+        + ", ".join(walls)
+        + "."
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -479,8 +524,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=0, help="segnas data.num_workers")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--score-pad", type=int, default=32)
-    parser.add_argument("--plain", nargs="*", default=["smp:whole"],
-                        help=f"plain-loop runs <net>:<data>; nets {sorted(NETS)}, data {sorted(DATA)}")
+    parser.add_argument(
+        "--plain",
+        nargs="*",
+        default=["smp:whole"],
+        help=f"plain-loop runs <net>:<data>; nets {sorted(NETS)}, data {sorted(DATA)}",
+    )
     parser.add_argument("--no-pipeline", action="store_true", help="skip segnas task=train")
     parser.add_argument("--out", type=Path, default=None, help="folder for runs and results.json")
     args = parser.parse_args(argv)
@@ -494,28 +543,39 @@ def main(argv: list[str] | None = None) -> None:
     work = args.out or Path(tempfile.mkdtemp(prefix="train_parity_"))
     work.mkdir(parents=True, exist_ok=True)
     started = datetime.datetime.now().astimezone()
-    report: dict[str, Any] = {"command": "python " + " ".join(map(shlex.quote, [sys.argv[0], *sys.argv[1:]])),
-                              "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
-                                         f"torch {torch.__version__}, {args.threads} threads",
-                              "date": started.isoformat(timespec="seconds"), "args": vars(args) | {"out": str(work)},
-                              "datasets": {}}
+    report: dict[str, Any] = {
+        "command": "python " + " ".join(map(shlex.quote, [sys.argv[0], *sys.argv[1:]])),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
+        f"torch {torch.__version__}, {args.threads} threads",
+        "date": started.isoformat(timespec="seconds"),
+        "args": vars(args) | {"out": str(work)},
+        "datasets": {},
+    }
     for dataset in args.data:
         root = None
         if dataset == "voc":
-            root = Path(args.root) if args.root else write_voc_fixture(work / "voc_fixture", args.train, args.val,
-                                                                        args.classes)
+            root = (
+                Path(args.root)
+                if args.root
+                else write_voc_fixture(work / "voc_fixture", args.train, args.val, args.classes)
+            )
         data = data_overrides(args, dataset, root)
         results: dict[str, Any] = {"pipeline": [], "plain": {spec: [] for spec in args.plain}}
         for seed in args.seeds:
             # the data module of this seed (synthetic scenes are drawn from data.seed = seed)
             def datamodule() -> Any:
-                return instantiate(compose_config("task=train", f"arch={ARCH}", f"run_dir={work / 'unused'}",
-                                                  f"seed={seed}", *data).data)
+                return instantiate(
+                    compose_config(
+                        "task=train", f"arch={ARCH}", f"run_dir={work / 'unused'}", f"seed={seed}", *data
+                    ).data
+                )
 
             dm = datamodule()
             num_classes = dm.num_classes
             if not args.no_pipeline:
-                results["pipeline"].append(run_pipeline(args, data, seed, work / dataset, dm.source("val"), num_classes))
+                results["pipeline"].append(
+                    run_pipeline(args, data, seed, work / dataset, dm.source("val"), num_classes)
+                )
                 print(dataset, "segnas", seed, results["pipeline"][-1], flush=True)
             for spec in args.plain:
                 results["plain"][spec].append(run_plain(args, spec, datamodule(), seed, num_classes))
@@ -523,14 +583,24 @@ def main(argv: list[str] | None = None) -> None:
         report["datasets"][dataset] = results
         (work / "results.json").write_text(json.dumps(report, indent=1))
     finished = datetime.datetime.now().astimezone()
-    print(f"\nCommand: `{report['command']}`  \nMachine: {report['machine']}  \n"
-          f"Date: {report['date']} (took {(finished - started).total_seconds() / 60:.1f} min)  \n"
-          f"Seeds: {args.seeds}; epochs {args.epochs}; batch {args.batch}; AdamW lr {args.lr} wd {args.wd}; "
-          f"poly 0.9 per step; mIoU mean ± sd over seeds.\n")
+    print(
+        f"\nCommand: `{report['command']}`  \nMachine: {report['machine']}  \n"
+        f"Date: {report['date']} (took {(finished - started).total_seconds() / 60:.1f} min)  \n"
+        f"Seeds: {args.seeds}; epochs {args.epochs}; batch {args.batch}; AdamW lr {args.lr} wd {args.wd}; "
+        f"poly 0.9 per step; mIoU mean ± sd over seeds.\n"
+    )
     for dataset, results in report["datasets"].items():
-        size = (f"{args.synthetic_train} train / {args.synthetic_val} val, {args.synthetic_size} px, "
-                f"{args.synthetic_classes} classes") if dataset == "synthetic" else (
-            f"{args.root or f'fixture {args.train} train / {args.val} val'}, {args.classes} classes, crop {args.crop}")
+        size = (
+            (
+                f"{args.synthetic_train} train / {args.synthetic_val} val, {args.synthetic_size} px, "
+                f"{args.synthetic_classes} classes"
+            )
+            if dataset == "synthetic"
+            else (
+                f"{args.root or f'fixture {args.train} train / {args.val} val'}, {args.classes} classes, "
+                f"crop {args.crop}"
+            )
+        )
         print(f"### {dataset} ({size})\n\n{table(results, args.epochs)}\n")
     print(f"Results: {work / 'results.json'}")
 

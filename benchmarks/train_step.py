@@ -14,11 +14,12 @@ import statistics
 import time
 
 import segnas  # noqa: F401  (first: sets OpenMP wait policy before torch loads)
+
+# isort: split
 import torch
+from machine import measured, utilisation  # benchmarks/machine.py, next to this script
 
 from segnas import spaces
-
-from machine import measured, utilisation  # benchmarks/machine.py, next to this script
 
 
 def main() -> None:
@@ -62,15 +63,26 @@ def main() -> None:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     times = [step() for _ in range(args.steps)]
-    print(json.dumps({
-        "benchmark": "train_step", "arch": args.arch, "batch": args.batch, "size": args.size,
-        "classes": args.classes, "device": args.device, "threads": args.threads,
-        "machine": platform.processor() or platform.machine(),
-        "median_step_s": round(statistics.median(times), 4), "min_step_s": round(min(times), 4),
-        "steps": args.steps, "images_per_s": round(args.batch / statistics.median(times), 2),
-        "cuda_peak_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if device.type == "cuda" else None,
-        **utilisation(flops, statistics.median(times), rate),
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "train_step",
+                "arch": args.arch,
+                "batch": args.batch,
+                "size": args.size,
+                "classes": args.classes,
+                "device": args.device,
+                "threads": args.threads,
+                "machine": platform.processor() or platform.machine(),
+                "median_step_s": round(statistics.median(times), 4),
+                "min_step_s": round(min(times), 4),
+                "steps": args.steps,
+                "images_per_s": round(args.batch / statistics.median(times), 2),
+                "cuda_peak_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if device.type == "cuda" else None,
+                **utilisation(flops, statistics.median(times), rate),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -18,8 +18,23 @@ from segnas.settings import schema
 from segnas.settings.run import RunSettings, Task
 
 #: ``trainer.precision`` values Lightning accepts (lightning_fabric's ``_PRECISION_INPUT``).
-PRECISIONS = ("transformer-engine", "transformer-engine-float16", "16-true", "16-mixed", "bf16-true",
-              "bf16-mixed", "32-true", "64-true", "64", "32", "16", "bf16", 64, 32, 16)
+PRECISIONS = (
+    "transformer-engine",
+    "transformer-engine-float16",
+    "16-true",
+    "16-mixed",
+    "bf16-true",
+    "bf16-mixed",
+    "32-true",
+    "64-true",
+    "64",
+    "32",
+    "16",
+    "bf16",
+    64,
+    32,
+    16,
+)
 
 
 def check_config(cfg: DictConfig) -> RunSettings:
@@ -30,8 +45,9 @@ def check_config(cfg: DictConfig) -> RunSettings:
     if run.task in (Task.train, Task.profile) and not run.arch:
         from segnas import spaces  # only to list the presets in the message (imports timm)
 
-        raise ConfigError(f"task={run.task} needs arch=<preset or genotype file>; presets: "
-                          f"{', '.join(sorted(spaces.presets()))}")
+        raise ConfigError(
+            f"task={run.task} needs arch=<preset or genotype file>; presets: {', '.join(sorted(spaces.presets()))}"
+        )
     if run.task == Task.eval and not run.checkpoint:
         raise ConfigError("task=eval needs checkpoint=<.ckpt, model.pt or run dir>")
     if run.task in (Task.search, Task.tabulate, Task.replay) and run.searcher is None:
@@ -41,8 +57,10 @@ def check_config(cfg: DictConfig) -> RunSettings:
     _check_trainer(run.trainer or {})
     targets.check(run)
     if run.task == Task.search and run.task_type not in run.searcher.task_types:
-        raise ConfigError(f"searcher={run.searcher.name} does not support task_type={run.task_type} "
-                          f"(searcher.task_types: {[str(t) for t in run.searcher.task_types]})")
+        raise ConfigError(
+            f"searcher={run.searcher.name} does not support task_type={run.task_type} "
+            f"(searcher.task_types: {[str(t) for t in run.searcher.task_types]})"
+        )
     return run
 
 
@@ -50,8 +68,10 @@ def _check_trainer(trainer: dict) -> None:
     """The Lightning Trainer's arguments have no schema (any Trainer argument may be added with
     ``+trainer.<name>``): the two mistakes that would only surface after minutes."""
     if "precision" in trainer and trainer["precision"] not in PRECISIONS:
-        raise ConfigError(f"trainer.precision={trainer['precision']}: expected one of "
-                          f"{', '.join(map(str, PRECISIONS))}")
+        raise ConfigError(
+            f"trainer.precision={trainer['precision']}: expected one of {', '.join(map(str, PRECISIONS))}"
+        )
     if trainer.get("sync_batchnorm") and trainer.get("accelerator") == "cpu":
-        raise ConfigError("trainer.sync_batchnorm=true: expected false with trainer.accelerator=cpu "
-                          "(SyncBatchNorm needs GPUs)")
+        raise ConfigError(
+            "trainer.sync_batchnorm=true: expected false with trainer.accelerator=cpu (SyncBatchNorm needs GPUs)"
+        )

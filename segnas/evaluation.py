@@ -55,8 +55,11 @@ class EvalProtocol:
 
     def describe(self) -> str:
         """One line for logs and summaries: what exactly is scored."""
-        what = "whole images" if self.mode == "whole" else (
-            f"sliding windows {self.window[0]}x{self.window[1]}, stride {self.stride[0]}x{self.stride[1]}")
+        what = (
+            "whole images"
+            if self.mode == "whole"
+            else (f"sliding windows {self.window[0]}x{self.window[1]}, stride {self.stride[0]}x{self.stride[1]}")
+        )
         scale = "" if self.scale == 1 else f", images resized x{self.scale:g} for the network (logits resized back)"
         return f"{what} at full resolution against the original masks{scale}"
 
@@ -73,8 +76,9 @@ class EvalProtocol:
         outputs = _slide(net, images, self.window, self.stride) if self.mode == "slide" else _forward(net, images)
         return _resized(outputs, size)
 
-    def outputs(self, net: Callable[[torch.Tensor], Any], batch: dict[str, Any]
-                ) -> Iterator[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
+    def outputs(
+        self, net: Callable[[torch.Tensor], Any], batch: dict[str, Any]
+    ) -> Iterator[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
         """(outputs, targets) for each image size of an evaluation batch (:func:`size_groups`):
         what every scorer feeds its metrics."""
         for images, targets in size_groups(batch):
@@ -102,8 +106,9 @@ def window_starts(length: int, window: int, stride: int) -> list[int]:
     return sorted({min(k * stride, length - window) for k in range(count)})
 
 
-def _slide(net: Callable[[torch.Tensor], Any], images: torch.Tensor, window: tuple[int, int],
-           stride: tuple[int, int]) -> torch.Tensor:
+def _slide(
+    net: Callable[[torch.Tensor], Any], images: torch.Tensor, window: tuple[int, int], stride: tuple[int, int]
+) -> torch.Tensor:
     """Window logits summed where windows overlap, divided by each pixel's window count. The
     windows of all images at one offset go through the network as one batch."""
     height, width = images.shape[-2:]
@@ -112,17 +117,20 @@ def _slide(net: Callable[[torch.Tensor], Any], images: torch.Tensor, window: tup
     count = images.new_zeros(1, 1, height, width)
     for top in window_starts(height, win_h, stride[0]):
         for left in window_starts(width, win_w, stride[1]):
-            out = _forward(net, images[:, :, top: top + win_h, left: left + win_w]).float()
+            out = _forward(net, images[:, :, top : top + win_h, left : left + win_w]).float()
             if total is None:
                 total = images.new_zeros(images.shape[0], out.shape[1], height, width, dtype=torch.float32)
-            total[:, :, top: top + win_h, left: left + win_w] += out
-            count[:, :, top: top + win_h, left: left + win_w] += 1
+            total[:, :, top : top + win_h, left : left + win_w] += out
+            count[:, :, top : top + win_h, left : left + win_w] += 1
     assert total is not None
     return total / count
 
 
 def score_segmentation(
-    protocol: EvalProtocol, net: Callable[[torch.Tensor], Any], batch: dict[str, Any], metrics: Any,
+    protocol: EvalProtocol,
+    net: Callable[[torch.Tensor], Any],
+    batch: dict[str, Any],
+    metrics: Any,
     ignore_index: int = 255,
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Update ``metrics`` (a confusion-matrix metric) with every image of an evaluation batch

@@ -105,7 +105,9 @@ class DepthMetrics(Metric):
 
     def update(self, preds: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None) -> None:  # type: ignore[override]
         if preds.shape != target.shape:
-            raise ValueError(f"depth predictions {tuple(preds.shape)} and targets {tuple(target.shape)} differ in shape")
+            raise ValueError(
+                f"depth predictions {tuple(preds.shape)} and targets {tuple(target.shape)} differ in shape"
+            )
         valid = target > 0 if valid is None else valid.bool() & (target > 0)
         pred = preds.detach()[valid].double().clamp(min=self.min_depth)
         true = target[valid].double()

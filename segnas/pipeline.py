@@ -35,8 +35,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         close_loggers(failed)
     if settings.task != "profile" and summary:  # profile's last stdout line is its JSON
         genotype = run_dir / "genotype.yaml"
-        where = {"genotype": genotype if genotype.is_file() else None,
-                 "summary": run_dir / "summary.json", "model": summary.get("model"),
-                 "onnx": summary.get("onnx"), "logs": summary.get("logs"), "run dir": run_dir}
+        where = {
+            "genotype": genotype if genotype.is_file() else None,
+            "summary": run_dir / "summary.json",
+            "model": summary.get("model"),
+            "onnx": summary.get("onnx"),
+            "logs": summary.get("logs"),
+            "run dir": run_dir,
+        }
         print("\n".join(f"{name:>8}: {path}" for name, path in where.items() if path), flush=True)
     return summary

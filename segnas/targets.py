@@ -20,8 +20,10 @@ TASK_TYPES = (SEGMENTATION, DEPTH)
 
 #: The scores each task type's validation computes (:mod:`segnas.metrics`), named here so the
 #: config checks can list them without importing torchmetrics.
-SCORES: dict[str, tuple[str, ...]] = {SEGMENTATION: ("mIoU", "fwIoU", "pixel_acc", "mean_class_acc"),
-                                      DEPTH: ("RMSE", "REL", "delta1")}
+SCORES: dict[str, tuple[str, ...]] = {
+    SEGMENTATION: ("mIoU", "fwIoU", "pixel_acc", "mean_class_acc"),
+    DEPTH: ("RMSE", "REL", "delta1"),
+}
 
 #: The validation score that ranks networks of each task type, and its direction.
 SELECTION: dict[str, tuple[str, str]] = {SEGMENTATION: ("mIoU", "max"), DEPTH: ("RMSE", "min")}
@@ -52,8 +54,9 @@ def check(run: Any) -> None:
         raise ConfigError(f"data._target_={target}: cannot be imported ({err})") from err
     name = run.data.get("name") if isinstance(run.data, dict) else run.data.name
     if run.task_type == DEPTH and not getattr(datamodule, "has_depth", False):
-        raise ConfigError(f"task_type=depth needs data with depth maps; data={name} has none "
-                          "(use data=synthetic or data=nyu_depth)")
+        raise ConfigError(
+            f"task_type=depth needs data with depth maps; data={name} has none (use data=synthetic or data=nyu_depth)"
+        )
     if run.task_type == SEGMENTATION and not getattr(datamodule, "has_labels", True):
         raise ConfigError(f"data={name} has depth but no class labels: set task_type=depth")
 

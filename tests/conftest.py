@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 
 import segnas  # noqa: F401  (first: sets OpenMP wait policy before torch loads)
+
+# isort: split
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
@@ -106,18 +108,34 @@ def supernet_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 #: The Auto-DeepLab search of test_autodeeplab_search (seconds), as compare overrides.
-TINY_ADL = ["searcher.layers=3", "searcher.filter_multiplier=2", "searcher.blocks=2", "searcher.epochs=2",
-            "searcher.warmup_epochs=1", "searcher.val_images=4", "searcher.batches_per_epoch=null",
-            "searcher.network.filter_multiplier=2", "searcher.network.aspp_channels=8",
-            "searcher.network.decoder_channels=8", "searcher.network.low_level_channels=4"]
+TINY_ADL = [
+    "searcher.layers=3",
+    "searcher.filter_multiplier=2",
+    "searcher.blocks=2",
+    "searcher.epochs=2",
+    "searcher.warmup_epochs=1",
+    "searcher.val_images=4",
+    "searcher.batches_per_epoch=null",
+    "searcher.network.filter_multiplier=2",
+    "searcher.network.aspp_channels=8",
+    "searcher.network.decoder_channels=8",
+    "searcher.network.low_level_channels=4",
+]
 
 
 def compare_cfg(run_dir: Path, *overrides: str) -> DictConfig:
     """task=compare of the tiny Auto-DeepLab search and its random baseline over seeds 0 and 1."""
     listed = ",".join(f'"{o}"' for o in TINY_ADL)
-    return compose_config("task=compare", f"run_dir={run_dir}", "compare.searchers=[autodeeplab]",
-                          f"compare.overrides.autodeeplab=[{listed}]", "compare.retrain_epochs=1",
-                          'compare.random_overrides=["searcher.samples=2"]', "compare.baselines=[]", *overrides)
+    return compose_config(
+        "task=compare",
+        f"run_dir={run_dir}",
+        "compare.searchers=[autodeeplab]",
+        f"compare.overrides.autodeeplab=[{listed}]",
+        "compare.retrain_epochs=1",
+        'compare.random_overrides=["searcher.samples=2"]',
+        "compare.baselines=[]",
+        *overrides,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -165,8 +183,13 @@ def quadrants(top_left: int, top_right: int, bottom_left: int, bottom_right: int
 VOC_MASK = quadrants(0, 15, 255, 20)
 
 
-def write_voc(root: Path, train=("2007_000001", "2007_000002"), val=("2007_000003",), train_split: str = "train",
-              mask_dir: str = "SegmentationClass") -> Path:
+def write_voc(
+    root: Path,
+    train=("2007_000001", "2007_000002"),
+    val=("2007_000003",),
+    train_split: str = "train",
+    mask_dir: str = "SegmentationClass",
+) -> Path:
     for name in (*train, *val):
         write_image(root / "JPEGImages" / f"{name}.jpg")
         write_mask(root / mask_dir / f"{name}.png", VOC_MASK, palette=True)

@@ -37,9 +37,21 @@ def test_step_curve_holds_the_best_so_far() -> None:
 
 
 def test_curves_average_the_seeds_at_common_image_counts(tmp_path) -> None:
-    table = [{"label": "fmas", "seed": 0, "status": "ok", "run_dir": str(_write(tmp_path / "a", [(10, None), (20, 0.3), (40, 0.5)]))},
-             {"label": "fmas", "seed": 1, "status": "ok", "run_dir": str(_write(tmp_path / "b", [(10, 0.2), (30, 0.4), (35, 0.1)]))},
-             {"label": "fmas", "seed": 2, "status": "failed", "run_dir": str(tmp_path / "c")}]
+    table = [
+        {
+            "label": "fmas",
+            "seed": 0,
+            "status": "ok",
+            "run_dir": str(_write(tmp_path / "a", [(10, None), (20, 0.3), (40, 0.5)])),
+        },
+        {
+            "label": "fmas",
+            "seed": 1,
+            "status": "ok",
+            "run_dir": str(_write(tmp_path / "b", [(10, 0.2), (30, 0.4), (35, 0.1)])),
+        },
+        {"label": "fmas", "seed": 2, "status": "failed", "run_dir": str(tmp_path / "c")},
+    ]
     found = anytime.curves(table)["fmas"]
     assert found["seeds"] == [0, 1]
     np.testing.assert_array_equal(found["images"], [10, 20, 30, 35])  # up to the fewest images a seed reached

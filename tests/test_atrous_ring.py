@@ -73,14 +73,19 @@ def test_atrous_ops_equal_plain_dilated_convolutions_even_with_a_stored_ring() -
     with torch.no_grad():
         block.atrous.add_(0.1 * torch.randn_like(block.atrous))  # rings and all
     states = [torch.randn(2, CELLS, CHANNELS, 6, 6) for _ in range(INPUTS)]
-    for name, kernels, padding in (("atrous_conv_3x3", _banks(block)[:, 0, ..., 1:4, 1:4], 2),
-                                   ("atrous_conv_5x5", _banks(block)[:, 1], 4)):
+    for name, kernels, padding in (
+        ("atrous_conv_3x3", _banks(block)[:, 0, ..., 1:4, 1:4], 2),
+        ("atrous_conv_5x5", _banks(block)[:, 1], 4),
+    ):
         weights = torch.zeros(INPUTS, len(PRIMITIVES))
         weights[:, PRIMITIVES.index(name)] = 1.0
         out = block(states, weights)
-        reference = sum(F.batch_norm(F.conv2d(F.relu(state[:, 0]), kernels[edge], padding=padding, dilation=2),
-                                     None, None, training=True)
-                        for edge, state in enumerate(states))
+        reference = sum(
+            F.batch_norm(
+                F.conv2d(F.relu(state[:, 0]), kernels[edge], padding=padding, dilation=2), None, None, training=True
+            )
+            for edge, state in enumerate(states)
+        )
         torch.testing.assert_close(out[:, 0], reference, atol=1e-5, rtol=1e-5)
 
 

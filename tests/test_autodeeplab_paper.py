@@ -23,8 +23,7 @@ from segnas.spaces.autodeeplab import RELEASED_CELL, AutoDeepLabSpace
 from segnas.spaces.autodeeplab.network import FixedCell, drop_path, scheduled_keep_prob
 from segnas.spaces.autodeeplab.supernet import AutoDeepLabSupernet
 from segnas.training.module import SegmentationModule
-from tests.conftest import compose_config
-from tests.conftest import write_cityscapes
+from tests.conftest import compose_config, write_cityscapes
 
 SPACE = AutoDeepLabSpace()
 #: Table 2: Params and Multi-Adds (Cityscapes, 19 classes, 1024x2048).
@@ -32,8 +31,15 @@ TABLE2 = {"s": (10.15, 333.25), "m": (21.62, 460.93), "l": (44.42, 695.03)}
 
 
 def small(path: list[int], **labels) -> nn.Module:
-    arch = {"cell": RELEASED_CELL, "path": path, "filter_multiplier": 2, "aspp_channels": 8,
-            "decoder_channels": 8, "low_level_channels": 4, **labels}
+    arch = {
+        "cell": RELEASED_CELL,
+        "path": path,
+        "filter_multiplier": 2,
+        "aspp_channels": 8,
+        "decoder_channels": 8,
+        "low_level_channels": 4,
+        **labels,
+    }
     torch.manual_seed(0)
     return spaces.build(SPACE.genotype(arch), 5)
 
@@ -192,13 +198,16 @@ def test_cityscapes_search_preset_is_the_papers_setting():
     assert cfg.retrain.epochs == 242  # a preset's top-level keys win over conf/config.yaml's
 
 
-@pytest.mark.parametrize(("keep", "cell", "progress", "expected"), [
-    (0.7, 5, 0.5, 1 - 0.5 * 6 / 12 * 0.3),
-    (0.7, 11, 1.0, 0.7),
-    (0.7, 11, 0.0, 1.0),
-    (0.7, 0, 3.0, 1 - 1 / 12 * 0.3),
-    (0.5, 3, 0.25, 1 - 0.25 * 4 / 12 * 0.5),
-])
+@pytest.mark.parametrize(
+    ("keep", "cell", "progress", "expected"),
+    [
+        (0.7, 5, 0.5, 1 - 0.5 * 6 / 12 * 0.3),
+        (0.7, 11, 1.0, 0.7),
+        (0.7, 11, 0.0, 1.0),
+        (0.7, 0, 3.0, 1 - 1 / 12 * 0.3),
+        (0.5, 3, 0.25, 1 - 0.25 * 4 / 12 * 0.5),
+    ],
+)
 def test_keep_probability_follows_the_released_schedule(keep, cell, progress, expected):
     """nas_cell.py: p_l = 1 - (cell+1)/cells * (1 - p); p_t = 1 - min(1, step/total) * (1 - p_l)."""
     assert scheduled_keep_prob(keep, cell, 12, progress) == pytest.approx(expected)
@@ -260,7 +269,14 @@ def test_training_module_tells_the_network_the_step_and_total(tmp_path: Path):
     net.set_training_progress = lambda step, total: (calls.append((step, total)), follow(step, total))
     batches = [{"image": torch.randn(2, 3, 16, 16), "mask": torch.randint(0, 5, (2, 16, 16))} for _ in range(3)]
     module = SegmentationModule(net, 5, lambda params: torch.optim.SGD(params, lr=0.01))
-    trainer = pl.Trainer(max_steps=3, accelerator="cpu", logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer = pl.Trainer(
+        max_steps=3,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
     trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(batches, batch_size=None))
     assert calls == [(0, 3), (1, 3), (2, 3)]

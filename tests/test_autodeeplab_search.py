@@ -25,18 +25,27 @@ from segnas.spaces.autodeeplab.supernet import BlockEdges
 from segnas.training import load_network
 
 SMALL = [
-    "task=search", "searcher=autodeeplab", "searcher.layers=3", "searcher.filter_multiplier=2",
-    "searcher.blocks=2", "searcher.aspp_channels=8", "searcher.epochs=2", "searcher.warmup_epochs=1",
-    "searcher.val_images=4", "searcher.batches_per_epoch=null", "searcher.network.filter_multiplier=2",
-    "searcher.network.aspp_channels=8", "searcher.network.decoder_channels=8",
-    "searcher.network.low_level_channels=4", "retrain.epochs=1",
+    "task=search",
+    "searcher=autodeeplab",
+    "searcher.layers=3",
+    "searcher.filter_multiplier=2",
+    "searcher.blocks=2",
+    "searcher.aspp_channels=8",
+    "searcher.epochs=2",
+    "searcher.warmup_epochs=1",
+    "searcher.val_images=4",
+    "searcher.batches_per_epoch=null",
+    "searcher.network.filter_multiplier=2",
+    "searcher.network.aspp_channels=8",
+    "searcher.network.decoder_channels=8",
+    "searcher.network.low_level_channels=4",
+    "retrain.epochs=1",
 ]
 
 
 def _snapshot(module: AutoDeepLabSearchModule) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     net = module.supernet
-    return ([p.detach().clone() for p in net.arch_parameters()],
-            [p.detach().clone() for p in net.weight_parameters()])
+    return ([p.detach().clone() for p in net.arch_parameters()], [p.detach().clone() for p in net.weight_parameters()])
 
 
 class _StepRecorder(pl.Callback):
@@ -57,10 +66,20 @@ class _StepRecorder(pl.Callback):
 def _module(num_classes: int = 5, warmup: int = 0) -> AutoDeepLabSearchModule:
     torch.manual_seed(0)
     settings = AutoDeepLabSettings(
-        layers=2, filter_multiplier=2, blocks=2, aspp_channels=4, warmup_epochs=warmup,
-        weight_optimizer={"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.1, "momentum": 0.9,
-                          "weight_decay": 3e-4},
-        arch_optimizer={"_target_": "torch.optim.Adam", "_partial_": True, "lr": 0.1, "weight_decay": 1e-3})
+        layers=2,
+        filter_multiplier=2,
+        blocks=2,
+        aspp_channels=4,
+        warmup_epochs=warmup,
+        weight_optimizer={
+            "_target_": "torch.optim.SGD",
+            "_partial_": True,
+            "lr": 0.1,
+            "momentum": 0.9,
+            "weight_decay": 3e-4,
+        },
+        arch_optimizer={"_target_": "torch.optim.Adam", "_partial_": True, "lr": 0.1, "weight_decay": 1e-3},
+    )
     return AutoDeepLabSearchModule(settings, num_classes)
 
 
@@ -68,8 +87,10 @@ def _loaders(batch_size: int = 2) -> dict[str, DataLoader]:
     data = SyntheticDataModule(crop_size=32, train_size=8, val_size=4, batch_size=batch_size, num_classes=5)
     data.setup("fit")
     half_a, half_b = data.train_halves()
-    return {"a": DataLoader(half_a, batch_size=batch_size, drop_last=True),
-            "b": DataLoader(half_b, batch_size=batch_size, drop_last=True)}
+    return {
+        "a": DataLoader(half_a, batch_size=batch_size, drop_last=True),
+        "b": DataLoader(half_b, batch_size=batch_size, drop_last=True),
+    }
 
 
 def _equal(xs: list[torch.Tensor], ys: list[torch.Tensor]) -> bool:
@@ -78,13 +99,21 @@ def _equal(xs: list[torch.Tensor], ys: list[torch.Tensor]) -> bool:
 
 def test_weight_step_moves_only_weights_and_arch_step_moves_only_alpha_beta(tmp_path: Path):
     module, recorder = _module(), _StepRecorder()
-    trainer = pl.Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=2, limit_val_batches=0,
-                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         callbacks=[recorder], default_root_dir=tmp_path)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        limit_train_batches=2,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        callbacks=[recorder],
+        default_root_dir=tmp_path,
+    )
     trainer.fit(module, train_dataloaders=_loaders())
     assert [name for name, _ in recorder.before] == ["weights", "arch", "weights", "arch"]
     for batch in range(2):
-        (_, (arch0, weights0)), (_, (arch1, weights1)) = recorder.before[2 * batch: 2 * batch + 2]
+        (_, (arch0, weights0)), (_, (arch1, weights1)) = recorder.before[2 * batch : 2 * batch + 2]
         arch2, weights2 = recorder.after[batch]
         assert _equal(arch0, arch1), "the weight step changed alpha/beta"
         assert not _equal(weights0, weights1), "the weight step did not change the weights"
@@ -94,9 +123,17 @@ def test_weight_step_moves_only_weights_and_arch_step_moves_only_alpha_beta(tmp_
 
 def test_warmup_epochs_take_no_architecture_step(tmp_path: Path):
     module, recorder = _module(warmup=1), _StepRecorder()
-    trainer = pl.Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=2, limit_val_batches=0,
-                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         callbacks=[recorder], default_root_dir=tmp_path)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        limit_train_batches=2,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        callbacks=[recorder],
+        default_root_dir=tmp_path,
+    )
     alpha = module.supernet.alpha.detach().clone()
     trainer.fit(module, train_dataloaders=_loaders())
     assert [name for name, _ in recorder.before] == ["weights", "weights"]
@@ -108,8 +145,11 @@ def test_search_writes_records_and_retrains_the_decoded_network(make_cfg, tmp_pa
         summary = pipeline.run(make_cfg(*SMALL))
     run = tmp_path / "run"
     printed = capsys.readouterr().out
-    for name, path in (("genotype", run / "genotype.yaml"), ("model", run / "model.pt"),
-                       ("summary", run / "summary.json")):
+    for name, path in (
+        ("genotype", run / "genotype.yaml"),
+        ("model", run / "model.pt"),
+        ("summary", run / "summary.json"),
+    ):
         assert f"{name:>8}: {path}" in printed
     genotype = spaces.resolve_arch(str(run / "genotype.yaml"))
     assert genotype.space == "autodeeplab" and len(genotype.arch["path"]) == 3
@@ -123,11 +163,17 @@ def test_search_writes_records_and_retrains_the_decoded_network(make_cfg, tmp_pa
     # one line per architecture epoch in the run's log
     logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("architecture epoch")]
     assert len(logged) == 2
-    assert re.fullmatch(r"architecture epoch 1/2 \(warm-up\): weight loss \d+\.\d{4}, arch loss n/a, "
-                        r"supernet val mIoU \d\.\d{4}, path \d+( \d+){2}, genotype \w+", logged[0]), logged[0]
-    assert re.fullmatch(r"architecture epoch 2/2 \(architecture steps\): weight loss \d+\.\d{4}, arch loss \d+\.\d{4}, "
-                        rf"supernet val mIoU \d\.\d{{4}}, path {' '.join(map(str, genotype.arch['path']))}, "
-                        rf"genotype {genotype.hash}", logged[1]), logged[1]
+    assert re.fullmatch(
+        r"architecture epoch 1/2 \(warm-up\): weight loss \d+\.\d{4}, arch loss n/a, "
+        r"supernet val mIoU \d\.\d{4}, path \d+( \d+){2}, genotype \w+",
+        logged[0],
+    ), logged[0]
+    assert re.fullmatch(
+        r"architecture epoch 2/2 \(architecture steps\): weight loss \d+\.\d{4}, arch loss \d+\.\d{4}, "
+        rf"supernet val mIoU \d\.\d{{4}}, path {' '.join(map(str, genotype.arch['path']))}, "
+        rf"genotype {genotype.hash}",
+        logged[1],
+    ), logged[1]
     params = json.loads((run / "arch_params.json").read_text())
     assert torch.tensor(params["alpha"]).shape == (num_edges(2), 8)
     beta = torch.tensor(params["beta"])
@@ -202,9 +248,19 @@ def test_alpha_beta_stay_identical_across_two_ddp_spawn_processes(tmp_path: Path
     module = _module()
     initial = torch.cat([p.detach().flatten() for p in module.supernet.arch_parameters()])
     out = tmp_path / "arch.pt"
-    trainer = pl.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", max_epochs=1, limit_train_batches=2,
-                         limit_val_batches=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         callbacks=[_GatherArch(str(out))], default_root_dir=tmp_path)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp_spawn",
+        max_epochs=1,
+        limit_train_batches=2,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        callbacks=[_GatherArch(str(out))],
+        default_root_dir=tmp_path,
+    )
     trainer.fit(module, train_dataloaders=_loaders())
     gathered = torch.load(out)
     assert gathered.shape[0] == 2
@@ -224,9 +280,20 @@ def test_search_on_a_voc_folder_logs_alpha_beta_to_wandb(make_cfg, tmp_path: Pat
 
     root = write_voc_layout(tmp_path / "VOC2012", num_classes=3, train=8, val=4)
     tiny = [o for o in TINY if not o.startswith(("data", "logger"))]
-    summary = pipeline.run(make_cfg(*tiny, *SMALL, "data=voc", f"data.root={root}", "data.num_classes=3",
-                                    "data.crop_size=32", "data.batch_size=2", "data.num_workers=0", "logger=wandb",
-                                    tiny=False))
+    summary = pipeline.run(
+        make_cfg(
+            *tiny,
+            *SMALL,
+            "data=voc",
+            f"data.root={root}",
+            "data.num_classes=3",
+            "data.crop_size=32",
+            "data.batch_size=2",
+            "data.num_workers=0",
+            "logger=wandb",
+            tiny=False,
+        )
+    )
     assert summary["data"] == "voc" and summary["num_classes"] == 3
     run = next((tmp_path / "run" / "wandb").glob("offline-run-*"))
     media = {path.name.split("_")[0] for path in run.rglob("media/images/search/*.png")}
@@ -235,12 +302,26 @@ def test_search_on_a_voc_folder_logs_alpha_beta_to_wandb(make_cfg, tmp_path: Pat
 
 
 def test_presets_and_found_genotypes_train_and_profile(make_cfg, tmp_path: Path):
-    profile = pipeline.run(make_cfg("task=profile", "arch=autodeeplab-s", "data.num_classes=19",
-                                    "profile.input_size=[64,64]", run_dir=tmp_path / "profile"))
+    profile = pipeline.run(
+        make_cfg(
+            "task=profile",
+            "arch=autodeeplab-s",
+            "data.num_classes=19",
+            "profile.input_size=[64,64]",
+            run_dir=tmp_path / "profile",
+        )
+    )
     assert profile["params"] == 10147427  # Table 2: 10.15M
-    genotype = spaces.get_space("autodeeplab").genotype({
-        "cell": [[["sep_conv_3x3", 0], ["skip_connect", 1]], [["atrous_conv_5x5", 2], ["max_pool_3x3", 0]]],
-        "path": [8, 4], "filter_multiplier": 2, "aspp_channels": 8, "decoder_channels": 8, "low_level_channels": 4})
+    genotype = spaces.get_space("autodeeplab").genotype(
+        {
+            "cell": [[["sep_conv_3x3", 0], ["skip_connect", 1]], [["atrous_conv_5x5", 2], ["max_pool_3x3", 0]]],
+            "path": [8, 4],
+            "filter_multiplier": 2,
+            "aspp_channels": 8,
+            "decoder_channels": 8,
+            "low_level_channels": 4,
+        }
+    )
     path = genotype.save(tmp_path / "found.yaml")
     trained = pipeline.run(make_cfg("task=train", f"arch={path}", run_dir=tmp_path / "train"))
     assert trained["genotype_hash"] == genotype.hash and trained["steps"] == 4

@@ -40,9 +40,18 @@ def test_alpha_and_beta_shapes(blocks, layers):
 
 
 def test_primitives_are_the_papers_eight_ops():
-    assert sorted(PRIMITIVES) == sorted([
-        "sep_conv_3x3", "sep_conv_5x5", "atrous_conv_3x3", "atrous_conv_5x5",
-        "avg_pool_3x3", "max_pool_3x3", "skip_connect", "none"])
+    assert sorted(PRIMITIVES) == sorted(
+        [
+            "sep_conv_3x3",
+            "sep_conv_5x5",
+            "atrous_conv_3x3",
+            "atrous_conv_5x5",
+            "avg_pool_3x3",
+            "max_pool_3x3",
+            "skip_connect",
+            "none",
+        ]
+    )
 
 
 @pytest.mark.parametrize("layers", [1, 2, 5, 12])
@@ -214,8 +223,9 @@ def test_supernet_runs_on_odd_sizes_and_alpha_beta_get_gradients():
 def test_checkpointed_supernet_gives_the_same_gradients():
     torch.manual_seed(0)
     plain = AutoDeepLabSupernet(3, layers=3, filter_multiplier=2, blocks=2, aspp_channels=4)
-    checkpointed = AutoDeepLabSupernet(3, layers=3, filter_multiplier=2, blocks=2, aspp_channels=4,
-                                       checkpoint_cells=True)
+    checkpointed = AutoDeepLabSupernet(
+        3, layers=3, filter_multiplier=2, blocks=2, aspp_channels=4, checkpoint_cells=True
+    )
     checkpointed.load_state_dict(plain.state_dict())
     images = torch.randn(2, 3, 32, 32)
     for net in (plain, checkpointed):
@@ -240,8 +250,16 @@ def test_preset_s_matches_the_papers_parameter_count():
 
 
 def test_final_network_follows_the_path_and_runs():
-    genotype = SPACE.genotype({"cell": RELEASED_CELL, "path": [8, 16, 8, 4], "filter_multiplier": 2,
-                               "aspp_channels": 8, "decoder_channels": 8, "low_level_channels": 4})
+    genotype = SPACE.genotype(
+        {
+            "cell": RELEASED_CELL,
+            "path": [8, 16, 8, 4],
+            "filter_multiplier": 2,
+            "aspp_channels": 8,
+            "decoder_channels": 8,
+            "low_level_channels": 4,
+        }
+    )
     net = spaces.build(genotype, 5).eval()
     strides = []
     hooks = [cell.register_forward_hook(lambda m, i, o: strides.append(64 // o.shape[-1])) for cell in net.cells]
@@ -271,15 +289,18 @@ def test_genotype_for_another_space_is_refused(tmp_path):
         spaces.resolve_arch(str(path))
 
 
-@pytest.mark.parametrize(("arch", "message"), [
-    ({"path": [4, 16]}, "at most a factor of 2"),
-    ({"path": [16]}, "at most a factor of 2"),
-    ({"path": [4, 64]}, "expected one of"),
-    ({"cell": [[["none", 0], ["skip_connect", 1]]]}, "is not one of"),
-    ({"cell": [[["skip_connect", 2], ["skip_connect", 1]]]}, "input 2"),
-    ({"cell": [[["skip_connect", 0]]]}, "two \\[op, input\\] pairs"),
-    ({"filter_multiplier": 0}, "filter_multiplier"),
-])
+@pytest.mark.parametrize(
+    ("arch", "message"),
+    [
+        ({"path": [4, 16]}, "at most a factor of 2"),
+        ({"path": [16]}, "at most a factor of 2"),
+        ({"path": [4, 64]}, "expected one of"),
+        ({"cell": [[["none", 0], ["skip_connect", 1]]]}, "is not one of"),
+        ({"cell": [[["skip_connect", 2], ["skip_connect", 1]]]}, "input 2"),
+        ({"cell": [[["skip_connect", 0]]]}, "two \\[op, input\\] pairs"),
+        ({"filter_multiplier": 0}, "filter_multiplier"),
+    ],
+)
 def test_bad_labels_are_named(arch, message):
     base = {"cell": RELEASED_CELL, "path": RELEASED_PATH}
     with pytest.raises(GenotypeError, match=message):
@@ -312,7 +333,9 @@ def test_zero_ringed_three_by_three_kernels_stay_exact_under_training():
     optimizer = torch.optim.SGD(block.parameters(), lr=0.5, momentum=0.9, weight_decay=3e-4)
     for _ in range(2):
         optimizer.zero_grad()
-        block([torch.randn(2, 1, 4, 6, 6) for _ in range(2)], torch.softmax(torch.randn(2, 8), 1)).square().sum().backward()
+        block(
+            [torch.randn(2, 1, 4, 6, 6) for _ in range(2)], torch.softmax(torch.randn(2, 8), 1)
+        ).square().sum().backward()
         optimizer.step()
     kernels = block.atrous.detach().view(2, 2, 4, 4, 5, 5)
     assert kernels[:, 0, ..., 0, :].abs().sum() == 0 and kernels[:, 0, ..., :, 4].abs().sum() == 0
@@ -346,5 +369,7 @@ def test_the_decoded_architecture_has_the_highest_log_strength() -> None:
         assert architecture_log_strength(alpha, beta, arch["cell"], arch["path"]) <= best + 1e-9
     levels = viterbi(normalise_beta(beta))
     assert architecture_log_strength(alpha, beta, cell, path) - architecture_log_strength(
-        alpha, beta, cell, path_strides([0] * layers)) == pytest.approx(
-        path_log_probability(normalise_beta(beta), levels) - path_log_probability(normalise_beta(beta), [0] * layers))
+        alpha, beta, cell, path_strides([0] * layers)
+    ) == pytest.approx(
+        path_log_probability(normalise_beta(beta), levels) - path_log_probability(normalise_beta(beta), [0] * layers)
+    )

@@ -27,18 +27,25 @@ from segnas.settings import schema
 from tests.conftest import run_search
 
 SETTINGS = [
-    "searcher=auxcell", "searcher.children=3", "searcher.stage1.num_crops=8", "searcher.stage1.batch_size=4",
-    "searcher.stage1.epochs=2", "searcher.stage2.max_batches=1", "searcher.reward.holdout_min=4",
+    "searcher=auxcell",
+    "searcher.children=3",
+    "searcher.stage1.num_crops=8",
+    "searcher.stage1.batch_size=4",
+    "searcher.stage1.epochs=2",
+    "searcher.stage2.max_batches=1",
+    "searcher.reward.holdout_min=4",
     "searcher.controller.ppo.minibatch_size=2",
     # a stricter running average than the paper's start, so some children stop after stage 1
-    "searcher.early_stopping.initial=0.3", "searcher.early_stopping.decay=0.5",
+    "searcher.early_stopping.initial=0.3",
+    "searcher.early_stopping.decay=0.5",
     # background scored: children this small predict little else, and the paper's reward (background left
     # out) would be 0 for all of them, so the controller would never move
     "searcher.reward.omit_classes=[]",
     # Polyak decay per step: at 2 steps per epoch the scaled decay leaves the trained weights, with which
     # every child this small predicts the majority class, so all rewards would be equal and the controller
     # would have nothing to learn from
-    "searcher.stage1.polyak_reference_steps=null", "searcher.stage2.polyak_reference_steps=null",
+    "searcher.stage1.polyak_reference_steps=null",
+    "searcher.stage2.polyak_reference_steps=null",
 ]
 SPAWN = ["trainer=ddp_spawn", "trainer.devices=2"]
 TIMES = ("stage1_s", "stage2_s", "child_s", "controller_update_s", "controller_sample_s", "rank")
@@ -65,8 +72,10 @@ def same_state(a, b) -> bool:
 
 def test_ranks_train_different_children_and_update_the_controller_identically(make_cfg, tmp_path: Path) -> None:
     torch.set_num_threads(1)  # the ranks run one thread each: the reference too, for the same kernels
-    cfgs = {"alone": make_cfg(*SETTINGS, "searcher.children_per_round=2", run_dir=tmp_path / "alone"),
-            "ddp": make_cfg(*SETTINGS, *SPAWN, run_dir=tmp_path / "ddp")}
+    cfgs = {
+        "alone": make_cfg(*SETTINGS, "searcher.children_per_round=2", run_dir=tmp_path / "alone"),
+        "ddp": make_cfg(*SETTINGS, *SPAWN, run_dir=tmp_path / "ddp"),
+    }
     results = {}
     for name, cfg in cfgs.items():
         (tmp_path / name).mkdir()
@@ -87,7 +96,9 @@ def test_ranks_train_different_children_and_update_the_controller_identically(ma
     settings = schema.load(cfgs["ddp"]).searcher
     fresh = build_policy(Policy.ppo, Controller(decisions.choices()), settings.controller, seed=0)
     assert not same_state(fresh.state_dict()["controller"], ddp["policy"]["controller"])
-    assert [c.genotype.hash for c in results["ddp"].candidates] == [c.genotype.hash for c in results["alone"].candidates]
+    assert [c.genotype.hash for c in results["ddp"].candidates] == [
+        c.genotype.hash for c in results["alone"].candidates
+    ]
     summary = results["ddp"].summary
     assert summary["search_ranks"] == 2 and summary["search_children_per_round"] == 2 and summary["search_reward_curve"]
 
@@ -105,8 +116,9 @@ def test_ranks_train_different_children_and_update_the_controller_identically(ma
     assert same_state(policy.state_dict()["controller"], ddp["policy"]["controller"])
 
     # the early-stopping flags follow the rule on the stage-1 rewards in child order
-    stopper = ProgressiveStopper(0.3, settings.early_stopping.tolerance, 0.5, dict(settings.early_stopping.schedule),
-                                 seed=0)
+    stopper = ProgressiveStopper(
+        0.3, settings.early_stopping.tolerance, 0.5, dict(settings.early_stopping.schedule), seed=0
+    )
     assert [not stopper.step(c["stage1_reward"]) for c in children] == [c["stopped_early"] for c in children]
 
 
@@ -150,12 +162,32 @@ def test_trainer_ddp_search_and_retrain_on_two_cpu_ranks(tmp_path: Path) -> None
     from tests.conftest import TINY, subprocess_env
 
     run_dir = tmp_path / "run"
-    ddp = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true",
-           "trainer.benchmark=false", "trainer.sync_batchnorm=false"]
+    ddp = [
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer.precision=32-true",
+        "trainer.benchmark=false",
+        "trainer.sync_batchnorm=false",
+    ]
     done = subprocess.run(
-        [sys.executable, "-m", "segnas.run", *TINY, *SETTINGS, "searcher.retrain_epochs=1", *ddp,
-         f"hydra.run.dir={run_dir}"],
-        cwd=tmp_path, env=subprocess_env(tmp_path), capture_output=True, text=True, timeout=600, check=False)
+        [
+            sys.executable,
+            "-m",
+            "segnas.run",
+            *TINY,
+            *SETTINGS,
+            "searcher.retrain_epochs=1",
+            *ddp,
+            f"hydra.run.dir={run_dir}",
+        ],
+        cwd=tmp_path,
+        env=subprocess_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     table = rows(run_dir / "search.csv")
     assert [(int(r["child"]), int(r["rank"])) for r in table] == [(0, 0), (1, 1), (2, 0)]  # one writer

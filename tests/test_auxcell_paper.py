@@ -27,8 +27,8 @@ from segnas.settings.run import TaskType
 from segnas.spaces.auxcell import PAPER_ENCODINGS, AuxCellSpace
 from tests.conftest import handed
 
-
 # 8. the reward leaves background out --------------------------------------------------------
+
 
 def test_omitted_classes_leave_the_means_but_not_the_matrix() -> None:
     # the authors (src/engine/inference.py) compute every IoU from the whole matrix and only drop
@@ -61,11 +61,17 @@ def test_an_all_background_prediction_earns_nothing_by_default(make_cfg) -> None
 
 # 9. PPO: one optimiser step per buffered child ----------------------------------------------
 
+
 def test_ppo_steps_once_per_buffered_child_on_one_child_each_as_the_authors(make_cfg) -> None:
     settings = schema.load(make_cfg("searcher=auxcell")).searcher.controller
     policy = build_policy(Policy.ppo, Controller(decisions.choices(), hidden_size=8, num_layers=1), settings)  # small
-    assert (policy.clip, policy.epochs, policy.entropy_coef, policy.grad_clip, policy.baseline_decay) == \
-        (0.1, 1, 0.0, 2.0, 0.95)
+    assert (policy.clip, policy.epochs, policy.entropy_coef, policy.grad_clip, policy.baseline_decay) == (
+        0.1,
+        1,
+        0.0,
+        2.0,
+        0.95,
+    )
     assert policy.optimizer.defaults["lr"] == 1e-4 and policy.buffer.maxlen == 100
     steps, batches = [], []
     policy.optimizer.step = lambda *args, **kwargs: steps.append(1)  # a counting stub
@@ -88,16 +94,19 @@ def test_ppo_steps_once_per_buffered_child_on_one_child_each_as_the_authors(make
 
 # 10. cell input positions -------------------------------------------------------------------
 
+
 def test_released_positions_offer_one_choice_fewer_per_cell_layer(make_cfg) -> None:
     assert make_cfg("searcher=auxcell").searcher.controller.positions == "extended"
     extended, released = decisions.choices("extended"), decisions.choices("released")
     positions = [7, 8, 11, 12, 15, 16]  # the two position decisions of each cell layer
     assert [extended[i] for i in positions] == [2, 2, 5, 5, 8, 8]
     assert [released[i] for i in positions] == [1, 1, 4, 4, 7, 7]
-    assert [e for i, e in enumerate(extended) if i not in positions] == \
-           [r for i, r in enumerate(released) if i not in positions]
-    module = AuxCellSearchModule(*handed(make_cfg("searcher=auxcell", "searcher.controller.positions=released")),
-                                 world=1)
+    assert [e for i, e in enumerate(extended) if i not in positions] == [
+        r for i, r in enumerate(released) if i not in positions
+    ]
+    module = AuxCellSearchModule(
+        *handed(make_cfg("searcher=auxcell", "searcher.controller.positions=released")), world=1
+    )
     assert module.policy.controller.choices == released
 
 
@@ -115,6 +124,7 @@ def test_the_published_designs_encode_and_decode_and_arch1_needs_the_extended_po
 
 
 # 11. a stage-2 failure keeps the stage-1 reward ---------------------------------------------
+
 
 def test_a_child_failing_in_stage_two_keeps_its_stage_one_reward(monkeypatch, caplog) -> None:
     from segnas.searchers.auxcell import trial
@@ -136,6 +146,7 @@ def test_a_child_failing_in_stage_two_keeps_its_stage_one_reward(monkeypatch, ca
 
 
 # 12. the decoder's weight decay (the authors' DEC_WD, Adam's L2 term) -----------------------
+
 
 class Idle(nn.Module):
     """A decoder with a parameter the loss does not depend on: its gradient is zero, so it moves
@@ -191,20 +202,32 @@ class Listed(nn.Module):
 
 # 13. the paper-scale preset, stage crops and the stage-2 loss resolution --------------------
 
+
 def test_the_paper_preset_says_the_authors_crops_batches_and_loss_resolution(make_cfg) -> None:
     cfg = make_cfg("experiment=auxcell_voc_sbd", tiny=False)
     s = cfg.searcher
     assert (s.stage1.crop_size, s.stage1.batch_size, s.stage2.crop_size, cfg.data.batch_size) == (256, 64, 350, 32)
     assert list(s.scale_range) == [0.7, 1.4] and s.reward.crop_size == 400 and s.stage2.loss_resolution == "output"
     default = make_cfg("searcher=auxcell").searcher
-    assert (default.stage1.crop_size, default.stage2.crop_size, default.scale_range,
-            default.stage2.loss_resolution) == (None, None, None, "labels")
+    assert (
+        default.stage1.crop_size,
+        default.stage2.crop_size,
+        default.scale_range,
+        default.stage2.loss_resolution,
+    ) == (None, None, None, "labels")
 
 
 def test_each_stage_trains_on_its_own_crops(make_cfg) -> None:
-    cfg = make_cfg("searcher=auxcell", "searcher.device=cpu", "searcher.stage1.num_crops=4",
-                   "searcher.stage1.batch_size=4", "searcher.reward.holdout_min=4", "searcher.stage1.crop_size=24",
-                   "searcher.stage2.crop_size=40", "searcher.scale_range=[1.0,1.0]")
+    cfg = make_cfg(
+        "searcher=auxcell",
+        "searcher.device=cpu",
+        "searcher.stage1.num_crops=4",
+        "searcher.stage1.batch_size=4",
+        "searcher.reward.holdout_min=4",
+        "searcher.stage1.crop_size=24",
+        "searcher.stage2.crop_size=40",
+        "searcher.scale_range=[1.0,1.0]",
+    )
     module = AuxCellSearchModule(*handed(cfg), world=1)
     module.setup("fit")
     assert module.context.stage1_data.labels.shape[-2:] == (6, 6)  # 24 px crops, labels at stride 4
@@ -230,6 +253,7 @@ def test_the_stage_two_loss_is_taken_where_the_key_says() -> None:
 
 # 14. Polyak decay against the number of steps -----------------------------------------------
 
+
 def kept_after(stage: Stage, steps: int) -> float:
     """The share of the weights an epoch starts from in the average at its end (one epoch of
     ``steps``; each step sets the weight to 0)."""
@@ -252,9 +276,9 @@ def test_an_epoch_start_keeps_the_papers_share_of_the_average_whatever_its_lengt
     # the paper's epochs: 4000 cached crops // 64 = 62 steps; 90 % of train_aug (9523) // 32 = 297
     assert (stage1.polyak_reference_steps, stage2.polyak_reference_steps) == (62, 297)
     for stage in (stage1, stage2):
-        paper = stage.polyak ** stage.polyak_reference_steps
+        paper = stage.polyak**stage.polyak_reference_steps
         assert kept_after(stage, stage.polyak_reference_steps) == pytest.approx(paper)  # the authors' decay
         for steps in (1, 8, 500):
             assert kept_after(stage, steps) == pytest.approx(paper, rel=1e-4), steps
     stage2.polyak_reference_steps = None  # the decay per step as given: 8 steps barely move the average
-    assert kept_after(stage2, 8) == pytest.approx(0.99 ** 8)
+    assert kept_after(stage2, 8) == pytest.approx(0.99**8)

@@ -24,8 +24,13 @@ from tests.conftest import run_search
 
 #: A search small enough to take seconds: 16 train images (4 held out), crops of 32.
 SMALL = [
-    "searcher=auxcell", "searcher.children=3", "searcher.stage1.num_crops=8", "searcher.stage1.batch_size=4",
-    "searcher.stage1.epochs=2", "searcher.stage2.max_batches=1", "searcher.reward.holdout_min=4",
+    "searcher=auxcell",
+    "searcher.children=3",
+    "searcher.stage1.num_crops=8",
+    "searcher.stage1.batch_size=4",
+    "searcher.stage1.epochs=2",
+    "searcher.stage2.max_batches=1",
+    "searcher.reward.holdout_min=4",
     "searcher.controller.ppo.minibatch_size=2",
     "searcher.reward.omit_classes=[]",  # children this small earn 0 without background: nothing to learn from
 ]
@@ -126,27 +131,49 @@ def test_resume_continues_with_the_same_next_child(make_cfg, tmp_path: Path) -> 
 
 
 def test_search_then_retrain_end_to_end(make_cfg, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    teacher = save_network(tmp_path / "teacher.pt", spaces.resolve_arch("deeplabv3plus-mobilenetv2"), 5,
-                           spaces.build(spaces.resolve_arch("deeplabv3plus-mobilenetv2"), 5))
+    teacher = save_network(
+        tmp_path / "teacher.pt",
+        spaces.resolve_arch("deeplabv3plus-mobilenetv2"),
+        5,
+        spaces.build(spaces.resolve_arch("deeplabv3plus-mobilenetv2"), 5),
+    )
     run_dir = tmp_path / "run"
     with caplog.at_level(logging.INFO, logger="segnas"):
-        pipeline.run(make_cfg(*SMALL, "task=search", "retrain.epochs=1", f"searcher.teacher={teacher}",
-                              "searcher.top_k=2", run_dir=run_dir))
+        pipeline.run(
+            make_cfg(
+                *SMALL,
+                "task=search",
+                "retrain.epochs=1",
+                f"searcher.teacher={teacher}",
+                "searcher.top_k=2",
+                run_dir=run_dir,
+            )
+        )
     table = rows(run_dir / "search.csv")
     assert [int(r["child"]) for r in table] == [0, 1, 2]
     logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("child ")]
     assert [line.split(" ")[1] for line in logged] == ["0", "1", "2"]
     for line, row in zip(logged, table):  # one line per child: status, rewards, seconds, cell
-        assert re.fullmatch(rf"child {row['child']} \({int(row['child']) + 1}/3\): (ok|stopped early after stage 1), "
-                            rf"reward {float(row['reward']):.4f} \(stage 1 \d\.\d{{4}}(, stage 2 \d\.\d{{4}})?\), "
-                            rf"\d+\.\d s, cell .+", line), line
+        assert re.fullmatch(
+            rf"child {row['child']} \({int(row['child']) + 1}/3\): (ok|stopped early after stage 1), "
+            rf"reward {float(row['reward']):.4f} \(stage 1 \d\.\d{{4}}(, stage 2 \d\.\d{{4}})?\), "
+            rf"\d+\.\d s, cell .+",
+            line,
+        ), line
     assert all(r["status"] == "ok" and 0.0 <= float(r["reward"]) <= 1.0 for r in table)
     assert all(float(r["controller_update_s"]) < 1.0 for r in table)
     genotype = spaces.resolve_arch(str(run_dir / "genotype.yaml"))
     assert genotype.space == "auxcell" and genotype.arch["width"] == 64 and genotype.arch["sep_repeats"] == 2
     on_disk = json.loads((run_dir / "summary.json").read_text())
     assert on_disk["searcher"] == "auxcell" and on_disk["search_children"] == 3 and on_disk["search_distillation"]
-    for key in ("search_wall_time_s", "search_best_reward", "search_controller_update_s_mean", "val_mIoU", "params", "macs"):
+    for key in (
+        "search_wall_time_s",
+        "search_best_reward",
+        "search_controller_update_s_mean",
+        "val_mIoU",
+        "params",
+        "macs",
+    ):
         assert on_disk[key] is not None, key
     assert 1 <= len(on_disk["retrained"]) <= 2 and "search_reward" in on_disk["retrained"][0]
     assert all((run_dir / name).is_file() for name in ("model.onnx", "reward_curve.png", "best_cell.png", "last.ckpt"))
@@ -171,8 +198,11 @@ def test_batchnorm_calibration_averages_the_batches() -> None:
     from segnas.searchers.auxcell.features import calibrate_batchnorm
 
     encoder = nn.Sequential(nn.BatchNorm2d(1))
-    loader = [{"image": torch.full((2, 1, 2, 2), 1.0)}, {"image": torch.full((2, 1, 2, 2), 3.0)},
-              {"image": torch.full((2, 1, 2, 2), 100.0)}]
+    loader = [
+        {"image": torch.full((2, 1, 2, 2), 1.0)},
+        {"image": torch.full((2, 1, 2, 2), 3.0)},
+        {"image": torch.full((2, 1, 2, 2), 100.0)},
+    ]
     assert calibrate_batchnorm(encoder, loader, batches=2) == 2
     assert float(encoder[0].running_mean) == pytest.approx(2.0) and not encoder.training
     assert encoder[0].momentum == 0.1
@@ -180,8 +210,15 @@ def test_batchnorm_calibration_averages_the_batches() -> None:
 
 def test_reinforce_runs_inside_the_search(make_cfg, tmp_path: Path) -> None:
     # the authors' REINFORCE option crashed (it unpacked four values from a three-value sample)
-    result = run_search(make_cfg(*SMALL, "searcher.children=2", "searcher.stage2.enabled=false",
-                                 "searcher.controller.algorithm=reinforce", run_dir=tmp_path))
+    result = run_search(
+        make_cfg(
+            *SMALL,
+            "searcher.children=2",
+            "searcher.stage2.enabled=false",
+            "searcher.controller.algorithm=reinforce",
+            run_dir=tmp_path,
+        )
+    )
     assert result.summary["search_controller_algorithm"] == "reinforce" and result.summary["search_children"] == 2
     assert len(rows(tmp_path / "search.csv")) == 2
 
@@ -218,13 +255,24 @@ def test_a_failing_child_is_recorded_as_failed_and_the_search_goes_on(make_cfg, 
 
 
 def test_search_on_a_voc_layout_folder(make_cfg, tmp_path: Path) -> None:
-    from tests.conftest import TINY
-    from tests.conftest import write_voc_layout
+    from tests.conftest import TINY, write_voc_layout
 
     root = write_voc_layout(tmp_path / "VOC2012", num_classes=3, train=12, val=4)
     tiny = [o for o in TINY if not o.startswith("data")]
-    result = run_search(make_cfg(*tiny, *SMALL, "searcher.children=2", "data=voc", f"data.root={root}",
-                                 "data.num_classes=3", "data.crop_size=32", "data.batch_size=2", "data.num_workers=0",
-                                 tiny=False, run_dir=tmp_path))
+    result = run_search(
+        make_cfg(
+            *tiny,
+            *SMALL,
+            "searcher.children=2",
+            "data=voc",
+            f"data.root={root}",
+            "data.num_classes=3",
+            "data.crop_size=32",
+            "data.batch_size=2",
+            "data.num_workers=0",
+            tiny=False,
+            run_dir=tmp_path,
+        )
+    )
     assert [r["status"] for r in rows(tmp_path / "search.csv")] == ["ok", "ok"]
     assert 0.0 <= result.summary["search_best_reward"] <= 1.0

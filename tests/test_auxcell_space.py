@@ -78,9 +78,12 @@ def test_arch0_uses_the_ops_and_positions_worked_out_by_hand() -> None:
             assert cell.outputs == (1, 4, 7, 10)
             assert _kind(cell.first) == ("sep", 5, 6, 2)
             assert [_kind(op) for op in cell.ops] == [
-                ("conv", 3, 3), ("sep", 3, 1, 2),  # conv3x3 rate 3, sep3x3
-                ("sep", 5, 6, 2), ("sep", 5, 6, 2),  # sep5x5 rate 6 twice
-                ("conv", 3, 1), ("gap",),  # conv3x3, global average pool
+                ("conv", 3, 3),
+                ("sep", 3, 1, 2),  # conv3x3 rate 3, sep3x3
+                ("sep", 5, 6, 2),
+                ("sep", 5, 6, 2),  # sep5x5 rate 6 twice
+                ("conv", 3, 1),
+                ("gap",),  # conv3x3, global average pool
             ]
     assert decoder.aux_heads is None and not any("aux" in name for name, _ in net.named_parameters())
 
@@ -107,8 +110,13 @@ def test_cell_indexing_on_identity_ops_matches_hand_arithmetic() -> None:
 
 def test_parameter_counts_match_a_hand_computation() -> None:
     width = 64
-    sep = lambda k, repeats: repeats * (width * k * k + width * width + 2 * width)
-    conv = lambda k: width * width * k * k + 2 * width
+
+    def sep(k: int, repeats: int) -> int:
+        return repeats * (width * k * k + width * width + 2 * width)
+
+    def conv(k: int) -> int:
+        return width * width * k * k + 2 * width
+
     # arch0's cell at the final width and repeats: sep5x5 r6, conv3x3 r3, sep3x3, 2x sep5x5 r6, conv3x3, gap
     expected_cell = sep(5, 2) + conv(3) + sep(3, 2) + 2 * sep(5, 2) + conv(3) + (width * width + 2 * width)
     arch = spaces.resolve_arch("auxcell-arch0").arch
@@ -148,8 +156,14 @@ def test_exported_network_has_no_auxiliary_cells(tmp_path: Path) -> None:
     ("encoding", "message"),
     [
         ([[11, [0, 0, 5, 2], [0, 2, 8, 8], [0, 5, 1, 4]], [[3, 3], [3, 2], [3, 0]]], "op id"),
-        ([[8, [0, 2, 5, 2], [0, 2, 8, 8], [0, 5, 1, 4]], [[3, 3], [3, 2], [3, 0]]], r"layer 1: position 2 outside \[0, 2\)"),
-        ([[8, [0, 0, 5, 2], [0, 5, 8, 8], [0, 5, 1, 4]], [[3, 3], [3, 2], [3, 0]]], r"layer 2: position 5 outside \[0, 5\)"),
+        (
+            [[8, [0, 2, 5, 2], [0, 2, 8, 8], [0, 5, 1, 4]], [[3, 3], [3, 2], [3, 0]]],
+            r"layer 1: position 2 outside \[0, 2\)",
+        ),
+        (
+            [[8, [0, 0, 5, 2], [0, 5, 8, 8], [0, 5, 1, 4]], [[3, 3], [3, 2], [3, 0]]],
+            r"layer 2: position 5 outside \[0, 5\)",
+        ),
         ([[8, [0, 0, 5, 2], [0, 2, 8, 8], [0, 5, 1, 4]], [[4, 3], [3, 2], [3, 0]]], r"connection 0 .*\[0, 4\)"),
         ([[8, [0, 0, 5, 2], [0, 2, 8, 8]], [[3, 3], [3, 2], [3, 0]]], "3 layers"),
         ([8, [[3, 3]]], "encoding"),
@@ -162,7 +176,9 @@ def test_out_of_range_encodings_are_refused_clearly(encoding, message: str) -> N
 
 def test_a_genotype_file_in_the_authors_encoding_is_imported(tmp_path: Path) -> None:
     path = tmp_path / "found.yaml"
-    path.write_text("space: auxcell\narch:\n  encoding: [[2, [1, 0, 3, 6], [0, 1, 2, 8], [2, 0, 6, 1]], [[2, 3], [3, 1], [4, 4]]]\n")
+    path.write_text(
+        "space: auxcell\narch:\n  encoding: [[2, [1, 0, 3, 6], [0, 1, 2, 8], [2, 0, 6, 1]], [[2, 3], [3, 1], [4, 4]]]\n"
+    )
     assert spaces.resolve_arch(str(path)).hash == spaces.resolve_arch("auxcell-arch1").hash
     assert from_encoding(PAPER_ENCODINGS["auxcell-arch1"])["cell"]["first"] == "sep3x3"
     with pytest.raises(GenotypeError, match="unknown label"):

@@ -21,7 +21,6 @@ from segnas.tasks.summary import final_metrics
 from tests.conftest import compare_cfg, compose_config
 
 
-
 def read_csv(path: Path) -> list[dict[str, str]]:
     with path.open() as handle:
         return list(csv.DictReader(handle))
@@ -29,9 +28,14 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 def test_plan_pairs_each_searcher_with_its_random_baseline() -> None:
     cfg = compose_config("run_dir=/tmp/x")
-    assert plan(cfg.compare) == [("autodeeplab", "autodeeplab"), ("random-autodeeplab", "autodeeplab"),
-                                 ("auxcell", "auxcell"), ("random-auxcell", "auxcell"),
-                                 ("fmas", "fmas"), ("random-fmas", "fmas")]
+    assert plan(cfg.compare) == [
+        ("autodeeplab", "autodeeplab"),
+        ("random-autodeeplab", "autodeeplab"),
+        ("auxcell", "auxcell"),
+        ("random-auxcell", "auxcell"),
+        ("fmas", "fmas"),
+        ("random-fmas", "fmas"),
+    ]
     with pytest.raises(ConfigError, match="compare.searchers"):
         plan(compose_config("run_dir=/tmp/x", "compare.searchers=[darts]").compare)
 
@@ -41,7 +45,11 @@ def test_compare_runs_searcher_and_baseline_over_seeds(tiny_comparison) -> None:
     assert summary["runs"] == 4 and summary["failed"] == 0
     table = read_csv(run_dir / "comparison.csv")
     assert [(r["label"], r["seed"]) for r in table] == [
-        ("autodeeplab", "0"), ("random-autodeeplab", "0"), ("autodeeplab", "1"), ("random-autodeeplab", "1")]
+        ("autodeeplab", "0"),
+        ("random-autodeeplab", "0"),
+        ("autodeeplab", "1"),
+        ("random-autodeeplab", "1"),
+    ]
     for row in table:
         run = json.loads((Path(row["run_dir"]) / "summary.json").read_text())
         assert float(row["val_mIoU"]) == pytest.approx(run["val_mIoU"])
@@ -79,14 +87,17 @@ def test_compare_runs_share_one_wandb_group(tiny_comparison) -> None:
 
 def test_gather_reads_runs_from_a_multirun_folder(tiny_comparison, tmp_path: Path) -> None:
     run_dir, _ = tiny_comparison
-    gathered = pipeline.run(compose_config("task=compare", f"run_dir={tmp_path / 'g'}",
-                                           f"compare.gather={run_dir / 'runs'}"))
+    gathered = pipeline.run(
+        compose_config("task=compare", f"run_dir={tmp_path / 'g'}", f"compare.gather={run_dir / 'runs'}")
+    )
     assert gathered["runs"] == 4
+
     def key(row):
         return row["label"], row["seed"]
 
-    assert sorted(read_csv(tmp_path / "g" / "comparison.csv"), key=key) == \
-        sorted(read_csv(run_dir / "comparison.csv"), key=key)
+    assert sorted(read_csv(tmp_path / "g" / "comparison.csv"), key=key) == sorted(
+        read_csv(run_dir / "comparison.csv"), key=key
+    )
     with pytest.raises(ConfigError, match="no task=search run"):
         pipeline.run(compose_config("task=compare", f"run_dir={tmp_path / 'e'}", f"compare.gather={tmp_path}/g"))
 
@@ -132,8 +143,7 @@ def test_every_run_ends_with_the_same_wandb_metric_names(tiny_comparison) -> Non
     assert {"search/wall_time_s", "search/steps", "cost/macs", "cost/latency_ms"} <= set(next(iter(names)))
 
 
-def test_fmas_and_its_random_baseline_search_the_same_supernet(tmp_path: Path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fmas_and_its_random_baseline_search_the_same_supernet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # issue 13, item 21: the baseline of a seed slices the supernet that seed's FMAS run trained
     seen: list[tuple[str, int, str | None]] = []
 
@@ -150,11 +160,22 @@ def test_fmas_and_its_random_baseline_search_the_same_supernet(tmp_path: Path,
         return {"task": "search", "supernet": supernet, "val_mIoU": 0.4}
 
     monkeypatch.setattr(search_task, "run", record)
-    pipeline.run(compose_config("task=compare", f"run_dir={tmp_path / 'run'}", "compare.searchers=[fmas]",
-                                "compare.seeds=[0,1]", "compare.baselines=[]"))
+    pipeline.run(
+        compose_config(
+            "task=compare",
+            f"run_dir={tmp_path / 'run'}",
+            "compare.searchers=[fmas]",
+            "compare.seeds=[0,1]",
+            "compare.baselines=[]",
+        )
+    )
     runs = tmp_path / "run" / "runs"
-    assert seen == [("fmas", 0, None), ("random", 0, f"{runs / 'fmas_seed0'}/supernet/model.pt"),
-                    ("fmas", 1, None), ("random", 1, None)]
+    assert seen == [
+        ("fmas", 0, None),
+        ("random", 0, f"{runs / 'fmas_seed0'}/supernet/model.pt"),
+        ("fmas", 1, None),
+        ("random", 1, None),
+    ]
     # every run starts from its seed's random state, as `python -m segnas.run seed=k` would
     expected = {seed: torch.manual_seed(seed) and torch.rand(1).item() for seed in (0, 1)}
     assert draws == [(s, expected[s]) for s in (0, 0, 1, 1)]
@@ -166,18 +187,30 @@ def test_hand_designed_baselines_train_like_the_winners_and_pair_with_each_searc
     from tests.conftest import TINY_ADL
 
     listed = ",".join(f'"{o}"' for o in TINY_ADL)
-    summary = pipeline.run(compose_config(
-        "task=compare", f"run_dir={tmp_path / 'run'}", "compare.searchers=[autodeeplab]",
-        "compare.random_baselines=false", f"compare.overrides.autodeeplab=[{listed}]", "compare.retrain_epochs=1",
-        "compare.baselines=[deeplabv3plus-mobilenetv2]", "compare.baseline_backbone_weights=null"))
+    summary = pipeline.run(
+        compose_config(
+            "task=compare",
+            f"run_dir={tmp_path / 'run'}",
+            "compare.searchers=[autodeeplab]",
+            "compare.random_baselines=false",
+            f"compare.overrides.autodeeplab=[{listed}]",
+            "compare.retrain_epochs=1",
+            "compare.baselines=[deeplabv3plus-mobilenetv2]",
+            "compare.baseline_backbone_weights=null",
+        )
+    )
     assert summary["runs"] == 4 and summary["failed"] == 0
     rows = read_csv(tmp_path / "run" / "comparison.csv")
-    assert [(r["label"], r["seed"]) for r in rows] == [("autodeeplab", "0"), ("autodeeplab", "1"),
-                                                       ("baseline-deeplabv3plus-mobilenetv2", "0"),
-                                                       ("baseline-deeplabv3plus-mobilenetv2", "1")]
+    assert [(r["label"], r["seed"]) for r in rows] == [
+        ("autodeeplab", "0"),
+        ("autodeeplab", "1"),
+        ("baseline-deeplabv3plus-mobilenetv2", "0"),
+        ("baseline-deeplabv3plus-mobilenetv2", "1"),
+    ]
     for seed in (0, 1):
-        run = json.loads((tmp_path / "run" / "runs" / f"baseline-deeplabv3plus-mobilenetv2_seed{seed}"
-                          / "summary.json").read_text())
+        run = json.loads(
+            (tmp_path / "run" / "runs" / f"baseline-deeplabv3plus-mobilenetv2_seed{seed}" / "summary.json").read_text()
+        )
         assert run["task"] == "train" and run["seed"] == seed and run["epochs"] == 1  # compare.retrain_epochs
         searched = json.loads((tmp_path / "run" / "runs" / f"autodeeplab_seed{seed}" / "summary.json").read_text())
         assert run["val_protocol"] == searched["retrained"][0]["val_protocol"]
@@ -187,16 +220,25 @@ def test_hand_designed_baselines_train_like_the_winners_and_pair_with_each_searc
         pipeline.run(compose_config("task=compare", f"run_dir={tmp_path / 'x'}", "compare.baselines=[unet]"))
 
 
-@pytest.mark.parametrize("preset", sorted(p.stem for p in (Path(__file__).parents[1] / "conf" / "compare").glob("*.yaml")))
-def test_every_compare_preset_plans_runs_whose_configs_pass(preset: str, tmp_path: Path,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    "preset", sorted(p.stem for p in (Path(__file__).parents[1] / "conf" / "compare").glob("*.yaml"))
+)
+def test_every_compare_preset_plans_runs_whose_configs_pass(
+    preset: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Each preset composes, every one of its runs' configs passes the checks (before any runs), and
     each searcher runs with the preset's overrides: nothing is trained here."""
     from segnas.tasks import compare as compare_task
 
     planned = []
-    monkeypatch.setattr(compare_task, "_run_one", lambda label, seed, sub: planned.append((label, seed, sub)) or
-                        {"label": label, "seed": seed, "run_dir": Path(sub.run_dir), "error": "not run"})
+    monkeypatch.setattr(
+        compare_task,
+        "_run_one",
+        lambda label, seed, sub: (
+            planned.append((label, seed, sub))
+            or {"label": label, "seed": seed, "run_dir": Path(sub.run_dir), "error": "not run"}
+        ),
+    )
     settings = yaml.safe_load((Path(__file__).parents[1] / "conf" / "compare" / f"{preset}.yaml").read_text())
     summary = pipeline.run(compose_config("task=compare", f"compare={preset}", f"run_dir={tmp_path / 'run'}"))
     seeds, searchers = settings["seeds"], settings["searchers"]
@@ -207,5 +249,6 @@ def test_every_compare_preset_plans_runs_whose_configs_pass(preset: str, tmp_pat
         inner = sub.searcher if sub.searcher.name == name else sub.searcher.get(name)
         for override in settings["overrides"].get(name, []) if inner is not None else []:
             key, value = override.split("=", 1)
-            assert str(OmegaConf.select(inner, key.removeprefix("searcher."))).replace(" ", "").replace("'", "") == \
-                value.strip('"'), (label, override)
+            assert str(OmegaConf.select(inner, key.removeprefix("searcher."))).replace(" ", "").replace(
+                "'", ""
+            ) == value.strip('"'), (label, override)

@@ -15,8 +15,9 @@ from segnas.report.comparison import markdown
 def test_the_bootstrap_interval_agrees_with_scipys_percentile_bootstrap() -> None:
     differences = np.array([0.012, -0.004, 0.020, 0.007, 0.015, -0.001, 0.009])
     ours = statistics.bootstrap_ci(differences, 0.95, resamples=40_000, seed=1)
-    theirs = stats.bootstrap((differences,), np.mean, confidence_level=0.95, n_resamples=40_000,
-                             method="percentile", random_state=2).confidence_interval
+    theirs = stats.bootstrap(
+        (differences,), np.mean, confidence_level=0.95, n_resamples=40_000, method="percentile", random_state=2
+    ).confidence_interval
     assert ours == pytest.approx((theirs.low, theirs.high), abs=6e-4)
     assert ours[0] < differences.mean() < ours[1]
 
@@ -42,9 +43,11 @@ def test_paired_pairs_by_seed_and_says_whether_it_is_resolved() -> None:
     assert result["n"] == 6 and result["seeds"] == [0, 1, 2, 3, 6, 7]  # seeds 4 and 5 have no pair
     assert result["mean"] == pytest.approx(0.1) and result["resolved"] is True
     assert result["wilcoxon_p"] == pytest.approx(stats.wilcoxon([0.1, 0.09, 0.1, 0.11, 0.09, 0.11]).pvalue)
-    assert result["relative_improvement_pct"] == pytest.approx(100 * (sum([.40, .42, .41, .43, .44, .40]) -
-                                                                      sum([.30, .33, .31, .32, .35, .29])) /
-                                                               sum([.30, .33, .31, .32, .35, .29]))
+    assert result["relative_improvement_pct"] == pytest.approx(
+        100
+        * (sum([0.40, 0.42, 0.41, 0.43, 0.44, 0.40]) - sum([0.30, 0.33, 0.31, 0.32, 0.35, 0.29]))
+        / sum([0.30, 0.33, 0.31, 0.32, 0.35, 0.29])
+    )
     text = statistics.describe("a − b", result)
     assert "**resolved** at 95 %" in text and "+0.1000 over 6 paired seeds" in text
     noisy = statistics.paired({0: 0.40, 1: 0.38, 2: 0.45}, {0: 0.41, 1: 0.36, 2: 0.44})
@@ -67,22 +70,48 @@ def test_too_few_seeds_for_the_rank_test_resolve_nothing() -> None:
 
 
 def test_comparison_markdown_has_the_paired_lines() -> None:
-    rows = [{"label": label, "seed": seed, "status": "ok", "val_mIoU": value, "params": 1, "macs": 1,
-             "latency_ms": None, "search_wall_time_s": 1.0, "search_images_seen": 1, "run_dir": f"/x/{label}{seed}",
-             "latency_estimated": False}
-            for label, values in (("fmas", [0.5, 0.52, 0.49]), ("random-fmas", [0.45, 0.47, 0.46]))
-            for seed, value in enumerate(values)]
+    rows = [
+        {
+            "label": label,
+            "seed": seed,
+            "status": "ok",
+            "val_mIoU": value,
+            "params": 1,
+            "macs": 1,
+            "latency_ms": None,
+            "search_wall_time_s": 1.0,
+            "search_images_seen": 1,
+            "run_dir": f"/x/{label}{seed}",
+            "latency_estimated": False,
+        }
+        for label, values in (("fmas", [0.5, 0.52, 0.49]), ("random-fmas", [0.45, 0.47, 0.46]))
+        for seed, value in enumerate(values)
+    ]
     text = markdown(rows, "python -m segnas.run task=compare")
-    line = next(l for l in text.splitlines() if l.startswith("- fmas − random-fmas"))
+    line = next(row for row in text.splitlines() if row.startswith("- fmas − random-fmas"))
     expected = statistics.paired({0: 0.5, 1: 0.52, 2: 0.49}, {0: 0.45, 1: 0.47, 2: 0.46})
     assert f"{expected['mean']:+.4f} over 3 paired seeds" in line and "Wilcoxon p = " in line
 
 
 def test_hypervolume_lines_only_pair_runs_that_have_fronts() -> None:
-    rows = [{"label": label, "seed": seed, "status": "ok", "val_mIoU": 0.4 + 0.01 * seed, "params": 1, "macs": 1,
-             "latency_ms": None, "search_wall_time_s": 1.0, "search_images_seen": 1, "run_dir": f"/x/{label}{seed}",
-             "latency_estimated": False, "finetuned_hypervolume": 0.2 + 0.01 * seed if "fmas" in label else None}
-            for label in ("fmas", "random-fmas", "autodeeplab") for seed in range(3)]
+    rows = [
+        {
+            "label": label,
+            "seed": seed,
+            "status": "ok",
+            "val_mIoU": 0.4 + 0.01 * seed,
+            "params": 1,
+            "macs": 1,
+            "latency_ms": None,
+            "search_wall_time_s": 1.0,
+            "search_images_seen": 1,
+            "run_dir": f"/x/{label}{seed}",
+            "latency_estimated": False,
+            "finetuned_hypervolume": 0.2 + 0.01 * seed if "fmas" in label else None,
+        }
+        for label in ("fmas", "random-fmas", "autodeeplab")
+        for seed in range(3)
+    ]
     text = markdown(rows, "python -m segnas.run task=compare")
     section = text.split("Hypervolume of the fine-tuned FMAS front")[1]
     listed = [line for line in section.splitlines() if line.startswith("- ")]

@@ -154,51 +154,67 @@ def test_the_controllers_lstm_is_torchs_lstm() -> None:
 
     wrt = [inputs, *state]
     grads = torch.autograd.grad(loss(*(lambda o, s: (o, *s))(*ours(inputs, state))), [*ours.parameters(), *wrt])
-    ref_grads = torch.autograd.grad(loss(*(lambda o, s: (o, *s))(*reference(inputs, state))),
-                                    [*reference.parameters(), *wrt])
+    ref_grads = torch.autograd.grad(
+        loss(*(lambda o, s: (o, *s))(*reference(inputs, state))), [*reference.parameters(), *wrt]
+    )
     for a, b in zip(grads, ref_grads):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize(("algorithm", "kwargs"), [
-    ("ppo", {"buffer_size": 4, "minibatch_size": 1, "epochs": 2}),
-    ("ppo", {"buffer_size": 6, "minibatch_size": 3, "epochs": 1}),
-    ("reinforce", {})])
+@pytest.mark.parametrize(
+    ("algorithm", "kwargs"),
+    [
+        ("ppo", {"buffer_size": 4, "minibatch_size": 1, "epochs": 2}),
+        ("ppo", {"buffer_size": 6, "minibatch_size": 3, "epochs": 1}),
+        ("reinforce", {}),
+    ],
+)
 def test_lockstep_seeds_follow_each_seeds_own_policy(algorithm, kwargs) -> None:
     from segnas.searchers.auxcell.lockstep import Lockstep
     from segnas.searchers.auxcell.policy import build_policy
     from segnas.searchers.auxcell.settings import ControllerSettings, Policy, PPOSettings
 
-    settings = ControllerSettings(lr=5e-2, baseline_decay=0.9, grad_clip=0.05, entropy_coef=0.01,
-                                  ppo=PPOSettings(**{"clip": 0.1, "buffer_size": 100, "minibatch_size": 1, "epochs": 1,
-                                                     **kwargs}))
+    settings = ControllerSettings(
+        lr=5e-2,
+        baseline_decay=0.9,
+        grad_clip=0.05,
+        entropy_coef=0.01,
+        ppo=PPOSettings(**{"clip": 0.1, "buffer_size": 100, "minibatch_size": 1, "epochs": 1, **kwargs}),
+    )
     seeds = [0, 1, 2]
 
     def policies():
         # in float64, so that what is compared is the maths: in float32 the batched products' other
         # summation order gives ~1e-7 differences that Adam's normalised steps grow to ~1e-4
-        return [build_policy(Policy(algorithm), Controller(CHOICES, 16, 2, seed=s).double(), settings, seed=s)
-                for s in seeds]
+        return [
+            build_policy(Policy(algorithm), Controller(CHOICES, 16, 2, seed=s).double(), settings, seed=s)
+            for s in seeds
+        ]
 
     def reward(actions: list[int], seed: int) -> float:
         return toy_reward(actions) + 0.1 * seed
 
     alone, together = policies(), policies()
     lockstep = Lockstep(together)
-    samplers = {"alone": [torch.Generator().manual_seed(s) for s in seeds],
-                "together": [torch.Generator().manual_seed(s) for s in seeds]}
+    samplers = {
+        "alone": [torch.Generator().manual_seed(s) for s in seeds],
+        "together": [torch.Generator().manual_seed(s) for s in seeds],
+    }
     for _ in range(8):
         drawn_alone = [p.sample(g)[:2] for p, g in zip(alone, samplers["alone"])]
         for policy, (actions, log_prob), seed in zip(alone, drawn_alone, seeds):
             policy.update(actions, log_prob, reward(actions, seed))
         drawn = [p.sample(g)[:2] for p, g in zip(together, samplers["together"])]
         assert [a for a, _ in drawn] == [a for a, _ in drawn_alone]
-        lockstep.update([a for a, _ in drawn], [lp for _, lp in drawn], [reward(a, s) for (a, _), s in zip(drawn, seeds)])
+        lockstep.update(
+            [a for a, _ in drawn], [lp for _, lp in drawn], [reward(a, s) for (a, _), s in zip(drawn, seeds)]
+        )
     for one, other, seed in zip(alone, together, seeds):
         assert one.baseline == pytest.approx(other.baseline)
         start = Controller(CHOICES, 16, 2, seed=seed).double()
         with torch.no_grad():
             moved = max(float((a - b).abs().max()) for a, b in zip(one.controller.parameters(), start.parameters()))
-            worst = max(float((a - b).abs().max())
-                        for a, b in zip(one.controller.parameters(), other.controller.parameters()))
+            worst = max(
+                float((a - b).abs().max()) for a, b in zip(one.controller.parameters(), other.controller.parameters())
+            )
         assert moved > 1e-2 and worst < 1e-9 * moved, (moved, worst)

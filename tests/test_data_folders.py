@@ -10,9 +10,17 @@ import torch
 
 from segnas.data import ADE20KDataModule, CityscapesDataModule, FolderDataModule, VOCDataModule
 from segnas.errors import ConfigError, DatasetError
-from tests.conftest import compose_config, VOC_MASK, H, W, quadrants, write_cityscapes, write_image, write_mask, write_voc
-
-
+from tests.conftest import (
+    VOC_MASK,
+    H,
+    W,
+    compose_config,
+    quadrants,
+    write_cityscapes,
+    write_image,
+    write_mask,
+    write_voc,
+)
 
 ADE_MASK = quadrants(0, 1, 150, 13)
 
@@ -248,8 +256,15 @@ def test_corrupt_image_or_mask(target, damage, tmp_path):
 )
 def test_hydra_instantiates_each_config(config, cls, writer, extra, tmp_path):
     root = writer(tmp_path / config)
-    overrides = [f"data={config}", f"data.root={root}", "data.num_workers=0", "data.batch_size=2",
-                 "data.crop_size=32", "seed=4", *(f"data.{key}={value}" for key, value in extra.items())]
+    overrides = [
+        f"data={config}",
+        f"data.root={root}",
+        "data.num_workers=0",
+        "data.batch_size=2",
+        "data.crop_size=32",
+        "seed=4",
+        *(f"data.{key}={value}" for key, value in extra.items()),
+    ]
     dm = hydra.utils.instantiate(compose_config(*overrides, tiny=False).data)
     assert type(dm) is cls and dm.name == config and dm.seed == 4
     batch = next(iter(dm.train_dataloader()))

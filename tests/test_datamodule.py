@@ -1,6 +1,5 @@
 """The base DataModule: derived splits, batching rules, worker seeding, config instantiation."""
 
-
 import hydra.utils
 import numpy as np
 import pytest
@@ -10,7 +9,6 @@ from segnas.data import SegmentationDataModule, SyntheticDataModule
 from segnas.data.datamodule import SegmentationDataset
 from segnas.errors import ConfigError, DatasetError
 from tests.conftest import compose_config
-
 
 
 def module(**kw) -> SyntheticDataModule:

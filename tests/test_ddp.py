@@ -9,8 +9,13 @@ from segnas import pipeline
 
 
 def test_ddp_spawn_trains_on_two_cpu_processes(make_cfg, tmp_path: Path) -> None:
-    cfg = make_cfg("task=train", "arch=deeplabv3plus-mobilenetv2", "trainer=ddp_spawn",
-                   "trainer.enable_progress_bar=false", "trainer.max_epochs=1")
+    cfg = make_cfg(
+        "task=train",
+        "arch=deeplabv3plus-mobilenetv2",
+        "trainer=ddp_spawn",
+        "trainer.enable_progress_bar=false",
+        "trainer.max_epochs=1",
+    )
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "run.log").write_text("")  # as Hydra creates it in the launching process
     summary = pipeline.run(cfg)

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hydra.errors import HydraException
 
 from segnas import pipeline, spaces, targets
 from segnas.data.transforms import eval_transform, train_transform
@@ -21,12 +22,17 @@ from segnas.spaces.auxcell import build_decoder
 from segnas.training import load_network
 from segnas.training.checkpoint import save_network
 from segnas.training.depth import berhu_loss, init_depth_output, mean_depth
-from hydra.errors import HydraException
 
 SMALL = [
-    "searcher=auxcell", "searcher.children=2", "searcher.stage1.num_crops=8", "searcher.stage1.batch_size=4",
-    "searcher.stage1.epochs=2", "searcher.stage2.max_batches=1", "searcher.reward.holdout_min=4",
-    "searcher.controller.ppo.minibatch_size=2", "task_type=depth",
+    "searcher=auxcell",
+    "searcher.children=2",
+    "searcher.stage1.num_crops=8",
+    "searcher.stage1.batch_size=4",
+    "searcher.stage1.epochs=2",
+    "searcher.stage2.max_batches=1",
+    "searcher.reward.holdout_min=4",
+    "searcher.controller.ppo.minibatch_size=2",
+    "task_type=depth",
 ]
 
 
@@ -90,13 +96,21 @@ def test_depth_output_starts_at_the_mean_depth() -> None:
     decoder = build_decoder({**arch, "width": 8, "sep_repeats": 1}, [24, 32, 96, 320], 1, aux_heads=True)
     assert init_depth_output(decoder, 7.5) == 4  # the main head and one auxiliary head per block
     assert float(decoder.classifier.bias) == 7.5 and all(float(h[1].bias) == 7.5 for h in decoder.aux_heads)
-    batches = [{"depth": torch.tensor([0.0, 2.0, 4.0])}, {"depth": torch.tensor([6.0])}, {"depth": torch.tensor([100.0])}]
+    batches = [
+        {"depth": torch.tensor([0.0, 2.0, 4.0])},
+        {"depth": torch.tensor([6.0])},
+        {"depth": torch.tensor([100.0])},
+    ]
     assert mean_depth(batches, 2) == pytest.approx(4.0)
 
 
 def raw_scene(depth: np.ndarray) -> dict:
-    return {"image": np.full((*depth.shape, 3), 120, np.uint8), "mask": np.zeros(depth.shape, np.uint8),
-            "depth": depth, "name": "x"}
+    return {
+        "image": np.full((*depth.shape, 3), 120, np.uint8),
+        "mask": np.zeros(depth.shape, np.uint8),
+        "depth": depth,
+        "name": "x",
+    }
 
 
 def test_random_zoom_divides_depth_and_zero_depth_is_invalid() -> None:
@@ -116,10 +130,13 @@ def test_an_unknown_task_type_is_refused_when_the_config_is_composed(make_cfg) -
         make_cfg("task=search", "task_type=heights", tiny=False)
 
 
-@pytest.mark.parametrize(("overrides", "message"), [
-    (["task_type=depth", "data=voc"], "needs data with depth"),
-    (["task_type=depth", "searcher=autodeeplab"], "does not support task_type=depth"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["task_type=depth", "data=voc"], "needs data with depth"),
+        (["task_type=depth", "searcher=autodeeplab"], "does not support task_type=depth"),
+    ],
+)
 def test_task_type_mistakes_name_the_key(make_cfg, overrides: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         pipeline.check_config(make_cfg("task=search", *overrides, tiny=False))

@@ -145,7 +145,7 @@ def test_sorting_orders_every_head_channel_group_and_keeps_the_function(supernet
         torch.testing.assert_close(net(x), supernet(x), atol=1e-5, rtol=1e-4)
     width = net.aspp.out_channels
     projection = net.aspp.project[0][0].weight
-    assert all(descending(projection[:, p * width:(p + 1) * width]) for p in range(len(net.aspp.branches)))
+    assert all(descending(projection[:, p * width : (p + 1) * width]) for p in range(len(net.aspp.branches)))
     assert descending(net.decoder.refine[0][0].weight[:, :width])
     assert descending(net.decoder.refine[1][0].weight) and descending(net.decoder.classifier.weight)
 
@@ -168,12 +168,15 @@ def test_a_sliced_head_keeps_the_channels_read_hardest(supernet) -> None:
     torch.testing.assert_close(sub.aspp.branches[0][0].weight, supernet.aspp.branches[0][0].weight[top])
 
 
-@pytest.mark.parametrize("arch, match", [
-    ({"depths": [3, 3, 4, 3, 3, 1]}, "depths"),
-    ({"depths": [2, 3]}, "depths"),
-    ({"widths": [0.0] * 6}, "widths"),
-    ({"widths": [1.0] * 5}, "widths"),
-])
+@pytest.mark.parametrize(
+    "arch, match",
+    [
+        ({"depths": [3, 3, 4, 3, 3, 1]}, "depths"),
+        ({"depths": [2, 3]}, "depths"),
+        ({"widths": [0.0] * 6}, "widths"),
+        ({"widths": [1.0] * 5}, "widths"),
+    ],
+)
 def test_bad_genotypes_name_the_label(arch: dict, match: str) -> None:
     with pytest.raises(GenotypeError, match=match):
         spaces.get_space(SPACE).genotype(arch)
@@ -206,9 +209,14 @@ def assert_close_to_scale(actual: torch.Tensor, expected: torch.Tensor) -> None:
 
 
 def xception_arch(rng: random.Random) -> dict:
-    return {"backbone": "xception65", "depths": [rng.randint(1, XCEPTION_MIDDLE - 1)],
-            "widths": [rng.choice([0.25, 0.5, 0.75])], "aspp_rates": sorted(rng.sample([6, 12, 18], rng.randint(0, 2))),
-            "aspp_channels": rng.choice([64, 128]), "decoder_channels": rng.choice([32, 128])}
+    return {
+        "backbone": "xception65",
+        "depths": [rng.randint(1, XCEPTION_MIDDLE - 1)],
+        "widths": [rng.choice([0.25, 0.5, 0.75])],
+        "aspp_rates": sorted(rng.sample([6, 12, 18], rng.randint(0, 2))),
+        "aspp_channels": rng.choice([64, 128]),
+        "decoder_channels": rng.choice([32, 128]),
+    }
 
 
 def test_xception_middle_flow_is_one_elastic_stage(xception) -> None:
@@ -220,9 +228,12 @@ def test_xception_middle_flow_is_one_elastic_stage(xception) -> None:
         spaces.get_space(SPACE).genotype({"backbone": "xception65", "depths": [XCEPTION_MIDDLE + 1]})
 
 
-@pytest.mark.parametrize("config", [
-    subnet_config(spaces.get_space(SPACE).genotype(xception_arch(random.Random(seed)))) for seed in range(2)
-] + [SubnetConfig((5,), (0.5,), (6, 12, 18), 256, 256)], ids=["random0", "random1", "backbone-only"])
+@pytest.mark.parametrize(
+    "config",
+    [subnet_config(spaces.get_space(SPACE).genotype(xception_arch(random.Random(seed)))) for seed in range(2)]
+    + [SubnetConfig((5,), (0.5,), (6, 12, 18), 256, 256)],
+    ids=["random0", "random1", "backbone-only"],
+)
 def test_xception_subnet_equals_masked_supernet(xception, config: SubnetConfig) -> None:
     """Sliced and masked agree on every backbone feature map and on the logits; the feature map
     right after the middle flow (tapped inside the next block) moves by a sizeable fraction."""
@@ -306,7 +317,8 @@ def test_a_scoring_slice_shares_the_weights_and_owns_its_statistics(supernet, se
     assert not {p.untyped_storage().data_ptr() for p in copied.parameters()} & supernet_storage
     concatenations = [*shared.aspp.project.parameters(), *shared.decoder.refine[0].parameters()]
     assert {p.untyped_storage().data_ptr() for p in shared.parameters()} <= supernet_storage | {
-        p.untyped_storage().data_ptr() for p in concatenations}  # only what reads a concatenation is copied
+        p.untyped_storage().data_ptr() for p in concatenations
+    }  # only what reads a concatenation is copied
     before = {k: v.clone() for k, v in supernet.state_dict().items()}
     recalibrate_bn(shared, [torch.randn(4, 3, 32, 32)])
     for key, value in supernet.state_dict().items():

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
+from hydra.errors import HydraException
 from torch import nn
 
 from segnas.data.datamodule import SegmentationDataModule
 from segnas.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from segnas.errors import ConfigError
 from segnas.training.module import SegmentationModule
-from hydra.errors import HydraException
 
 CLASSES = 5
 LEVELS = np.array([20, 70, 120, 170, 220])  # red value of the pixels of each class
@@ -67,7 +67,7 @@ class RedNet(nn.Module):
         self.register_buffer("levels", levels.float().view(1, -1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return -(x[:, :1] - self.levels) ** 2
+        return -((x[:, :1] - self.levels) ** 2)
 
 
 def hand_confusion(samples: list[dict]) -> np.ndarray:
@@ -76,17 +76,22 @@ def hand_confusion(samples: list[dict]) -> np.ndarray:
     for sample in samples:
         predicted = np.abs(sample["image"][..., 0, None].astype(int) - LEVELS).argmin(-1)
         keep = sample["mask"] != 255
-        total += np.bincount(sample["mask"][keep].astype(int) * CLASSES + predicted[keep],
-                             minlength=CLASSES**2).reshape(CLASSES, CLASSES)
+        total += np.bincount(
+            sample["mask"][keep].astype(int) * CLASSES + predicted[keep], minlength=CLASSES**2
+        ).reshape(CLASSES, CLASSES)
     return total
 
 
 def validate(module: pl.LightningModule, datamodule: SegmentationDataModule) -> None:
-    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_checkpointing=False,
-                         enable_model_summary=False)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+    )
     datamodule.setup("validate")
-    trainer.validate(module, dataloaders=datamodule.loader(datamodule.eval_dataset("val"), train=False),
-                     verbose=False)
+    trainer.validate(module, dataloaders=datamodule.loader(datamodule.eval_dataset("val"), train=False), verbose=False)
 
 
 VAL = [scene(45, 70, 1), scene(64, 40, 2), scene(45, 70, 3), scene(20, 24, 4)]  # two larger than the crop
@@ -106,8 +111,9 @@ def test_the_score_does_not_depend_on_how_images_are_batched(batch_size: int) ->
     from segnas.evaluation import EvalProtocol
 
     datamodule = ListDataModule(VAL[:2], VAL, eval_batch_size=batch_size)
-    module = SegmentationModule(RedNet(), CLASSES, optimizer=torch.optim.SGD,
-                                protocol=EvalProtocol("slide", (16, 24), (10, 16)))
+    module = SegmentationModule(
+        RedNet(), CLASSES, optimizer=torch.optim.SGD, protocol=EvalProtocol("slide", (16, 24), (10, 16))
+    )
     validate(module, datamodule)
     assert np.array_equal(module.last_confusion.numpy(), hand_confusion(VAL))
 
@@ -131,16 +137,21 @@ def brute_force_slide(image: np.ndarray, window: tuple[int, int], stride: tuple[
     for r in range(rows):
         for c in range(cols):
             top, left = min(r * stride[0], height - win_h), min(c * stride[1], width - win_w)
-            tile = image[:, top: top + win_h, left: left + win_w]
-            total[:, top: top + win_h, left: left + win_w] += tile + tile.mean(axis=(1, 2), keepdims=True)
-            count[top: top + win_h, left: left + win_w] += 1
+            tile = image[:, top : top + win_h, left : left + win_w]
+            total[:, top : top + win_h, left : left + win_w] += tile + tile.mean(axis=(1, 2), keepdims=True)
+            count[top : top + win_h, left : left + win_w] += 1
     return total / count
 
 
-@pytest.mark.parametrize(("size", "window", "stride"), [
-    ((45, 70), (16, 24), (10, 16)), ((45, 70), (45, 70), (30, 47)), ((20, 24), (32, 32), (21, 21)),
-    ((1024 // 16, 2048 // 16), (769 // 16, 769 // 16), (513 // 16, 513 // 16)),  # Cityscapes at 1/16
-])
+@pytest.mark.parametrize(
+    ("size", "window", "stride"),
+    [
+        ((45, 70), (16, 24), (10, 16)),
+        ((45, 70), (45, 70), (30, 47)),
+        ((20, 24), (32, 32), (21, 21)),
+        ((1024 // 16, 2048 // 16), (769 // 16, 769 // 16), (513 // 16, 513 // 16)),  # Cityscapes at 1/16
+    ],
+)
 def test_sliding_windows_average_the_logits_of_every_window_covering_a_pixel(size, window, stride) -> None:
     from segnas.evaluation import EvalProtocol
 
@@ -171,8 +182,10 @@ def test_calibration_crops_are_never_padded_and_their_statistics_are_the_images(
     from segnas.searchers.fmas.scoring import preload, recalibrate_bn
 
     colours = [200, 230, 180, 250]
-    train = [{"image": np.full((h, w, 3), c, np.uint8), "mask": np.zeros((h, w), np.uint8), "name": str(i)}
-             for i, ((h, w), c) in enumerate(zip([(20, 24), (40, 50), (32, 32), (24, 60)], colours))]
+    train = [
+        {"image": np.full((h, w, 3), c, np.uint8), "mask": np.zeros((h, w), np.uint8), "name": str(i)}
+        for i, ((h, w), c) in enumerate(zip([(20, 24), (40, 50), (32, 32), (24, 60)], colours))
+    ]
     datamodule = ListDataModule(train, VAL, eval_batch_size=4)
     datamodule.setup()
     batches = preload(datamodule, datamodule.calib_subset(4))
@@ -207,11 +220,18 @@ def test_eval_settings_are_checked_naming_the_key(make_cfg) -> None:
     from tests.conftest import compose_config
 
     assert eval_protocol(make_cfg()).mode == "whole"
-    assert eval_protocol(compose_config("data=cityscapes", tiny=False)).describe().startswith("sliding windows 769x769, stride 513x513")
+    assert (
+        eval_protocol(compose_config("data=cityscapes", tiny=False))
+        .describe()
+        .startswith("sliding windows 769x769, stride 513x513")
+    )
     assert eval_protocol(make_cfg("eval.mode=slide", "eval.window=[16,24]")).stride == (11, 16)
     with pytest.raises(HydraException, match="eval.mode=tiles"):  # a choice: refused when Hydra composes
         make_cfg("eval.mode=tiles")
-    for override, key in (("eval.window=0", "eval.window"),
-                          ("eval.stride=[1,2,3]", "eval.stride"), ("eval.scale=0", "eval.scale")):
+    for override, key in (
+        ("eval.window=0", "eval.window"),
+        ("eval.stride=[1,2,3]", "eval.stride"),
+        ("eval.scale=0", "eval.scale"),
+    ):
         with pytest.raises(ConfigError, match=key):
             eval_protocol(make_cfg(override))

@@ -21,17 +21,28 @@ from segnas.training import load_network
 
 
 def arches() -> list[dict]:
-    return [{"depths": [1 + i % 2, 1, 1 + i % 3, 1, 1, 1], "widths": [0.25 * (1 + i % 4)] * 6,
-             "aspp_rates": [6] if i % 2 else [], "aspp_channels": 64, "decoder_channels": 32 * (1 + i % 2)}
-            for i in range(6)]
+    return [
+        {
+            "depths": [1 + i % 2, 1, 1 + i % 3, 1, 1, 1],
+            "widths": [0.25 * (1 + i % 4)] * 6,
+            "aspp_rates": [6] if i % 2 else [],
+            "aspp_channels": 64,
+            "decoder_channels": 32 * (1 + i % 2),
+        }
+        for i in range(6)
+    ]
 
 
 def evaluate(supernet: Path) -> tuple[list[dict], int]:
     """Score the six genotypes (and one repeat) as this process sees the world."""
     _, _, net = load_network(supernet)
     generator = torch.Generator().manual_seed(0)
-    batches = [{"image": torch.randn(2, 3, 32, 32, generator=generator),
-                "mask": torch.randint(0, 5, (2, 32, 32), generator=generator)}]
+    batches = [
+        {
+            "image": torch.randn(2, 3, 32, 32, generator=generator),
+            "mask": torch.randint(0, 5, (2, 32, 32), generator=generator),
+        }
+    ]
     space = spaces.get_space("elastic-deeplabv3plus")
     genotypes = [space.genotype(a) for a in arches()]
     evaluator = Evaluator(net, Scorer(batches, batches, 5), ["miou", "macs"], ConstraintSettings(), (32, 32))

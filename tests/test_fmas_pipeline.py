@@ -14,11 +14,17 @@ from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
 from segnas import pipeline
 from segnas.training import load_network
-from tests.conftest import TINY, compose_config
-from tests.conftest import run_search, write_voc_layout
+from tests.conftest import TINY, compose_config, run_search, write_voc_layout
 
-FMAS = ["searcher=fmas", "searcher.supernet_epochs=1", "searcher.pop_size=4", "searcher.generations=2",
-        "searcher.val_images=4", "searcher.calib_images=4", "retrain.epochs=1"]
+FMAS = [
+    "searcher=fmas",
+    "searcher.supernet_epochs=1",
+    "searcher.pop_size=4",
+    "searcher.generations=2",
+    "searcher.val_images=4",
+    "searcher.calib_images=4",
+    "retrain.epochs=1",
+]
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -39,13 +45,34 @@ def fmas_run(tmp_path_factory):
 
 def test_run_writes_the_search_files(fmas_run) -> None:
     run_dir, _summary = fmas_run
-    for name in ("config.yaml", "genotype.yaml", "pareto.csv", "pareto.png", "search.csv", "summary.json",
-                 "last.ckpt", "model.pt", "model.onnx", "supernet/model.pt"):
+    for name in (
+        "config.yaml",
+        "genotype.yaml",
+        "pareto.csv",
+        "pareto.png",
+        "search.csv",
+        "summary.json",
+        "last.ckpt",
+        "model.pt",
+        "model.onnx",
+        "supernet/model.pt",
+    ):
         assert (run_dir / name).is_file(), name
     on_disk = json.loads((run_dir / "summary.json").read_text())
     assert on_disk["searcher"] == "fmas" and on_disk["space"] == "elastic-deeplabv3plus"
-    for key in ("search_wall_time_s", "search_steps", "search_images_seen", "hypervolume", "front_size",
-                "val_mIoU", "macs", "params", "supernet", "supernet_miou", "front_finetuned"):
+    for key in (
+        "search_wall_time_s",
+        "search_steps",
+        "search_images_seen",
+        "hypervolume",
+        "front_size",
+        "val_mIoU",
+        "macs",
+        "params",
+        "supernet",
+        "supernet_miou",
+        "front_finetuned",
+    ):
         assert on_disk[key] is not None, key
     assert on_disk["supernet_trained_here"] and on_disk["generations"] == 2
     assert on_disk["finetuned_hypervolume"] > 0  # the fine-tuned front on the search's reference point
@@ -75,8 +102,9 @@ def test_the_whole_front_is_fine_tuned_and_reported_before_and_after(fmas_run) -
 
 def test_top_k_bounds_the_fine_tuned_front(fmas_run, tmp_path: Path) -> None:
     run_dir, _ = fmas_run
-    cfg = compose_config(f"run_dir={tmp_path}", *FMAS, "searcher.top_k=1",
-                         f"searcher.supernet={run_dir / 'supernet' / 'model.pt'}")
+    cfg = compose_config(
+        f"run_dir={tmp_path}", *FMAS, "searcher.top_k=1", f"searcher.supernet={run_dir / 'supernet' / 'model.pt'}"
+    )
     result = run_search(cfg)
     assert len(result.candidates) == 1
     reported = result.on_retrained([])  # retrain.epochs=0: nothing fine-tuned, every member still listed
@@ -96,9 +124,14 @@ def test_the_fine_tuned_winner_reloads(fmas_run) -> None:
 @pytest.mark.parametrize("hardware", ["gap8", "cpu", "onnx_cpu"])
 def test_latency_targets_as_objective(fmas_run, hardware: str, tmp_path: Path) -> None:
     run_dir, _ = fmas_run
-    cfg = compose_config(f"run_dir={tmp_path}", *FMAS, f"hardware={hardware}", "searcher.generations=1",
-                         f"searcher.supernet={run_dir / 'supernet' / 'model.pt'}",
-                         "searcher.objectives=[miou,latency,params]")
+    cfg = compose_config(
+        f"run_dir={tmp_path}",
+        *FMAS,
+        f"hardware={hardware}",
+        "searcher.generations=1",
+        f"searcher.supernet={run_dir / 'supernet' / 'model.pt'}",
+        "searcher.objectives=[miou,latency,params]",
+    )
     result = run_search(cfg)
     rows = read_csv(tmp_path / "pareto.csv")
     assert rows and all(float(r["latency_ms"]) > 0 for r in rows)
@@ -111,9 +144,21 @@ def test_latency_targets_as_objective(fmas_run, hardware: str, tmp_path: Path) -
 def test_on_a_voc_layout_folder(tmp_path: Path) -> None:
     root = write_voc_layout(tmp_path / "VOC2012", num_classes=3)
     tiny = [o for o in TINY if not o.startswith("data")]
-    summary = pipeline.run(compose_config(
-        f"run_dir={tmp_path / 'run'}", *tiny, *FMAS, "searcher.val_images=2", "data=voc", f"data.root={root}",
-        "data.num_classes=3", "data.crop_size=32", "data.batch_size=2", "data.num_workers=0", tiny=False))
+    summary = pipeline.run(
+        compose_config(
+            f"run_dir={tmp_path / 'run'}",
+            *tiny,
+            *FMAS,
+            "searcher.val_images=2",
+            "data=voc",
+            f"data.root={root}",
+            "data.num_classes=3",
+            "data.crop_size=32",
+            "data.batch_size=2",
+            "data.num_workers=0",
+            tiny=False,
+        )
+    )
     assert summary["data"] == "voc" and summary["num_classes"] == 3
     # the real-format fixture too: no fine-tuned member ends below its held-out score before fine-tuning
     assert all(e["holdout_mIoU"] >= e["holdout_mIoU_before_finetune"] - 1e-9 for e in summary["retrained"])
@@ -126,8 +171,9 @@ def test_pipeline_resume_continues_the_search_into_a_new_run_dir(fmas_run, tmp_p
     supernet = f"searcher.supernet={run_dir / 'supernet' / 'model.pt'}"
     pipeline.run(compose_config(f"run_dir={first}", *FMAS, supernet, "searcher.generations=1", "retrain.epochs=0"))
     resumed = tmp_path / "resumed"
-    summary = pipeline.run(compose_config(f"run_dir={resumed}", *FMAS, "searcher.generations=2", "retrain.epochs=0",
-                                          f"resume={first}"))
+    summary = pipeline.run(
+        compose_config(f"run_dir={resumed}", *FMAS, "searcher.generations=2", "retrain.epochs=0", f"resume={first}")
+    )
     assert summary["generations"] == 2 and summary["supernet"] == str(run_dir / "supernet" / "model.pt")
     rows = read_csv(resumed / "search.csv")
     assert [r["generation"] for r in rows] == ["1", "2"]
@@ -211,8 +257,9 @@ def test_a_loaded_supernet_keeps_its_training_facts(fmas_run, tmp_path) -> None:
         assert facts[key] == summary[key], key
 
 
-def test_one_data_module_per_run_and_one_writer_of_the_front_files(fmas_run, tmp_path: Path,
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_one_data_module_per_run_and_one_writer_of_the_front_files(
+    fmas_run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Issue 27: the pipeline's data module is the one the search trains, scores and reports on
     (instantiated once), and pareto.csv / pareto.png are written only by pareto.write_front (after
     the search, then again by the hook with the fine-tuned scores), each replaced atomically."""
@@ -243,8 +290,11 @@ def test_one_data_module_per_run_and_one_writer_of_the_front_files(fmas_run, tmp
     monkeypatch.setattr(SyntheticDataModule, "__init__", counted)
     monkeypatch.setattr(os, "replace", replaced)
     monkeypatch.setattr(searcher, "write_front", writer)
-    summary = pipeline.run(compose_config(f"run_dir={tmp_path}", *FMAS, "searcher.top_k=1",
-                                          f"searcher.supernet={run_dir / 'supernet' / 'model.pt'}"))
+    summary = pipeline.run(
+        compose_config(
+            f"run_dir={tmp_path}", *FMAS, "searcher.top_k=1", f"searcher.supernet={run_dir / 'supernet' / 'model.pt'}"
+        )
+    )
     assert len(built) == 1
     front_files = [(name, by_writer) for name, by_writer in writes if name in ("pareto.csv", "pareto.png")]
     assert front_files == [("pareto.csv", True), ("pareto.png", True)] * 2  # after the search, after retraining

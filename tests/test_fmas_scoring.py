@@ -27,8 +27,11 @@ def hand_miou(preds: np.ndarray, masks: np.ndarray, num_classes: int, ignore: in
     conf = np.zeros((num_classes, num_classes))
     for t, p in zip(masks[valid], preds[valid]):
         conf[t, p] += 1
-    ious = [conf[c, c] / (conf[c].sum() + conf[:, c].sum() - conf[c, c])
-            for c in range(num_classes) if conf[c].sum() + conf[:, c].sum() > 0]
+    ious = [
+        conf[c, c] / (conf[c].sum() + conf[:, c].sum() - conf[c, c])
+        for c in range(num_classes)
+        if conf[c].sum() + conf[:, c].sum() > 0
+    ]
     return float(np.mean(ious))
 
 
@@ -143,14 +146,15 @@ def test_the_val_subset_is_scored_in_batches_of_one_size_across_the_loaders_batc
     reference = torch.zeros(3, 3, dtype=torch.long)
     for batch in batches:
         for i, (h, w) in enumerate(batch["size"].tolist()):
-            one = {"image": batch["image"][i:i + 1, :, :h, :w], "mask": batch["mask"][i:i + 1, :h, :w]}
+            one = {"image": batch["image"][i : i + 1, :, :h, :w], "mask": batch["mask"][i : i + 1, :h, :w]}
             reference += confusion(net, [one], 3).long()
     net.seen.clear()
     scorer = Scorer(batches, [], 3, recalibrate=False, batch_size=3)
     matrix = confusion(net, scorer.val_batches, 3)
     assert torch.equal(matrix.long(), reference)
     assert sorted(shape for shape, _ in net.seen) == sorted(
-        [(3, 3, 12, 16), (1, 3, 12, 16), (3, 3, 16, 12), (1, 3, 8, 8)])
+        [(3, 3, 12, 16), (1, 3, 12, 16), (3, 3, 16, 12), (1, 3, 8, 8)]
+    )
     assert all(channels_last for shape, channels_last in net.seen if shape[0] > 1)
     assert scorer.images_per_score == 8
     net.seen.clear()

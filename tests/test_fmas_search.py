@@ -23,8 +23,13 @@ from segnas.searchers.fmas.scoring import Scorer
 from segnas.searchers.fmas.settings import ConstraintSettings
 from tests.conftest import compose_config, run_search
 
-SEARCH = ["searcher=fmas", "searcher.pop_size=4", "searcher.val_images=4", "searcher.calib_images=4",
-          "data.eval_batch_size=2"]
+SEARCH = [
+    "searcher=fmas",
+    "searcher.pop_size=4",
+    "searcher.val_images=4",
+    "searcher.calib_images=4",
+    "data.eval_batch_size=2",
+]
 
 
 def cfg_for(run_dir, supernet_file, *overrides):
@@ -64,15 +69,17 @@ def test_a_genotype_is_scored_once_and_limits_are_checked_first(supernet_file) -
 
     image = {"image": torch.randn(2, 3, 32, 32), "mask": torch.zeros(2, 32, 32, dtype=torch.long)}
     space = spaces.get_space("elastic-deeplabv3plus")
-    small = space.genotype({"depths": [1] * 6, "widths": [0.25] * 6, "aspp_rates": [],
-                            "aspp_channels": 64, "decoder_channels": 64})
+    small = space.genotype(
+        {"depths": [1] * 6, "widths": [0.25] * 6, "aspp_rates": [], "aspp_channels": 64, "decoder_channels": 64}
+    )
     full = space.genotype({})
     evaluator = Evaluator(net, CountingScorer([image], [image], 5), ["miou", "macs"], ConstraintSettings(), (32, 32))
     limit = (evaluator.evaluate(small)["macs"] + evaluator.evaluate(full)["macs"]) / 2
     assert evaluator.evaluate(Genotype(small.space, dict(small.arch)))["miou"] == 0.5
     assert len(calls) == 2 and evaluator.hits == 1
-    limited = Evaluator(net, CountingScorer([image], [image], 5), ["miou", "macs"], ConstraintSettings(max_macs=limit),
-                        (32, 32))
+    limited = Evaluator(
+        net, CountingScorer([image], [image], 5), ["miou", "macs"], ConstraintSettings(max_macs=limit), (32, 32)
+    )
     rejected = limited.evaluate(full)
     assert not rejected["feasible"] and rejected["miou"] is None and rejected["violation"] > 0
     assert limited.evaluate(small)["feasible"] and len(calls) == 3
@@ -126,8 +133,7 @@ def test_resume_continues_the_same_generation_sequence(supernet_file, tmp_path) 
     first = tmp_path / "first"
     run_search(cfg_for(first, supernet_file, "searcher.generations=2"))
     resumed = tmp_path / "resumed"
-    run_search(cfg_for(resumed, supernet_file, "searcher.generations=3", f"resume={first}"),
-               resume=first / "last.ckpt")
+    run_search(cfg_for(resumed, supernet_file, "searcher.generations=3", f"resume={first}"), resume=first / "last.ckpt")
     a, b = search_state(straight), search_state(resumed)
     assert b["generation"] == 3
     assert without_times(a["history"]) == without_times(b["history"])
@@ -161,10 +167,12 @@ def test_generation_rows_reach_the_log_csv_and_wandb(supernet_file, tmp_path, ca
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("generation ")]
     assert len(lines) == 2
     for line, row in zip(lines, rows):
-        assert line.startswith(f"generation {row['generation']}/2: hypervolume {float(row['hypervolume']):.4f}, "
-                               f"front {row['front_size']}, best mIoU {float(row['best_miou']):.4f}, scored "
-                               f"{row['scored']} of {row['proposed']} proposed ({row['scored_total']} in all), "
-                               f"{row['infeasible']} infeasible, {row['cache_hits']} cache hits, "), line
+        assert line.startswith(
+            f"generation {row['generation']}/2: hypervolume {float(row['hypervolume']):.4f}, "
+            f"front {row['front_size']}, best mIoU {float(row['best_miou']):.4f}, scored "
+            f"{row['scored']} of {row['proposed']} proposed ({row['scored_total']} in all), "
+            f"{row['infeasible']} infeasible, {row['cache_hits']} cache hits, "
+        ), line
 
 
 def test_encoding_bounds_decode_to_the_full_and_the_smallest_network() -> None:
@@ -196,8 +204,11 @@ class ToyEvaluator:
                 kept = np.array(arch["depths"]) / np.array([2, 3, 4, 3, 3, 1]) * np.array(arch["widths"])
                 head = arch["aspp_channels"] / 256
                 self.cache[genotype.hash] = {
-                    "genotype_hash": genotype.hash, "genotype": arch, "feasible": True, "violation": 0.0,
-                    "miou": float(np.sqrt(kept).mean() * 0.5 + 0.3 * head ** 0.3),
+                    "genotype_hash": genotype.hash,
+                    "genotype": arch,
+                    "feasible": True,
+                    "violation": 0.0,
+                    "miou": float(np.sqrt(kept).mean() * 0.5 + 0.3 * head**0.3),
                     "macs": float(kept.sum() + head + 2 * arch["decoder_channels"] / 256 + len(arch["aspp_rates"])),
                 }
                 self.scored += 1
@@ -253,8 +264,9 @@ def test_mutation_changes_the_configured_fraction_of_genes_to_other_values(mutat
     encoding = default_encoding()
     mutation = build_algorithm(encoding, 2, 8, 10, 0, mutation_prob=mutation_prob).mating.mutation
     X = np.random.default_rng(0).integers(encoding.xl, encoding.xu + 1, size=(2000, encoding.n_var))
-    Y = mutation.do(SubnetProblem(encoding.xl, encoding.xu, 2), Population.new("X", X.copy()),
-                    random_state=np.random.default_rng(1)).get("X")
+    Y = mutation.do(
+        SubnetProblem(encoding.xl, encoding.xu, 2), Population.new("X", X.copy()), random_state=np.random.default_rng(1)
+    ).get("X")
     assert np.issubdtype(Y.dtype, np.integer) and np.all((Y >= encoding.xl) & (Y <= encoding.xu))
     changed = Y != X
     expected = 1 / encoding.n_var if mutation_prob is None else mutation_prob
@@ -296,8 +308,12 @@ def test_a_value_missing_from_the_population_comes_back(seed: int) -> None:
     first = state.algorithm.ask()
     first.set("X", np.minimum(first.get("X"), encoding.xu - 1))
     records = toy.evaluate_many([encoding.decode(x) for x in first.get("X")])
-    PymooEvaluator().eval(StaticProblem(state.algorithm.problem, F=objective_matrix(records, objectives, scale),
-                                        G=np.zeros((len(records), 1))), first)
+    PymooEvaluator().eval(
+        StaticProblem(
+            state.algorithm.problem, F=objective_matrix(records, objectives, scale), G=np.zeros((len(records), 1))
+        ),
+        first,
+    )
     state.algorithm.tell(infills=first)
     seen = {i: {gene_values(encoding, r["genotype"])[i] for r in records} for i in range(encoding.n_var)}
     assert all(gene.choices[-1] not in seen[i] for i, gene in enumerate(encoding.genes))
@@ -305,8 +321,12 @@ def test_a_value_missing_from_the_population_comes_back(seed: int) -> None:
     for _ in range(25):
         run_generation(state, encoding, toy, objectives, scale, reference)
     proposed = [gene_values(encoding, r["genotype"]) for r in state.cache.values()]
-    missing = [(gene.label, gene.index, choice) for i, gene in enumerate(encoding.genes) for choice in gene.choices
-               if choice not in {values[i] for values in proposed}]
+    missing = [
+        (gene.label, gene.index, choice)
+        for i, gene in enumerate(encoding.genes)
+        for choice in gene.choices
+        if choice not in {values[i] for values in proposed}
+    ]
     assert not missing
 
 
@@ -326,12 +346,32 @@ def test_trainer_ddp_splits_the_scoring_between_two_cpu_ranks(supernet_file, tmp
     from tests.conftest import TINY, subprocess_env
 
     run_dir = tmp_path / "run"
-    ddp = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true",
-           "trainer.benchmark=false", "trainer.sync_batchnorm=false"]
+    ddp = [
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer.precision=32-true",
+        "trainer.benchmark=false",
+        "trainer.sync_batchnorm=false",
+    ]
     done = subprocess.run(
-        [sys.executable, "-m", "segnas.run", *TINY, *ddp, *DDP_SEARCH, f"searcher.supernet={supernet_file}",
-         f"hydra.run.dir={run_dir}"],
-        cwd=tmp_path, env=subprocess_env(tmp_path), capture_output=True, text=True, timeout=600, check=False)
+        [
+            sys.executable,
+            "-m",
+            "segnas.run",
+            *TINY,
+            *ddp,
+            *DDP_SEARCH,
+            f"searcher.supernet={supernet_file}",
+            f"hydra.run.dir={run_dir}",
+        ],
+        cwd=tmp_path,
+        env=subprocess_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     state = search_state(run_dir)
     ranks = [record["scored_by_rank"] for record in state["cache"].values()]
@@ -351,16 +391,18 @@ def test_ddp_spawn_ranks_split_the_scoring_and_reproduce_one_process(supernet_fi
 
     torch.set_num_threads(1)  # the ranks' kernels: untrained networks' near-tied logits flip otherwise
     spawned, alone = tmp_path / "spawned", tmp_path / "alone"
-    result = run_search(cfg_for(spawned, supernet_file, *DDP_SEARCH[len(SEARCH):], "trainer=ddp_spawn",
-                                "trainer.devices=2"))
-    run_search(cfg_for(alone, supernet_file, *DDP_SEARCH[len(SEARCH):]))
+    result = run_search(
+        cfg_for(spawned, supernet_file, *DDP_SEARCH[len(SEARCH) :], "trainer=ddp_spawn", "trainer.devices=2")
+    )
+    run_search(cfg_for(alone, supernet_file, *DDP_SEARCH[len(SEARCH) :]))
     a, b = search_state(spawned), search_state(alone)
     assert {record["scored_by_rank"] for record in a["cache"].values()} == {0, 1}
     assert without_times(read_csv(spawned / "search.csv")) == without_times(read_csv(alone / "search.csv"))
     assert list(a["cache"]) == list(b["cache"])
     for mine, theirs in zip(a["cache"].values(), b["cache"].values()):
-        assert {k: v for k, v in mine.items() if k != "scored_by_rank"} == \
-            {k: v for k, v in theirs.items() if k != "scored_by_rank"}
+        assert {k: v for k, v in mine.items() if k != "scored_by_rank"} == {
+            k: v for k, v in theirs.items() if k != "scored_by_rank"
+        }
     pa, pb = SearchState.from_dict(a).population(), SearchState.from_dict(b).population()
     assert np.array_equal(pa["X"], pb["X"]) and np.array_equal(pa["F"], pb["F"]) and pa["rng"] == pb["rng"]
     assert result.summary["search_ranks"] == 2 and result.summary["front_size"] == len(read_csv(spawned / "pareto.csv"))
@@ -370,8 +412,7 @@ def test_progress_rows_follow_the_generations_and_survive_a_resume(supernet_file
     first = tmp_path / "first"
     run_search(cfg_for(first, supernet_file, "searcher.generations=2"))
     resumed = tmp_path / "resumed"
-    run_search(cfg_for(resumed, supernet_file, "searcher.generations=3", f"resume={first}"),
-               resume=first / "last.ckpt")
+    run_search(cfg_for(resumed, supernet_file, "searcher.generations=3", f"resume={first}"), resume=first / "last.ckpt")
     progress, generations = read_csv(resumed / "progress.csv"), read_csv(resumed / "search.csv")
     assert [int(r["unit"]) for r in progress] == [0, 1, 2]
     assert [float(r["best_score"]) for r in progress] == [float(r["best_miou"]) for r in generations]

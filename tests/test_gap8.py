@@ -15,11 +15,11 @@ from segnas.hardware.gap8 import MACS_PER_CYCLE, Gap8Latency
 from tests.conftest import compose_config
 
 
-
 def conv(out_channels: int, kernel: int = 3, groups: int = 1, in_channels: int = 16) -> nn.Module:
     """A fixed 1x1 stem from the 3 image channels, then the layer under test."""
-    return nn.Sequential(nn.Conv2d(3, in_channels, 1),
-                         nn.Conv2d(in_channels, out_channels, kernel, padding=kernel // 2, groups=groups))
+    return nn.Sequential(
+        nn.Conv2d(3, in_channels, 1), nn.Conv2d(in_channels, out_channels, kernel, padding=kernel // 2, groups=groups)
+    )
 
 
 def test_labelled_as_an_estimate() -> None:
@@ -47,7 +47,9 @@ def test_depthwise_is_its_own_table_row() -> None:
     assert rows[0]["type"] == "pointwise" and rows[1]["type"] == "depthwise"
     assert rows[1]["macs"] == 16 * 16 * 16 * 9
     slow = Gap8Latency(macs_per_cycle={**MACS_PER_CYCLE, "depthwise": MACS_PER_CYCLE["depthwise"] / 4})
-    assert slow.measure(conv(16, 3, 16), (64, 64))["latency_ms"] > target.measure(conv(16, 3, 16), (64, 64))["latency_ms"]
+    assert (
+        slow.measure(conv(16, 3, 16), (64, 64))["latency_ms"] > target.measure(conv(16, 3, 16), (64, 64))["latency_ms"]
+    )
 
 
 def test_compute_bound_layer_matches_the_formula() -> None:
@@ -71,8 +73,14 @@ def test_configuration_changes_the_estimate() -> None:
 
 
 def test_hardware_gap8_config_and_profile_task(tmp_path) -> None:
-    cfg = compose_config(f"run_dir={tmp_path / 'run'}", "task=profile", "hardware=gap8", "searcher=fmas",
-                         "arch=deeplabv3plus-mobilenetv2", "profile.input_size=[32,32]")
+    cfg = compose_config(
+        f"run_dir={tmp_path / 'run'}",
+        "task=profile",
+        "hardware=gap8",
+        "searcher=fmas",
+        "arch=deeplabv3plus-mobilenetv2",
+        "profile.input_size=[32,32]",
+    )
     target = instantiate(cfg.hardware)
     assert isinstance(target, Gap8Latency) and target.cores == 8
     summary = pipeline.run(cfg)

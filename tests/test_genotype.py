@@ -38,9 +38,7 @@ def test_edited_file_is_refused(tmp_path):
         Genotype.load(path)
 
 
-@pytest.mark.parametrize(
-    "text", ["arch: [unclosed", "- 1\n- 2\n", "space: deeplabv3plus\n", "space: x\narch: 3\n"]
-)
+@pytest.mark.parametrize("text", ["arch: [unclosed", "- 1\n- 2\n", "space: deeplabv3plus\n", "space: x\narch: 3\n"])
 def test_malformed_file_is_refused(tmp_path, text):
     path = tmp_path / "genotype.yaml"
     path.write_text(text)

@@ -42,10 +42,24 @@ def test_every_pinned_wheel_is_a_package_this_environment_runs() -> None:
 def test_every_install_requirement_the_image_lacks_is_pinned() -> None:
     """segnas's own requirements that the device image does not hold are in wheels.txt (wandb is
     left out on purpose: imported only for logger=wandb)."""
-    image = {"torch", "torchvision", "pytorch-lightning", "torchmetrics", "timm", "matplotlib", "pillow",
-             "numpy", "pyyaml", "scipy", "scikit-learn"}
-    required = {req.split(">")[0].split("=")[0].split("<")[0].strip().lower()
-                for req in metadata.requires("segnas") or [] if "extra ==" not in req}
+    image = {
+        "torch",
+        "torchvision",
+        "pytorch-lightning",
+        "torchmetrics",
+        "timm",
+        "matplotlib",
+        "pillow",
+        "numpy",
+        "pyyaml",
+        "scipy",
+        "scikit-learn",
+    }
+    required = {
+        req.split(">")[0].split("=")[0].split("<")[0].strip().lower()
+        for req in metadata.requires("segnas") or []
+        if "extra ==" not in req
+    }
     missing = required - image - {"wandb"} - {name.lower() for name in pins()}
     assert not missing, f"add to benchmarks/gpu/wheels.txt: {sorted(missing)}"
 
@@ -58,12 +72,24 @@ def test_the_scripts_parse(script: str) -> None:
 @pytest.mark.slow
 def test_the_checks_run_end_to_end_on_tiny_settings(tmp_path: Path) -> None:
     """CHECKS_QUICK on the CPU: every step exits 0 and leaves its JSON rows in $OUT."""
-    env = {**os.environ, "OUT": str(tmp_path), "CHECKS_DEVICE": "cpu", "CHECKS_QUICK": "1", "CHECKS_INSTALL": "0",
-           "PYTHON": sys.executable}
+    env = {
+        **os.environ,
+        "OUT": str(tmp_path),
+        "CHECKS_DEVICE": "cpu",
+        "CHECKS_QUICK": "1",
+        "CHECKS_INSTALL": "0",
+        "PYTHON": sys.executable,
+    }
     subprocess.run(["bash", str(GPU / "checks.sh")], check=True, env=env, cwd=ROOT, capture_output=True, timeout=600)
     steps = [line.split("\t") for line in (tmp_path / "steps.tsv").read_text().splitlines()[1:]]
-    assert [name for name, _, _ in steps] == ["environment", "class_predictions", "supernet_64_fp32",
-                                              "auxcell_children", "eval_protocol", "train_step"]
+    assert [name for name, _, _ in steps] == [
+        "environment",
+        "class_predictions",
+        "supernet_64_fp32",
+        "auxcell_children",
+        "eval_protocol",
+        "train_step",
+    ]
     assert all(rc == "0" for _, rc, _ in steps), steps
     rows = (tmp_path / "rows.jsonl").read_text().splitlines()
     assert {line.split('"step": "')[1].split('"')[0] for line in rows} == {name for name, _, _ in steps}
@@ -72,8 +98,15 @@ def test_the_checks_run_end_to_end_on_tiny_settings(tmp_path: Path) -> None:
 def test_steps_past_the_budget_are_skipped_and_recorded(tmp_path: Path) -> None:
     """The script ends inside the device call's timeout: with no budget left every step is
     recorded as skipped, none runs."""
-    env = {**os.environ, "OUT": str(tmp_path), "CHECKS_DEVICE": "cpu", "CHECKS_QUICK": "1", "CHECKS_INSTALL": "0",
-           "CHECKS_BUDGET_S": "0", "PYTHON": sys.executable}
+    env = {
+        **os.environ,
+        "OUT": str(tmp_path),
+        "CHECKS_DEVICE": "cpu",
+        "CHECKS_QUICK": "1",
+        "CHECKS_INSTALL": "0",
+        "CHECKS_BUDGET_S": "0",
+        "PYTHON": sys.executable,
+    }
     subprocess.run(["bash", str(GPU / "checks.sh")], check=True, env=env, cwd=ROOT, capture_output=True, timeout=60)
     steps = [line.split("\t") for line in (tmp_path / "steps.tsv").read_text().splitlines()[1:]]
     assert len(steps) == 6 and all(rc == "skipped" for _, rc, _ in steps)

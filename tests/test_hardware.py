@@ -27,8 +27,15 @@ from tests.conftest import compose_config
 
 #: Parameters of deeplabv3plus-mobilenetv2 with 21 classes (PASCAL VOC), BN affine included.
 MOBILENETV2_21_PARAMS = 5_816_053
-LATENCY_FIELDS = {"latency_ms", "latency_target", "latency_method", "latency_estimated",
-                  "latency_runs", "threads", "device"}
+LATENCY_FIELDS = {
+    "latency_ms",
+    "latency_target",
+    "latency_method",
+    "latency_estimated",
+    "latency_runs",
+    "threads",
+    "device",
+}
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +46,7 @@ def mobilenet():
 @pytest.fixture(scope="module")
 def tiny():
     backbone = build_backbone("mobilenetv2_100")
-    return DeepLabV3Plus(backbone, 3, aspp_rates=(2,), aspp_channels=8, decoder_channels=8,
-                         low_level_channels=4)
+    return DeepLabV3Plus(backbone, 3, aspp_rates=(2,), aspp_channels=8, decoder_channels=8, low_level_channels=4)
 
 
 def hooked_macs(model: nn.Module, size: tuple[int, int]) -> int:
@@ -56,8 +62,7 @@ def hooked_macs(model: nn.Module, size: tuple[int, int]) -> int:
         else:
             total += output.numel() // output.shape[-1] * module.in_features * module.out_features
 
-    handles = [m.register_forward_hook(hook) for m in model.modules()
-               if isinstance(m, (nn.Conv2d, nn.Linear))]
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     try:
         with torch.no_grad():
             model.eval()(torch.zeros(1, 3, *size))
@@ -79,25 +84,35 @@ def test_macs_scale_with_batch_and_restore_mode(tiny):
     assert tiny.training
 
 
-def head_params(cin: int, low: int, classes: int, rates: int, aspp: int = 256, dec: int = 256,
-                low_out: int = 48) -> int:
+def head_params(
+    cin: int, low: int, classes: int, rates: int, aspp: int = 256, dec: int = 256, low_out: int = 48
+) -> int:
     """DeepLabV3+ head by hand: bias-free convs, each with a BN (2 params per channel)."""
     bn = 2
-    aspp_params = (cin * aspp + bn * aspp                              # 1x1 branch
-                   + rates * (cin * aspp * 9 + bn * aspp)              # atrous branches
-                   + cin * aspp + bn * aspp                            # image pooling
-                   + (2 + rates) * aspp * aspp + bn * aspp)            # projection
-    decoder = (low * low_out + bn * low_out
-               + (aspp + low_out) * dec * 9 + bn * dec
-               + dec * dec * 9 + bn * dec
-               + dec * classes + classes)                              # classifier, with bias
+    aspp_params = (
+        cin * aspp
+        + bn * aspp  # 1x1 branch
+        + rates * (cin * aspp * 9 + bn * aspp)  # atrous branches
+        + cin * aspp
+        + bn * aspp  # image pooling
+        + (2 + rates) * aspp * aspp
+        + bn * aspp
+    )  # projection
+    decoder = (
+        low * low_out
+        + bn * low_out
+        + (aspp + low_out) * dec * 9
+        + bn * dec
+        + dec * dec * 9
+        + bn * dec
+        + dec * classes
+        + classes
+    )  # classifier, with bias
     return aspp_params + decoder
 
 
 def test_params_equal_backbone_plus_hand_counted_head(mobilenet):
-    timm_backbone = timm.create_model(
-        "mobilenetv2_100", features_only=True, out_indices=(1, 2, 3, 4)
-    )
+    timm_backbone = timm.create_model("mobilenetv2_100", features_only=True, out_indices=(1, 2, 3, 4))
     backbone = sum(p.numel() for p in timm_backbone.parameters())
     assert count_params(mobilenet) == backbone + head_params(320, 24, 21, rates=3)
     assert count_params(mobilenet) == MOBILENETV2_21_PARAMS
@@ -136,8 +151,7 @@ def test_onnx_dynamo_export_also_matches(tmp_path):
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU()).eval()
     path = export_onnx(model, tmp_path / "model.onnx", (16, 16), dynamo=True)
     x = torch.randn(2, 3, 16, 16)
-    (got,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
-        None, {"image": x.numpy()})
+    (got,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"image": x.numpy()})
     with torch.no_grad():
         assert np.abs(got - model(x).numpy()).max() < 1e-4
 
@@ -167,8 +181,7 @@ def test_torch_latency(tiny):
 
 
 def test_onnxruntime_latency(tiny):
-    check_latency(OnnxRuntimeLatency(threads=1, warmup=1, runs=3).measure(tiny, (32, 32)),
-                  "onnx_cpu", "onnxruntime")
+    check_latency(OnnxRuntimeLatency(threads=1, warmup=1, runs=3).measure(tiny, (32, 32)), "onnx_cpu", "onnxruntime")
 
 
 def test_onnxruntime_missing_is_a_config_error(monkeypatch, tiny):
@@ -191,8 +204,9 @@ def test_gpu_latency(tiny):
     assert next(tiny.parameters()).device.type == "cpu"
 
 
-@pytest.mark.parametrize(("config", "cls"), [("cpu", TorchLatency), ("gpu", TorchLatency),
-                                             ("onnx_cpu", OnnxRuntimeLatency)])
+@pytest.mark.parametrize(
+    ("config", "cls"), [("cpu", TorchLatency), ("gpu", TorchLatency), ("onnx_cpu", OnnxRuntimeLatency)]
+)
 def test_hardware_configs_instantiate(config, cls):
     target = instantiate(compose_config(f"hardware={config}", tiny=False).hardware)
     assert type(target) is cls and target.name == config and target.estimated is False

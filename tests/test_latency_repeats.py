@@ -43,8 +43,9 @@ def test_a_measured_target_times_every_repeat_of_a_network() -> None:
     record = TorchLatency(threads=1, warmup=1, runs=2, repeats=4).measure(nn.Conv2d(3, 4, 3), (16, 16))
     assert len(record["latency_repeat_ms"]) == 4
     assert record["latency_ms"] == pytest.approx(statistics.median(record["latency_repeat_ms"]), abs=1e-3)
-    assert record["latency_spread_ms"] == pytest.approx(max(record["latency_repeat_ms"])
-                                                        - min(record["latency_repeat_ms"]), abs=1e-3)
+    assert record["latency_spread_ms"] == pytest.approx(
+        max(record["latency_repeat_ms"]) - min(record["latency_repeat_ms"]), abs=1e-3
+    )
 
 
 def test_zero_repeats_is_refused_naming_the_target() -> None:
@@ -53,8 +54,9 @@ def test_zero_repeats_is_refused_naming_the_target() -> None:
 
 
 def test_the_reference_network_is_measured_with_the_same_repeats() -> None:
-    costs = reference_costs(nn.Conv2d(3, 4, 3), ["miou", "latency"], (16, 16),
-                            TorchLatency(threads=1, warmup=0, runs=2, repeats=3))
+    costs = reference_costs(
+        nn.Conv2d(3, 4, 3), ["miou", "latency"], (16, 16), TorchLatency(threads=1, warmup=0, runs=2, repeats=3)
+    )
     reference = costs["reference_latency"]
     assert costs["scale"]["latency"] == reference["latency_ms"]
     assert len(reference["latency_repeat_ms"]) == 3 and reference["latency_spread_ms"] >= 0
@@ -67,6 +69,7 @@ def _timed_turns(rank: int, world: int, init: str, out: Path, hosts: list[str]) 
     socket.gethostname = lambda: hosts[rank]  # what one_per_host reads to group ranks by host
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     try:
+
         def work() -> tuple[float, float]:
             start = time.monotonic()
             time.sleep(0.4)
@@ -79,8 +82,12 @@ def _timed_turns(rank: int, world: int, init: str, out: Path, hosts: list[str]) 
 
 
 def _intervals(tmp_path: Path, hosts: list[str]) -> list[tuple[float, float]]:
-    mp.spawn(_timed_turns, args=(len(hosts), f"file://{tmp_path / 'rendezvous'}", tmp_path, hosts),
-             nprocs=len(hosts), join=True)
+    mp.spawn(
+        _timed_turns,
+        args=(len(hosts), f"file://{tmp_path / 'rendezvous'}", tmp_path, hosts),
+        nprocs=len(hosts),
+        join=True,
+    )
     return [tuple(json.loads((tmp_path / f"rank{r}.json").read_text())) for r in range(len(hosts))]
 
 

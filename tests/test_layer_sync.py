@@ -23,8 +23,13 @@ from segnas.training.trainer import build_trainer
 
 #: one network per space and per kind of timm block: BatchNormAct2d (MobileNetV2), ConvNormAct
 #: (Xception), auxcell decoders, the released Auto-DeepLab-S, an elastic supernet
-PRESETS = ["deeplabv3plus-mobilenetv2", "deeplabv3plus-xception", "auxcell-arch0", "autodeeplab-s",
-           "elastic-deeplabv3plus-mobilenetv2"]
+PRESETS = [
+    "deeplabv3plus-mobilenetv2",
+    "deeplabv3plus-xception",
+    "auxcell-arch0",
+    "autodeeplab-s",
+    "elastic-deeplabv3plus-mobilenetv2",
+]
 
 
 def _network(name: str) -> nn.Module:
@@ -46,8 +51,11 @@ def _calls(net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, Counter]:
     was called, by module name."""
     names = {module: name for name, module in net.named_modules()}
     calls: Counter = Counter()
-    handles = [m.register_forward_hook(lambda module, *_: calls.update([names[module]]))
-               for m in names if not isinstance(m, _BatchNorm)]
+    handles = [
+        m.register_forward_hook(lambda module, *_: calls.update([names[module]]))
+        for m in names
+        if not isinstance(m, _BatchNorm)
+    ]
     try:
         with torch.no_grad():
             out = net(x)
@@ -102,6 +110,10 @@ def test_trainer_ddp_uses_the_timm_layer_sync(make_cfg, tmp_path: Path) -> None:
     datamodule = SyntheticDataModule(crop_size=32, train_size=4, val_size=2, batch_size=2, num_classes=5)
     trainer = build_trainer(cfg, tmp_path, None, datamodule)
     assert isinstance(trainer.strategy._layer_sync, TimmSyncBatchNorm)
-    plain = build_trainer(make_cfg("trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
-                                   "trainer.sync_batchnorm=false"), tmp_path, None, datamodule)
+    plain = build_trainer(
+        make_cfg("trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.sync_batchnorm=false"),
+        tmp_path,
+        None,
+        datamodule,
+    )
     assert plain.strategy._layer_sync is None

@@ -16,8 +16,13 @@ def test_wandb_offline_run_is_written_and_closed(make_cfg, tmp_path: Path) -> No
     import wandb
 
     # limit_* batches, not fast_dev_run: fast_dev_run swaps the logger for a dummy
-    cfg = make_cfg("task=train", "arch=deeplabv3plus-mobilenetv2", "logger=wandb",
-                   "trainer.limit_train_batches=2", "trainer.limit_val_batches=1")
+    cfg = make_cfg(
+        "task=train",
+        "arch=deeplabv3plus-mobilenetv2",
+        "logger=wandb",
+        "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=1",
+    )
     summary = pipeline.run(cfg)
     assert wandb.run is None, "the W&B run must be finished when the task returns"
     runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
@@ -75,4 +80,8 @@ def test_csv_logger_copied_into_another_process_keeps_the_file_consistent(tmp_pa
     with open(parent.experiment.metrics_file_path, newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert [(r["step"], r["search/reward"], r["search/baseline"], r["train/loss"]) for r in rows] == [
-        ("0", "0.5", "", ""), ("1", "0.6", "0.55", ""), ("0", "", "", "1.5"), ("2", "0.7", "", "")]
+        ("0", "0.5", "", ""),
+        ("1", "0.6", "0.55", ""),
+        ("0", "", "", "1.5"),
+        ("2", "0.7", "", ""),
+    ]

@@ -28,8 +28,9 @@ def test_the_head_computes_torchvisions_lraspp_head() -> None:
 
 def test_the_preset_has_torchvisions_parameter_count_and_full_size_logits() -> None:
     net = spaces.build(spaces.resolve_arch("lraspp-mobilenetv3-large"), 21)
-    reference = torchvision.models.segmentation.lraspp_mobilenet_v3_large(weights=None, weights_backbone=None,
-                                                                          num_classes=21)
+    reference = torchvision.models.segmentation.lraspp_mobilenet_v3_large(
+        weights=None, weights_backbone=None, num_classes=21
+    )
     assert count_params(net) == sum(p.numel() for p in reference.parameters()) == 3_221_538
     assert net.eval()(torch.randn(1, 3, 70, 90)).shape == (1, 21, 70, 90)
 

@@ -44,8 +44,10 @@ def test_norm_scale_under_autocast_matches_batchnorm_times_scales(dtype: torch.d
     target = torch.randn(4, 6, 8, 8)
     ours, reference = nn.BatchNorm2d(6, affine=False), nn.BatchNorm2d(6, affine=False)
     results = []
-    for norm, apply in ((ours, lambda n, z: _norm_scale(n, z, scales)),
-                        (reference, lambda n, z: n(z) * scales.view(1, -1, 1, 1))):
+    for norm, apply in (
+        (ours, lambda n, z: _norm_scale(n, z, scales)),
+        (reference, lambda n, z: n(z) * scales.view(1, -1, 1, 1)),
+    ):
         with torch.autocast("cpu", dtype=dtype):
             out = apply(norm, conv(x))
         (out.float() * target).sum().backward()
@@ -72,8 +74,7 @@ def test_pool_mix_under_autocast_matches_plain_pooling(dtype: torch.dtype) -> No
 
     def plain(z: torch.Tensor) -> torch.Tensor:
         s_max, s_avg, s_skip = (t.view(1, -1, 1, 1) for t in scales.chunk(3))
-        return (F.max_pool2d(z, 3, 1, 1) * s_max + F.avg_pool2d(z, 3, 1, 1, count_include_pad=False) * s_avg
-                + z * s_skip)
+        return F.max_pool2d(z, 3, 1, 1) * s_max + F.avg_pool2d(z, 3, 1, 1, count_include_pad=False) * s_avg + z * s_skip
 
     results = []
     for mix in (lambda z: _PoolMix.apply(z, scales), plain):
@@ -91,8 +92,14 @@ def test_pool_mix_under_autocast_matches_plain_pooling(dtype: torch.dtype) -> No
 
 def test_autodeeplab_search_runs_under_bf16_mixed(make_cfg, tmp_path: Path, monkeypatch) -> None:
     """The GPU default precision, with the supernet's recomputation on (as the paper-scale preset)."""
-    cfg = make_cfg("task=search", "searcher=autodeeplab", *TINY_ADL, "searcher.aspp_channels=8",
-                   "trainer.precision=bf16-mixed", "searcher.recompute=true")
+    cfg = make_cfg(
+        "task=search",
+        "searcher=autodeeplab",
+        *TINY_ADL,
+        "searcher.aspp_channels=8",
+        "trainer.precision=bf16-mixed",
+        "searcher.recompute=true",
+    )
     run_dir = tmp_path / "run"
     built = []
     build = adl_module.AutoDeepLabSupernet
@@ -128,8 +135,15 @@ def test_train_task_runs_under_bf16_mixed(make_cfg, tmp_path: Path) -> None:
 
 def test_fmas_scoring_with_recalibration_under_bf16_autocast() -> None:
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-                        nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 1))
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 4, 1),
+    )
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(8, 3, 16, 16, generator=generator)
     calib = [{"image": 2 + 3 * torch.randn(4, 3, 16, 16, generator=generator)} for _ in range(2)]
@@ -139,7 +153,7 @@ def test_fmas_scoring_with_recalibration_under_bf16_autocast() -> None:
     # targets: the fp32 predictions where they are not a near tie (bf16 may flip those)
     top = logits.topk(2, dim=1).values
     masks = torch.where(top[:, 0] - top[:, 1] > 0.05, logits.argmax(1), 255)
-    val = [{"image": images[i:i + 4], "mask": masks[i:i + 4], "size": torch.tensor([[16, 16]] * 4)} for i in (0, 4)]
+    val = [{"image": images[i : i + 4], "mask": masks[i : i + 4], "size": torch.tensor([[16, 16]] * 4)} for i in (0, 4)]
     scorer = Scorer(val, calib, 4)
     for module in net.modules():  # the scorer must find the statistics again, from scratch
         if isinstance(module, nn.BatchNorm2d):

@@ -39,9 +39,7 @@ def test_unknown_backbone_lists_close_names():
     assert "arch.backbone" in str(info.value)
 
 
-@pytest.mark.parametrize(
-    ("rates", "pooling", "branches"), [((6, 12, 18), True, 5), ((), True, 2), ((), False, 1)]
-)
+@pytest.mark.parametrize(("rates", "pooling", "branches"), [((6, 12, 18), True, 5), ((), True, 2), ((), False, 1)])
 def test_aspp_branches(rates, pooling, branches):
     aspp = ASPP(16, 8, rates=rates, image_pooling=pooling).eval()
     assert len(aspp.branches) == branches
@@ -139,5 +137,6 @@ def test_weights_from_full_timm_checkpoint_of_renamed_family(tmp_path):
     path = tmp_path / "xception41.pt"
     torch.save(full.state_dict(), path)
     loaded = build_backbone("xception41", weights=str(path))
-    assert torch.equal(loaded.state_dict()["blocks_0.shortcut.conv.weight"],
-                       full.state_dict()["blocks.0.shortcut.conv.weight"])
+    assert torch.equal(
+        loaded.state_dict()["blocks_0.shortcut.conv.weight"], full.state_dict()["blocks.0.shortcut.conv.weight"]
+    )

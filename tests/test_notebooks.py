@@ -19,14 +19,19 @@ def execute(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **env: s
     notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
-                   ).execute()
+    NotebookClient(
+        notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
     return notebook
 
 
 def outputs(notebook: nbformat.NotebookNode) -> str:
-    return "\n".join(str(o.get("text", "")) + str(o.get("data", {}).get("text/markdown", ""))
-                     for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs)
+    return "\n".join(
+        str(o.get("text", "")) + str(o.get("data", {}).get("text/markdown", ""))
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for o in cell.outputs
+    )
 
 
 def test_compare_notebook_reproduces_the_comparison(tiny_comparison, tmp_path: Path, monkeypatch) -> None:
@@ -42,18 +47,34 @@ def test_compare_notebook_reproduces_the_comparison(tiny_comparison, tmp_path: P
 @pytest.mark.parametrize("kind", ["autodeeplab", "random-autodeeplab"])
 def test_walkthrough_notebook_on_autodeeplab_runs(kind: str, tiny_comparison, tmp_path: Path, monkeypatch) -> None:
     run_dir, _ = tiny_comparison
-    text = outputs(execute("search_walkthrough.ipynb", tmp_path, monkeypatch,
-                           SEGNAS_RUN_DIR=str(run_dir / "runs" / f"{kind}_seed0")))
+    text = outputs(
+        execute(
+            "search_walkthrough.ipynb", tmp_path, monkeypatch, SEGNAS_RUN_DIR=str(run_dir / "runs" / f"{kind}_seed0")
+        )
+    )
     assert f"search kind: {kind}" in text
 
 
 def test_walkthrough_notebook_on_auxcell_and_fmas_runs(supernet_file: Path, tmp_path: Path, monkeypatch) -> None:
     small = {
-        "auxcell": ["searcher=auxcell", "searcher.children=2", "searcher.stage1.num_crops=8",
-                    "searcher.stage1.batch_size=4", "searcher.stage1.epochs=1", "searcher.stage2.max_batches=1",
-                    "searcher.reward.holdout_min=4"],
-        "fmas": ["searcher=fmas", f"searcher.supernet={supernet_file}", "searcher.pop_size=4",
-                 "searcher.generations=2", "searcher.val_images=4", "searcher.calib_images=4", "searcher.top_k=1"],
+        "auxcell": [
+            "searcher=auxcell",
+            "searcher.children=2",
+            "searcher.stage1.num_crops=8",
+            "searcher.stage1.batch_size=4",
+            "searcher.stage1.epochs=1",
+            "searcher.stage2.max_batches=1",
+            "searcher.reward.holdout_min=4",
+        ],
+        "fmas": [
+            "searcher=fmas",
+            f"searcher.supernet={supernet_file}",
+            "searcher.pop_size=4",
+            "searcher.generations=2",
+            "searcher.val_images=4",
+            "searcher.calib_images=4",
+            "searcher.top_k=1",
+        ],
     }
     for kind, overrides in small.items():
         run = tmp_path / kind

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 h5py = pytest.importorskip("h5py")
-from scipy.io import savemat
+from scipy.io import savemat  # noqa: E402  (after the skip: the module needs h5py)
 
-from segnas import pipeline
-from segnas.data import NYUDepthDataModule
-from segnas.errors import ConfigError, DatasetError
+from segnas import pipeline  # noqa: E402
+from segnas.data import NYUDepthDataModule  # noqa: E402
+from segnas.errors import ConfigError, DatasetError  # noqa: E402
 
 FRAMES, HEIGHT, WIDTH = 6, 12, 16
 TRAIN, TEST = [1, 3, 4, 6], [2, 5]  # 1-based, as in splits.mat
@@ -113,12 +113,20 @@ def test_train_then_eval_a_depth_network_on_the_fake_release(make_cfg, tmp_path:
 
     root = write_release(tmp_path / "nyu")
     data = [o for o in TINY if not o.startswith("data")] + [
-        "task_type=depth", "data=nyu_depth", f"data.root={root}", "data.image_scale=1.0", "data.crop_size=16",
-        "data.batch_size=2", "data.num_workers=0", "hardware.runs=1"]
+        "task_type=depth",
+        "data=nyu_depth",
+        f"data.root={root}",
+        "data.image_scale=1.0",
+        "data.crop_size=16",
+        "data.batch_size=2",
+        "data.num_workers=0",
+        "hardware.runs=1",
+    ]
     summary = pipeline.run(make_cfg(*data, "task=train", "arch=auxcell-arch0", tiny=False))
     assert summary["task_type"] == "depth" and summary["val_RMSE"] > 0 and 0 <= summary["val_delta1"] <= 1
-    scored = pipeline.run(make_cfg(*data, "task=eval", f"checkpoint={summary['model']}", tiny=False,
-                                   run_dir=tmp_path / "eval"))
+    scored = pipeline.run(
+        make_cfg(*data, "task=eval", f"checkpoint={summary['model']}", tiny=False, run_dir=tmp_path / "eval")
+    )
     assert scored["val_RMSE"] == pytest.approx(summary["val_RMSE"], rel=1e-4)
     assert scored["val_delta1"] == pytest.approx(summary["val_delta1"], abs=1e-6)
     with pytest.raises(ConfigError, match="predicts 1 channels"):

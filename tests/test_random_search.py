@@ -27,18 +27,44 @@ from segnas.spaces.autodeeplab import STRIDES, AutoDeepLabSpace, count_paths
 from tests.conftest import compose_config
 
 #: Auto-DeepLab search settings of test_autodeeplab_search, under searcher.autodeeplab.
-ADL = [f"searcher.autodeeplab.{key}" for key in (
-    "layers=3", "filter_multiplier=2", "blocks=2", "epochs=2", "warmup_epochs=1", "val_images=4",
-    "batches_per_epoch=null", "network.filter_multiplier=2", "network.aspp_channels=8",
-    "network.decoder_channels=8", "network.low_level_channels=4")]
-AUX = [f"searcher.auxcell.{key}" for key in (
-    "children=3", "stage1.num_crops=8", "stage1.batch_size=4", "stage1.epochs=1", "stage2.max_batches=1",
-    "reward.holdout_min=4")]
+ADL = [
+    f"searcher.autodeeplab.{key}"
+    for key in (
+        "layers=3",
+        "filter_multiplier=2",
+        "blocks=2",
+        "epochs=2",
+        "warmup_epochs=1",
+        "val_images=4",
+        "batches_per_epoch=null",
+        "network.filter_multiplier=2",
+        "network.aspp_channels=8",
+        "network.decoder_channels=8",
+        "network.low_level_channels=4",
+    )
+]
+AUX = [
+    f"searcher.auxcell.{key}"
+    for key in (
+        "children=3",
+        "stage1.num_crops=8",
+        "stage1.batch_size=4",
+        "stage1.epochs=1",
+        "stage2.max_batches=1",
+        "reward.holdout_min=4",
+    )
+]
 
 
 def random_cfg(run_dir: Path, space: str, *overrides: str):
-    return compose_config("task=search", "searcher=random", f"searcher.space={space}", f"run_dir={run_dir}",
-                          *(ADL if space == "autodeeplab" else AUX if space == "auxcell" else []), *overrides)
+    return compose_config(
+        "task=search",
+        "searcher=random",
+        f"searcher.space={space}",
+        f"run_dir={run_dir}",
+        *(ADL if space == "autodeeplab" else AUX if space == "auxcell" else []),
+        *overrides,
+    )
 
 
 def uniform(counts: Counter, categories: list) -> float:
@@ -149,8 +175,9 @@ def test_random_autodeeplab_trains_samples_and_retrains_the_best(tmp_path: Path)
     assert summary["val_mIoU"] is not None
 
 
-def test_random_autodeeplab_trains_on_train_a_and_selects_on_train_b_never_val(tmp_path: Path,
-                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_random_autodeeplab_trains_on_train_a_and_selects_on_train_b_never_val(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # issue 13, item 7: the baseline picked its top-k on val, the split its result is reported on
     from hydra.utils import instantiate
 
@@ -185,18 +212,28 @@ def test_random_autodeeplab_trains_on_train_a_and_selects_on_train_b_never_val(t
 
 
 def test_random_autodeeplab_obeys_the_image_budget_and_resumes(tmp_path: Path) -> None:
-    summary = pipeline.run(random_cfg(tmp_path / "b", "autodeeplab", "searcher.samples=3", "retrain.epochs=0",
-                                      "budget.images=16"))
+    summary = pipeline.run(
+        random_cfg(tmp_path / "b", "autodeeplab", "searcher.samples=3", "retrain.epochs=0", "budget.images=16")
+    )
     # the budget's 4 steps (16 images at batch 4) instead of the matched 6, shared by 3 samples
     assert summary["search_steps_per_sample"] == 1 and summary["search_images_seen"] == 12
     straight = pipeline.run(random_cfg(tmp_path / "s", "autodeeplab", "searcher.samples=3", "retrain.epochs=0"))
-    first = pipeline.run(random_cfg(tmp_path / "f", "autodeeplab", "searcher.samples=3", "retrain.epochs=0",
-                                    "budget.wall_time_s=0.001"))
+    first = pipeline.run(
+        random_cfg(tmp_path / "f", "autodeeplab", "searcher.samples=3", "retrain.epochs=0", "budget.wall_time_s=0.001")
+    )
     assert first["search_samples"] == 1 and "budget.wall_time_s" in first["search_budget_exhausted"]
-    resumed = pipeline.run(random_cfg(tmp_path / "r", "autodeeplab", "searcher.samples=3", "retrain.epochs=0",
-                                      f"resume={tmp_path / 'f' / 'last.ckpt'}"))
-    assert [r.split(",")[1] for r in (tmp_path / "r" / "search.csv").read_text().splitlines()[1:]] == \
-        [r.split(",")[1] for r in (tmp_path / "s" / "search.csv").read_text().splitlines()[1:]]
+    resumed = pipeline.run(
+        random_cfg(
+            tmp_path / "r",
+            "autodeeplab",
+            "searcher.samples=3",
+            "retrain.epochs=0",
+            f"resume={tmp_path / 'f' / 'last.ckpt'}",
+        )
+    )
+    assert [r.split(",")[1] for r in (tmp_path / "r" / "search.csv").read_text().splitlines()[1:]] == [
+        r.split(",")[1] for r in (tmp_path / "s" / "search.csv").read_text().splitlines()[1:]
+    ]
     assert resumed["search_samples"] == straight["search_samples"] == 3
 
 
@@ -210,8 +247,9 @@ def test_random_autodeeplab_on_two_spawned_ranks_is_the_one_process_search(tmp_p
     torch.set_num_threads(1)  # the ranks' thread count
     tables = {}
     for name, extra in (("alone", []), ("ddp", ["trainer=ddp_spawn", "trainer.devices=2"])):
-        summary = pipeline.run(random_cfg(tmp_path / name, "autodeeplab", "searcher.samples=3", "retrain.epochs=0",
-                                          *extra))
+        summary = pipeline.run(
+            random_cfg(tmp_path / name, "autodeeplab", "searcher.samples=3", "retrain.epochs=0", *extra)
+        )
         with open(tmp_path / name / "search.csv") as handle:
             tables[name] = [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(handle)]
         assert summary["search_ranks"] == (2 if extra else 1)
@@ -226,17 +264,33 @@ def test_random_auxcell_runs_the_child_loop_with_a_uniform_controller(tmp_path: 
 
 
 def test_random_fmas_scores_uniform_proposals(supernet_file: Path, tmp_path: Path) -> None:
-    summary = pipeline.run(random_cfg(
-        tmp_path / "run", "fmas", f"searcher.fmas.supernet={supernet_file}", "searcher.fmas.pop_size=4",
-        "searcher.fmas.generations=3", "searcher.fmas.val_images=4", "searcher.fmas.calib_images=4",
-        "searcher.fmas.top_k=1", "retrain.epochs=0", "budget.images=1"))
+    summary = pipeline.run(
+        random_cfg(
+            tmp_path / "run",
+            "fmas",
+            f"searcher.fmas.supernet={supernet_file}",
+            "searcher.fmas.pop_size=4",
+            "searcher.fmas.generations=3",
+            "searcher.fmas.val_images=4",
+            "searcher.fmas.calib_images=4",
+            "searcher.fmas.top_k=1",
+            "retrain.epochs=0",
+            "budget.images=1",
+        )
+    )
     assert summary["search_algorithm"] == "random" and summary["generations"] == 1  # the first always runs
     assert "budget.images=1" in summary["search_budget_exhausted"] and summary["space"] == "elastic-deeplabv3plus"
 
 
 def test_autodeeplab_search_stops_when_the_budget_is_spent(tmp_path: Path) -> None:
-    cfg = compose_config("task=search", "searcher=autodeeplab", f"run_dir={tmp_path}", "retrain.epochs=0",
-                         "budget.images=8", *(o.replace("searcher.autodeeplab.", "searcher.") for o in ADL))
+    cfg = compose_config(
+        "task=search",
+        "searcher=autodeeplab",
+        f"run_dir={tmp_path}",
+        "retrain.epochs=0",
+        "budget.images=8",
+        *(o.replace("searcher.autodeeplab.", "searcher.") for o in ADL),
+    )
     summary = pipeline.run(cfg)
     assert summary["search_weight_steps"] == 2 and summary["search_images_seen"] == 8  # of 4 + 2 steps
     assert "budget.images=8" in summary["search_budget_exhausted"]

@@ -78,8 +78,14 @@ def test_recomputed_gradients_are_bitwise_those_of_the_graph_that_keeps_everythi
         block, states, weights = _block_case(recompute, size)
         probe = torch.randn(2, 2, 4, size, size, generator=torch.Generator().manual_seed(1))
         (block(states, weights) * probe).sum().backward()
-        results.append(([s.grad for s in states], weights.grad, [p.grad for p in block.parameters()],
-                        [b.clone() for b in block.buffers()]))
+        results.append(
+            (
+                [s.grad for s in states],
+                weights.grad,
+                [p.grad for p in block.parameters()],
+                [b.clone() for b in block.buffers()],
+            )
+        )
     (states_a, alpha_a, params_a, buffers_a), (states_b, alpha_b, params_b, buffers_b) = results
     assert all(torch.equal(a, b) for a, b in zip(states_a, states_b))
     assert torch.equal(alpha_a, alpha_b)
@@ -132,11 +138,15 @@ def synced_block_worker(rank: int, world: int, init: str, out: Path) -> None:
         for recompute in (False, True):
             block, states, weights = _block_case(recompute, size=6, batch=4)
             block = nn.SyncBatchNorm.convert_sync_batchnorm(block)
-            mine = [s.detach()[2 * rank: 2 * rank + 2].requires_grad_() for s in states]
-            probe = torch.randn(4, 2, 4, 6, 6, generator=torch.Generator().manual_seed(1))[2 * rank: 2 * rank + 2]
+            mine = [s.detach()[2 * rank : 2 * rank + 2].requires_grad_() for s in states]
+            probe = torch.randn(4, 2, 4, 6, 6, generator=torch.Generator().manual_seed(1))[2 * rank : 2 * rank + 2]
             (block(mine, weights) * probe).sum().backward()
-            results[recompute] = [*(s.grad for s in mine), weights.grad, *(p.grad for p in block.parameters()),
-                                  *block.buffers()]
+            results[recompute] = [
+                *(s.grad for s in mine),
+                weights.grad,
+                *(p.grad for p in block.parameters()),
+                *block.buffers(),
+            ]
         torch.save(results, out / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -157,8 +167,9 @@ def test_recomputation_under_synchronised_batchnorm_on_two_gloo_ranks(tmp_path: 
 def test_cell_checkpointing_turns_the_blocks_recomputation_off():
     """Saved-tensor hooks nest innermost-first: a block's recomputation inside a checkpointed
     cell would keep what the checkpoint discards, so the supernet uses one or the other."""
-    net = AutoDeepLabSupernet(3, layers=2, filter_multiplier=2, blocks=2, aspp_channels=4, checkpoint_cells=True,
-                              recompute=True)
+    net = AutoDeepLabSupernet(
+        3, layers=2, filter_multiplier=2, blocks=2, aspp_channels=4, checkpoint_cells=True, recompute=True
+    )
     assert not any(block.recompute for block in net.modules() if isinstance(block, BlockEdges))
 
 

@@ -21,12 +21,25 @@ from segnas.settings import schema
 from segnas.tasks.search import context
 from tests.conftest import compose_config
 
-AUXCELL = ["searcher=auxcell", "searcher.children=3", "searcher.stage1.num_crops=8", "searcher.stage1.batch_size=4",
-           "searcher.stage1.epochs=1", "searcher.stage2.enabled=false", "searcher.reward.holdout_min=4",
-           "searcher.controller.ppo.minibatch_size=2",
-           "searcher.reward.omit_classes=[]"]  # children this small earn 0 without background: nothing to learn from
-FMAS = ["searcher=fmas", "searcher.pop_size=4", "searcher.val_images=4", "searcher.calib_images=4",
-        "data.eval_batch_size=2", "searcher.generations=3"]
+AUXCELL = [
+    "searcher=auxcell",
+    "searcher.children=3",
+    "searcher.stage1.num_crops=8",
+    "searcher.stage1.batch_size=4",
+    "searcher.stage1.epochs=1",
+    "searcher.stage2.enabled=false",
+    "searcher.reward.holdout_min=4",
+    "searcher.controller.ppo.minibatch_size=2",
+    "searcher.reward.omit_classes=[]",
+]  # children this small earn 0 without background: nothing to learn from
+FMAS = [
+    "searcher=fmas",
+    "searcher.pop_size=4",
+    "searcher.val_images=4",
+    "searcher.calib_images=4",
+    "data.eval_batch_size=2",
+    "searcher.generations=3",
+]
 
 
 def search_context(run_dir: Path, *overrides: str, resume: Path | None = None) -> tuple[Any, SearchContext]:
@@ -66,9 +79,13 @@ def killed_on_call(real, call: int):
 
 @pytest.mark.parametrize("searcher", ["auxcell", "fmas"])
 def test_a_search_killed_mid_unit_resumes_with_the_same_next_sample(
-        searcher: str, supernet_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    overrides, unit = (AUXCELL, "run_round") if searcher == "auxcell" else \
-        ([*FMAS, f"searcher.supernet={supernet_file}"], "run_generation")
+    searcher: str, supernet_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    overrides, unit = (
+        (AUXCELL, "run_round")
+        if searcher == "auxcell"
+        else ([*FMAS, f"searcher.supernet={supernet_file}"], "run_generation")
+    )
     modules = {"auxcell": "segnas.searchers.auxcell.module", "fmas": "segnas.searchers.fmas.module"}
     straight, killed, resumed = (tmp_path / name for name in ("straight", "killed", "resumed"))
     for path in (straight, killed, resumed):
@@ -83,8 +100,10 @@ def test_a_search_killed_mid_unit_resumes_with_the_same_next_sample(
     assert state["epoch"] == 1  # the last finished unit is the second
     search(resumed, *overrides, resume=killed / "last.ckpt")
     assert rows(resumed / "search.csv") == rows(straight / "search.csv")
-    final = {name: torch.load(path / "last.ckpt", weights_only=False)[STATE_KEY]["search"]
-             for name, path in (("straight", straight), ("resumed", resumed))}
+    final = {
+        name: torch.load(path / "last.ckpt", weights_only=False)[STATE_KEY]["search"]
+        for name, path in (("straight", straight), ("resumed", resumed))
+    }
     if searcher == "auxcell":
         assert state_digest(final["straight"]["policy"]) == state_digest(final["resumed"]["policy"])
     else:
@@ -113,9 +132,20 @@ def test_search_modules_hold_no_registered_network(supernet_file: Path, tmp_path
     full = space.genotype({k: v for k, v in genotype.arch.items() if k not in ("depths", "widths")})
     fmas, handed = search_context(tmp_path, *FMAS, f"searcher.supernet={supernet_file}")
     auxcell, auxcell_context = search_context(tmp_path, *AUXCELL)
-    modules = [FMASSearchModule(fmas, space, full, supernet, None, {"supernet": str(supernet_file)},
-                                protocol=handed.protocol, input_size=(32, 32), target=None),
-               AuxCellSearchModule(auxcell, auxcell_context, 2)]
+    modules = [
+        FMASSearchModule(
+            fmas,
+            space,
+            full,
+            supernet,
+            None,
+            {"supernet": str(supernet_file)},
+            protocol=handed.protocol,
+            input_size=(32, 32),
+            target=None,
+        ),
+        AuxCellSearchModule(auxcell, auxcell_context, 2),
+    ]
     for module in modules:
         assert list(module.children()) == [] and list(module.parameters()) == []
         TimmSyncBatchNorm().apply(module)

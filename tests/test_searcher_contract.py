@@ -39,21 +39,25 @@ def test_every_registered_searcher_keeps_the_contract(name: str) -> None:
 
 def test_the_registry_and_every_searchers_settings_import_without_torch(tmp_path: Path) -> None:
     """The config check reads them before torch loads (a mistake is reported within a second)."""
-    code = ("import sys, segnas.searchers.registry as r\n"
-            "assert r.SEARCHERS\n"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-            "('torch', 'pytorch_lightning', 'timm', 'pymoo', 'albumentations')))")
+    code = (
+        "import sys, segnas.searchers.registry as r\n"
+        "assert r.SEARCHERS\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('torch', 'pytorch_lightning', 'timm', 'pymoo', 'albumentations')))"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
 
 
 def test_a_fourth_searcher_takes_its_folder_one_config_file_and_one_registry_line(
-        make_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from tests.tiny_searcher.settings import TinySettings
 
-    monkeypatch.setitem(registry.SEARCHERS, "tiny",
-                        registry.Registration(TinySettings, "tests.tiny_searcher.searcher:search"))
+    monkeypatch.setitem(
+        registry.SEARCHERS, "tiny", registry.Registration(TinySettings, "tests.tiny_searcher.searcher:search")
+    )
     schema.register()
     import segnas.tasks.search as search_task
 
@@ -66,8 +70,9 @@ def test_a_fourth_searcher_takes_its_folder_one_config_file_and_one_registry_lin
 
     instantiate = search_task.instantiate
     monkeypatch.setattr(search_task, "instantiate", counting)
-    cfg = make_cfg("task=search", "searcher=tiny", f"hydra.searchpath=[file://{TESTS / 'conf'}]",
-                   "trainer.max_epochs=1")
+    cfg = make_cfg(
+        "task=search", "searcher=tiny", f"hydra.searchpath=[file://{TESTS / 'conf'}]", "trainer.max_epochs=1"
+    )
     summary = pipeline.run(cfg)
 
     run_dir = tmp_path / "run"

@@ -14,7 +14,6 @@ import typing
 from pathlib import Path
 
 import pytest
-
 from hydra.errors import HydraException
 
 from segnas import pipeline, targets
@@ -184,8 +183,9 @@ COMMON_CASES: list[tuple[list[str], str]] = [
     (["budget.images=-3"], "budget.images"),
     (["budget.wall_time_s=0"], "budget.wall_time_s"),
 ]
-CASES = [(name, overrides, key) for name, cases in SEARCHER_CASES.items() for overrides, key in cases] + \
-        [("autodeeplab", overrides, key) for overrides, key in COMMON_CASES]
+CASES = [(name, overrides, key) for name, cases in SEARCHER_CASES.items() for overrides, key in cases] + [
+    ("autodeeplab", overrides, key) for overrides, key in COMMON_CASES
+]
 
 
 @pytest.fixture
@@ -213,25 +213,38 @@ def refusal(make_cfg, *overrides: str) -> str:
 
 
 #: What a refusal says was expected: the settings' rules, or omegaconf's type, choice and struct checks.
-EXPECTED = re.compile(r"expected|could not be converted|not in '|Invalid value|is not a valid|is not a subclass|incompatible|not a ListConfig")
+EXPECTED = re.compile(
+    r"expected|could not be converted|not in '|Invalid value|is not a valid|is not a subclass|incompatible"
+    r"|not a ListConfig"
+)
 
 
-@pytest.mark.parametrize(("searcher", "overrides", "key"), CASES,
-                         ids=lambda value: ",".join(value) if isinstance(value, list) else str(value))
-def test_a_bad_key_names_itself_before_any_data_is_loaded(make_cfg, no_data, tmp_path: Path, searcher: str,
-                                                          overrides: list[str], key: str) -> None:
+@pytest.mark.parametrize(
+    ("searcher", "overrides", "key"),
+    CASES,
+    ids=lambda value: ",".join(value) if isinstance(value, list) else str(value),
+)
+def test_a_bad_key_names_itself_before_any_data_is_loaded(
+    make_cfg, no_data, tmp_path: Path, searcher: str, overrides: list[str], key: str
+) -> None:
     message = refusal(make_cfg, "task=search", f"searcher={searcher}", *overrides)
     assert re.match(rf"^{re.escape(key)}[=:.\[ ]", message), message
     assert EXPECTED.search(message), message
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("overrides", [
-    ["searcher=autodeeplab"], ["searcher=auxcell"], ["searcher=fmas"], ["searcher=random"],
-    ["searcher=random", "searcher.space=auxcell"],
-    # uniform proposals need no second parent: one per generation is a valid random baseline
-    ["searcher=random", "searcher.space=fmas", "searcher.fmas.pop_size=1", "searcher.fmas.top_k=1"],
-])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["searcher=autodeeplab"],
+        ["searcher=auxcell"],
+        ["searcher=fmas"],
+        ["searcher=random"],
+        ["searcher=random", "searcher.space=auxcell"],
+        # uniform proposals need no second parent: one per generation is a valid random baseline
+        ["searcher=random", "searcher.space=fmas", "searcher.fmas.pop_size=1", "searcher.fmas.top_k=1"],
+    ],
+)
 def test_the_shipped_searcher_settings_pass(make_cfg, overrides: list[str]) -> None:
     check_config(make_cfg("task=search", *overrides, tiny=False))
 
@@ -239,20 +252,29 @@ def test_the_shipped_searcher_settings_pass(make_cfg, overrides: list[str]) -> N
 def test_a_given_supernet_needs_no_training_epochs(make_cfg, tmp_path: Path) -> None:
     supernet = tmp_path / "model.pt"
     supernet.touch()
-    check_config(make_cfg("task=search", "searcher=fmas", "searcher.supernet_epochs=0",
-                          f"searcher.supernet={supernet}", tiny=False))
+    check_config(
+        make_cfg(
+            "task=search", "searcher=fmas", "searcher.supernet_epochs=0", f"searcher.supernet={supernet}", tiny=False
+        )
+    )
 
 
 def test_eval_split_is_checked_when_the_config_is_composed(make_cfg) -> None:
-    assert refusal(make_cfg, "task=eval", "checkpoint=x.ckpt", "eval.split=test") == \
-        "eval.split=test: Invalid value 'test', expected one of [val, train]"
+    assert (
+        refusal(make_cfg, "task=eval", "checkpoint=x.ckpt", "eval.split=test")
+        == "eval.split=test: Invalid value 'test', expected one of [val, train]"
+    )
 
 
 def test_a_comparison_checks_every_run_before_the_first_starts(tmp_path: Path, no_data) -> None:
     from tests.conftest import compose_config
 
-    cfg = compose_config("task=compare", f"run_dir={tmp_path / 'run'}", "compare.seeds=[0]",
-                         'compare.overrides.fmas=["searcher.pop_size=0"]')
+    cfg = compose_config(
+        "task=compare",
+        f"run_dir={tmp_path / 'run'}",
+        "compare.seeds=[0]",
+        'compare.overrides.fmas=["searcher.pop_size=0"]',
+    )
     with pytest.raises(ConfigError, match=r"^searcher\.pop_size=0"):
         pipeline.run(cfg)  # fmas is the third searcher: autodeeplab and auxcell would have run first
     assert not (tmp_path / "run" / "runs").exists()
@@ -280,36 +302,64 @@ def test_the_names_the_checks_list_are_what_the_code_computes() -> None:
 
 
 def run_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], cwd=tmp_path, env=subprocess_env(tmp_path),
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, *args], cwd=tmp_path, env=subprocess_env(tmp_path), capture_output=True, text=True, timeout=300
+    )
 
 
 def test_the_cli_reports_a_bad_key_in_one_line_with_exit_code_2(tmp_path: Path) -> None:
-    result = run_cli(tmp_path, "-m", "segnas.run", "searcher=fmas", "searcher.pop_size=1",
-                     f"hydra.run.dir={tmp_path}/run")
+    result = run_cli(
+        tmp_path, "-m", "segnas.run", "searcher=fmas", "searcher.pop_size=1", f"hydra.run.dir={tmp_path}/run"
+    )
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr.splitlines() == [
-        "segnas: error: searcher.pop_size=1: expected an integer >= 2 (NSGA-II needs two parents)"]
+        "segnas: error: searcher.pop_size=1: expected an integer >= 2 (NSGA-II needs two parents)"
+    ]
     assert not (tmp_path / "run" / "supernet").exists()
 
 
 def test_the_check_path_imports_no_heavy_library(tmp_path: Path) -> None:
     """What ``python -m segnas.run`` imports before it reports a bad key: no Lightning, timm,
     W&B, ONNX, pymoo, data stack or plotting (torch neither, as it happens)."""
-    result = run_cli(tmp_path, "-X", "importtime", "-m", "segnas.run", "searcher=fmas", "searcher.pop_size=0",
-                     f"hydra.run.dir={tmp_path}/run")
+    result = run_cli(
+        tmp_path,
+        "-X",
+        "importtime",
+        "-m",
+        "segnas.run",
+        "searcher=fmas",
+        "searcher.pop_size=0",
+        f"hydra.run.dir={tmp_path}/run",
+    )
     assert result.returncode == 2 and "segnas: error: searcher.pop_size=0" in result.stderr
-    imported = {line.split("|")[-1].strip().split(".")[0] for line in result.stderr.splitlines()
-                if line.startswith("import time:")}
+    imported = {
+        line.split("|")[-1].strip().split(".")[0]
+        for line in result.stderr.splitlines()
+        if line.startswith("import time:")
+    }
     assert "omegaconf" in imported and "segnas" in imported
-    heavy = {"pytorch_lightning", "lightning", "lightning_fabric", "timm", "wandb", "onnx", "onnxruntime", "pymoo",
-             "albumentations", "cv2", "matplotlib", "torchmetrics", "torch"}
+    heavy = {
+        "pytorch_lightning",
+        "lightning",
+        "lightning_fabric",
+        "timm",
+        "wandb",
+        "onnx",
+        "onnxruntime",
+        "pymoo",
+        "albumentations",
+        "cv2",
+        "matplotlib",
+        "torchmetrics",
+        "torch",
+    }
     assert imported.isdisjoint(heavy), sorted(imported & heavy)
 
 
-@pytest.mark.parametrize(("override", "key"), [("replay.workers=0", "replay.workers"),
-                                               ("replay.seeds=0", "replay.seeds"),
-                                               ("replay.level=1.5", "replay.level")])
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [("replay.workers=0", "replay.workers"), ("replay.seeds=0", "replay.seeds"), ("replay.level=1.5", "replay.level")],
+)
 def test_a_bad_replay_key_names_itself(make_cfg, tmp_path: Path, override: str, key: str) -> None:
     table = tmp_path / "table"
     table.mkdir()
@@ -332,25 +382,36 @@ COMPOSE_CASES: list[tuple[list[str], str, str]] = [
     (["budget.images=lots"], "budget.images", "could not be converted to Integer"),
     (["model.pretrained=perhaps"], "model.pretrained", "is not a valid bool"),
     (["profile.input_size=[a,b]"], "profile.input_size", "could not be converted to Integer"),
-    *[([f"data={name}", "data.crop_size=big"], "data.crop_size", "could not be converted to Integer")
-      for name in ("synthetic", "voc", "cityscapes", "ade20k", "folder", "nyu_depth")],
+    *[
+        ([f"data={name}", "data.crop_size=big"], "data.crop_size", "could not be converted to Integer")
+        for name in ("synthetic", "voc", "cityscapes", "ade20k", "folder", "nyu_depth")
+    ],
     (["data.cache=often"], "data.cache", "is not a valid bool"),
     (["data=cityscapes", "data.image_scale=half"], "data.image_scale", "could not be converted to Float"),
-    *[([f"hardware={name}", "hardware.threads=two"], "hardware.threads", "could not be converted to Integer")
-      for name in ("cpu", "gpu", "onnx_cpu", "gap8")],
+    *[
+        ([f"hardware={name}", "hardware.threads=two"], "hardware.threads", "could not be converted to Integer")
+        for name in ("cpu", "gpu", "onnx_cpu", "gap8")
+    ],
     (["hardware=gap8", "hardware.cores=eight"], "hardware.cores", "could not be converted to Integer"),
     (["searcher=autodeeplab", "searcher.layers=x"], "searcher.layers", "could not be converted to Integer"),
-    (["searcher=auxcell", "searcher.controller.algorithm=a2c"], "searcher.controller.algorithm",
-     "expected one of [ppo, reinforce, uniform]"),
+    (
+        ["searcher=auxcell", "searcher.controller.algorithm=a2c"],
+        "searcher.controller.algorithm",
+        "expected one of [ppo, reinforce, uniform]",
+    ),
     (["searcher=fmas", "searcher.channel_order=random"], "searcher.channel_order", "expected one of [first, l1]"),
     (["searcher=random", "searcher.space=nasnet"], "searcher.space", "expected one of [autodeeplab, auxcell, fmas]"),
-    (["searcher=random", "searcher.space=fmas", "searcher.fmas.pop_size=x"], "searcher.fmas.pop_size",
-     "could not be converted to Integer"),
+    (
+        ["searcher=random", "searcher.space=fmas", "searcher.fmas.pop_size=x"],
+        "searcher.fmas.pop_size",
+        "could not be converted to Integer",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("overrides", "key", "reason"), COMPOSE_CASES, ids=lambda v: ",".join(v) if isinstance(
-    v, list) else None)
+@pytest.mark.parametrize(
+    ("overrides", "key", "reason"), COMPOSE_CASES, ids=lambda v: ",".join(v) if isinstance(v, list) else None
+)
 def test_a_wrongly_typed_key_fails_when_hydra_composes(make_cfg, overrides: list[str], key: str, reason: str) -> None:
     with pytest.raises(HydraException) as error:
         make_cfg("task=search", *overrides, tiny=False)
@@ -367,26 +428,38 @@ RANGE_CASES: list[tuple[list[str], str]] = [
     (["eval.window=[32]"], "eval.window=[32]: expected null, a positive integer or [h, w]"),
     (["profile.input_size=[0,4]"], "profile.input_size=[0, 4]: expected [H, W], two positive integers"),
     (["data.num_classes=1"], "data.num_classes=1: expected an integer >= 2"),
-    (["data=voc", "data.scale_range=[2.0,0.5]"], "data.scale_range=[2.0, 0.5]: expected [low, high] with 0 < low <= high"),
-    (["data=nyu_depth", "task_type=depth", "searcher=auxcell", "data.image_scale=5"],
-     "data.image_scale=5.0: expected a value in (0, 4]"),
+    (
+        ["data=voc", "data.scale_range=[2.0,0.5]"],
+        "data.scale_range=[2.0, 0.5]: expected [low, high] with 0 < low <= high",
+    ),
+    (
+        ["data=nyu_depth", "task_type=depth", "searcher=auxcell", "data.image_scale=5"],
+        "data.image_scale=5.0: expected a value in (0, 4]",
+    ),
     (["data.num_workers=-1"], "data.num_workers=-1: expected an integer >= 0"),
     (["hardware=cpu", "hardware.runs=0"], "hardware.runs=0: expected a positive integer"),
     (["hardware=onnx_cpu", "hardware.warmup=-1"], "hardware.warmup=-1: expected an integer >= 0"),
     (["hardware=gap8", "hardware.l1_usable=1.5"], "hardware.l1_usable=1.5: expected a value in (0, 1]"),
     (["hardware=gpu", "hardware.device=tpu"], "hardware.device=tpu: expected auto, cpu or cuda[:N]"),
-    (["searcher=autodeeplab", "searcher.warmup_epochs=6"],
-     "searcher.warmup_epochs=6: expected a value in [0, 5] (below epochs=6, or no architecture step would run)"),
+    (
+        ["searcher=autodeeplab", "searcher.warmup_epochs=6"],
+        "searcher.warmup_epochs=6: expected a value in [0, 5] (below epochs=6, or no architecture step would run)",
+    ),
     (["searcher=auxcell", "searcher.top_k=7"], "searcher.top_k=7: expected a value in [1, 6] (at most children=6)"),
-    (["searcher=fmas", "searcher.pop_size=1"], "searcher.pop_size=1: expected an integer >= 2 (NSGA-II needs two parents)"),
+    (
+        ["searcher=fmas", "searcher.pop_size=1"],
+        "searcher.pop_size=1: expected an integer >= 2 (NSGA-II needs two parents)",
+    ),
     (["searcher=random", "searcher.samples=0"], "searcher.samples=0: expected a positive integer"),
 ]
 
 
-@pytest.mark.parametrize(("overrides", "message"), RANGE_CASES, ids=lambda v: ",".join(v) if isinstance(v, list)
-                         else None)
-def test_a_value_out_of_range_fails_when_the_settings_are_built(make_cfg, no_data, overrides: list[str],
-                                                                 message: str) -> None:
+@pytest.mark.parametrize(
+    ("overrides", "message"), RANGE_CASES, ids=lambda v: ",".join(v) if isinstance(v, list) else None
+)
+def test_a_value_out_of_range_fails_when_the_settings_are_built(
+    make_cfg, no_data, overrides: list[str], message: str
+) -> None:
     cfg = make_cfg("task=search", *overrides, tiny=False)  # composes: the types are right
     with pytest.raises(ConfigError) as error:
         check_config(cfg)
@@ -402,11 +475,19 @@ def test_every_shipped_yaml_sets_exactly_its_schemas_keys() -> None:
     from segnas.settings import schema
 
     conf = Path(CONFIG_DIR)
-    files = [(conf / "data" / f"{name}.yaml", cls) for name, cls in (
-        (name, cls) for target, (name, cls) in schema.DATA.items())]
-    files += [(conf / "hardware" / f"{name}.yaml", schema.HARDWARE[target][1]) for name, target in (
-        ("cpu", "segnas.hardware.latency.TorchLatency"), ("gpu", "segnas.hardware.latency.TorchLatency"),
-        ("onnx_cpu", "segnas.hardware.latency.OnnxRuntimeLatency"), ("gap8", "segnas.hardware.gap8.Gap8Latency"))]
+    files = [
+        (conf / "data" / f"{name}.yaml", cls)
+        for name, cls in ((name, cls) for target, (name, cls) in schema.DATA.items())
+    ]
+    files += [
+        (conf / "hardware" / f"{name}.yaml", schema.HARDWARE[target][1])
+        for name, target in (
+            ("cpu", "segnas.hardware.latency.TorchLatency"),
+            ("gpu", "segnas.hardware.latency.TorchLatency"),
+            ("onnx_cpu", "segnas.hardware.latency.OnnxRuntimeLatency"),
+            ("gap8", "segnas.hardware.gap8.Gap8Latency"),
+        )
+    ]
     files += [(conf / "searcher" / f"{name}.yaml", entry.settings) for name, entry in SEARCHERS.items()]
     for path, cls in files:
         keys = set(yaml.safe_load(path.read_text())) - {"defaults"}
@@ -417,12 +498,19 @@ def test_every_shipped_yaml_sets_exactly_its_schemas_keys() -> None:
 
 
 def test_the_cli_reports_a_composition_error_in_one_line_with_exit_code_2(tmp_path: Path) -> None:
-    result = run_cli(tmp_path, "-m", "segnas.run", "searcher=auxcell", "searcher.controller.algorithm=a2c",
-                     f"hydra.run.dir={tmp_path}/run")
+    result = run_cli(
+        tmp_path,
+        "-m",
+        "segnas.run",
+        "searcher=auxcell",
+        "searcher.controller.algorithm=a2c",
+        f"hydra.run.dir={tmp_path}/run",
+    )
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr.splitlines() == [
         "segnas: error: searcher.controller.algorithm=a2c: Invalid value 'a2c', expected one of "
-        "[ppo, reinforce, uniform]"]
+        "[ppo, reinforce, uniform]"
+    ]
     assert not (tmp_path / "run").exists()
 
 
@@ -430,4 +518,5 @@ def test_fmas_random_proposals_point_at_the_random_baseline(make_cfg) -> None:
     """One route to FMAS's random baseline: searcher=random searcher.space=fmas."""
     assert refusal(make_cfg, "task=search", "searcher=fmas", "searcher.algorithm=random") == (
         "searcher.algorithm=random: expected nsga2: FMAS's random baseline (uniform proposals at FMAS's budget) "
-        "is searcher=random searcher.space=fmas")
+        "is searcher=random searcher.space=fmas"
+    )

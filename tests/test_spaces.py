@@ -43,8 +43,7 @@ def test_default_rates_follow_output_stride():
 
 
 def test_arch_choices_reach_the_network():
-    arch = {"output_stride": 8, "aspp_rates": [2], "aspp_channels": 16, "decoder_channels": 24,
-            "low_level_channels": 8}
+    arch = {"output_stride": 8, "aspp_rates": [2], "aspp_channels": 16, "decoder_channels": 24, "low_level_channels": 8}
     model = SPACE.build(SPACE.genotype(arch), num_classes=3)
     assert len(model.aspp.branches) == 3
     assert model.aspp.branches[1][0].dilation == (2, 2)

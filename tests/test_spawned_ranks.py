@@ -9,7 +9,6 @@ from torch import nn
 from segnas.training.spawned import own_tensors
 
 
-
 def test_own_tensors_copies_shared_storage_only() -> None:
     net = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
     weight, bias_object = net[0].weight, net[0].bias

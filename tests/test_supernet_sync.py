@@ -32,8 +32,13 @@ def _step(norm: nn.Module, z: torch.Tensor, scales: torch.Tensor, probe: torch.T
     z, scales = z.clone().requires_grad_(), scales.clone().requires_grad_()
     out = _norm_scale(norm, z, scales)
     (out * probe).sum().backward()
-    return {"out": out.detach(), "grad_z": z.grad, "grad_scales": scales.grad,
-            "running_mean": norm.running_mean.clone(), "running_var": norm.running_var.clone()}
+    return {
+        "out": out.detach(),
+        "grad_z": z.grad,
+        "grad_scales": scales.grad,
+        "running_mean": norm.running_mean.clone(),
+        "running_var": norm.running_var.clone(),
+    }
 
 
 def sync_worker(rank: int, world: int, init: str, out: Path) -> None:
@@ -56,8 +61,7 @@ def _reference(z: torch.Tensor, scales: torch.Tensor, probe: torch.Tensor) -> di
     mean, var = torch.zeros(3, dtype=z.dtype), torch.ones(3, dtype=z.dtype)
     out = F.batch_norm(z, mean, var, training=True, momentum=0.1) * scales.view(1, -1, 1, 1)
     (out * probe).sum().backward()
-    return {"out": out.detach(), "grad_z": z.grad, "grad_scales": scales.grad, "running_mean": mean,
-            "running_var": var}
+    return {"out": out.detach(), "grad_z": z.grad, "grad_scales": scales.grad, "running_mean": mean, "running_var": var}
 
 
 def test_supernet_batchnorm_uses_the_statistics_of_every_rank(tmp_path: Path) -> None:
@@ -78,5 +82,6 @@ def test_supernet_batchnorm_uses_the_statistics_of_every_rank(tmp_path: Path) ->
         for key, value in alone.items():
             torch.testing.assert_close(result["local"][key], value, **close)
     # each rank's α-weight gradient is its own share; DDP sums (averages) them as it does SyncBatchNorm's
-    torch.testing.assert_close(ranks[0]["synced"]["grad_scales"] + ranks[1]["synced"]["grad_scales"],
-                               whole["grad_scales"], **close)
+    torch.testing.assert_close(
+        ranks[0]["synced"]["grad_scales"] + ranks[1]["synced"]["grad_scales"], whole["grad_scales"], **close
+    )

@@ -37,8 +37,14 @@ SCORING = ["searcher=fmas", "searcher.val_images=4", "searcher.calib_images=4", 
 @pytest.fixture(scope="module")
 def fmas_table(supernet_file, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("table")
-    cfg = compose_config("task=tabulate", f"run_dir={run_dir}", *SCORING, *SPACE, f"searcher.supernet={supernet_file}",
-                         "tabulate.chunk=5")
+    cfg = compose_config(
+        "task=tabulate",
+        f"run_dir={run_dir}",
+        *SCORING,
+        *SPACE,
+        f"searcher.supernet={supernet_file}",
+        "tabulate.chunk=5",
+    )
     summary = pipeline.run(cfg)
     return run_dir, summary
 
@@ -65,8 +71,15 @@ def test_a_replay_of_nsga2_follows_the_real_search(fmas_table, supernet_file, tm
 
     run_dir, _ = fmas_table
     meta, rows = store.read(run_dir)
-    cfg = compose_config(f"run_dir={tmp_path / 'search'}", *SCORING, *SPACE, f"searcher.supernet={supernet_file}",
-                         "searcher.pop_size=6", "searcher.generations=3", "searcher.seed=3")
+    cfg = compose_config(
+        f"run_dir={tmp_path / 'search'}",
+        *SCORING,
+        *SPACE,
+        f"searcher.supernet={supernet_file}",
+        "searcher.pop_size=6",
+        "searcher.generations=3",
+        "searcher.seed=3",
+    )
     run_search(cfg)
     with (tmp_path / "search" / "search.csv").open() as handle:
         real = list(csv.DictReader(handle))
@@ -74,30 +87,43 @@ def test_a_replay_of_nsga2_follows_the_real_search(fmas_table, supernet_file, tm
     encoding = fmas.encoding_of(space, Genotype.from_dict(meta["full"]), meta["settings"])
     state = SearchState(build_search_algorithm("nsga2", encoding, 2, 6, 3, 3, crossover_prob=0.9))
     scorer = fmas.TableScorer(rows)
-    replayed = [run_generation(state, encoding, scorer, meta["objectives"], meta["scale"], [1.0, 1.1])[0]
-                for _ in range(3)]
+    replayed = [
+        run_generation(state, encoding, scorer, meta["objectives"], meta["scale"], [1.0, 1.1])[0] for _ in range(3)
+    ]
     for ours, theirs in zip(replayed, real):
         assert ours["hypervolume"] == pytest.approx(float(theirs["hypervolume"]), abs=1e-9)
         assert (ours["scored"], ours["cache_hits"], ours["front_size"]) == (
-            int(theirs["scored"]), int(theirs["cache_hits"]), int(theirs["front_size"]))
+            int(theirs["scored"]),
+            int(theirs["cache_hits"]),
+            int(theirs["front_size"]),
+        )
 
 
 def test_anytime_hypervolume_agrees_with_pymoo_on_every_prefix() -> None:
     rng = np.random.default_rng(0)
-    records = [{"miou": float(rng.uniform(0.1, 0.9)), "macs": float(rng.uniform(1, 10)), "feasible": True}
-               for _ in range(25)]
+    records = [
+        {"miou": float(rng.uniform(0.1, 0.9)), "macs": float(rng.uniform(1, 10)), "feasible": True} for _ in range(25)
+    ]
     scale, reference = {"macs": 10.0}, [1.0, 1.1]
     ours = fmas.anytime_hypervolume(records, ["miou", "macs"], scale, reference, 30)
     for n in range(1, 26):
-        assert ours[n - 1] == pytest.approx(hypervolume(objective_matrix(records[:n], ["miou", "macs"], scale),
-                                                        reference))
+        assert ours[n - 1] == pytest.approx(
+            hypervolume(objective_matrix(records[:n], ["miou", "macs"], scale), reference)
+        )
     assert np.all(ours[25:] == ours[24]) and np.all(np.diff(ours) >= 0)
 
 
 def test_replay_task_writes_curves_and_statistics(fmas_table, tmp_path) -> None:
     run_dir, _ = fmas_table
-    cfg = compose_config("task=replay", "searcher=fmas", f"run_dir={tmp_path / 'replay'}", f"replay.table={run_dir}",
-                         "replay.seeds=6", "replay.evaluations=10", "searcher.pop_size=4")
+    cfg = compose_config(
+        "task=replay",
+        "searcher=fmas",
+        f"run_dir={tmp_path / 'replay'}",
+        f"replay.table={run_dir}",
+        "replay.seeds=6",
+        "replay.evaluations=10",
+        "searcher.pop_size=4",
+    )
     summary = pipeline.run(cfg)
     assert summary["algorithms"] == ["nsga2", "random"]
     with (tmp_path / "replay" / "replay.csv").open() as handle:
@@ -135,8 +161,14 @@ def test_the_table_preset_has_over_5000_sub_networks_and_runs(tmp_path, supernet
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(evaluator.Evaluator, "evaluate_many", crash_on_the_second_chunk)
-        run_cfg = compose_config("experiment=fmas_table", f"run_dir={tmp_path}", f"searcher.supernet={supernet_file}",
-                                 "searcher.val_images=2", "searcher.calib_images=2", "tabulate.chunk=3")
+        run_cfg = compose_config(
+            "experiment=fmas_table",
+            f"run_dir={tmp_path}",
+            f"searcher.supernet={supernet_file}",
+            "searcher.val_images=2",
+            "searcher.calib_images=2",
+            "tabulate.chunk=3",
+        )
         with pytest.raises(KeyboardInterrupt):
             pipeline.run(run_cfg)
     kept = store.read_rows(tmp_path / store.ROWS)
@@ -144,13 +176,25 @@ def test_the_table_preset_has_over_5000_sub_networks_and_runs(tmp_path, supernet
     # resume=true continues: the chunk already written is not scored again
     calls.clear()
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(evaluator.Evaluator, "evaluate_many", lambda self, genotypes: calls.append(len(genotypes))
-                      or real(self, genotypes))
-        patch.setattr(fmas, "all_genes",
-                      lambda encoding: iter([tuple(r["genes"]) for r in kept] + [(1,) * encoding.n_var]))
-        pipeline.run(compose_config("experiment=fmas_table", f"run_dir={tmp_path}",
-                                    f"searcher.supernet={supernet_file}", "searcher.val_images=2",
-                                    "searcher.calib_images=2", "tabulate.chunk=3", "resume=true"))
+        patch.setattr(
+            evaluator.Evaluator,
+            "evaluate_many",
+            lambda self, genotypes: calls.append(len(genotypes)) or real(self, genotypes),
+        )
+        patch.setattr(
+            fmas, "all_genes", lambda encoding: iter([tuple(r["genes"]) for r in kept] + [(1,) * encoding.n_var])
+        )
+        pipeline.run(
+            compose_config(
+                "experiment=fmas_table",
+                f"run_dir={tmp_path}",
+                f"searcher.supernet={supernet_file}",
+                "searcher.val_images=2",
+                "searcher.calib_images=2",
+                "tabulate.chunk=3",
+                "resume=true",
+            )
+        )
     assert calls == [1] and len(store.read_rows(tmp_path / store.ROWS)) == 4
 
 
@@ -165,13 +209,18 @@ def test_replay_refuses_a_missing_table_and_another_searcher(fmas_table, tmp_pat
     with pytest.raises(ConfigError, match="replay.table"):
         pipeline.run(compose_config("task=replay", "searcher=fmas", f"run_dir={tmp_path / 'a'}"))
     with pytest.raises(ConfigError, match="searcher=fmas"):
-        pipeline.run(compose_config("task=replay", "searcher=auxcell", f"run_dir={tmp_path / 'b'}",
-                                    f"replay.table={fmas_table[0]}"))
+        pipeline.run(
+            compose_config(
+                "task=replay", "searcher=auxcell", f"run_dir={tmp_path / 'b'}", f"replay.table={fmas_table[0]}"
+            )
+        )
 
 
 def test_a_torn_last_line_is_dropped_and_the_table_continues(tmp_path) -> None:
     writer = store.TableWriter(tmp_path, ["genotype_hash", "genes", "miou"])
-    writer.append([{"genotype_hash": "a", "genes": [0, 1], "miou": 0.5}, {"genotype_hash": "b", "genes": [1], "miou": 0.25}])
+    writer.append(
+        [{"genotype_hash": "a", "genes": [0, 1], "miou": 0.5}, {"genotype_hash": "b", "genes": [1], "miou": 0.25}]
+    )
     with (tmp_path / store.ROWS).open("a") as handle:
         handle.write('c,"[1, ')  # a crash in the middle of a row
     again = store.TableWriter(tmp_path, ["genotype_hash", "genes", "miou"])
@@ -225,6 +274,7 @@ def test_band_is_the_bootstrap_interval_of_the_mean() -> None:
 
 # --- auxcell ---------------------------------------------------------------------------------------
 
+
 def _synthetic_rows(n: int, seed: int = 0) -> list[dict]:
     """Children whose reward is a known function of their decisions (op of the first cell op and
     the first connection), so a surrogate has something to learn."""
@@ -273,7 +323,8 @@ def test_the_lockstep_replay_is_each_seeds_own_search(tmp_path) -> None:
     first, _, _ = policy.sample(torch.Generator().manual_seed(5))
     forest, _ = auxcell.fit_surrogate(rows, decisions.choices("extended"), 0.2)
     assert alone["reinforce"][0, 0] == pytest.approx(
-        float(forest.predict(surrogate.features(np.array([first]), decisions.choices("extended")))[0]))
+        float(forest.predict(surrogate.features(np.array([first]), decisions.choices("extended")))[0])
+    )
 
 
 def test_rows_of_a_search_csv(tmp_path) -> None:
@@ -283,14 +334,46 @@ def test_rows_of_a_search_csv(tmp_path) -> None:
     genes = [c - 1 for c in choices]
     arch = AuxCellSpace().validate(decisions.to_arch(genes))
     with (tmp_path / "search.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, ["child", "status", "reward", "stage1_reward", "stage2_reward", "mIoU",
-                                         "genotype_hash", "encoding", "params", "child_s"])
+        writer = csv.DictWriter(
+            handle,
+            [
+                "child",
+                "status",
+                "reward",
+                "stage1_reward",
+                "stage2_reward",
+                "mIoU",
+                "genotype_hash",
+                "encoding",
+                "params",
+                "child_s",
+            ],
+        )
         writer.writeheader()
-        writer.writerow({"child": 0, "status": "ok", "reward": 0.3, "stage1_reward": 0.2, "stage2_reward": 0.3,
-                         "mIoU": 0.4, "genotype_hash": "h", "encoding": json.dumps(to_encoding(arch)),
-                         "params": 1000, "child_s": 2.5})
-        writer.writerow({"child": 1, "status": "failed", "reward": 0.0, "genotype_hash": "f",
-                         "encoding": json.dumps(to_encoding(arch)), "params": 1000})
+        writer.writerow(
+            {
+                "child": 0,
+                "status": "ok",
+                "reward": 0.3,
+                "stage1_reward": 0.2,
+                "stage2_reward": 0.3,
+                "mIoU": 0.4,
+                "genotype_hash": "h",
+                "encoding": json.dumps(to_encoding(arch)),
+                "params": 1000,
+                "child_s": 2.5,
+            }
+        )
+        writer.writerow(
+            {
+                "child": 1,
+                "status": "failed",
+                "reward": 0.0,
+                "genotype_hash": "f",
+                "encoding": json.dumps(to_encoding(arch)),
+                "params": 1000,
+            }
+        )
     rows = auxcell.rows_of(tmp_path / "search.csv", "extended")
     assert len(rows) == 1 and rows[0]["genes"] == genes and rows[0]["reward"] == 0.3
     assert rows[0]["stage1_reward"] == 0.2 and rows[0]["score_s"] == 2.5
@@ -299,13 +382,15 @@ def test_rows_of_a_search_csv(tmp_path) -> None:
 def test_from_run_must_have_sampled_uniformly(tmp_path) -> None:
     (tmp_path / "search.csv").write_text("child\n")
     (tmp_path / "config.yaml").write_text("searcher:\n  name: auxcell\n  controller: {algorithm: ppo}\n")
-    cfg = compose_config("task=tabulate", "searcher=auxcell", f"run_dir={tmp_path / 'table'}",
-                         f"tabulate.from_run={tmp_path}")
+    cfg = compose_config(
+        "task=tabulate", "searcher=auxcell", f"run_dir={tmp_path / 'table'}", f"tabulate.from_run={tmp_path}"
+    )
     with pytest.raises(ConfigError, match="uniformly"):
         pipeline.run(cfg)
 
 
 # --- the Auto-DeepLab discrete space ---
+
 
 def test_a_cell_reads_back_from_its_search_csv_text() -> None:
     from segnas.searchers.random.autodeeplab import describe_cell, parse_cell
@@ -321,8 +406,9 @@ def test_adl_decisions_are_one_hot_within_their_choices() -> None:
     from segnas.tables import autodeeplab as adl
 
     choices = adl.choices(5, 4)
-    genes = np.array([adl.genes_of(get_space("autodeeplab").sample(np.random.default_rng(s), 5, 4).arch)
-                      for s in range(50)])
+    genes = np.array(
+        [adl.genes_of(get_space("autodeeplab").sample(np.random.default_rng(s), 5, 4).arch) for s in range(50)]
+    )
     assert genes.shape == (50, len(choices)) and np.all(genes < np.array(choices)) and np.all(genes >= 0)
     X = surrogate.features(genes, choices)
     assert np.all(X.sum(axis=1) == len(choices))
@@ -335,8 +421,15 @@ def adl_table(tmp_path_factory):
     from tests.conftest import TINY_ADL
 
     run_dir = tmp_path_factory.mktemp("adl_table")
-    overrides = ["task=tabulate", "searcher=autodeeplab", f"run_dir={run_dir}", *TINY_ADL,
-                 "tabulate.architectures=10", "tabulate.steps=2", "tabulate.surrogate_holdout=0.5"]
+    overrides = [
+        "task=tabulate",
+        "searcher=autodeeplab",
+        f"run_dir={run_dir}",
+        *TINY_ADL,
+        "tabulate.architectures=10",
+        "tabulate.steps=2",
+        "tabulate.surrogate_holdout=0.5",
+    ]
     summary = pipeline.run(compose_config(*overrides))
     return run_dir, summary, overrides
 
@@ -371,8 +464,9 @@ def test_a_resumed_adl_table_adds_nothing_twice(adl_table) -> None:
 def test_an_adl_table_has_no_replay(adl_table, tmp_path) -> None:
     run_dir, _, _ = adl_table
     with pytest.raises(ConfigError, match="no replay"):
-        pipeline.run(compose_config("task=replay", "searcher=autodeeplab", f"run_dir={tmp_path}",
-                                    f"replay.table={run_dir}"))
+        pipeline.run(
+            compose_config("task=replay", "searcher=autodeeplab", f"run_dir={tmp_path}", f"replay.table={run_dir}")
+        )
 
 
 def test_adl_rows_must_match_their_hash_and_run(adl_table, tmp_path) -> None:
@@ -384,8 +478,14 @@ def test_adl_rows_must_match_their_hash_and_run(adl_table, tmp_path) -> None:
     (tmp_path / "search.csv").write_text("sample\n")
     (tmp_path / "config.yaml").write_text("searcher:\n  name: autodeeplab\n")
     with pytest.raises(ConfigError, match="random search of the Auto-DeepLab space"):
-        pipeline.run(compose_config("task=tabulate", "searcher=autodeeplab", f"run_dir={tmp_path / 'table'}",
-                                    f"tabulate.from_run={tmp_path}"))
+        pipeline.run(
+            compose_config(
+                "task=tabulate",
+                "searcher=autodeeplab",
+                f"run_dir={tmp_path / 'table'}",
+                f"tabulate.from_run={tmp_path}",
+            )
+        )
 
 
 def test_the_adl_table_preset_tabulates_a_few_hundred_of_the_default_space() -> None:

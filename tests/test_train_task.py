@@ -37,8 +37,17 @@ def test_train_writes_the_run_directory(trained_run) -> None:
         assert (run_dir / name).is_file(), name
     on_disk = json.loads((run_dir / "summary.json").read_text())
     assert on_disk["task"] == "train" and on_disk["space"] == "deeplabv3plus"
-    for key in ("val_mIoU", "val_fwIoU", "val_pixel_acc", "val_mean_class_acc", "params", "macs",
-                "latency_ms", "latency_target", "wall_time_s"):
+    for key in (
+        "val_mIoU",
+        "val_fwIoU",
+        "val_pixel_acc",
+        "val_mean_class_acc",
+        "params",
+        "macs",
+        "latency_ms",
+        "latency_target",
+        "wall_time_s",
+    ):
         assert on_disk[key] is not None, key
     assert 0.0 <= on_disk["val_mIoU"] <= 1.0
     assert on_disk["steps"] == 2 * (16 // 4)
@@ -98,8 +107,16 @@ def test_resume_true_without_a_checkpoint_names_the_key(make_cfg) -> None:
 
 
 def test_a_few_steps_lower_the_loss(make_cfg, tmp_path: Path) -> None:
-    cfg = make_cfg("task=train", ARCH, "trainer.max_epochs=15", "trainer.overfit_batches=1", "data.scale_range=[1.0,1.0]",
-                   "train.scheduler=constant", "trainer.check_val_every_n_epoch=100", "train.log_images=0")
+    cfg = make_cfg(
+        "task=train",
+        ARCH,
+        "trainer.max_epochs=15",
+        "trainer.overfit_batches=1",
+        "data.scale_range=[1.0,1.0]",
+        "train.scheduler=constant",
+        "trainer.check_val_every_n_epoch=100",
+        "train.log_images=0",
+    )
     pipeline.run(cfg)
     losses = [float(row["train/loss"]) for row in read_metrics(tmp_path / "run") if row.get("train/loss")]
     assert len(losses) >= 10
@@ -128,8 +145,20 @@ def test_bad_config_names_the_key(make_cfg, overrides: list[str], message: str) 
 def test_train_on_a_voc_layout_folder(make_cfg, tmp_path: Path) -> None:
     root = write_voc_layout(tmp_path / "VOC2012", num_classes=3)
     tiny = [o for o in TINY if not o.startswith("data")]
-    summary = pipeline.run(make_cfg(*tiny, "task=train", ARCH, "data=voc", f"data.root={root}", "data.num_classes=3",
-                                    "data.crop_size=32", "data.batch_size=2", "data.num_workers=0", tiny=False))
+    summary = pipeline.run(
+        make_cfg(
+            *tiny,
+            "task=train",
+            ARCH,
+            "data=voc",
+            f"data.root={root}",
+            "data.num_classes=3",
+            "data.crop_size=32",
+            "data.batch_size=2",
+            "data.num_workers=0",
+            tiny=False,
+        )
+    )
     assert summary["data"] == "voc" and summary["num_classes"] == 3
     assert summary["steps"] == 8 // 2
     assert 0.0 <= summary["val_mIoU"] <= 1.0

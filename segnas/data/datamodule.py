@@ -226,11 +226,16 @@ class SegmentationDataModule(pl.LightningDataModule):
         assert self._sources is not None
         return self._sources[split]
 
-    def _train_transform(self, stream: int, crop_size: int | None = None,
-                         scale_range: Sequence[float] | None = None) -> SegmentationTransform:
+    def _train_transform(
+        self, stream: int, crop_size: int | None = None, scale_range: Sequence[float] | None = None
+    ) -> SegmentationTransform:
         low, high = self.scale_range if scale_range is None else scale_range
         return train_transform(
-            crop_size or self.crop_size, (float(low), float(high)), self.mean, self.std, self.ignore_index,
+            crop_size or self.crop_size,
+            (float(low), float(high)),
+            self.mean,
+            self.std,
+            self.ignore_index,
             _seed_stream(self.seed, stream),
         )
 
@@ -244,8 +249,9 @@ class SegmentationDataModule(pl.LightningDataModule):
         """The split as training and reporting see it: train augmentation for ``train`` (less the
         :meth:`hold_out_train` images), eval transform for ``val`` (less :meth:`reserve_val`'s)."""
         if split == "train":
-            return SegmentationDataset(self.source(split), self._train_transform(_AUG_TRAIN),
-                                       self._without("train", self.held_out))
+            return SegmentationDataset(
+                self.source(split), self._train_transform(_AUG_TRAIN), self._without("train", self.held_out)
+            )
         return SegmentationDataset(self.source(split), self._eval_transform(), self._without(split, self.reserved_val))
 
     def _without(self, split: str, left_out: Sequence[int] | None) -> list[int] | None:
@@ -260,8 +266,10 @@ class SegmentationDataModule(pl.LightningDataModule):
         total = len(self.source("train"))
         count = max(1, round(float(fraction) * total))
         if total - count < self.batch_size:
-            raise ConfigError(f"{key}={fraction}: holding out {count} of {total} training images leaves fewer "
-                              f"than data.batch_size={self.batch_size} to train on")
+            raise ConfigError(
+                f"{key}={fraction}: holding out {count} of {total} training images leaves fewer "
+                f"than data.batch_size={self.batch_size} to train on"
+            )
         self.held_out = sorted(int(i) for i in self._permutation("train", _PERM_SELECTION)[:count])
         return self.held_out
 
@@ -276,17 +284,21 @@ class SegmentationDataModule(pl.LightningDataModule):
         its candidates on a val subset, the paper's protocol), so they cannot also measure the result."""
         reserved = sorted({int(i) for i in indices})
         if len(reserved) >= len(self.source("val")):
-            raise ConfigError(f"the search scored its candidates on all {len(self.source('val'))} val images "
-                              "(searcher.val_images): none is left to report the result on; lower it")
+            raise ConfigError(
+                f"the search scored its candidates on all {len(self.source('val'))} val images "
+                "(searcher.val_images): none is left to report the result on; lower it"
+            )
         self.reserved_val = reserved
 
-    def train_crops(self, crop_size: int, scale_range: Sequence[float] | None = None,
-                    indices: Sequence[int] | None = None) -> SegmentationDataset:
+    def train_crops(
+        self, crop_size: int, scale_range: Sequence[float] | None = None, indices: Sequence[int] | None = None
+    ) -> SegmentationDataset:
         """Train (or its ``indices``) with the train augmentation at ``crop_size`` crops and
         ``scale_range`` (default ``data.scale_range``): for a search whose stages train at their
         own crop sizes (auxcell, ``searcher.stage1.crop_size`` / ``stage2.crop_size``)."""
-        return SegmentationDataset(self.source("train"), self._train_transform(_AUG_TRAIN, crop_size, scale_range),
-                                   indices)
+        return SegmentationDataset(
+            self.source("train"), self._train_transform(_AUG_TRAIN, crop_size, scale_range), indices
+        )
 
     def eval_dataset(self, split: str, indices: Sequence[int] | None = None) -> SegmentationDataset:
         """The whole split (or its ``indices``) with the eval transform, e.g. to score a network on
@@ -318,8 +330,9 @@ class SegmentationDataModule(pl.LightningDataModule):
         cheap set for scoring candidates."""
         if n < 1:
             raise ValueError(f"val_subset: n={n}, expected at least one image")
-        return SegmentationDataset(self.source("val"), self._eval_transform(),
-                                   [int(i) for i in self._permutation("val", _PERM_VAL)[:n]])
+        return SegmentationDataset(
+            self.source("val"), self._eval_transform(), [int(i) for i in self._permutation("val", _PERM_VAL)[:n]]
+        )
 
     def calib_subset(self, n: int) -> SegmentationDataset:
         """A seeded subset of ``n`` train images (at most all) as fixed, unpadded

@@ -30,7 +30,9 @@ class EpochSeededSampler(Sampler[int]):
         return self.size
 
     def __iter__(self) -> Iterator[int]:
-        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.size) if self.shuffle else range(self.size)
+        order = (
+            np.random.default_rng([self.seed, self.epoch]).permutation(self.size) if self.shuffle else range(self.size)
+        )
         offset = self.epoch * self.size
         return iter(offset + int(i) for i in order)
 
@@ -55,9 +57,14 @@ def epoch_seeded_loader(dataset: SegmentationDataset, seed: int, batch_size: int
     """A training loader (full batches only) whose order and augmentation depend only on
     (``seed``, epoch, sample): a resumed run, another rank or another candidate trained with the
     same seed sees exactly the same batches."""
-    return DataLoader(EpochSeededDataset(dataset, seed), batch_size=batch_size,
-                      sampler=EpochSeededSampler(len(dataset), seed), drop_last=True, num_workers=num_workers,
-                      persistent_workers=num_workers > 0)
+    return DataLoader(
+        EpochSeededDataset(dataset, seed),
+        batch_size=batch_size,
+        sampler=EpochSeededSampler(len(dataset), seed),
+        drop_last=True,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+    )
 
 
 def at_epoch(loader: Iterable[Any], epoch: int) -> Iterable[Any]:

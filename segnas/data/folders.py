@@ -278,8 +278,7 @@ class VOCDataModule(SegmentationDataModule):
         base = resolve_root(self.root, "JPEGImages", ("VOC2012", "VOCdevkit/VOC2012"), layout)
         listed_in = base / "ImageSets" / "Segmentation" / f"{self.split_files[split]}.txt"
         items = [
-            (i, base / "JPEGImages" / f"{i}.jpg", base / self.mask_dir / f"{i}.png")
-            for i in read_split_file(listed_in)
+            (i, base / "JPEGImages" / f"{i}.jpg", base / self.mask_dir / f"{i}.png") for i in read_split_file(listed_in)
         ]
         check_files(items, listed_in)
         allowed = f"class ids 0..{self.num_classes - 1} or 255"

@@ -40,32 +40,41 @@ def _h5py() -> Any:
     try:
         import h5py
     except ImportError as err:
-        raise ConfigError("data=nyu_depth reads a MATLAB v7.3 (HDF5) file and needs h5py: "
-                          "pip install h5py (or pip install segnas[nyu])") from err
+        raise ConfigError(
+            "data=nyu_depth reads a MATLAB v7.3 (HDF5) file and needs h5py: "
+            "pip install h5py (or pip install segnas[nyu])"
+        ) from err
     return h5py
 
 
 def open_mat(path: Path) -> Any:
     """The labeled release as an open h5py file, after checking its arrays' shapes."""
     if not path.is_file():
-        raise DatasetError(f"NYUDv2 file {path} does not exist (set data.root to the folder holding {DATA_FILE}, "
-                           "or data.file to its name)")
+        raise DatasetError(
+            f"NYUDv2 file {path} does not exist (set data.root to the folder holding {DATA_FILE}, "
+            "or data.file to its name)"
+        )
     h5py = _h5py()
     try:
         handle = h5py.File(path, "r")
     except OSError as err:
-        raise DatasetError(f"NYUDv2 file {path} cannot be read as MATLAB v7.3 / HDF5 ({err}); "
-                           "is the download complete?") from err
+        raise DatasetError(
+            f"NYUDv2 file {path} cannot be read as MATLAB v7.3 / HDF5 ({err}); is the download complete?"
+        ) from err
     missing = [name for name in ("images", "depths") if name not in handle]
     if missing:
         handle.close()
-        raise DatasetError(f"NYUDv2 file {path} has no dataset(s) {missing}; expected the labeled release "
-                           "with images (N, 3, W, H) and depths (N, W, H)")
+        raise DatasetError(
+            f"NYUDv2 file {path} has no dataset(s) {missing}; expected the labeled release "
+            "with images (N, 3, W, H) and depths (N, W, H)"
+        )
     images, depths = handle["images"], handle["depths"]
     if images.ndim != 4 or images.shape[1] != 3 or depths.shape != (images.shape[0], *images.shape[2:]):
         handle.close()
-        raise DatasetError(f"NYUDv2 file {path}: images {images.shape} and depths {depths.shape} do not match; "
-                           "expected images (N, 3, W, H) and depths (N, W, H)")
+        raise DatasetError(
+            f"NYUDv2 file {path}: images {images.shape} and depths {depths.shape} do not match; "
+            "expected images (N, 3, W, H) and depths (N, W, H)"
+        )
     return handle
 
 
@@ -73,8 +82,10 @@ def read_split(path: Path, split: str, count: int) -> list[int]:
     """0-based frame indices of ``split`` from ``splits.mat`` (1-based ``trainNdxs``/``testNdxs``)."""
     key = SPLIT_KEYS[split]
     if not path.is_file():
-        raise DatasetError(f"NYUDv2 split file {path} does not exist (expected the official {SPLIT_FILE} with "
-                           "trainNdxs and testNdxs; set data.split_file)")
+        raise DatasetError(
+            f"NYUDv2 split file {path} does not exist (expected the official {SPLIT_FILE} with "
+            "trainNdxs and testNdxs; set data.split_file)"
+        )
     from scipy.io import loadmat
 
     try:
@@ -90,8 +101,10 @@ def read_split(path: Path, split: str, count: int) -> list[int]:
         raise DatasetError(f"NYUDv2 split file {path} has no {key}")
     indices = np.asarray(values).astype(np.int64).ravel()
     if indices.size == 0 or indices.min() < 1 or indices.max() > count:
-        raise DatasetError(f"NYUDv2 split file {path}: {key} must hold 1-based frame indices in [1, {count}], "
-                           f"got {indices.size} values in [{indices.min(initial=0)}, {indices.max(initial=0)}]")
+        raise DatasetError(
+            f"NYUDv2 split file {path}: {key} must hold 1-based frame indices in [1, {count}], "
+            f"got {indices.size} values in [{indices.min(initial=0)}, {indices.max(initial=0)}]"
+        )
     return (indices - 1).tolist()
 
 
@@ -160,8 +173,14 @@ class NYUDepthDataModule(SegmentationDataModule):
         name: str = "nyu_depth",
         **common: Any,
     ) -> None:
-        super().__init__(num_classes=num_classes, crop_size=crop_size, batch_size=batch_size,
-                         scale_range=scale_range, name=name, **common)
+        super().__init__(
+            num_classes=num_classes,
+            crop_size=crop_size,
+            batch_size=batch_size,
+            scale_range=scale_range,
+            name=name,
+            **common,
+        )
         if root is None:
             raise DatasetError(f"data.root is not set; point it at the folder holding {DATA_FILE} and {SPLIT_FILE}")
         self.root = Path(root).expanduser()
@@ -172,5 +191,4 @@ class NYUDepthDataModule(SegmentationDataModule):
     def build_source(self, split: str) -> NYUDepthSource:
         with open_mat(self.file) as handle:
             count = int(handle["images"].shape[0])
-        return NYUDepthSource(self.file, read_split(self.split_file, split, count), self.image_scale,
-                              self.ignore_index)
+        return NYUDepthSource(self.file, read_split(self.split_file, split, count), self.image_scale, self.ignore_index)

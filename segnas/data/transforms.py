@@ -188,12 +188,16 @@ def calibration_transform(
     (aspect kept); only image statistics are read, so the resampled labels are never scored."""
 
     def pipeline(*steps: A.BasicTransform) -> A.Compose:
-        return A.Compose([*steps, A.RandomCrop(crop_size, crop_size), _normalise(mean, std)],
-                         additional_targets=_EXTRA_TARGETS, seed=seed % 2**32)
+        return A.Compose(
+            [*steps, A.RandomCrop(crop_size, crop_size), _normalise(mean, std)],
+            additional_targets=_EXTRA_TARGETS,
+            seed=seed % 2**32,
+        )
 
     fits = pipeline()
-    small = pipeline(A.SmallestMaxSize(max_size=crop_size, interpolation=cv2.INTER_LINEAR,
-                                       mask_interpolation=cv2.INTER_NEAREST))
+    small = pipeline(
+        A.SmallestMaxSize(max_size=crop_size, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST)
+    )
     return SegmentationTransform([fits, small], select=lambda h, w: int(min(h, w) < crop_size))
 
 
@@ -202,7 +206,17 @@ def centre_crop_transform(size: int, mean: Sequence[float], std: Sequence[float]
     auxiliary-cell authors' held-out transform (nas-segm-pytorch ``src/data/loaders.py``,
     ``ResizeShorterScale(val_shorter_side) -> CentralCrop(val_crop_size)``). A search signal, not a
     reported score: it resamples labels, which the evaluation protocol never does."""
-    return SegmentationTransform([A.Compose(
-        [A.SmallestMaxSize(max_size=size, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST),
-         A.CenterCrop(size, size), _normalise(mean, std)],
-        additional_targets=_EXTRA_TARGETS)])
+    return SegmentationTransform(
+        [
+            A.Compose(
+                [
+                    A.SmallestMaxSize(
+                        max_size=size, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST
+                    ),
+                    A.CenterCrop(size, size),
+                    _normalise(mean, std),
+                ],
+                additional_targets=_EXTRA_TARGETS,
+            )
+        ]
+    )

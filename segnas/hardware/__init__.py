@@ -12,13 +12,13 @@ from segnas.hardware.latency import LatencyTarget, OnnxRuntimeLatency, TorchLate
 from segnas.hardware.onnx_export import export_onnx
 
 MACS_NOTE = "MACs = FLOPs/2 from torch FlopCounterMode"
-MACS_TFPROF_NOTE = ("macs_tfprof: Multiply-Adds as TensorFlow 1.x's profiler counts them (dilated convs over "
-                    "SpaceToBatchND's padded grid, adds and pooling windows included), to compare with TF papers")
+MACS_TFPROF_NOTE = (
+    "macs_tfprof: Multiply-Adds as TensorFlow 1.x's profiler counts them (dilated convs over "
+    "SpaceToBatchND's padded grid, adds and pooling windows included), to compare with TF papers"
+)
 
 
-def profile(
-    model: nn.Module, input_size: tuple[int, int], target: LatencyTarget | None = None
-) -> dict[str, Any]:
+def profile(model: nn.Module, input_size: tuple[int, int], target: LatencyTarget | None = None) -> dict[str, Any]:
     """Params, MACs (batch 1; also in tfprof's convention, see :func:`count_macs`) and, when a
     target is given, its latency fields, in one flat dict ready for ``summary.json`` and loggers.
     Without a target the latency fields are absent."""

@@ -16,8 +16,18 @@ aten = torch.ops.aten
 MAC_CONVENTIONS = ("torch", "tfprof")
 
 
-def _tf_conv_flops(x_shape: Any, w_shape: Any, bias: Any, stride: Any, padding: Any, dilation: Any,
-                   transposed: bool, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
+def _tf_conv_flops(
+    x_shape: Any,
+    w_shape: Any,
+    bias: Any,
+    stride: Any,
+    padding: Any,
+    dilation: Any,
+    transposed: bool,
+    *args: Any,
+    out_shape: Any = None,
+    **kwargs: Any,
+) -> int:
     """A convolution as TensorFlow 1.x runs and profiles it. A dilated convolution goes through
     SpaceToBatchND (nn_ops.py ``_WithSpaceToBatch``), whose grid is padded up to a multiple of
     the rate (array_ops.py ``required_space_to_batch_paddings``), and tfprof counts its Conv2D
@@ -71,7 +81,10 @@ def count_params(model: nn.Module) -> int:
 
 
 def count_macs(
-    model: nn.Module, input_size: tuple[int, int], batch: int = 1, in_channels: int = 3,
+    model: nn.Module,
+    input_size: tuple[int, int],
+    batch: int = 1,
+    in_channels: int = 3,
     convention: str = "torch",
 ) -> int:
     """Multiply-accumulates of one eval-mode forward pass, as FLOPs // 2.
@@ -94,7 +107,10 @@ def count_macs(
 
 
 def count_macs_by_convention(
-    model: nn.Module, input_size: tuple[int, int], batch: int = 1, in_channels: int = 3,
+    model: nn.Module,
+    input_size: tuple[int, int],
+    batch: int = 1,
+    in_channels: int = 3,
     conventions: tuple[str, ...] = MAC_CONVENTIONS,
 ) -> dict[str, int]:
     """:func:`count_macs` in each of ``conventions`` from one forward pass (one counter each,
@@ -106,8 +122,10 @@ def count_macs_by_convention(
     device = first.device if first is not None else torch.device("cpu")
     dtype = first.dtype if first is not None else torch.float32
     x = torch.zeros(batch, in_channels, *input_size, device=device, dtype=dtype)
-    counters = {name: FlopCounterMode(display=False, custom_mapping=_TFPROF if name == "tfprof" else None)
-                for name in conventions}
+    counters = {
+        name: FlopCounterMode(display=False, custom_mapping=_TFPROF if name == "tfprof" else None)
+        for name in conventions
+    }
     was_training = model.training
     model.eval()
     try:
@@ -120,9 +138,21 @@ def count_macs_by_convention(
     return {name: counter.get_total_flops() // 2 for name, counter in counters.items()}
 
 
-def _conv_backward_flops(grad_out_shape: Any, x_shape: Any, w_shape: Any, bias: Any, stride: Any, padding: Any,
-                         dilation: Any, transposed: bool, output_padding: Any, groups: int, output_mask: Any,
-                         out_shape: Any = None, **kwargs: Any) -> int:
+def _conv_backward_flops(
+    grad_out_shape: Any,
+    x_shape: Any,
+    w_shape: Any,
+    bias: Any,
+    stride: Any,
+    padding: Any,
+    dilation: Any,
+    transposed: bool,
+    output_padding: Any,
+    groups: int,
+    output_mask: Any,
+    out_shape: Any = None,
+    **kwargs: Any,
+) -> int:
     """A convolution's backward: the input gradient (a transposed convolution of the output
     gradient with the weights) and the weight gradient (each weight's products summed over the
     batch and positions) each do the forward's multiply-accumulates, grouped or not.

@@ -106,13 +106,29 @@ class Gap8Latency(LatencyTarget):
         super().__init__(name, threads=threads, warmup=warmup, runs=runs, batch=batch, repeats=repeats)
         table = dict(macs_per_cycle or MACS_PER_CYCLE)
         missing = [t for t in LAYER_TYPES if t not in table]
-        positive = [cores, cluster_mhz, bytes_per_weight, bytes_per_activation, l1_kb, l2_kb,
-                    l2_l1_bytes_per_cycle, l3_bytes_per_cycle, *table.values()]
-        if missing or min(positive) <= 0 or not (0 < l1_usable <= 1 and 0 < l2_usable <= 1) \
-                or tile_overhead_cycles < 0 or layer_overhead_cycles < 0:
-            raise ConfigError(f"hardware={name}: macs_per_cycle needs every layer type {list(LAYER_TYPES)} "
-                              f"(missing {missing}); sizes, clocks, bandwidths and throughputs must be > 0 and "
-                              "l1_usable / l2_usable in (0, 1]")
+        positive = [
+            cores,
+            cluster_mhz,
+            bytes_per_weight,
+            bytes_per_activation,
+            l1_kb,
+            l2_kb,
+            l2_l1_bytes_per_cycle,
+            l3_bytes_per_cycle,
+            *table.values(),
+        ]
+        if (
+            missing
+            or min(positive) <= 0
+            or not (0 < l1_usable <= 1 and 0 < l2_usable <= 1)
+            or tile_overhead_cycles < 0
+            or layer_overhead_cycles < 0
+        ):
+            raise ConfigError(
+                f"hardware={name}: macs_per_cycle needs every layer type {list(LAYER_TYPES)} "
+                f"(missing {missing}); sizes, clocks, bandwidths and throughputs must be > 0 and "
+                "l1_usable / l2_usable in (0, 1]"
+            )
         self.cores = int(cores)
         self.cluster_mhz = float(cluster_mhz)
         self.macs_per_cycle = {k: float(v) for k, v in table.items()}
@@ -132,10 +148,16 @@ class Gap8Latency(LatencyTarget):
         def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
             kind = layer_type(module)
             weights = sum(p.numel() for p in module.parameters(recurse=False))
-            rows.append({"name": names[module], "type": kind, "macs": _macs(module, kind, inputs[0], output),
-                         "weight_bytes": weights * self.bytes_per_weight,
-                         "input_bytes": inputs[0].numel() * self.bytes_per_activation,
-                         "output_bytes": output.numel() * self.bytes_per_activation})
+            rows.append(
+                {
+                    "name": names[module],
+                    "type": kind,
+                    "macs": _macs(module, kind, inputs[0], output),
+                    "weight_bytes": weights * self.bytes_per_weight,
+                    "input_bytes": inputs[0].numel() * self.bytes_per_activation,
+                    "output_bytes": output.numel() * self.bytes_per_activation,
+                }
+            )
 
         names = {m: n for n, m in model.named_modules() if layer_type(m) is not None}
         handles = [m.register_forward_hook(hook) for m in names]
@@ -162,8 +184,11 @@ class Gap8Latency(LatencyTarget):
             tiles = max(1, math.ceil(moved / (self.l1_bytes / 2)))
             dma = moved / self.l2_l1_bytes_per_cycle + tiles * self.tile_overhead_cycles
             from_l3 = (r["weight_bytes"] if weights_in_l3 else 0) + max(
-                0.0, r["input_bytes"] + r["output_bytes"] - (self.l2_bytes if weights_in_l3 else
-                                                             self.l2_bytes - r["weight_bytes"]))
+                0.0,
+                r["input_bytes"]
+                + r["output_bytes"]
+                - (self.l2_bytes if weights_in_l3 else self.l2_bytes - r["weight_bytes"]),
+            )
             out.append(max(compute, dma) + from_l3 / self.l3_bytes_per_cycle + self.layer_overhead_cycles)
         return out
 
@@ -171,10 +196,19 @@ class Gap8Latency(LatencyTarget):
         rows = self.layers(model, input_size)
         cycles = self.cycles(rows)
         total = sum(cycles)
-        by_type = {t: sum(c for r, c in zip(rows, cycles) if r["type"] == t) / (self.cluster_mhz * 1e3)
-                   for t in LAYER_TYPES}
-        result = self._result([total / (self.cluster_mhz * 1e3)], f"GAP8 model ({self.cores} cores @ "
-                                                                 f"{self.cluster_mhz:g} MHz, not attached)")
-        result.update({"latency_runs": 1, "latency_cycles": round(total), "latency_layers": len(rows),
-                       "latency_ms_by_layer_type": {t: round(v, 4) for t, v in by_type.items() if v}})
+        by_type = {
+            t: sum(c for r, c in zip(rows, cycles) if r["type"] == t) / (self.cluster_mhz * 1e3) for t in LAYER_TYPES
+        }
+        result = self._result(
+            [total / (self.cluster_mhz * 1e3)],
+            f"GAP8 model ({self.cores} cores @ {self.cluster_mhz:g} MHz, not attached)",
+        )
+        result.update(
+            {
+                "latency_runs": 1,
+                "latency_cycles": round(total),
+                "latency_layers": len(rows),
+                "latency_ms_by_layer_type": {t: round(v, 4) for t, v in by_type.items() if v},
+            }
+        )
         return result

@@ -148,16 +148,13 @@ class OnnxRuntimeLatency(LatencyTarget):
             import onnxruntime as ort
         except ImportError as err:
             raise ConfigError(
-                f"hardware={self.name} needs onnxruntime: pip install onnxruntime, "
-                "or pick hardware=cpu"
+                f"hardware={self.name} needs onnxruntime: pip install onnxruntime, or pick hardware=cpu"
             ) from err
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
         with tempfile.TemporaryDirectory() as tmp:
             path = export_onnx(model, Path(tmp) / "model.onnx", input_size)
-            session = ort.InferenceSession(
-                str(path), options, providers=["CPUExecutionProvider"]
-            )
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         feed = {session.get_inputs()[0].name: torch.randn(self.batch, 3, *input_size).numpy()}
         return self._result(self._time(lambda: session.run(None, feed)), "cpu")

@@ -32,9 +32,7 @@ def export_onnx(
     try:
         import onnx
     except ImportError as err:
-        raise ImportError(
-            "ONNX export needs the 'onnx' package: pip install onnx (or segnas[onnx])"
-        ) from err
+        raise ImportError("ONNX export needs the 'onnx' package: pip install onnx (or segnas[onnx])") from err
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     first = next(model.parameters(), None)

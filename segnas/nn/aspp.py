@@ -9,15 +9,11 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def conv_bn_relu(
-    in_channels: int, out_channels: int, kernel_size: int = 1, dilation: int = 1
-) -> nn.Sequential:
+def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int = 1, dilation: int = 1) -> nn.Sequential:
     """Conv (no bias, BN follows) + BN + ReLU, 'same' padding for odd kernels at any dilation."""
     padding = dilation * (kernel_size - 1) // 2
     return nn.Sequential(
-        nn.Conv2d(
-            in_channels, out_channels, kernel_size, padding=padding, dilation=dilation, bias=False
-        ),
+        nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, dilation=dilation, bias=False),
         nn.BatchNorm2d(out_channels),
         nn.ReLU(inplace=True),
     )
@@ -62,9 +58,7 @@ class ASPP(nn.Module):
         if image_pooling:
             branches.append(ImagePooling(in_channels, out_channels))
         self.branches = nn.ModuleList(branches)
-        self.project = nn.Sequential(
-            conv_bn_relu(len(branches) * out_channels, out_channels, 1), nn.Dropout(dropout)
-        )
+        self.project = nn.Sequential(conv_bn_relu(len(branches) * out_channels, out_channels, 1), nn.Dropout(dropout))
         self.out_channels = out_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

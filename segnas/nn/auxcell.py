@@ -123,9 +123,7 @@ class Cell(nn.Module):
     flat feature list (see the module docstring).
     """
 
-    def __init__(
-        self, first: str, layers: Sequence[Sequence], channels: int, repeats: int = 1
-    ) -> None:
+    def __init__(self, first: str, layers: Sequence[Sequence], channels: int, repeats: int = 1) -> None:
         super().__init__()
         self.first = build_op(first, channels, repeats)
         self.positions: list[tuple[int, int]] = []
@@ -133,7 +131,9 @@ class Cell(nn.Module):
         outputs = [1]
         for index, (pos_a, pos_b, op_a, op_b) in enumerate(layers, start=1):
             if not (0 <= pos_a < layer_positions(index) and 0 <= pos_b < layer_positions(index)):
-                raise ValueError(f"cell layer {index}: positions ({pos_a}, {pos_b}) outside [0, {layer_positions(index)})")
+                raise ValueError(
+                    f"cell layer {index}: positions ({pos_a}, {pos_b}) outside [0, {layer_positions(index)})"
+                )
             self.positions.append((int(pos_a), int(pos_b)))
             ops += [build_op(op_a, channels, repeats), build_op(op_b, channels, repeats)]
             outputs = [p for p in outputs if p not in (pos_a, pos_b)] + [3 * index + 1]
@@ -160,9 +160,7 @@ def _upsample_to(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
 
 
 def _project(in_channels: int, out_channels: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels), nn.ReLU()
-    )
+    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels), nn.ReLU())
 
 
 def _finer_first(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -216,13 +214,17 @@ class AuxCellDecoder(nn.Module):
             collected = [c for c in collected if c not in (a, b)] + [pool]
         self.collected: tuple[int, ...] = tuple(collected)
         self.blocks = nn.ModuleList(Block(first, layers, width, repeats) for _ in self.connections)
-        self.aux_heads = nn.ModuleList(
-            nn.Sequential(
-                Cell(first, layers, width, repeats) if aux_cell else nn.Identity(),
-                nn.Conv2d(width, num_classes, 3, padding=1),
+        self.aux_heads = (
+            nn.ModuleList(
+                nn.Sequential(
+                    Cell(first, layers, width, repeats) if aux_cell else nn.Identity(),
+                    nn.Conv2d(width, num_classes, 3, padding=1),
+                )
+                for _ in self.connections
             )
-            for _ in self.connections
-        ) if aux_heads else None
+            if aux_heads
+            else None
+        )
         self.fuse = _project(width * len(self.collected), width)
         self.classifier = nn.Conv2d(width, num_classes, 3, padding=1)
 

@@ -69,9 +69,7 @@ def build_backbone(
     message = unknown_backbone_message(name)
     if message is not None:
         raise ConfigError(f"{BACKBONE_KEY}: {message}")
-    kwargs: dict[str, Any] = dict(
-        features_only=True, out_indices=tuple(out_indices), output_stride=output_stride
-    )
+    kwargs: dict[str, Any] = dict(features_only=True, out_indices=tuple(out_indices), output_stride=output_stride)
     file = resolve(weights, name)
     if weights is not None and str(weights) == AUTO and file is None:
         log.warning(missing_message(name))
@@ -108,8 +106,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise WeightsError(
-            f"{WEIGHTS_KEY}={path}: file not found; give the path of a local weights file, "
-            f"or set {WEIGHTS_KEY}=null"
+            f"{WEIGHTS_KEY}={path}: file not found; give the path of a local weights file, or set {WEIGHTS_KEY}=null"
         )
     try:
         if path.suffix == ".safetensors":
@@ -144,15 +141,13 @@ def strip_to(state: Mapping[str, torch.Tensor], expected: Sequence[str]) -> dict
     for prefix in sorted(prefixes, key=len):
         if prefix and not prefix.endswith("."):
             continue
-        stripped = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        stripped = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
         if all(key in stripped for key in expected):
             return stripped
     return None
 
 
-def _load_weights(
-    model: nn.Module, name: str, path: str | Path, kwargs: dict[str, Any]
-) -> nn.Module:
+def _load_weights(model: nn.Module, name: str, path: str | Path, kwargs: dict[str, Any]) -> nn.Module:
     """Load a local file into the freshly built backbone ``model`` (or rebuild it from the file).
 
     timm renames modules when it wraps some families (Xception) as feature extractors, so a full
@@ -187,17 +182,11 @@ def _load_weights(
         file = Path(tmp) / "backbone.pt"
         torch.save(full, file)
         try:
-            return timm.create_model(
-                name, pretrained=True, pretrained_cfg_overlay=dict(file=str(file)), **kwargs
-            )
+            return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(file)), **kwargs)
         except RuntimeError as err:
             raise _mismatch(path, name, err) from err
 
 
 def _mismatch(path: str | Path, name: str, err: Exception) -> WeightsError:
     """Same keys, other shapes: typically weights of a sibling model (another width multiplier)."""
-    return WeightsError(
-        f"{WEIGHTS_KEY}={path}: its tensors do not fit backbone '{name}' ({err}); "
-        f"check {BACKBONE_KEY}"
-    )
-
+    return WeightsError(f"{WEIGHTS_KEY}={path}: its tensors do not fit backbone '{name}' ({err}); check {BACKBONE_KEY}")

@@ -39,8 +39,13 @@ class ReLUConvBN(nn.Sequential):
     """ReLU → conv (no bias) → BN: how the cell projects and resamples its inputs."""
 
     def __init__(
-        self, in_channels: int, out_channels: int, kernel_size: int = 1, stride: int = 1,
-        dilation: int = 1, affine: bool = True,
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 1,
+        stride: int = 1,
+        dilation: int = 1,
+        affine: bool = True,
     ) -> None:
         padding = dilation * (kernel_size - 1) // 2
         super().__init__(
@@ -56,8 +61,15 @@ class SepConv(nn.Sequential):
         for repeat in range(repeats):
             layers += [
                 nn.ReLU(inplace=False),
-                nn.Conv2d(channels, channels, kernel_size, stride if repeat == 0 else 1,
-                          kernel_size // 2, groups=channels, bias=False),
+                nn.Conv2d(
+                    channels,
+                    channels,
+                    kernel_size,
+                    stride if repeat == 0 else 1,
+                    kernel_size // 2,
+                    groups=channels,
+                    bias=False,
+                ),
                 nn.Conv2d(channels, channels, 1, bias=False),
                 nn.BatchNorm2d(channels, affine=affine),
             ]

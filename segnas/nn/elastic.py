@@ -98,13 +98,18 @@ def _shallow_copy(module: nn.Module) -> nn.Module:
     that round trip was half the time of slicing a candidate.
     """
     new = type(module).__new__(type(module))
-    new.__dict__.update({name: value.copy() if name.startswith("_") and isinstance(value, (dict, set)) else value
-                         for name, value in module.__dict__.items()})
+    new.__dict__.update(
+        {
+            name: value.copy() if name.startswith("_") and isinstance(value, (dict, set)) else value
+            for name, value in module.__dict__.items()
+        }
+    )
     return new
 
 
-def _slice_conv(conv: nn.Conv2d, out_idx: torch.Tensor | None = None,
-                in_idx: torch.Tensor | None = None, share: bool = False) -> nn.Conv2d:
+def _slice_conv(
+    conv: nn.Conv2d, out_idx: torch.Tensor | None = None, in_idx: torch.Tensor | None = None, share: bool = False
+) -> nn.Conv2d:
     """A copy of ``conv`` keeping output channels ``out_idx`` and input channels ``in_idx``
     (``share``: its weights may be views of ``conv``'s, see :func:`extract`).
 
@@ -147,8 +152,9 @@ def _slice_bn(bn: nn.BatchNorm2d, idx: torch.Tensor, share: bool = False) -> nn.
     return new
 
 
-def _slice_conv_bn_relu(block: nn.Sequential, out_idx: torch.Tensor | None,
-                        in_idx: torch.Tensor | None, share: bool = False) -> nn.Sequential:
+def _slice_conv_bn_relu(
+    block: nn.Sequential, out_idx: torch.Tensor | None, in_idx: torch.Tensor | None, share: bool = False
+) -> nn.Sequential:
     conv, bn, act = block
     out = out_idx if out_idx is not None else _first(conv.out_channels)
     return nn.Sequential(_slice_conv(conv, out_idx, in_idx, share), _slice_bn(bn, out, share), act)
@@ -157,8 +163,10 @@ def _slice_conv_bn_relu(block: nn.Sequential, out_idx: torch.Tensor | None,
 def _check_lengths(backbone: nn.Module, depths: Sequence[int], widths: Sequence[float]) -> list[int]:
     full = stage_depths(backbone)
     if len(depths) != len(full) or len(widths) != len(full):
-        raise GenotypeError(f"depths {list(depths)} and widths {list(widths)} must have one entry per "
-                            f"elastic backbone stage ({len(full)}: full depths {full})")
+        raise GenotypeError(
+            f"depths {list(depths)} and widths {list(widths)} must have one entry per "
+            f"elastic backbone stage ({len(full)}: full depths {full})"
+        )
     for depth, most in zip(depths, full):
         if not 1 <= int(depth) <= most:
             raise GenotypeError(f"depths {list(depths)}: each must lie in [1, full depth] with full depths {full}")
@@ -184,14 +192,18 @@ def _slice_group(block: nn.Module, group: HiddenGroup, width: float, share: bool
     _replace(block, group.producer, _slice_conv(producer, out_idx=idx, share=share))
     for path in group.channelwise:
         module = block.get_submodule(path)
-        sliced = _slice_bn(module, idx, share) if isinstance(module, nn.modules.batchnorm._BatchNorm) else \
-            _slice_conv(module, out_idx=idx, share=share)
+        sliced = (
+            _slice_bn(module, idx, share)
+            if isinstance(module, nn.modules.batchnorm._BatchNorm)
+            else _slice_conv(module, out_idx=idx, share=share)
+        )
         _replace(block, path, sliced)
     _replace(block, group.consumer, _slice_conv(block.get_submodule(group.consumer), in_idx=idx, share=share))
 
 
-def shrink_backbone(backbone: nn.Module, depths: Sequence[int], widths: Sequence[float],
-                    share: bool = False) -> nn.Module:
+def shrink_backbone(
+    backbone: nn.Module, depths: Sequence[int], widths: Sequence[float], share: bool = False
+) -> nn.Module:
     """Slice ``backbone`` in place: first ``depths[s]`` blocks and ``widths[s]`` of the hidden
     channels of every block of elastic stage ``s``. Returns ``backbone``. ``share``: sliced
     weights may be views of the originals (see :func:`extract`).
@@ -202,7 +214,7 @@ def shrink_backbone(backbone: nn.Module, depths: Sequence[int], widths: Sequence
     _check_lengths(backbone, depths, widths)
     for stage, depth, width in zip(elastic_stages(backbone), depths, widths):
         kept = stage.blocks()[: int(depth)]
-        for name in stage.names[int(depth):]:
+        for name in stage.names[int(depth) :]:
             delattr(stage.container, name)
         for block in kept:
             for group in hidden_groups(block):
@@ -215,8 +227,9 @@ def _aspp_positions(net: DeepLabV3Plus, rates: Sequence[int]) -> list[int]:
     full = list(net.aspp.rates)
     missing = [r for r in rates if r not in full]
     if missing:
-        raise GenotypeError(f"aspp_rates {list(rates)}: rates {missing} are not branches of the "
-                            f"trained network (its rates: {full})")
+        raise GenotypeError(
+            f"aspp_rates {list(rates)}: rates {missing} are not branches of the trained network (its rates: {full})"
+        )
     kept = [1 + full.index(r) for r in sorted({int(r) for r in rates}, key=full.index)]
     last = len(net.aspp.branches) - 1
     pooling = [last] if last == len(full) + 1 else []
@@ -236,7 +249,9 @@ def _weight_sharing_copy(module: nn.Module) -> nn.Module:
     (BatchNorm statistics) are copies: what scoring needs, without copying the weights."""
     new = _shallow_copy(module)
     new._buffers = {name: None if value is None else value.clone() for name, value in module._buffers.items()}
-    new._modules = {name: None if child is None else _weight_sharing_copy(child) for name, child in module._modules.items()}
+    new._modules = {
+        name: None if child is None else _weight_sharing_copy(child) for name, child in module._modules.items()
+    }
     return new
 
 
@@ -274,7 +289,8 @@ def extract(net: DeepLabV3Plus, config: SubnetConfig, share_weights: bool = Fals
     low = decoder.low_level[0].out_channels
     dec_idx = _first(config.decoder_channels)
     decoder.refine[0] = _slice_conv_bn_relu(
-        decoder.refine[0], dec_idx, torch.cat([aspp_idx, full_aspp + torch.arange(low)]), share_weights)
+        decoder.refine[0], dec_idx, torch.cat([aspp_idx, full_aspp + torch.arange(low)]), share_weights
+    )
     decoder.refine[1] = _slice_conv_bn_relu(decoder.refine[1], dec_idx, dec_idx, share_weights)
     decoder.classifier = _slice_conv(decoder.classifier, in_idx=dec_idx, share=share_weights)
     return sub
@@ -283,8 +299,13 @@ def extract(net: DeepLabV3Plus, config: SubnetConfig, share_weights: bool = Fals
 def full_config(net: DeepLabV3Plus) -> SubnetConfig:
     """The configuration that keeps everything: extracting it reproduces ``net``."""
     depths = stage_depths(net.backbone)
-    return SubnetConfig(tuple(depths), tuple(1.0 for _ in depths), tuple(net.aspp.rates),
-                        net.aspp.out_channels, net.decoder.classifier.in_channels)
+    return SubnetConfig(
+        tuple(depths),
+        tuple(1.0 for _ in depths),
+        tuple(net.aspp.rates),
+        net.aspp.out_channels,
+        net.decoder.classifier.in_channels,
+    )
 
 
 def _mask(channels: int, kept: int, like: torch.Tensor) -> torch.Tensor:
@@ -343,7 +364,7 @@ def _order_by_readers(consumer: nn.Conv2d, carriers: Sequence[nn.Module], start:
     goes to every carrier and to the consumer's input columns, so only the order changes.
     """
     count = carriers[0].weight.shape[0]
-    columns = consumer.weight[:, start:start + count]
+    columns = consumer.weight[:, start : start + count]
     order = torch.argsort(columns.abs().sum(dim=(0, 2, 3)), descending=True, stable=True)
     columns.copy_(columns.index_select(1, order))  # a view: writes into the consumer's weight
     for module in carriers:
@@ -368,8 +389,10 @@ def sort_channels(net: DeepLabV3Plus) -> DeepLabV3Plus:
         for stage in elastic_stages(net.backbone):
             for block in stage.blocks():
                 for group in hidden_groups(block):
-                    _order_by_readers(block.get_submodule(group.consumer),
-                                      [block.get_submodule(p) for p in (group.producer, *group.channelwise)])
+                    _order_by_readers(
+                        block.get_submodule(group.consumer),
+                        [block.get_submodule(p) for p in (group.producer, *group.channelwise)],
+                    )
         aspp, decoder = net.aspp, net.decoder
         projection = aspp.project[0]
         for position, branch in enumerate(aspp.branches):

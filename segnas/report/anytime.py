@@ -27,9 +27,14 @@ PROGRESS_FILE = "progress.csv"
 PROGRESS_COLUMNS = ("unit", "images_seen", "wall_time_s", "best_score")
 
 #: What each label's best score measures (the panel's legend says it).
-MEASURES = {"autodeeplab": "supernet val-subset mIoU", "random-autodeeplab": "held-out trainB mIoU",
-            "auxcell": "best child reward", "random-auxcell": "best child reward",
-            "fmas": "front's best val-subset mIoU", "random-fmas": "front's best val-subset mIoU"}
+MEASURES = {
+    "autodeeplab": "supernet val-subset mIoU",
+    "random-autodeeplab": "held-out trainB mIoU",
+    "auxcell": "best child reward",
+    "random-auxcell": "best child reward",
+    "fmas": "front's best val-subset mIoU",
+    "random-fmas": "front's best val-subset mIoU",
+}
 
 
 def read_progress(run_dir: Path) -> list[tuple[int, float]]:
@@ -38,8 +43,11 @@ def read_progress(run_dir: Path) -> list[tuple[int, float]]:
     if not path.is_file():
         return []
     with path.open(newline="") as handle:
-        return [(int(row["images_seen"]), float(row["best_score"])) for row in csv.DictReader(handle)
-                if row.get("best_score") not in (None, "")]
+        return [
+            (int(row["images_seen"]), float(row["best_score"]))
+            for row in csv.DictReader(handle)
+            if row.get("best_score") not in (None, "")
+        ]
 
 
 def step_at(points: Sequence[tuple[int, float]], xs: np.ndarray) -> np.ndarray:
@@ -54,8 +62,9 @@ def curves(table: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per search label: the common image counts, the seeds' curves there, mean and sd."""
     out: dict[str, dict[str, Any]] = {}
     for label in dict.fromkeys(r["label"] for r in table):
-        runs = {r["seed"]: read_progress(Path(r["run_dir"])) for r in table
-                if r["label"] == label and r["status"] == "ok"}
+        runs = {
+            r["seed"]: read_progress(Path(r["run_dir"])) for r in table if r["label"] == label and r["status"] == "ok"
+        }
         runs = {seed: points for seed, points in runs.items() if points}
         if not runs:
             continue
@@ -65,8 +74,13 @@ def curves(table: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         with warnings.catch_warnings():  # a count where one seed alone has a score: no spread (NaN)
             warnings.simplefilter("ignore", RuntimeWarning)
             sd = np.nanstd(values, axis=0, ddof=1) if len(runs) > 1 else np.zeros(len(xs))
-        out[label] = {"images": xs, "seeds": list(runs), "values": values, "mean": np.nanmean(values, axis=0),
-                      "sd": np.nan_to_num(sd)}
+        out[label] = {
+            "images": xs,
+            "seeds": list(runs),
+            "values": values,
+            "mean": np.nanmean(values, axis=0),
+            "sd": np.nan_to_num(sd),
+        }
     return out
 
 
@@ -78,11 +92,18 @@ def lines(found: dict[str, dict[str, Any]]) -> list[str]:
     """comparison.md's anytime section: each label's mean best score at its last common image count."""
     if not found:
         return []
-    out = ["", "## Anytime: best held-out score against images seen (anytime.png)", "",
-           "| search | measure | seeds | images (k) | best score: mean ± sd |", "|---|---|---|---|---|"]
+    out = [
+        "",
+        "## Anytime: best held-out score against images seen (anytime.png)",
+        "",
+        "| search | measure | seeds | images (k) | best score: mean ± sd |",
+        "|---|---|---|---|---|",
+    ]
     for label, curve in found.items():
-        out.append(f"| {label} | {MEASURES.get(label, 'search score')} | {len(curve['seeds'])} | "
-                   f"{curve['images'][-1] / 1000:.1f} | {curve['mean'][-1]:.4f} ± {curve['sd'][-1]:.4f} |")
+        out.append(
+            f"| {label} | {MEASURES.get(label, 'search score')} | {len(curve['seeds'])} | "
+            f"{curve['images'][-1] / 1000:.1f} | {curve['mean'][-1]:.4f} ± {curve['sd'][-1]:.4f} |"
+        )
     return out
 
 
@@ -102,8 +123,13 @@ def plot(path: Path, found: dict[str, dict[str, Any]]) -> Path | None:
                 continue
             x = curve["images"] / 1000
             dashed = label.startswith("random-")
-            ax.step(x, curve["mean"], where="post", linestyle="--" if dashed else "-",
-                    label=f"{label} ({MEASURES.get(label, 'score')}, {len(curve['seeds'])} seeds)")
+            ax.step(
+                x,
+                curve["mean"],
+                where="post",
+                linestyle="--" if dashed else "-",
+                label=f"{label} ({MEASURES.get(label, 'score')}, {len(curve['seeds'])} seeds)",
+            )
             ax.fill_between(x, curve["mean"] - curve["sd"], curve["mean"] + curve["sd"], step="post", alpha=0.2)
         ax.set_title(name)
         ax.set_xlabel("images seen (k)")

@@ -16,8 +16,9 @@ def _state_name(state: int) -> str:
     return {0: "H1", 1: "H2"}.get(state, f"B{state - 1}")
 
 
-def alpha_heatmap(alpha_weights: torch.Tensor, edges: list[tuple[int, int]], ops: list[str], path: Path,
-                  title: str = "") -> Path:
+def alpha_heatmap(
+    alpha_weights: torch.Tensor, edges: list[tuple[int, int]], ops: list[str], path: Path, title: str = ""
+) -> Path:
     """softmax(α): one row per edge (``B<block>←<input>``), one column per op."""
     weights = alpha_weights.detach().float().cpu().numpy()
     fig, ax = plt.subplots(figsize=(1.0 + 0.7 * len(ops), 1.0 + 0.28 * len(edges)))
@@ -41,11 +42,25 @@ def beta_trellis(beta_weights: torch.Tensor, levels: list[int], path: Path, titl
                 w = float(weights[layer, level, t])
                 if w <= 0:
                     continue
-                ax.plot([layer, layer + 1], [level, level + t - 1], color="tab:blue", alpha=0.15 + 0.85 * w,
-                        linewidth=0.5 + 4.0 * w, zorder=1)
+                ax.plot(
+                    [layer, layer + 1],
+                    [level, level + t - 1],
+                    color="tab:blue",
+                    alpha=0.15 + 0.85 * w,
+                    linewidth=0.5 + 4.0 * w,
+                    zorder=1,
+                )
     route = [0, *levels]
-    ax.plot(range(len(route)), route, color="tab:red", linewidth=2.0, marker="o", markersize=4, zorder=2,
-            label="decoded path (Viterbi)")
+    ax.plot(
+        range(len(route)),
+        route,
+        color="tab:red",
+        linewidth=2.0,
+        marker="o",
+        markersize=4,
+        zorder=2,
+        label="decoded path (Viterbi)",
+    )
     ax.set_yticks(range(4), [str(4 * 2**k) for k in range(4)])
     ax.set_ylabel("stride")
     ax.set_xlabel("layer (0 = stem)")

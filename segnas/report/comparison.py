@@ -24,14 +24,35 @@ from segnas.report import statistics as statistics_
 from segnas.report.run_dir import write_atomic
 
 #: Per-run columns of comparison.csv, in order.
-COLUMNS = ("label", "seed", "status", "val_mIoU", "finetuned_hypervolume", "params", "macs", "latency_ms",
-           "latency_estimated",
-           "search_wall_time_s", "search_images_seen", "search_steps", "search_gpu_hours", "retrain_epochs",
-           "genotype_hash", "space", "run_dir", "error")
+COLUMNS = (
+    "label",
+    "seed",
+    "status",
+    "val_mIoU",
+    "finetuned_hypervolume",
+    "params",
+    "macs",
+    "latency_ms",
+    "latency_estimated",
+    "search_wall_time_s",
+    "search_images_seen",
+    "search_steps",
+    "search_gpu_hours",
+    "retrain_epochs",
+    "genotype_hash",
+    "space",
+    "run_dir",
+    "error",
+)
 #: Columns averaged over seeds: (key, heading, scale, digits).
-AGGREGATES = (("val_mIoU", "val mIoU", 1.0, 4), ("params", "params (M)", 1e-6, 3), ("macs", "MACs (G)", 1e-9, 3),
-              ("latency_ms", "latency (ms)", 1.0, 2), ("search_wall_time_s", "search (min)", 1 / 60, 1),
-              ("search_images_seen", "images seen (k)", 1e-3, 1))
+AGGREGATES = (
+    ("val_mIoU", "val mIoU", 1.0, 4),
+    ("params", "params (M)", 1e-6, 3),
+    ("macs", "MACs (G)", 1e-9, 3),
+    ("latency_ms", "latency (ms)", 1.0, 2),
+    ("search_wall_time_s", "search (min)", 1 / 60, 1),
+    ("search_images_seen", "images seen (k)", 1e-3, 1),
+)
 
 
 def read_summary(run_dir: Path) -> dict[str, Any]:
@@ -71,8 +92,13 @@ def rows(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     for run in runs:
         summary = run.get("summary") or {}
         row = {key: summary.get(key) for key in COLUMNS}
-        row.update(label=run["label"], seed=run["seed"], run_dir=str(run["run_dir"]),
-                   status="ok" if summary else "failed", error=run.get("error"))
+        row.update(
+            label=run["label"],
+            seed=run["seed"],
+            run_dir=str(run["run_dir"]),
+            status="ok" if summary else "failed",
+            error=run.get("error"),
+        )
         retrained = summary.get("retrained") or []
         row["retrain_epochs"] = max((r.get("epochs") or 0 for r in retrained), default=0)
         table.append(row)
@@ -106,10 +132,15 @@ def _cell(mean: float | None, std: float | None, scale: float, digits: int) -> s
 def markdown(table: Sequence[dict[str, Any]], command: str) -> str:
     summary = aggregate(table)
     heading = ["searcher", "runs", *(h for _, h, _, _ in AGGREGATES)]
-    lines = [f"Command: `{command}`", "",
-             "Mean ± sample standard deviation over seeds of each searcher's retrained winner "
-             "(val mIoU on the full validation split; costs of that network; search cost without retraining).", "",
-             "| " + " | ".join(heading) + " |", "|" + "---|" * len(heading)]
+    lines = [
+        f"Command: `{command}`",
+        "",
+        "Mean ± sample standard deviation over seeds of each searcher's retrained winner "
+        "(val mIoU on the full validation split; costs of that network; search cost without retraining).",
+        "",
+        "| " + " | ".join(heading) + " |",
+        "|" + "---|" * len(heading),
+    ]
     for entry in summary:
         runs = f"{entry['runs'] - entry['failed']}/{entry['runs']}"
         cells = [_cell(entry[k], entry[f"{k}_std"], scale, digits) for k, _, scale, digits in AGGREGATES]
@@ -118,13 +149,26 @@ def markdown(table: Sequence[dict[str, Any]], command: str) -> str:
         lines.append("| " + " | ".join([entry["label"], runs, *cells]) + " |")
     lines += paired_lines(table)
     lines += anytime.lines(anytime.curves(table))
-    lines += ["", "Per run:", "", "| searcher | seed | status | val mIoU | params | MACs | latency (ms) | search (s) "
-              "| images seen | run |", "|" + "---|" * 10]
+    lines += [
+        "",
+        "Per run:",
+        "",
+        "| searcher | seed | status | val mIoU | params | MACs | latency (ms) | search (s) | images seen | run |",
+        "|" + "---|" * 10,
+    ]
     for row in table:
-        values = [row["label"], row["seed"], row["status"] if not row.get("error") else f"failed: {row['error']}",
-                  _number(row["val_mIoU"], 4), _number(row["params"]), _number(row["macs"]),
-                  _number(row["latency_ms"], 2), _number(row["search_wall_time_s"], 1),
-                  _number(row["search_images_seen"]), Path(row["run_dir"]).name]
+        values = [
+            row["label"],
+            row["seed"],
+            row["status"] if not row.get("error") else f"failed: {row['error']}",
+            _number(row["val_mIoU"], 4),
+            _number(row["params"]),
+            _number(row["macs"]),
+            _number(row["latency_ms"], 2),
+            _number(row["search_wall_time_s"], 1),
+            _number(row["search_images_seen"]),
+            Path(row["run_dir"]).name,
+        ]
         lines.append("| " + " | ".join(str(v) for v in values) + " |")
     return "\n".join(lines) + "\n"
 
@@ -141,17 +185,24 @@ def paired_lines(table: Sequence[dict[str, Any]], level: float = 0.95) -> list[s
     searchers = [label for label in by_label if not label.startswith(("random-", "baseline-"))]
     hand_designed = [label for label in by_label if label.startswith("baseline-")]
     pairs = [(label, f"random-{label}") for label in searchers if f"random-{label}" in by_label]
-    pairs += [(a, b) for i, a in enumerate(searchers) for b in searchers[i + 1:]]
+    pairs += [(a, b) for i, a in enumerate(searchers) for b in searchers[i + 1 :]]
     pairs += [(a, b) for a in searchers for b in hand_designed]
     if not pairs:
         return []
-    lines = ["", f"Paired differences over seeds ({round(100 * level)} % percentile-bootstrap interval of the "
-             "mean difference, two-sided Wilcoxon signed-rank test, relative improvement "
-             "100 · (a − b) / b as Yang et al. 2020; seeds needed: to resolve a difference of the observed "
-             "size with 80 % power, from the observed spread):", "", "Val mIoU of the retrained winner:", ""]
+    lines = [
+        "",
+        f"Paired differences over seeds ({round(100 * level)} % percentile-bootstrap interval of the "
+        "mean difference, two-sided Wilcoxon signed-rank test, relative improvement "
+        "100 · (a − b) / b as Yang et al. 2020; seeds needed: to resolve a difference of the observed "
+        "size with 80 % power, from the observed spread):",
+        "",
+        "Val mIoU of the retrained winner:",
+        "",
+    ]
     for a, b in pairs:
         comparison = statistics_.paired(_scores(by_label[a], "val_mIoU"), _scores(by_label[b], "val_mIoU"), level)
         lines.append(statistics_.describe(f"{a} − {b}", comparison))
+
     def has_front(label: str) -> bool:
         return any(r.get("finetuned_hypervolume") is not None for r in by_label[label].values())
 
@@ -159,8 +210,9 @@ def paired_lines(table: Sequence[dict[str, Any]], level: float = 0.95) -> list[s
     if fronts_hv:
         lines += ["", "Hypervolume of the fine-tuned FMAS front (same reference point):", ""]
         for a, b in fronts_hv:
-            comparison = statistics_.paired(_scores(by_label[a], "finetuned_hypervolume"),
-                                            _scores(by_label[b], "finetuned_hypervolume"), level)
+            comparison = statistics_.paired(
+                _scores(by_label[a], "finetuned_hypervolume"), _scores(by_label[b], "finetuned_hypervolume"), level
+            )
             lines.append(statistics_.describe(f"{a} − {b}", comparison))
     return lines
 
@@ -184,8 +236,9 @@ def write_csv(path: Path, table: Sequence[dict[str, Any]]) -> Path:
     return write_atomic(path, buffer.getvalue())
 
 
-def fronts(table: Sequence[dict[str, Any]], cost: str = "latency_ms"
-           ) -> list[tuple[str, Any, list[tuple[float, float]]]]:
+def fronts(
+    table: Sequence[dict[str, Any]], cost: str = "latency_ms"
+) -> list[tuple[str, Any, list[tuple[float, float]]]]:
     """(label, seed, points): FMAS fronts (search-time mIoU, no fine-tuning) of the runs whose
     pareto.csv priced ``cost``."""
     found = []
@@ -206,18 +259,33 @@ def draw(ax: Any, table: Sequence[dict[str, Any]]) -> None:
     labels = list(dict.fromkeys(r["label"] for r in table))
     colours = {name: f"C{i}" for i, name in enumerate(dict.fromkeys(lab.removeprefix("random-") for lab in labels))}
     for label in labels:
-        points = [(r["latency_ms"], r["val_mIoU"]) for r in table
-                  if r["label"] == label and r["status"] == "ok" and r["latency_ms"] is not None
-                  and r["val_mIoU"] is not None]
+        points = [
+            (r["latency_ms"], r["val_mIoU"])
+            for r in table
+            if r["label"] == label and r["status"] == "ok" and r["latency_ms"] is not None and r["val_mIoU"] is not None
+        ]
         if not points:
             continue
         colour = colours[label.removeprefix("random-")]
         random = label.startswith("random-")
-        ax.scatter(*zip(*points), s=50, label=label, edgecolors=colour,
-                   facecolors="none" if random else colour, marker="s" if random else "o")
+        ax.scatter(
+            *zip(*points),
+            s=50,
+            label=label,
+            edgecolors=colour,
+            facecolors="none" if random else colour,
+            marker="s" if random else "o",
+        )
     for label, seed, points in fronts(table):
-        ax.step(*zip(*points), where="post", lw=0.8, alpha=0.6, color=colours[label.removeprefix("random-")],
-                linestyle="--" if label.startswith("random-") else "-", label=f"front: {label} seed {seed}")
+        ax.step(
+            *zip(*points),
+            where="post",
+            lw=0.8,
+            alpha=0.6,
+            color=colours[label.removeprefix("random-")],
+            linestyle="--" if label.startswith("random-") else "-",
+            label=f"front: {label} seed {seed}",
+        )
     estimated = any(r.get("latency_estimated") for r in table)
     ax.set_xlabel("latency (ms, estimated)" if estimated else "latency (ms)")
     ax.set_ylabel("val mIoU (retrained winner; fronts: search-time mIoU)")
@@ -241,9 +309,11 @@ def plot(path: Path, table: Sequence[dict[str, Any]]) -> Path:
 
 
 def write(run_dir: Path, table: Sequence[dict[str, Any]], command: str) -> dict[str, Path]:
-    outputs = {"comparison_csv": write_csv(run_dir / "comparison.csv", table),
-               "comparison_md": write_atomic(run_dir / "comparison.md", markdown(table, command)),
-               "comparison_plot": plot(run_dir / "comparison.png", table)}
+    outputs = {
+        "comparison_csv": write_csv(run_dir / "comparison.csv", table),
+        "comparison_md": write_atomic(run_dir / "comparison.md", markdown(table, command)),
+        "comparison_plot": plot(run_dir / "comparison.png", table),
+    }
     curve_plot = anytime.plot(run_dir / "anytime.png", anytime.curves(table))
     if curve_plot is not None:
         outputs["anytime_plot"] = curve_plot

@@ -24,10 +24,15 @@ def colourise(mask: np.ndarray, palette: np.ndarray, ignore_index: int = 255) ->
 
 
 def overlay_panel(
-    image: np.ndarray, target: np.ndarray, prediction: np.ndarray, palette: np.ndarray,
-    ignore_index: int = 255, alpha: float = 0.55,
+    image: np.ndarray,
+    target: np.ndarray,
+    prediction: np.ndarray,
+    palette: np.ndarray,
+    ignore_index: int = 255,
+    alpha: float = 0.55,
 ) -> np.ndarray:
     """Image | ground truth over image | prediction over image, side by side (uint8 HxWx3)."""
+
     def blend(mask: np.ndarray) -> np.ndarray:
         colour = colourise(mask, palette, ignore_index).astype(np.float32)
         return (alpha * colour + (1 - alpha) * image.astype(np.float32)).astype(np.uint8)
@@ -72,20 +77,29 @@ class ValidationImages(pl.Callback):
         self.num_images = num_images
 
     def on_validation_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
-        batch_idx: int, dataloader_idx: int = 0,
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
     ) -> None:
         if batch_idx != 0 or self.num_images <= 0 or not trainer.is_global_zero or trainer.sanity_checking:
             return
         datamodule = self.datamodule
         count = min(self.num_images, batch["image"].shape[0])
         sizes = batch["size"].tolist() if "size" in batch else [batch["image"].shape[-2:]] * count
-        images = [denormalise(batch["image"][i: i + 1, :, :h, :w], datamodule.mean, datamodule.std)[0]
-                  for i, (h, w) in zip(range(count), sizes)]
+        images = [
+            denormalise(batch["image"][i : i + 1, :, :h, :w], datamodule.mean, datamodule.std)[0]
+            for i, (h, w) in zip(range(count), sizes)
+        ]
         predictions = [p.float().cpu().numpy() for p in outputs["predictions"][:count]]
         if predictions[0].ndim == 3:  # task_type=depth: (1, H, W) per image
-            truth, valid = ([batch[key][i, 0, :h, :w].cpu().numpy() for i, (h, w) in zip(range(count), sizes)]
-                            for key in ("depth", "depth_valid"))
+            truth, valid = (
+                [batch[key][i, 0, :h, :w].cpu().numpy() for i, (h, w) in zip(range(count), sizes)]
+                for key in ("depth", "depth_valid")
+            )
             panels = [depth_panel(*parts) for parts in zip(images, truth, [p[0] for p in predictions], valid)]
         else:
             targets = [batch["mask"][i, :h, :w].cpu().numpy() for i, (h, w) in zip(range(count), sizes)]

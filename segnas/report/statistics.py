@@ -28,8 +28,9 @@ from scipy import stats
 POWER = 0.8
 
 
-def bootstrap_ci(differences: np.ndarray, level: float = 0.95, resamples: int = 10_000,
-                 seed: int = 0) -> tuple[float, float]:
+def bootstrap_ci(
+    differences: np.ndarray, level: float = 0.95, resamples: int = 10_000, seed: int = 0
+) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean of ``differences`` (resampled with replacement)."""
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, len(differences), size=(resamples, len(differences)))
@@ -52,7 +53,7 @@ def wilcoxon_p(differences: np.ndarray) -> float | None:
 def wilcoxon_floor(n: int) -> float:
     """The smallest two-sided exact signed-rank p-value ``n`` non-zero differences can give (all of
     one sign): ``2 / 2^n``."""
-    return min(1.0, 2.0 / 2.0 ** n)
+    return min(1.0, 2.0 / 2.0**n)
 
 
 def rank_test_seeds(level: float = 0.95) -> int:
@@ -74,8 +75,13 @@ def seeds_needed(mean: float, sd: float, level: float = 0.95, power: float = POW
     return max(2, math.ceil((z * sd / abs(mean)) ** 2))
 
 
-def paired(a: Mapping[Any, float | None], b: Mapping[Any, float | None], level: float = 0.95,
-           resamples: int = 10_000, seed: int = 0) -> dict[str, Any]:
+def paired(
+    a: Mapping[Any, float | None],
+    b: Mapping[Any, float | None],
+    level: float = 0.95,
+    resamples: int = 10_000,
+    seed: int = 0,
+) -> dict[str, Any]:
     """The paired comparison of ``a`` against ``b`` (both keyed by seed) over the seeds where both
     have a number."""
     seeds = sorted(k for k in a if k in b and _number(a[k]) and _number(b[k]))
@@ -90,21 +96,24 @@ def paired(a: Mapping[Any, float | None], b: Mapping[Any, float | None], level: 
     low, high = bootstrap_ci(differences, level, resamples, seed) if len(seeds) > 1 else (None, None)
     baseline = float(second.mean())
     p = wilcoxon_p(differences)
-    result.update({
-        "mean": mean,
-        "sd": sd,
-        "ci_low": low,
-        "ci_high": high,
-        "wilcoxon_p": p,
-        "relative_improvement_pct": 100.0 * (float(first.mean()) - baseline) / baseline if baseline else None,
-        "resolved": bool(low is not None and (low > 0 or high < 0) and p is not None and p < 1.0 - level),
-        "seeds_needed": seeds_needed(mean, sd, level) if sd is not None else None,
-    })
+    result.update(
+        {
+            "mean": mean,
+            "sd": sd,
+            "ci_low": low,
+            "ci_high": high,
+            "wilcoxon_p": p,
+            "relative_improvement_pct": 100.0 * (float(first.mean()) - baseline) / baseline if baseline else None,
+            "resolved": bool(low is not None and (low > 0 or high < 0) and p is not None and p < 1.0 - level),
+            "seeds_needed": seeds_needed(mean, sd, level) if sd is not None else None,
+        }
+    )
     return result
 
 
-def unpaired(a: np.ndarray, b: np.ndarray, level: float = 0.95, resamples: int = 10_000,
-             seed: int = 0) -> dict[str, Any]:
+def unpaired(
+    a: np.ndarray, b: np.ndarray, level: float = 0.95, resamples: int = 10_000, seed: int = 0
+) -> dict[str, Any]:
     """``mean a - mean b`` of two independent samples (a replay's runs of two algorithms share
     only the seed's number, nothing that makes them pairs): a percentile bootstrap interval that
     resamples each sample on its own, and the two-sided Mann-Whitney U p-value (scipy's)."""
@@ -116,23 +125,37 @@ def unpaired(a: np.ndarray, b: np.ndarray, level: float = 0.95, resamples: int =
     low, high = np.percentile(means_a - means_b, [tail, 100.0 - tail])
     same = np.all(a == a[0]) and np.all(b == a[0])
     p = 1.0 if same else float(stats.mannwhitneyu(a, b, alternative="two-sided").pvalue)
-    return {"n_a": len(a), "n_b": len(b), "level": level, "mean": float(a.mean() - b.mean()),
-            "ci_low": float(low), "ci_high": float(high), "mannwhitney_p": p,
-            "resolved": bool(low > 0 or high < 0)}
+    return {
+        "n_a": len(a),
+        "n_b": len(b),
+        "level": level,
+        "mean": float(a.mean() - b.mean()),
+        "ci_low": float(low),
+        "ci_high": float(high),
+        "mannwhitney_p": p,
+        "resolved": bool(low > 0 or high < 0),
+    }
 
 
-def kendall(x: np.ndarray, y: np.ndarray, level: float = 0.95, resamples: int = 2000,
-            seed: int = 0) -> dict[str, Any]:
+def kendall(x: np.ndarray, y: np.ndarray, level: float = 0.95, resamples: int = 2000, seed: int = 0) -> dict[str, Any]:
     """Kendall's tau of ``x`` against ``y`` (scipy's tau-b) with a percentile bootstrap interval
     over the pairs, and Spearman's rho: how far one ranking of architectures can stand for another."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     tau = stats.kendalltau(x, y)
     rng = np.random.default_rng(seed)
-    draws = [stats.kendalltau(x[i], y[i]).statistic for i in (rng.integers(0, len(x), len(x)) for _ in range(resamples))]
+    draws = [
+        stats.kendalltau(x[i], y[i]).statistic for i in (rng.integers(0, len(x), len(x)) for _ in range(resamples))
+    ]
     tail = (1.0 - level) / 2.0 * 100.0
     low, high = np.nanpercentile(draws, [tail, 100.0 - tail])
-    return {"n": len(x), "kendall_tau": float(tau.statistic), "tau_p": float(tau.pvalue), "tau_ci": [float(low), float(high)],
-            "spearman_rho": float(stats.spearmanr(x, y).statistic), "level": level}
+    return {
+        "n": len(x),
+        "kendall_tau": float(tau.statistic),
+        "tau_p": float(tau.pvalue),
+        "tau_ci": [float(low), float(high)],
+        "spearman_rho": float(stats.spearmanr(x, y).statistic),
+        "level": level,
+    }
 
 
 def describe(name: str, comparison: dict[str, Any], digits: int = 4) -> str:
@@ -146,8 +169,10 @@ def describe(name: str, comparison: dict[str, Any], digits: int = 4) -> str:
         return text + ": one seed, no spread to judge it by"
     level = round(100 * comparison["level"])
     p = comparison["wilcoxon_p"]
-    text += (f" ({level} % bootstrap CI {comparison['ci_low']:+.{digits}f} … {comparison['ci_high']:+.{digits}f}, "
-             f"Wilcoxon p = {'–' if p is None else f'{p:.3g}'}")
+    text += (
+        f" ({level} % bootstrap CI {comparison['ci_low']:+.{digits}f} … {comparison['ci_high']:+.{digits}f}, "
+        f"Wilcoxon p = {'–' if p is None else f'{p:.3g}'}"
+    )
     if comparison.get("relative_improvement_pct") is not None:
         text += f", relative improvement {comparison['relative_improvement_pct']:+.1f} %"
     text += ")"
@@ -158,8 +183,10 @@ def describe(name: str, comparison: dict[str, Any], digits: int = 4) -> str:
     if wilcoxon_floor(n) >= 1.0 - comparison["level"]:
         floor = rank_test_seeds(comparison["level"])
         needed = max(needed or 0, floor)
-        text += (f" (the signed-rank test cannot go below p = {wilcoxon_floor(n):.3g} with {n} seeds; "
-                 f"it needs at least {floor} seeds)")
+        text += (
+            f" (the signed-rank test cannot go below p = {wilcoxon_floor(n):.3g} with {n} seeds; "
+            f"it needs at least {floor} seeds)"
+        )
     return text + (f"; a difference this size would need about {needed} seeds" if needed else "")
 
 

@@ -35,5 +35,8 @@ class Budget:
 
     def summary(self, reason: str | None) -> dict[str, Any]:
         """The summary.json entries every searcher reports next to its costs."""
-        return {"search_budget_wall_time_s": self.wall_time_s, "search_budget_images": self.images,
-                "search_budget_exhausted": reason}
+        return {
+            "search_budget_wall_time_s": self.wall_time_s,
+            "search_budget_images": self.images,
+            "search_budget_exhausted": reason,
+        }

@@ -24,9 +24,10 @@ Standard library, omegaconf and the settings layer only: the config check import
 torch is loaded (what the context carries is typed for readers, and imported only then).
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from segnas.settings import base
 from segnas.settings.run import RunSettings, Schedule, TaskType, TrainSettings

@@ -148,12 +148,22 @@ class SearchProgress:
         yet (``score``: this unit's best; None: nothing scored yet)."""
         previous = next((row["best_score"] for row in reversed(self.progress) if row["best_score"] is not None), None)
         best = score if previous is None else previous if score is None else max(previous, score)
-        self.progress.append({"unit": unit, "images_seen": int(self.images_seen),
-                              "wall_time_s": round(self.wall_time_s, 2), "best_score": best})
+        self.progress.append(
+            {
+                "unit": unit,
+                "images_seen": int(self.images_seen),
+                "wall_time_s": round(self.wall_time_s, 2),
+                "best_score": best,
+            }
+        )
 
     def progress_state(self) -> dict[str, Any]:
-        return {"images_seen": self.images_seen, "wall_time_s": self.wall_time_s, "budget_stopped": self.budget_stopped,
-                "progress": list(self.progress)}
+        return {
+            "images_seen": self.images_seen,
+            "wall_time_s": self.wall_time_s,
+            "budget_stopped": self.budget_stopped,
+            "progress": list(self.progress),
+        }
 
     def load_progress_state(self, state: dict[str, Any]) -> None:
         self.images_seen = int(state["images_seen"])
@@ -220,8 +230,10 @@ class SearchModule(SearchProgress, pl.LightningModule):
             return
         digests = all_gather(state_digest(state))
         if len(set(digests)) > 1:
-            raise RuntimeError(f"the ranks' search states differ after {self.unit_name} {self.current_epoch} "
-                               f"(digests {digests}): a rank trained or scored differently")
+            raise RuntimeError(
+                f"the ranks' search states differ after {self.unit_name} {self.current_epoch} "
+                f"(digests {digests}): a rank trained or scored differently"
+            )
 
     def training_step(self, batch: Any, batch_idx: int) -> None:
         self.run_unit(self.current_epoch)
@@ -240,8 +252,9 @@ def state_digest(state: Any) -> str:
     def walk(value: Any) -> None:
         if isinstance(value, torch.Tensor):
             digest.update(str((value.dtype, tuple(value.shape))).encode())
-            digest.update(value.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes()
-                          if value.numel() else b"")
+            digest.update(
+                value.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes() if value.numel() else b""
+            )
         elif isinstance(value, np.ndarray):
             digest.update(str((value.dtype, value.shape)).encode() + np.ascontiguousarray(value).tobytes())
         elif isinstance(value, dict):
@@ -279,8 +292,7 @@ class SearchBudget(Callback):
     def __init__(self, budget: Budget) -> None:
         self.budget = budget
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: Any, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         if not self.budget.limited:
             return
         reason = trainer.strategy.broadcast(self.budget.exhausted(pl_module.wall_time_s, pl_module.images_seen))
@@ -334,8 +346,12 @@ class TrainingData:
 Search = TypeVar("Search", bound=SearchProgress)
 
 
-def fit_search(context: SearchContext, make_module: Callable[[int], Search], callbacks: Sequence[Callback] = (),
-               data: TrainingData | None = None) -> tuple[pl.Trainer, Search]:
+def fit_search(
+    context: SearchContext,
+    make_module: Callable[[int], Search],
+    callbacks: Sequence[Callback] = (),
+    data: TrainingData | None = None,
+) -> tuple[pl.Trainer, Search]:
     """``Trainer.fit`` of the module ``make_module(world_size)`` builds, one unit per epoch for its
     ``units``, resuming from ``context.resume`` (a checkpoint this engine wrote), with the budget,
     the record files and ``last.ckpt`` after every unit. Under a spawning strategy the search ran
@@ -346,8 +362,13 @@ def fit_search(context: SearchContext, make_module: Callable[[int], Search], cal
     trained on ``data`` as any network is trained (the ``trainer.*`` settings but the epochs and
     batches, the validation images drawn as for every trained network)."""
     if data is None:
-        loops: dict[str, Any] = {"max_steps": -1, "limit_train_batches": 1, "limit_val_batches": 0,
-                                 "num_sanity_val_steps": 0, "enable_model_summary": False}
+        loops: dict[str, Any] = {
+            "max_steps": -1,
+            "limit_train_batches": 1,
+            "limit_val_batches": 0,
+            "num_sanity_val_steps": 0,
+            "enable_model_summary": False,
+        }
         train, val, drawn = unit_loader(), None, []
     else:
         loops = {"limit_train_batches": data.batches or 1.0}
@@ -357,13 +378,21 @@ def fit_search(context: SearchContext, make_module: Callable[[int], Search], cal
     # the logger's folder too
     trainer = context.search_trainer(
         context.run_dir,
-        callbacks=[SearchBudget(context.budget), RecordFiles(context.run_dir),
-                   UnitCheckpoint(context.run_dir / "last.ckpt"), *drawn, *callbacks],
-        enable_checkpointing=False, **loops)
+        callbacks=[
+            SearchBudget(context.budget),
+            RecordFiles(context.run_dir),
+            UnitCheckpoint(context.run_dir / "last.ckpt"),
+            *drawn,
+            *callbacks,
+        ],
+        enable_checkpointing=False,
+        **loops,
+    )
     module = make_module(trainer.world_size)
     trainer.fit_loop.max_epochs = module.units
-    trainer.fit(module, train_dataloaders=train, val_dataloaders=val,
-                ckpt_path=str(context.resume) if context.resume else None)
+    trainer.fit(
+        module, train_dataloaders=train, val_dataloaders=val, ckpt_path=str(context.resume) if context.resume else None
+    )
     if isinstance(trainer.strategy, SearchStrategy) and trainer.strategy.spawns:
         restore(module, torch.load(context.run_dir / "last.ckpt", map_location="cpu", weights_only=False))
     return trainer, module

@@ -39,6 +39,7 @@ def registration(name: Any) -> Registration:
     from segnas.errors import ConfigError
 
     if str(name) not in SEARCHERS:
-        raise ConfigError(f"searcher.name={name}: expected one of {', '.join(SEARCHERS)} "
-                          "(segnas/searchers/registry.py lists them)")
+        raise ConfigError(
+            f"searcher.name={name}: expected one of {', '.join(SEARCHERS)} (segnas/searchers/registry.py lists them)"
+        )
     return SEARCHERS[str(name)]

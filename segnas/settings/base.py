@@ -24,7 +24,6 @@ from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from segnas.errors import ConfigError
 from segnas.offline_weights import AUTO
 
-
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
@@ -80,13 +79,18 @@ def fail(key: str, expected: str, value: Any = dataclasses.MISSING) -> NoReturn:
 
 # rules for __post_init__ --------------------------------------------------------------------------
 
+
 def at_least(settings: Any, key: str, low: float, why: str = "") -> None:
     """``settings.<key>`` (dotted for a nested value) is null or >= ``low``."""
     value = _get(settings, key)
     if value is not None and value < low:
         integer = isinstance(value, int) and isinstance(low, int)
-        fail(key, (("a positive integer" if low == 1 else f"an integer >= {low}") if integer
-                   else f"a number >= {low:g}") + (f" ({why})" if why else ""), value)
+        fail(
+            key,
+            (("a positive integer" if low == 1 else f"an integer >= {low}") if integer else f"a number >= {low:g}")
+            + (f" ({why})" if why else ""),
+            value,
+        )
 
 
 def positive(settings: Any, *keys: str) -> None:
@@ -97,8 +101,16 @@ def positive(settings: Any, *keys: str) -> None:
             fail(key, "a positive integer" if isinstance(value, int) else "a number > 0", value)
 
 
-def between(settings: Any, key: str, low: float | None = None, high: float | None = None, *,
-            above: float | None = None, below: float | None = None, why: str = "") -> None:
+def between(
+    settings: Any,
+    key: str,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    above: float | None = None,
+    below: float | None = None,
+    why: str = "",
+) -> None:
     """``settings.<key>`` is null or within the bounds: inclusive (``low``, ``high``) or exclusive
     (``above``, ``below``)."""
     value = _get(settings, key)
@@ -106,8 +118,12 @@ def between(settings: Any, key: str, low: float | None = None, high: float | Non
         return
     lower = f"[{low:g}" if low is not None else f"({above:g}" if above is not None else "(-inf"
     upper = f"{high:g}]" if high is not None else f"{below:g})" if below is not None else "inf)"
-    if not ((low is None or value >= low) and (above is None or value > above)
-            and (high is None or value <= high) and (below is None or value < below)):
+    if not (
+        (low is None or value >= low)
+        and (above is None or value > above)
+        and (high is None or value <= high)
+        and (below is None or value < below)
+    ):
         fail(key, f"a value in {lower}, {upper}" + (f" ({why})" if why else ""), value)
 
 
@@ -176,6 +192,7 @@ def _get(settings: Any, key: str) -> Any:
 
 
 # building ---------------------------------------------------------------------------------------
+
 
 def to_settings(node: DictConfig, prefix: str) -> Any:
     """The typed settings of a composed config node whose schema is a dataclass (nested

@@ -98,5 +98,11 @@ class NYUDepthSettings(DataSettings):
 
 
 #: ``conf/data/<name>.yaml`` -> its schema.
-DATA = {"synthetic": SyntheticSettings, "voc": VOCSettings, "cityscapes": CityscapesSettings,
-        "ade20k": ADE20KSettings, "folder": FolderSettings, "nyu_depth": NYUDepthSettings}
+DATA = {
+    "synthetic": SyntheticSettings,
+    "voc": VOCSettings,
+    "cityscapes": CityscapesSettings,
+    "ade20k": ADE20KSettings,
+    "folder": FolderSettings,
+    "nyu_depth": NYUDepthSettings,
+}

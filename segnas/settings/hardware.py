@@ -61,8 +61,17 @@ class Gap8Settings(HardwareSettings):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        base.positive(self, "cores", "cluster_mhz", "bytes_per_weight", "bytes_per_activation", "l1_kb", "l2_kb",
-                      "l2_l1_bytes_per_cycle", "l3_bytes_per_cycle")
+        base.positive(
+            self,
+            "cores",
+            "cluster_mhz",
+            "bytes_per_weight",
+            "bytes_per_activation",
+            "l1_kb",
+            "l2_kb",
+            "l2_l1_bytes_per_cycle",
+            "l3_bytes_per_cycle",
+        )
         for kind, value in (self.macs_per_cycle or {}).items():
             if value <= 0:
                 base.fail(f"macs_per_cycle.{kind}", "a number > 0", value)
@@ -73,5 +82,9 @@ class Gap8Settings(HardwareSettings):
 
 
 #: ``conf/hardware/<name>.yaml`` -> its schema.
-HARDWARE = {"cpu": TorchLatencySettings, "gpu": TorchLatencySettings, "onnx_cpu": OnnxLatencySettings,
-            "gap8": Gap8Settings}
+HARDWARE = {
+    "cpu": TorchLatencySettings,
+    "gpu": TorchLatencySettings,
+    "onnx_cpu": OnnxLatencySettings,
+    "gap8": Gap8Settings,
+}

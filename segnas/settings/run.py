@@ -126,9 +126,11 @@ class EvalSettings:
         for key in ("window", "stride"):
             value = getattr(self, key)
             pair = [value, value] if isinstance(value, int) and not isinstance(value, bool) else value
-            if value is not None and not (isinstance(pair, list) and len(pair) == 2
-                                          and all(isinstance(v, int) and not isinstance(v, bool) and v > 0
-                                                  for v in pair)):
+            if value is not None and not (
+                isinstance(pair, list)
+                and len(pair) == 2
+                and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in pair)
+            ):
                 base.fail(key, "null, a positive integer or [h, w]", value)
         base.positive(self, "scale")
 

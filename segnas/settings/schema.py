@@ -17,8 +17,14 @@ from omegaconf.errors import OmegaConfBaseException
 from segnas.errors import ConfigError
 from segnas.searchers.registry import SEARCHERS, registration
 from segnas.settings.base import SettingError, shown, to_settings
-from segnas.settings.data import (ADE20KSettings, CityscapesSettings, FolderSettings, NYUDepthSettings,
-                                  SyntheticSettings, VOCSettings)
+from segnas.settings.data import (
+    ADE20KSettings,
+    CityscapesSettings,
+    FolderSettings,
+    NYUDepthSettings,
+    SyntheticSettings,
+    VOCSettings,
+)
 from segnas.settings.hardware import Gap8Settings, OnnxLatencySettings, TorchLatencySettings
 from segnas.settings.run import RunSettings
 
@@ -59,8 +65,10 @@ def load(cfg: DictConfig) -> RunSettings:
     ranges, the rules between keys), the searcher's rules against the shared settings included.
     Errors are :class:`~segnas.errors.ConfigError` naming the key."""
     plain = _resolved(cfg)
-    groups = {"data": _typed(plain.get("data"), "data", _schema(DATA, plain.get("data"))),
-              "hardware": _typed(plain.get("hardware"), "hardware", _schema(HARDWARE, plain.get("hardware")))}
+    groups = {
+        "data": _typed(plain.get("data"), "data", _schema(DATA, plain.get("data"))),
+        "hardware": _typed(plain.get("hardware"), "hardware", _schema(HARDWARE, plain.get("hardware"))),
+    }
     searcher = plain.get("searcher")
     if searcher is not None:
         groups["searcher"] = _typed(searcher, "searcher", registration(searcher.get("name")).settings)

@@ -9,15 +9,17 @@ from torch import nn
 
 from segnas.errors import GenotypeError
 from segnas.genotype import Genotype
-from segnas.spaces.auxcell import AuxCellSpace
 from segnas.spaces.autodeeplab import AutoDeepLabSpace
+from segnas.spaces.auxcell import AuxCellSpace
 from segnas.spaces.base import Space
 from segnas.spaces.deeplabv3plus import DeepLabV3PlusSpace
 from segnas.spaces.elastic_deeplabv3plus import ElasticDeepLabV3PlusSpace
 from segnas.spaces.lraspp import LRASPPSpace
 
-SPACES: dict[str, Space] = {space.name: space for space in (DeepLabV3PlusSpace(), AutoDeepLabSpace(), AuxCellSpace(),
-                                                             ElasticDeepLabV3PlusSpace(), LRASPPSpace())}
+SPACES: dict[str, Space] = {
+    space.name: space
+    for space in (DeepLabV3PlusSpace(), AutoDeepLabSpace(), AuxCellSpace(), ElasticDeepLabV3PlusSpace(), LRASPPSpace())
+}
 
 
 def get_space(name: str) -> Space:
@@ -47,8 +49,9 @@ def resolve_arch(arch: str | Path | dict[str, Any] | Genotype) -> Genotype:
         genotype = Genotype.from_dict(dict(arch), source="arch")
         return get_space(genotype.space).check(genotype)
     if arch is None or str(arch) == "":
-        raise GenotypeError(f"arch is not set; give a preset ({', '.join(sorted(presets()))}) "
-                            "or the path of a genotype file")
+        raise GenotypeError(
+            f"arch is not set; give a preset ({', '.join(sorted(presets()))}) or the path of a genotype file"
+        )
     known = presets()
     if str(arch) in known:
         return known[str(arch)]
@@ -56,9 +59,7 @@ def resolve_arch(arch: str | Path | dict[str, Any] | Genotype) -> Genotype:
     if path.suffix in {".yaml", ".yml", ".json"} or path.exists():
         genotype = Genotype.load(path)
         return get_space(genotype.space).check(genotype)
-    raise GenotypeError(
-        f"arch={arch}: not a preset ({', '.join(sorted(known))}) and not a genotype file"
-    )
+    raise GenotypeError(f"arch={arch}: not a preset ({', '.join(sorted(known))}) and not a genotype file")
 
 
 def build(genotype: Genotype, num_classes: int, **options: Any) -> nn.Module:

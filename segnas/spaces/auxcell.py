@@ -70,10 +70,18 @@ def from_encoding(encoding: Any) -> dict[str, Any]:
     for index, layer in enumerate(layers, start=1):
         if not isinstance(layer, (list, tuple)) or len(layer) != 4:
             raise GenotypeError(f"{NAME}: encoding cell layer {index} must be [p1, p2, o1, o2], got {layer!r}")
-        names.append([layer[0], layer[1], _op_name(layer[2], f"encoding cell layer {index}"),
-                      _op_name(layer[3], f"encoding cell layer {index}")])
-    return {"cell": {"first": _op_name(first, "encoding cell op0"), "layers": names},
-            "connections": [list(c) if isinstance(c, (list, tuple)) else c for c in connections]}
+        names.append(
+            [
+                layer[0],
+                layer[1],
+                _op_name(layer[2], f"encoding cell layer {index}"),
+                _op_name(layer[3], f"encoding cell layer {index}"),
+            ]
+        )
+    return {
+        "cell": {"first": _op_name(first, "encoding cell op0"), "layers": names},
+        "connections": [list(c) if isinstance(c, (list, tuple)) else c for c in connections],
+    }
 
 
 def to_encoding(arch: dict[str, Any]) -> list:
@@ -132,8 +140,10 @@ class AuxCellSpace(Space):
             limit = layer_positions(index)
             for pos in (pos_a, pos_b):
                 if not _is_int(pos) or not 0 <= pos < limit:
-                    raise GenotypeError(f"{where}: position {pos!r} outside [0, {limit}) (the cell features "
-                                        "written before it: input, first op, then two ops and their sum per layer)")
+                    raise GenotypeError(
+                        f"{where}: position {pos!r} outside [0, {limit}) (the cell features "
+                        "written before it: input, first op, then two ops and their sum per layer)"
+                    )
             for op in (op_a, op_b):
                 if op not in OP_NAMES:
                     raise GenotypeError(f"{where}: op {op!r} is not one of {list(OP_NAMES)}")
@@ -146,22 +156,36 @@ class AuxCellSpace(Space):
             raise GenotypeError(f"{NAME}: label 'connections' must hold {NUM_BLOCKS} pairs, got {connections!r}")
         for index, pair in enumerate(connections):
             pool = NUM_ENCODER_MAPS + index
-            if (not isinstance(pair, (list, tuple)) or len(pair) != 2
-                    or not all(_is_int(i) and 0 <= i < pool for i in pair)):
-                raise GenotypeError(f"{NAME}: connection {index} must be two pool indices in [0, {pool}) "
-                                    f"(4 encoder maps, then earlier block outputs), got {pair!r}")
+            if (
+                not isinstance(pair, (list, tuple))
+                or len(pair) != 2
+                or not all(_is_int(i) and 0 <= i < pool for i in pair)
+            ):
+                raise GenotypeError(
+                    f"{NAME}: connection {index} must be two pool indices in [0, {pool}) "
+                    f"(4 encoder maps, then earlier block outputs), got {pair!r}"
+                )
         return [list(pair) for pair in connections]
 
     def build(
-        self, genotype: Genotype, num_classes: int, pretrained: bool = False,
-        backbone_weights: str | None = None, aux_heads: bool = False,
+        self,
+        genotype: Genotype,
+        num_classes: int,
+        pretrained: bool = False,
+        backbone_weights: str | None = None,
+        aux_heads: bool = False,
     ) -> nn.Module:
         """Encoder + decoder for ``genotype``; ``aux_heads`` adds the search's auxiliary cells."""
         arch = self.check(genotype).arch
         if not _is_int(num_classes) or num_classes <= 0:
             raise ConfigError(f"num_classes must be a positive int, got {num_classes!r}")
-        encoder = build_backbone(arch["backbone"], output_stride=ENCODER_STRIDE, pretrained=bool(pretrained),
-                                 weights=backbone_weights, out_indices=ENCODER_OUT_INDICES)
+        encoder = build_backbone(
+            arch["backbone"],
+            output_stride=ENCODER_STRIDE,
+            pretrained=bool(pretrained),
+            weights=backbone_weights,
+            out_indices=ENCODER_OUT_INDICES,
+        )
         return AuxCellNet(encoder, build_decoder(arch, encoder.feature_info.channels(), num_classes, aux_heads))
 
 
@@ -170,8 +194,17 @@ def build_decoder(
 ) -> AuxCellDecoder:
     """The decoder alone, for searches that keep one encoder for every child."""
     cell = arch["cell"]
-    return AuxCellDecoder(in_channels, num_classes, cell["first"], cell["layers"], arch["connections"],
-                          width=arch["width"], repeats=arch["sep_repeats"], aux_heads=aux_heads, aux_cell=aux_cell)
+    return AuxCellDecoder(
+        in_channels,
+        num_classes,
+        cell["first"],
+        cell["layers"],
+        arch["connections"],
+        width=arch["width"],
+        repeats=arch["sep_repeats"],
+        aux_heads=aux_heads,
+        aux_cell=aux_cell,
+    )
 
 
 def describe(arch: dict[str, Any]) -> str:
@@ -189,5 +222,7 @@ def describe(arch: dict[str, Any]) -> str:
     for index, (a, b) in enumerate(arch["connections"]):
         pool.append(f"cell({pool[a]}) + cell({pool[b]})")
         collected = [c for c in collected if c not in (a, b)] + [NUM_ENCODER_MAPS + index]
-    return (f"cell(x) = {' + '.join(features[i] for i in outputs)}; "
-            f"decoder = concat[{'; '.join(pool[i] for i in collected)}]")
+    return (
+        f"cell(x) = {' + '.join(features[i] for i in outputs)}; "
+        f"decoder = concat[{'; '.join(pool[i] for i in collected)}]"
+    )

@@ -36,8 +36,5 @@ class Space(ABC):
     def check(self, genotype: Genotype) -> Genotype:
         """Refuse a genotype written for another space, naming both spaces."""
         if genotype.space != self.name:
-            raise GenotypeError(
-                f"genotype {genotype.hash} belongs to space '{genotype.space}', "
-                f"not to '{self.name}'"
-            )
+            raise GenotypeError(f"genotype {genotype.hash} belongs to space '{genotype.space}', not to '{self.name}'")
         return Genotype(self.name, self.validate(dict(genotype.arch)))

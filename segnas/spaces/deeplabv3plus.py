@@ -51,9 +51,7 @@ class DeepLabV3PlusSpace(Space):
     def validate(self, arch: dict[str, Any]) -> dict[str, Any]:
         unknown = sorted(set(arch) - set(self.defaults))
         if unknown:
-            raise GenotypeError(
-                f"{self.name}: unknown label(s) {unknown}; known labels: {sorted(self.defaults)}"
-            )
+            raise GenotypeError(f"{self.name}: unknown label(s) {unknown}; known labels: {sorted(self.defaults)}")
         out = {**self.defaults, **arch}
         for label, value in out.items():
             self._check_label(label, value)
@@ -88,7 +86,10 @@ class DeepLabV3PlusSpace(Space):
                 raise bad("a positive int")
 
     def build(
-        self, genotype: Genotype, num_classes: int, pretrained: bool = False,
+        self,
+        genotype: Genotype,
+        num_classes: int,
+        pretrained: bool = False,
         backbone_weights: str | None = None,
     ) -> nn.Module:
         """A DeepLabV3+ network for ``genotype``.
@@ -111,5 +112,6 @@ class DeepLabV3PlusSpace(Space):
 
     def _backbone(self, arch: dict[str, Any], pretrained: bool, backbone_weights: str | None) -> nn.Module:
         """The timm backbone for ``arch``; subclasses reshape it (the elastic space slices it)."""
-        return build_backbone(arch["backbone"], output_stride=arch["output_stride"], pretrained=bool(pretrained),
-                              weights=backbone_weights)
+        return build_backbone(
+            arch["backbone"], output_stride=arch["output_stride"], pretrained=bool(pretrained), weights=backbone_weights
+        )

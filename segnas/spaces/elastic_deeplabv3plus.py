@@ -54,11 +54,15 @@ class ElasticDeepLabV3PlusSpace(DeepLabV3PlusSpace):
         depths = list(full) if out["depths"] is None else [int(d) for d in out["depths"]]
         widths = [1.0] * len(full) if out["widths"] is None else [float(w) for w in out["widths"]]
         if len(depths) != len(full) or any(not 1 <= d <= m for d, m in zip(depths, full)):
-            raise GenotypeError(f"{self.name}: label 'depths' must list one depth per elastic stage of "
-                                f"{out['backbone']}, each in [1, full], full = {list(full)}; got {out['depths']!r}")
+            raise GenotypeError(
+                f"{self.name}: label 'depths' must list one depth per elastic stage of "
+                f"{out['backbone']}, each in [1, full], full = {list(full)}; got {out['depths']!r}"
+            )
         if len(widths) != len(full):
-            raise GenotypeError(f"{self.name}: label 'widths' must have {len(full)} entries (one per "
-                                f"elastic stage of {out['backbone']}), got {out['widths']!r}")
+            raise GenotypeError(
+                f"{self.name}: label 'widths' must have {len(full)} entries (one per "
+                f"elastic stage of {out['backbone']}), got {out['widths']!r}"
+            )
         out["depths"], out["widths"] = depths, widths
         return out
 
@@ -71,8 +75,9 @@ class ElasticDeepLabV3PlusSpace(DeepLabV3PlusSpace):
                 not isinstance(value, (list, tuple))
                 or not all(isinstance(w, (int, float)) and not isinstance(w, bool) and 0 < w <= 1 for w in value)
             ):
-                raise GenotypeError(f"{self.name}: label 'widths' must be a list of fractions in (0, 1] "
-                                    f"or null, got {value!r}")
+                raise GenotypeError(
+                    f"{self.name}: label 'widths' must be a list of fractions in (0, 1] or null, got {value!r}"
+                )
         else:
             super()._check_label(label, value)
 

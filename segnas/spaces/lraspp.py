@@ -37,11 +37,13 @@ class LRASPPSpace(Space):
             raise GenotypeError(f"{self.name}: label 'inter_channels' must be a positive int, got {channels!r}")
         return out
 
-    def build(self, genotype: Genotype, num_classes: int, pretrained: bool = False,
-              backbone_weights: str | None = None) -> nn.Module:
+    def build(
+        self, genotype: Genotype, num_classes: int, pretrained: bool = False, backbone_weights: str | None = None
+    ) -> nn.Module:
         arch = self.check(genotype).arch
         if not isinstance(num_classes, int) or num_classes <= 0:
             raise ConfigError(f"num_classes must be a positive int, got {num_classes!r}")
-        backbone = build_backbone(arch["backbone"], output_stride=arch["output_stride"], pretrained=bool(pretrained),
-                                  weights=backbone_weights)
+        backbone = build_backbone(
+            arch["backbone"], output_stride=arch["output_stride"], pretrained=bool(pretrained), weights=backbone_weights
+        )
         return LRASPP(backbone, num_classes, arch["inter_channels"])

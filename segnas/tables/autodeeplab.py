@@ -57,8 +57,9 @@ def genes_of(arch: dict[str, Any]) -> list[int]:
     return genes + [STRIDES.index(int(s)) for s in arch["path"]]
 
 
-def _architectures_run(settings: AutoDeepLabSettings, tabulate: TabulateSettings,
-                       context: SearchContext) -> tuple[Path, dict[str, Any]]:
+def _architectures_run(
+    settings: AutoDeepLabSettings, tabulate: TabulateSettings, context: SearchContext
+) -> tuple[Path, dict[str, Any]]:
     """(folder of the random search whose architectures make the table, the network labels its
     genotypes carry): ``tabulate.from_run``, or one run here of ``tabulate.architectures``
     architectures of ``settings``' space into ``<run dir>/architectures`` (continued from its
@@ -67,16 +68,23 @@ def _architectures_run(settings: AutoDeepLabSettings, tabulate: TabulateSettings
     if given:
         folder, searcher = search_run(given)
         if searcher.get("name") != "random" or searcher.get("space") != "autodeeplab":
-            raise ConfigError(f"tabulate.from_run={given}: not a random search of the Auto-DeepLab space "
-                              "(searcher=random searcher.space=autodeeplab)")
+            raise ConfigError(
+                f"tabulate.from_run={given}: not a random search of the Auto-DeepLab space "
+                "(searcher=random searcher.space=autodeeplab)"
+            )
         return folder, dict(searcher["autodeeplab"]["network"])
     from segnas.searchers.random.autodeeplab import search
 
     folder = context.run_dir / "architectures"
     folder.mkdir(parents=True, exist_ok=True)
     resume = folder / "last.ckpt"
-    search(settings, dataclasses.replace(context, run_dir=folder, resume=resume if resume.is_file() else None),
-           samples=tabulate.architectures, top_k=1, steps=tabulate.steps)
+    search(
+        settings,
+        dataclasses.replace(context, run_dir=folder, resume=resume if resume.is_file() else None),
+        samples=tabulate.architectures,
+        top_k=1,
+        steps=tabulate.steps,
+    )
     return folder, dataclasses.asdict(settings.network)
 
 
@@ -90,17 +98,28 @@ def rows_of(search_csv: Path, labels: dict[str, Any]) -> list[dict[str, Any]]:
     with search_csv.open(newline="") as handle:
         for line, record in enumerate(csv.DictReader(handle), start=2):
             try:
-                genotype = SPACE.genotype({"cell": parse_cell(record["cell"]),
-                                           "path": [int(s) for s in record["path"].split()], **labels})
+                genotype = SPACE.genotype(
+                    {"cell": parse_cell(record["cell"]), "path": [int(s) for s in record["path"].split()], **labels}
+                )
             except (ConfigError, GenotypeError, ValueError) as err:
                 raise ConfigError(f"{search_csv}, line {line}: not an Auto-DeepLab architecture ({err})") from err
             if genotype.hash != record["genotype_hash"]:
-                raise ConfigError(f"{search_csv}, line {line}: its cell and path give genotype {genotype.hash}, the "
-                                  f"row says {record['genotype_hash']} (network labels {labels} not this run's?)")
-            rows.append({"genotype_hash": genotype.hash, "genes": genes_of(genotype.arch),
-                         "genotype": {k: genotype.arch[k] for k in ("cell", "path")},
-                         "holdout_mIoU": float(record["holdout_mIoU"]), "params": int(float(record["params"])),
-                         "steps": int(record["steps"]), "status": "ok", "score_s": float(record["seconds"])})
+                raise ConfigError(
+                    f"{search_csv}, line {line}: its cell and path give genotype {genotype.hash}, the "
+                    f"row says {record['genotype_hash']} (network labels {labels} not this run's?)"
+                )
+            rows.append(
+                {
+                    "genotype_hash": genotype.hash,
+                    "genes": genes_of(genotype.arch),
+                    "genotype": {k: genotype.arch[k] for k in ("cell", "path")},
+                    "holdout_mIoU": float(record["holdout_mIoU"]),
+                    "params": int(float(record["params"])),
+                    "steps": int(record["steps"]),
+                    "status": "ok",
+                    "score_s": float(record["seconds"]),
+                }
+            )
     return rows
 
 
@@ -111,8 +130,9 @@ def fit_surrogate(rows: Sequence[dict[str, Any]], holdout: float, seed: int = 0)
     if len(shapes) != 1:
         raise ConfigError(f"the table mixes (blocks, layers) {sorted(shapes)}: one space per table")
     ((blocks, layers),) = shapes
-    return surrogate.fit([r["genes"] for r in rows], [r["holdout_mIoU"] for r in rows], choices(blocks, layers),
-                         holdout, seed)
+    return surrogate.fit(
+        [r["genes"] for r in rows], [r["holdout_mIoU"] for r in rows], choices(blocks, layers), holdout, seed
+    )
 
 
 def tabulate(settings: AutoDeepLabSettings, tabulate: TabulateSettings, context: SearchContext) -> dict[str, Any]:
@@ -125,17 +145,37 @@ def tabulate(settings: AutoDeepLabSettings, tabulate: TabulateSettings, context:
     done = writer.done()
     writer.append(r for r in rows if r["genotype_hash"] not in done)
     _, fit = fit_surrogate(writer.rows, tabulate.surrogate_holdout, context.seed)
-    log.info("surrogate: Kendall tau %.3f (%d %% CI %.3f-%.3f) on out-of-fold predictions of %d architectures",
-             fit["kendall_tau"], round(100 * fit["level"]), *fit["tau_ci"], fit["n"])
+    log.info(
+        "surrogate: Kendall tau %.3f (%d %% CI %.3f-%.3f) on out-of-fold predictions of %d architectures",
+        fit["kendall_tau"],
+        round(100 * fit["level"]),
+        *fit["tau_ci"],
+        fit["n"],
+    )
     scores = np.array([r["holdout_mIoU"] for r in writer.rows])
     first = writer.rows[0]["genotype"]
-    meta = {"searcher": "autodeeplab", "space": SPACE.name, "full": None,
-            "settings": {"blocks": len(first["cell"]), "layers": len(first["path"]), "network": labels,
-                         "steps": sorted({int(r["steps"]) for r in writer.rows})},
-            "supernet": None, "architectures_run": str(folder), "surrogate": fit, "architectures": len(writer.rows),
-            "score_s_median": float(np.median([r["score_s"] for r in writer.rows])),
-            "holdout_mIoU": {"best": float(scores.max()), "median": float(np.median(scores)),
-                             "p90": float(np.percentile(scores, 90)), "worst": float(scores.min())},
-            "tabulate_wall_time_s": round(time.perf_counter() - start, 2)}
+    meta = {
+        "searcher": "autodeeplab",
+        "space": SPACE.name,
+        "full": None,
+        "settings": {
+            "blocks": len(first["cell"]),
+            "layers": len(first["path"]),
+            "network": labels,
+            "steps": sorted({int(r["steps"]) for r in writer.rows}),
+        },
+        "supernet": None,
+        "architectures_run": str(folder),
+        "surrogate": fit,
+        "architectures": len(writer.rows),
+        "score_s_median": float(np.median([r["score_s"] for r in writer.rows])),
+        "holdout_mIoU": {
+            "best": float(scores.max()),
+            "median": float(np.median(scores)),
+            "p90": float(np.percentile(scores, 90)),
+            "worst": float(scores.min()),
+        },
+        "tabulate_wall_time_s": round(time.perf_counter() - start, 2),
+    }
     write_meta(run_dir, meta)
     return {"table": str(writer.path), **{k: v for k, v in meta.items() if k not in ("settings", "full", "supernet")}}

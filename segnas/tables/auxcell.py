@@ -23,8 +23,8 @@ import logging
 import multiprocessing
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +45,18 @@ from segnas.tables.store import TableWriter, search_run, write_meta
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ("genotype_hash", "genes", "genotype", "reward", "stage1_reward", "stage2_reward", "mIoU", "params",
-           "status", "score_s")
+COLUMNS = (
+    "genotype_hash",
+    "genes",
+    "genotype",
+    "reward",
+    "stage1_reward",
+    "stage2_reward",
+    "mIoU",
+    "params",
+    "status",
+    "score_s",
+)
 
 
 def _children_run(settings: AuxCellSettings, tabulate: TabulateSettings, context: SearchContext) -> Path:
@@ -56,20 +66,27 @@ def _children_run(settings: AuxCellSettings, tabulate: TabulateSettings, context
     given = tabulate.from_run
     if given:
         folder, searcher = search_run(given)
-        if searcher.get("name") not in ("auxcell", "random") or \
-                searcher.get("controller", {}).get("algorithm") != "uniform" or \
-                searcher.get("early_stopping", {}).get("enabled", True):
-            raise ConfigError(f"tabulate.from_run={given}: its children were not sampled uniformly without early "
-                              "stopping (searcher.controller.algorithm=uniform searcher.early_stopping.enabled=false)")
+        if (
+            searcher.get("name") not in ("auxcell", "random")
+            or searcher.get("controller", {}).get("algorithm") != "uniform"
+            or searcher.get("early_stopping", {}).get("enabled", True)
+        ):
+            raise ConfigError(
+                f"tabulate.from_run={given}: its children were not sampled uniformly without early "
+                "stopping (searcher.controller.algorithm=uniform searcher.early_stopping.enabled=false)"
+            )
         return folder
     from segnas.searchers.auxcell.searcher import search
 
     folder = context.run_dir / "children"
     folder.mkdir(parents=True, exist_ok=True)
     uniform = dataclasses.replace(
-        settings, children=tabulate.children, top_k=1,
+        settings,
+        children=tabulate.children,
+        top_k=1,
         controller=dataclasses.replace(settings.controller, algorithm=Policy.uniform),
-        early_stopping=dataclasses.replace(settings.early_stopping, enabled=False))
+        early_stopping=dataclasses.replace(settings.early_stopping, enabled=False),
+    )
     resume = folder / "last.ckpt"
     search(uniform, dataclasses.replace(context, run_dir=folder, resume=resume if resume.is_file() else None))
     return folder
@@ -88,18 +105,26 @@ def rows_of(search_csv: Path, positions: Positions) -> list[dict[str, Any]]:
             genes = decisions.from_arch(arch)
             if len(genes) != len(decisions.choices(positions)):
                 raise ConfigError(f"{search_csv}: child {record['child']} is not in the {positions} space")
-            rows.append({
-                "genotype_hash": record["genotype_hash"], "genes": genes,
-                "genotype": {k: arch[k] for k in ("cell", "connections")},
-                **{key: float(record[key]) if record.get(key) not in (None, "") else None
-                   for key in ("reward", "stage1_reward", "stage2_reward", "mIoU")},
-                "params": int(float(record["params"])), "status": record["status"],
-                "score_s": float(record["child_s"]) if record.get("child_s") else None})
+            rows.append(
+                {
+                    "genotype_hash": record["genotype_hash"],
+                    "genes": genes,
+                    "genotype": {k: arch[k] for k in ("cell", "connections")},
+                    **{
+                        key: float(record[key]) if record.get(key) not in (None, "") else None
+                        for key in ("reward", "stage1_reward", "stage2_reward", "mIoU")
+                    },
+                    "params": int(float(record["params"])),
+                    "status": record["status"],
+                    "score_s": float(record["child_s"]) if record.get("child_s") else None,
+                }
+            )
     return rows
 
 
-def fit_surrogate(rows: Sequence[dict[str, Any]], choices: Sequence[int], holdout: float,
-                  seed: int = 0) -> tuple[Any, dict[str, Any]]:
+def fit_surrogate(
+    rows: Sequence[dict[str, Any]], choices: Sequence[int], holdout: float, seed: int = 0
+) -> tuple[Any, dict[str, Any]]:
     """(forest fitted on every child's decisions, its out-of-fold Kendall tau against the rewards)."""
     return surrogate.fit([r["genes"] for r in rows], [r["reward"] for r in rows], choices, holdout, seed)
 
@@ -116,14 +141,26 @@ def tabulate(settings: AuxCellSettings, tabulate: TabulateSettings, context: Sea
     writer.append(r for r in rows if r["genotype_hash"] not in done)
     choices = decisions.choices(positions)
     _, fit = fit_surrogate(writer.rows, choices, tabulate.surrogate_holdout, context.seed)
-    log.info("surrogate: Kendall tau %.3f (%d %% CI %.3f-%.3f) on out-of-fold predictions of %d children",
-             fit["kendall_tau"], round(100 * fit["level"]), *fit["tau_ci"], fit["n"])
-    meta = {"searcher": "auxcell", "space": AuxCellSpace.name, "full": None,
-            "settings": {"positions": positions.value, "choices": choices}, "supernet": None,
-            "children_run": str(folder), "surrogate": fit, "architectures": len(writer.rows),
-            "score_s_median": float(np.median([r["score_s"] for r in writer.rows if r["score_s"] is not None])),
-            "best_reward": max(r["reward"] for r in writer.rows),
-            "tabulate_wall_time_s": round(time.perf_counter() - start, 2)}
+    log.info(
+        "surrogate: Kendall tau %.3f (%d %% CI %.3f-%.3f) on out-of-fold predictions of %d children",
+        fit["kendall_tau"],
+        round(100 * fit["level"]),
+        *fit["tau_ci"],
+        fit["n"],
+    )
+    meta = {
+        "searcher": "auxcell",
+        "space": AuxCellSpace.name,
+        "full": None,
+        "settings": {"positions": positions.value, "choices": choices},
+        "supernet": None,
+        "children_run": str(folder),
+        "surrogate": fit,
+        "architectures": len(writer.rows),
+        "score_s_median": float(np.median([r["score_s"] for r in writer.rows if r["score_s"] is not None])),
+        "best_reward": max(r["reward"] for r in writer.rows),
+        "tabulate_wall_time_s": round(time.perf_counter() - start, 2),
+    }
     write_meta(run_dir, meta)
     return {"table": str(writer.path), **{k: v for k, v in meta.items() if k not in ("settings", "full", "supernet")}}
 
@@ -134,8 +171,14 @@ def tabulate(settings: AuxCellSettings, tabulate: TabulateSettings, context: Sea
 LOCKSTEP_SEEDS = 50
 
 
-def _replay_seeds(algorithm: Policy, seeds: Sequence[int], children: int, choices: Sequence[int],
-                  settings: ControllerSettings, forest: Any) -> np.ndarray:
+def _replay_seeds(
+    algorithm: Policy,
+    seeds: Sequence[int],
+    children: int,
+    choices: Sequence[int],
+    settings: ControllerSettings,
+    forest: Any,
+) -> np.ndarray:
     """(seeds, children) best surrogate reward so far: each seed's own controller and policy (built
     as :class:`~segnas.searchers.auxcell.module.AuxCellSearchModule` builds them, from the search's
     controller settings and the seed) samples a child, gets the surrogate's reward and learns from
@@ -151,15 +194,23 @@ def _replay_seeds(algorithm: Policy, seeds: Sequence[int], children: int, choice
     for child in range(children):
         drawn = [policy.sample(sampler)[:2] for policy, sampler in zip(policies, samplers)]
         rewards = forest.predict(surrogate.features(np.array([actions for actions, _ in drawn]), choices))
-        together.update([actions for actions, _ in drawn], [log_prob for _, log_prob in drawn],
-                        [float(r) for r in rewards])
+        together.update(
+            [actions for actions, _ in drawn], [log_prob for _, log_prob in drawn], [float(r) for r in rewards]
+        )
         values[:, child] = rewards if child == 0 else np.maximum(values[:, child - 1], rewards)
     return values
 
 
-def replay(meta: dict[str, Any], rows: Sequence[dict[str, Any]], algorithms: Sequence[str], seeds: Sequence[int],
-           children: int, settings: AuxCellSettings, workers: int | None = 1, stack: int = LOCKSTEP_SEEDS
-           ) -> tuple[dict[str, np.ndarray], list[int], float, dict[str, Any]]:
+def replay(
+    meta: dict[str, Any],
+    rows: Sequence[dict[str, Any]],
+    algorithms: Sequence[str],
+    seeds: Sequence[int],
+    children: int,
+    settings: AuxCellSettings,
+    workers: int | None = 1,
+    stack: int = LOCKSTEP_SEEDS,
+) -> tuple[dict[str, np.ndarray], list[int], float, dict[str, Any]]:
     """Best surrogate reward among the first n children, n = 1..children, per algorithm and seed.
 
     Each run is the search's own controller and policy learning child after child
@@ -170,15 +221,17 @@ def replay(meta: dict[str, Any], rows: Sequence[dict[str, Any]], algorithms: Seq
     controller = settings.controller
     positions = meta["settings"]["positions"]
     if positions != controller.positions:
-        raise ConfigError(f"replay: the table was tabulated with searcher.controller.positions={positions}, this "
-                          f"replay has {controller.positions}")
+        raise ConfigError(
+            f"replay: the table was tabulated with searcher.controller.positions={positions}, this "
+            f"replay has {controller.positions}"
+        )
     unknown = [name for name in algorithms if name not in Policy.__members__]
     if unknown:
         raise ConfigError(f"replay.algorithms={list(algorithms)}: expected names from {', '.join(Policy)}")
     choices = decisions.choices(controller.positions)
     forest, fit = fit_surrogate(rows, choices, 1.0 / int(meta["surrogate"]["folds"]))
     best_tabulated = float(forest.predict(surrogate.features(np.array([r["genes"] for r in rows]), choices)).max())
-    jobs = [(name, list(seeds[first: first + stack])) for name in algorithms for first in range(0, len(seeds), stack)]
+    jobs = [(name, list(seeds[first : first + stack])) for name in algorithms for first in range(0, len(seeds), stack)]
     workers = min(len(jobs), workers or len(os.sched_getaffinity(0)))
     arguments = [(Policy(name), chunk, children, choices, controller, forest) for name, chunk in jobs]
     start = time.perf_counter()
@@ -187,16 +240,26 @@ def replay(meta: dict[str, Any], rows: Sequence[dict[str, Any]], algorithms: Seq
         done = []
         for (name, chunk), values in zip(jobs, outcomes):
             done.append(values)
-            log.info("replay: %s, seeds %d-%d done (%d/%d stacks, %.0f s)", name, chunk[0], chunk[-1], len(done),
-                     len(jobs), time.perf_counter() - start)
+            log.info(
+                "replay: %s, seeds %d-%d done (%d/%d stacks, %.0f s)",
+                name,
+                chunk[0],
+                chunk[-1],
+                len(done),
+                len(jobs),
+                time.perf_counter() - start,
+            )
         return done
 
     if workers > 1:
         # spawned, not forked: a forked child of a process whose OpenMP pool is running can hang
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=torch.set_num_threads, initargs=(1,)) as pool:
+        with ProcessPoolExecutor(
+            workers, mp_context=multiprocessing.get_context("spawn"), initializer=torch.set_num_threads, initargs=(1,)
+        ) as pool:
             results = logged(pool.map(_replay_seeds, *zip(*arguments)))
     else:
         results = logged(_replay_seeds(*job) for job in arguments)
-    curves = {name: np.concatenate([r for (job_name, _), r in zip(jobs, results) if job_name == name]) for name in algorithms}
+    curves = {
+        name: np.concatenate([r for (job_name, _), r in zip(jobs, results) if job_name == name]) for name in algorithms
+    }
     return curves, list(range(1, children + 1)), best_tabulated, fit

@@ -22,7 +22,9 @@ from segnas.report.run_dir import write_atomic
 from segnas.report.statistics import unpaired
 
 
-def band(values: np.ndarray, level: float = 0.95, resamples: int = 2000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def band(
+    values: np.ndarray, level: float = 0.95, resamples: int = 2000, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Per column of ``values`` (runs x points): the percentile bootstrap interval of the mean."""
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, len(values), size=(resamples, len(values)))
@@ -38,20 +40,41 @@ def summarise(curves: Mapping[str, np.ndarray], xs: Sequence[int], level: float 
         low, high = band(values, level)
         for k, x in enumerate(xs):
             column = values[:, k]
-            rows.append({"algorithm": name, "evaluations": int(x), "runs": len(column), "mean": float(column.mean()),
-                         "band_low": float(low[k]), "band_high": float(high[k]), "median": float(np.median(column)),
-                         "sd": float(column.std(ddof=1)) if len(column) > 1 else 0.0})
+            rows.append(
+                {
+                    "algorithm": name,
+                    "evaluations": int(x),
+                    "runs": len(column),
+                    "mean": float(column.mean()),
+                    "band_low": float(low[k]),
+                    "band_high": float(high[k]),
+                    "median": float(np.median(column)),
+                    "sd": float(column.std(ddof=1)) if len(column) > 1 else 0.0,
+                }
+            )
     return rows
 
 
 def differences(curves: Mapping[str, np.ndarray], baseline: str, level: float = 0.95) -> list[dict[str, Any]]:
     """Every other algorithm against ``baseline`` at the last point."""
-    return [{"algorithm": name, "against": baseline, **unpaired(values[:, -1], curves[baseline][:, -1], level)}
-            for name, values in curves.items() if name != baseline]
+    return [
+        {"algorithm": name, "against": baseline, **unpaired(values[:, -1], curves[baseline][:, -1], level)}
+        for name, values in curves.items()
+        if name != baseline
+    ]
 
 
-def write(run_dir: Path, curves: Mapping[str, np.ndarray], xs: Sequence[int], seeds: Sequence[int], metric: str,
-          baseline: str, header: Sequence[str], level: float = 0.95, optimum: float | None = None) -> dict[str, Any]:
+def write(
+    run_dir: Path,
+    curves: Mapping[str, np.ndarray],
+    xs: Sequence[int],
+    seeds: Sequence[int],
+    metric: str,
+    baseline: str,
+    header: Sequence[str],
+    level: float = 0.95,
+    optimum: float | None = None,
+) -> dict[str, Any]:
     """replay.csv, replay_summary.csv, replay.md and replay.png; returns the summary's entries."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
@@ -69,22 +92,35 @@ def write(run_dir: Path, curves: Mapping[str, np.ndarray], xs: Sequence[int], se
     diffs = differences(curves, baseline, level)
     final = [r for r in rows if r["evaluations"] == int(xs[-1])]
     pct = round(100 * level)
-    lines = [*header, "", f"| algorithm | runs | {metric} at {xs[-1]} evaluations: mean | {pct} % band of the mean "
-             "| median | sd |" + (" mean / optimum |" if optimum else ""),
-             "|---|---|---|---|---|---|" + ("---|" if optimum else "")]
+    lines = [
+        *header,
+        "",
+        f"| algorithm | runs | {metric} at {xs[-1]} evaluations: mean | {pct} % band of the mean "
+        "| median | sd |" + (" mean / optimum |" if optimum else ""),
+        "|---|---|---|---|---|---|" + ("---|" if optimum else ""),
+    ]
     for r in final:
-        lines.append(f"| {r['algorithm']} | {r['runs']} | {r['mean']:.4f} | {r['band_low']:.4f} … {r['band_high']:.4f} "
-                     f"| {r['median']:.4f} | {r['sd']:.4f} |" + (f" {r['mean'] / optimum:.3f} |" if optimum else ""))
+        lines.append(
+            f"| {r['algorithm']} | {r['runs']} | {r['mean']:.4f} | {r['band_low']:.4f} … {r['band_high']:.4f} "
+            f"| {r['median']:.4f} | {r['sd']:.4f} |" + (f" {r['mean'] / optimum:.3f} |" if optimum else "")
+        )
     lines.append("")
     for d in diffs:
         verdict = "**resolved**" if d["resolved"] else "not resolved"
-        lines.append(f"- {d['algorithm']} − {d['against']}: {d['mean']:+.4f} ({pct} % bootstrap CI "
-                     f"{d['ci_low']:+.4f} … {d['ci_high']:+.4f}, Mann-Whitney p = {d['mannwhitney_p']:.3g}): "
-                     f"{verdict} at {pct} %")
+        lines.append(
+            f"- {d['algorithm']} − {d['against']}: {d['mean']:+.4f} ({pct} % bootstrap CI "
+            f"{d['ci_low']:+.4f} … {d['ci_high']:+.4f}, Mann-Whitney p = {d['mannwhitney_p']:.3g}): "
+            f"{verdict} at {pct} %"
+        )
     write_atomic(run_dir / "replay.md", "\n".join(lines) + "\n")
     _plot(run_dir / "replay.png", rows, metric, optimum)
-    return {"replay_csv": str(run_dir / "replay.csv"), "replay_md": str(run_dir / "replay.md"),
-            "replay_plot": str(run_dir / "replay.png"), "final": final, "differences": diffs}
+    return {
+        "replay_csv": str(run_dir / "replay.csv"),
+        "replay_md": str(run_dir / "replay.md"),
+        "replay_plot": str(run_dir / "replay.png"),
+        "final": final,
+        "differences": diffs,
+    }
 
 
 def _plot(path: Path, rows: Sequence[dict[str, Any]], metric: str, optimum: float | None) -> None:

@@ -43,8 +43,19 @@ from segnas.training import load_network
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ("genotype_hash", "genes", "genotype", "miou", "pixel_acc", "params", "macs", "latency_ms",
-           "latency_spread_ms", "feasible", "score_s")
+COLUMNS = (
+    "genotype_hash",
+    "genes",
+    "genotype",
+    "miou",
+    "pixel_acc",
+    "params",
+    "macs",
+    "latency_ms",
+    "latency_spread_ms",
+    "feasible",
+    "score_s",
+)
 #: What a replay needs to rebuild the encoding: these searcher.* keys, recorded in table.json.
 SETTINGS = ("width_ratios", "head_ratios", "min_depth")
 
@@ -56,8 +67,9 @@ def recorded(settings: FMASSettings) -> dict[str, Any]:
 
 def encoding_of(space: Any, full: Genotype, settings: Mapping[str, Any]) -> Encoding:
     """The encoding of the space a table recorded (``settings``: table.json's, :func:`recorded`)."""
-    return Encoding(space, full, list(settings["width_ratios"]), list(settings["head_ratios"]),
-                    int(settings["min_depth"]))
+    return Encoding(
+        space, full, list(settings["width_ratios"]), list(settings["head_ratios"]), int(settings["min_depth"])
+    )
 
 
 def space_size(encoding: Encoding) -> int:
@@ -74,8 +86,9 @@ def _full_genotype(settings: FMASSettings, space: Any) -> Genotype:
     if settings.supernet:
         genotype, _, _ = load_network(settings.supernet)
         return as_elastic(genotype, space, f"searcher.supernet={settings.supernet}")
-    return as_elastic(spaces.resolve_arch(settings.supernet_arch), space,
-                      f"searcher.supernet_arch={settings.supernet_arch}")
+    return as_elastic(
+        spaces.resolve_arch(settings.supernet_arch), space, f"searcher.supernet_arch={settings.supernet_arch}"
+    )
 
 
 def tabulate(settings: FMASSettings, tabulate: TabulateSettings, context: SearchContext) -> dict[str, Any]:
@@ -85,10 +98,12 @@ def tabulate(settings: FMASSettings, tabulate: TabulateSettings, context: Search
     space = get_space("elastic-deeplabv3plus")
     size = space_size(encoding_of(space, _full_genotype(settings, space), recorded(settings)))
     if size > limit:  # before the supernet trains
-        raise ConfigError(f"task=tabulate searcher=fmas: the space has {size:,} sub-networks, more than "
-                          f"tabulate.max_architectures={limit:,}; reduce searcher.width_ratios, searcher.head_ratios "
-                          "or fix the depths (searcher.min_depth above every stage's depth), "
-                          "e.g. experiment=fmas_table")
+        raise ConfigError(
+            f"task=tabulate searcher=fmas: the space has {size:,} sub-networks, more than "
+            f"tabulate.max_architectures={limit:,}; reduce searcher.width_ratios, searcher.head_ratios "
+            "or fix the depths (searcher.min_depth above every stage's depth), "
+            "e.g. experiment=fmas_table"
+        )
     datamodule = context.datamodule
     datamodule.setup("fit")
     full, supernet, facts = obtain(settings, context, space)
@@ -96,23 +111,45 @@ def tabulate(settings: FMASSettings, tabulate: TabulateSettings, context: Search
         sort_channels(supernet)
     # the table holds every sub-network: limits are for a search to apply
     unlimited = dataclasses.replace(settings, constraints=ConstraintSettings())
-    module = FMASSearchModule(unlimited, space, full, supernet, datamodule, facts, protocol=context.protocol,
-                              input_size=unlimited.priced_size(context.crop_size),
-                              target=context.hardware if unlimited.needs_latency() else None)
-    device = search_device("cuda" if torch.cuda.is_available() else "cpu") if settings.device == "auto" \
+    module = FMASSearchModule(
+        unlimited,
+        space,
+        full,
+        supernet,
+        datamodule,
+        facts,
+        protocol=context.protocol,
+        input_size=unlimited.priced_size(context.crop_size),
+        target=context.hardware if unlimited.needs_latency() else None,
+    )
+    device = (
+        search_device("cuda" if torch.cuda.is_available() else "cpu")
+        if settings.device == "auto"
         else search_device(settings.device)
+    )
     module.prepare_scoring(device)
     evaluator, scorer = module.evaluator, module.scorer
     encoding = encoding_of(space, full, recorded(settings))
     references = reference_costs(supernet, module.objectives, module.input_size, evaluator.target)
     root = getattr(datamodule, "root", None)
     meta = {
-        "searcher": "fmas", "space": space.name, "full": full.to_dict(), "settings": recorded(settings),
-        "supernet": facts["supernet"], "objectives": module.objectives, "scale": references["scale"],
-        "reference_latency": references.get("reference_latency"), "input_size": list(module.input_size),
-        "size": size, "images_per_score": scorer.images_per_score, "val_images": settings.val_images,
-        "calib_images": settings.calib_images, "recalibrate_bn": settings.recalibrate_bn,
-        "val_protocol": scorer.protocol.describe(), "device": str(device), **facts,
+        "searcher": "fmas",
+        "space": space.name,
+        "full": full.to_dict(),
+        "settings": recorded(settings),
+        "supernet": facts["supernet"],
+        "objectives": module.objectives,
+        "scale": references["scale"],
+        "reference_latency": references.get("reference_latency"),
+        "input_size": list(module.input_size),
+        "size": size,
+        "images_per_score": scorer.images_per_score,
+        "val_images": settings.val_images,
+        "calib_images": settings.calib_images,
+        "recalibrate_bn": settings.recalibrate_bn,
+        "val_protocol": scorer.protocol.describe(),
+        "device": str(device),
+        **facts,
         # the validation and calibration subsets are drawn with the data seed: another seed, another table
         "data": {"name": datamodule.name, "root": None if root is None else str(root), "seed": context.seed},
     }
@@ -147,11 +184,13 @@ def tabulate(settings: FMASSettings, tabulate: TabulateSettings, context: Search
     front = front_records(rows, module.objectives, meta["scale"])
     reference = [1.0] + [settings.hv_reference] * (len(module.objectives) - 1)
     summary = {
-        "table": str(writer.path), "architectures": len(rows), "space_size": size,
+        "table": str(writer.path),
+        "architectures": len(rows),
+        "space_size": size,
         "tabulate_wall_time_s": round(time.perf_counter() - start, 2),
         "score_s_median": float(np.median([r["score_s"] for r in rows])),
-        "best_miou": max(r["miou"] for r in rows), "supernet_miou": max(
-            (r["miou"] for r in rows if r["genotype_hash"] == full.hash), default=None),
+        "best_miou": max(r["miou"] for r in rows),
+        "supernet_miou": max((r["miou"] for r in rows if r["genotype_hash"] == full.hash), default=None),
         "optimal_front_size": len(front),
         "optimal_hypervolume": hypervolume(objective_matrix(front, module.objectives, meta["scale"]), reference),
         "hypervolume_reference": reference,
@@ -178,16 +217,24 @@ class TableScorer:
                 continue
             row = self.table.get(genotype.hash)
             if row is None:
-                raise ConfigError(f"replay: sub-network {genotype.hash} is not in the table (was it tabulated with "
-                                  "other searcher.width_ratios / head_ratios / min_depth?)")
+                raise ConfigError(
+                    f"replay: sub-network {genotype.hash} is not in the table (was it tabulated with "
+                    "other searcher.width_ratios / head_ratios / min_depth?)"
+                )
             self.cache[genotype.hash] = {**row, "violation": 0.0, "feasible": True}
             self.scored += 1
         return [self.cache[g.hash] for g in genotypes]
 
 
-def replay(meta: dict[str, Any], rows: Sequence[dict[str, Any]], algorithms: Sequence[str], seeds: Sequence[int],
-           evaluations: int, settings: FMASSettings, stall: int = 20
-           ) -> tuple[dict[str, np.ndarray], list[int], float]:
+def replay(
+    meta: dict[str, Any],
+    rows: Sequence[dict[str, Any]],
+    algorithms: Sequence[str],
+    seeds: Sequence[int],
+    evaluations: int,
+    settings: FMASSettings,
+    stall: int = 20,
+) -> tuple[dict[str, np.ndarray], list[int], float]:
     """Hypervolume after each of the first ``evaluations`` distinct sub-networks, per algorithm
     (:class:`~segnas.searchers.fmas.settings.Proposals`: nsga2, random) and seed: ``curves[name]``
     is (seeds, evaluations). Each run is the search's own generation step
@@ -213,21 +260,34 @@ def replay(meta: dict[str, Any], rows: Sequence[dict[str, Any]], algorithms: Seq
         values = np.zeros((len(seeds), evaluations))
         for i, seed in enumerate(seeds):
             algorithm = build_search_algorithm(
-                Proposals(name), encoding, len(objectives), settings.pop_size, 10**6, seed,
-                crossover_prob=settings.crossover_prob, mutation_prob=settings.mutation_prob)
+                Proposals(name),
+                encoding,
+                len(objectives),
+                settings.pop_size,
+                10**6,
+                seed,
+                crossover_prob=settings.crossover_prob,
+                mutation_prob=settings.mutation_prob,
+            )
             state, scorer, idle = SearchState(algorithm), TableScorer(rows), 0
             while scorer.scored < evaluations and idle < stall:
                 before = scorer.scored
                 run_generation(state, encoding, scorer, objectives, scale, reference)
                 idle = idle + 1 if scorer.scored == before else 0
-            values[i] = anytime_hypervolume(list(state.cache.values())[:evaluations], objectives, scale, reference,
-                                            evaluations)
+            values[i] = anytime_hypervolume(
+                list(state.cache.values())[:evaluations], objectives, scale, reference, evaluations
+            )
         curves[name] = values
     return curves, list(range(1, evaluations + 1)), optimum
 
 
-def anytime_hypervolume(records: Sequence[dict[str, Any]], objectives: Sequence[str], scale: dict[str, float],
-                        reference: Sequence[float], length: int) -> np.ndarray:
+def anytime_hypervolume(
+    records: Sequence[dict[str, Any]],
+    objectives: Sequence[str],
+    scale: dict[str, float],
+    reference: Sequence[float],
+    length: int,
+) -> np.ndarray:
     """Hypervolume of the front of the first n records, for n = 1..length (held after the last)."""
     F = objective_matrix(records, objectives, scale)
     out = np.zeros(length)

@@ -63,8 +63,10 @@ class TableWriter:
         if self.path.is_file():
             header = self.path.read_text().splitlines()[:1]
             if header and header[0].split(",") != self.columns:
-                raise ConfigError(f"{self.path}: its columns {header[0]} are not this table's "
-                                  f"({','.join(self.columns)}); tabulate into a new hydra.run.dir")
+                raise ConfigError(
+                    f"{self.path}: its columns {header[0]} are not this table's "
+                    f"({','.join(self.columns)}); tabulate into a new hydra.run.dir"
+                )
         _rewrite(self.path, self.columns, self.rows)  # drops a torn last line, keeps every complete row
 
     def done(self) -> set[str]:
@@ -116,8 +118,10 @@ def write_meta(folder: Path, meta: dict[str, Any]) -> Path:
         keys = ("searcher", "space", "full", "settings", "supernet", "data")
         changed = [key for key in keys if old.get(key) != meta.get(key)]
         if changed:
-            raise ConfigError(f"{path}: this run would tabulate another space ({', '.join(changed)} differ); "
-                              "tabulate into a new hydra.run.dir")
+            raise ConfigError(
+                f"{path}: this run would tabulate another space ({', '.join(changed)} differ); "
+                "tabulate into a new hydra.run.dir"
+            )
     return write_json(path, meta)
 
 
@@ -146,6 +150,7 @@ def search_run(given: Any) -> tuple[Path, dict[str, Any]]:
     folder = Path(str(given))
     config = folder / "config.yaml"
     if not (folder / "search.csv").is_file() or not config.is_file():
-        raise ConfigError(f"tabulate.from_run={given}: expected a task=search run directory with search.csv and "
-                          "config.yaml")
+        raise ConfigError(
+            f"tabulate.from_run={given}: expected a task=search run directory with search.csv and config.yaml"
+        )
     return folder, (yaml.safe_load(config.read_text()) or {}).get("searcher", {})

@@ -30,8 +30,9 @@ def features(genes: np.ndarray, choices: Sequence[int]) -> np.ndarray:
     return out
 
 
-def fit(genes: Sequence[Sequence[int]], scores: Sequence[float], choices: Sequence[int], holdout: float,
-        seed: int = 0) -> tuple[Any, dict[str, Any]]:
+def fit(
+    genes: Sequence[Sequence[int]], scores: Sequence[float], choices: Sequence[int], holdout: float, seed: int = 0
+) -> tuple[Any, dict[str, Any]]:
     """(forest fitted on every architecture, its out-of-fold Kendall tau, CI and RMSE against
     ``scores``)."""
     from sklearn.ensemble import RandomForestRegressor
@@ -41,11 +42,18 @@ def fit(genes: Sequence[Sequence[int]], scores: Sequence[float], choices: Sequen
     y = np.asarray(scores, dtype=float)
     folds = max(2, round(1.0 / holdout))
     if len(y) < 2 * folds:
-        raise ConfigError(f"the table holds {len(y)} architectures: too few to fit and test a surrogate on "
-                          f"{folds} folds")
-    predicted = cross_val_predict(RandomForestRegressor(**FOREST), X, y,
-                                  cv=KFold(folds, shuffle=True, random_state=seed))
-    report = {"model": "sklearn RandomForestRegressor", "settings": FOREST, "features": "one-hot decisions",
-              "folds": folds, **kendall(predicted, y, seed=seed),
-              "rmse": float(np.sqrt(np.mean((predicted - y) ** 2)))}
+        raise ConfigError(
+            f"the table holds {len(y)} architectures: too few to fit and test a surrogate on {folds} folds"
+        )
+    predicted = cross_val_predict(
+        RandomForestRegressor(**FOREST), X, y, cv=KFold(folds, shuffle=True, random_state=seed)
+    )
+    report = {
+        "model": "sklearn RandomForestRegressor",
+        "settings": FOREST,
+        "features": "one-hot decisions",
+        "folds": folds,
+        **kendall(predicted, y, seed=seed),
+        "rmse": float(np.sqrt(np.mean((predicted - y) ** 2))),
+    }
     return RandomForestRegressor(**FOREST).fit(X, y), report

@@ -61,15 +61,23 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         write_config(run_dir, cfg)
         runs = [r for folder in folders for r in comparison.gather(folder)]
         if not runs:
-            raise ConfigError(f"compare.gather={', '.join(map(str, folders))}: no task=search run "
-                              "(summary.json with task: search) under it")
+            raise ConfigError(
+                f"compare.gather={', '.join(map(str, folders))}: no task=search run "
+                "(summary.json with task: search) under it"
+            )
     else:
         if not cfg.get("resume"):
             resume_checkpoint(run_dir, None)  # refuses a folder that already holds a comparison
-        planned = [(label, seed, _sub_config(cfg, run_dir / "runs", label, searcher, seed))
-                   for seed in _seeds(settings) for label, searcher in plan(settings)]
-        planned += [(f"{BASELINE}-{preset}", seed, _baseline_config(cfg, run_dir / "runs", preset, seed))
-                    for seed in _seeds(settings) for preset in baselines(settings)]
+        planned = [
+            (label, seed, _sub_config(cfg, run_dir / "runs", label, searcher, seed))
+            for seed in _seeds(settings)
+            for label, searcher in plan(settings)
+        ]
+        planned += [
+            (f"{BASELINE}-{preset}", seed, _baseline_config(cfg, run_dir / "runs", preset, seed))
+            for seed in _seeds(settings)
+            for preset in baselines(settings)
+        ]
         for _, _, sub in planned:  # every run's config, before the first one starts
             check_config(sub)
         write_config(run_dir, cfg)
@@ -102,8 +110,10 @@ def plan(settings: DictConfig) -> list[tuple[str, str]]:
         raise ConfigError("compare.searchers is empty: name at least one of autodeeplab, auxcell, fmas")
     unknown = [s for s in searchers if s not in ("autodeeplab", "auxcell", "fmas")]
     if unknown:
-        raise ConfigError(f"compare.searchers: {unknown} are not searchers with a random baseline; "
-                          "expected autodeeplab, auxcell or fmas")
+        raise ConfigError(
+            f"compare.searchers: {unknown} are not searchers with a random baseline; "
+            "expected autodeeplab, auxcell or fmas"
+        )
     pairs = []
     for name in searchers:
         pairs.append((name, name))
@@ -119,8 +129,9 @@ def baselines(settings: DictConfig) -> list[str]:
 
     unknown = [b for b in names if b not in spaces.presets()]
     if unknown:
-        raise ConfigError(f"compare.baselines: {unknown} are not presets; e.g. deeplabv3plus-mobilenetv2, "
-                          "lraspp-mobilenetv3-large")
+        raise ConfigError(
+            f"compare.baselines: {unknown} are not presets; e.g. deeplabv3plus-mobilenetv2, lraspp-mobilenetv3-large"
+        )
     return names
 
 
@@ -184,8 +195,9 @@ def _sub_config(cfg: DictConfig, runs_dir: Path, label: str, name: str, seed: in
     overrides = [str(o) for o in (cfg.compare.overrides or {}).get(name, [])]
     sub = _run_config(cfg, runs_dir, label, seed, "search")
     with open_dict(sub):
-        sub.searcher = searcher_config(label, name, overrides,
-                                       [str(o) for o in cfg.compare.get("random_overrides") or []])
+        sub.searcher = searcher_config(
+            label, name, overrides, [str(o) for o in cfg.compare.get("random_overrides") or []]
+        )
         sub.retrain.epochs = int(cfg.compare.retrain_epochs)
     return sub
 
@@ -217,7 +229,7 @@ def _run_one(label: str, seed: int, sub: DictConfig) -> dict[str, Any]:
     pl.seed_everything(int(seed), workers=True, verbose=False)
     failed = True
     try:
-        summary = (train.run(sub) if sub.task == "train" else search.run(sub))
+        summary = train.run(sub) if sub.task == "train" else search.run(sub)
         failed = False
         return {**record, "summary": summary}
     except (SegnasError, RuntimeError, ValueError) as err:  # one broken run must not sink the others

@@ -24,9 +24,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     genotype, num_classes, net = load_network(cfg.checkpoint)
     datamodule = instantiate(cfg.data)
     if targets.out_channels(cfg, datamodule.num_classes) != num_classes:
-        raise ConfigError(f"checkpoint={cfg.checkpoint} predicts {num_classes} channels but task_type="
-                          f"{targets.task_type(cfg)} with data.num_classes={datamodule.num_classes} needs "
-                          f"{targets.out_channels(cfg, datamodule.num_classes)}")
+        raise ConfigError(
+            f"checkpoint={cfg.checkpoint} predicts {num_classes} channels but task_type="
+            f"{targets.task_type(cfg)} with data.num_classes={datamodule.num_classes} needs "
+            f"{targets.out_channels(cfg, datamodule.num_classes)}"
+        )
     split = cfg.eval.split  # train or val: checked with the config
     write_config(run_dir, cfg)
     module = build_module(cfg, genotype, num_classes, net)

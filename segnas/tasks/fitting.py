@@ -28,8 +28,15 @@ def weights(cfg: DictConfig) -> dict[str, Any]:
 
 
 def fit(
-    cfg: DictConfig, out_dir: Path, genotype: Genotype, net: torch.nn.Module, datamodule: Any, logger: Any,
-    checkpoint: Path | None, max_epochs: int | None = None, keep_best: bool = False,
+    cfg: DictConfig,
+    out_dir: Path,
+    genotype: Genotype,
+    net: torch.nn.Module,
+    datamodule: Any,
+    logger: Any,
+    checkpoint: Path | None,
+    max_epochs: int | None = None,
+    keep_best: bool = False,
 ) -> dict[str, Any] | None:
     """Train ``net`` into ``out_dir`` and score it on val; None on DDP ranks other than 0.
 
@@ -41,22 +48,33 @@ def fit(
     module = build_module(cfg, genotype, outputs, net)
     # keep_best validates before fit: under inference mode the metrics' states would become
     # inference tensors that the fit's own validation then cannot update in place
-    trainer = build_trainer(cfg, out_dir, logger, datamodule, net=net,
-                            **({"max_epochs": max_epochs} if max_epochs is not None else {}),
-                            **({"inference_mode": False} if keep_best else {}))
+    trainer = build_trainer(
+        cfg,
+        out_dir,
+        logger,
+        datamodule,
+        net=net,
+        **({"max_epochs": max_epochs} if max_epochs is not None else {}),
+        **({"inference_mode": False} if keep_best else {}),
+    )
     kept: dict[str, Any] = {}
     holdout = datamodule.loader(datamodule.holdout_dataset(), train=False) if datamodule.held_out else None
     if keep_best:
         key, mode = targets.monitor(cfg)
         before = float(trainer.validate(module, dataloaders=holdout, verbose=False)[0][key])
         start = copy.deepcopy(net.state_dict())
-        trainer.fit(module, train_dataloaders=datamodule.train_dataloader(), val_dataloaders=holdout,
-                    ckpt_path=str(checkpoint) if checkpoint else None)
+        trainer.fit(
+            module,
+            train_dataloaders=datamodule.train_dataloader(),
+            val_dataloaders=holdout,
+            ckpt_path=str(checkpoint) if checkpoint else None,
+        )
         kept = _keep_best(trainer, module, holdout, out_dir / "best.ckpt", key, mode, before, start)
     else:
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(checkpoint) if checkpoint else None)
-    scores = val_scores(trainer.validate(module, datamodule=datamodule, verbose=False)[0], module,
-                        datamodule.class_names)
+    scores = val_scores(
+        trainer.validate(module, datamodule=datamodule, verbose=False)[0], module, datamodule.class_names
+    )
     if holdout is not None:  # the images model selection reads (train the network never saw), scored as val
         held = trainer.validate(module, dataloaders=holdout, verbose=False)[0]
         scores.update(val_scores(held, module, datamodule.class_names, prefix="holdout"))
@@ -80,8 +98,16 @@ def fit(
     }
 
 
-def _keep_best(trainer: pl.Trainer, module: pl.LightningModule, holdout: Any, best: Path, key: str, mode: str,
-               before: float, start: dict[str, torch.Tensor]) -> dict[str, Any]:
+def _keep_best(
+    trainer: pl.Trainer,
+    module: pl.LightningModule,
+    holdout: Any,
+    best: Path,
+    key: str,
+    mode: str,
+    before: float,
+    start: dict[str, torch.Tensor],
+) -> dict[str, Any]:
     """Load into ``module`` the better of ``best`` (the epoch the checkpoint callback kept by the
     held-out score) and the weights before fine-tuning (``start``, scoring ``before``)."""
     after = None
@@ -92,10 +118,18 @@ def _keep_best(trainer: pl.Trainer, module: pl.LightningModule, holdout: Any, be
     if not improved:
         module.net.load_state_dict(start)
     name = key.split("/")[-1]
-    log.info("fine-tuning kept %s: held-out %s %.4f before, %s after its best epoch", "that epoch" if improved
-             else "the weights before fine-tuning", name, before, "none" if after is None else f"{after:.4f}")
-    return {f"holdout_{name}_before_finetune": before, f"holdout_{name}_best_epoch": after,
-            "finetune_kept": "best epoch" if improved else "weights before fine-tuning"}
+    log.info(
+        "fine-tuning kept %s: held-out %s %.4f before, %s after its best epoch",
+        "that epoch" if improved else "the weights before fine-tuning",
+        name,
+        before,
+        "none" if after is None else f"{after:.4f}",
+    )
+    return {
+        f"holdout_{name}_before_finetune": before,
+        f"holdout_{name}_best_epoch": after,
+        "finetune_kept": "best epoch" if improved else "weights before fine-tuning",
+    }
 
 
 def onnx(net: torch.nn.Module, path: Path, input_size: tuple[int, int]) -> dict[str, Any]:

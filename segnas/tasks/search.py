@@ -57,8 +57,10 @@ def run(cfg: DictConfig) -> SearchSummary:
     report = {}
     if result.scored_val:  # the search chose on these val images: the result is reported on the rest
         datamodule.reserve_val(result.scored_val)
-        report = {"val_report": f"val less the {len(result.scored_val)} images the search scored candidates on",
-                  "val_images_reported": len(datamodule.dataset("val"))}
+        report = {
+            "val_report": f"val less the {len(result.scored_val)} images the search scored candidates on",
+            "val_images_reported": len(datamodule.dataset("val")),
+        }
     epochs = settings.retrain.epochs
     selection = _selection(settings.retrain, len(result.candidates))
     # candidates that arrive with weights are fine-tuned with the searcher's schedule for it
@@ -67,8 +69,10 @@ def run(cfg: DictConfig) -> SearchSummary:
     if selection == Selection.holdout or keep_best:  # choose among candidates / epochs on held-out train
         held_out = datamodule.hold_out_train(settings.retrain.holdout)
         report["retrain_holdout_images"] = len(held_out)
-    retrained = [_retrain(cfg, run_dir, rank, candidate, datamodule, logger, epochs, finetune, keep_best)
-                 for rank, candidate in enumerate(result.candidates)]
+    retrained = [
+        _retrain(cfg, run_dir, rank, candidate, datamodule, logger, epochs, finetune, keep_best)
+        for rank, candidate in enumerate(result.candidates)
+    ]
     if any(entry is None for entry in retrained):  # a DDP rank other than 0
         return {}
     summary: SearchSummary = {
@@ -97,7 +101,8 @@ def run(cfg: DictConfig) -> SearchSummary:
         summary["winner_selected_on"] = {
             Selection.holdout: f"held-out train (retrain.holdout={settings.retrain.holdout})",
             Selection.val: "val (retrain.selection=val: val is also the report)",
-            None: "the only candidate"}[selection]
+            None: "the only candidate",
+        }[selection]
     if result.on_retrained is not None:
         summary.update(result.on_retrained(retrained))
     summary["wall_time_s"] = round(time.perf_counter() - start, 2)
@@ -105,20 +110,30 @@ def run(cfg: DictConfig) -> SearchSummary:
     return finish(run_dir, summary, logger)
 
 
-def context(cfg: DictConfig, settings: RunSettings, run_dir: Path, resume: Path | None, logger: Any,
-            datamodule: Any) -> SearchContext:
+def context(
+    cfg: DictConfig, settings: RunSettings, run_dir: Path, resume: Path | None, logger: Any, datamodule: Any
+) -> SearchContext:
     """What the searcher is handed of the run (:class:`~segnas.searchers.contract.SearchContext`):
     the shared settings typed, and the run's training stack as three builders."""
     return SearchContext(
-        run_dir=run_dir, resume=resume, logger=logger, datamodule=datamodule, task_type=settings.task_type,
-        seed=settings.seed, budget=Budget(settings.budget.wall_time_s, settings.budget.images),
-        protocol=eval_protocol(cfg), crop_size=int(cfg.data.crop_size), pretrained=settings.model.pretrained,
-        backbone_weights=settings.model.backbone_weights, train=settings.train,
+        run_dir=run_dir,
+        resume=resume,
+        logger=logger,
+        datamodule=datamodule,
+        task_type=settings.task_type,
+        seed=settings.seed,
+        budget=Budget(settings.budget.wall_time_s, settings.budget.images),
+        protocol=eval_protocol(cfg),
+        crop_size=int(cfg.data.crop_size),
+        pretrained=settings.model.pretrained,
+        backbone_weights=settings.model.backbone_weights,
+        train=settings.train,
         hardware=instantiate(cfg.hardware) if cfg.get("hardware") is not None else None,
         train_module=partial(build_module, cfg),
         trainer=partial(build_trainer, cfg, logger=logger),
-        search_trainer=partial(build_trainer, cfg, logger=logger, datamodule=None, selection=False,
-                               strategy=search_strategy(cfg.trainer)),
+        search_trainer=partial(
+            build_trainer, cfg, logger=logger, datamodule=None, selection=False, strategy=search_strategy(cfg.trainer)
+        ),
     )
 
 
@@ -153,31 +168,61 @@ def _finetune_config(cfg: DictConfig, finetune: FinetuneSettings) -> DictConfig:
 
 
 def _retrain(
-    cfg: DictConfig, run_dir: Path, rank: int, candidate: Candidate, datamodule: Any, logger: Any, epochs: int,
-    finetune: FinetuneSettings | None = None, keep_best: bool = False,
+    cfg: DictConfig,
+    run_dir: Path,
+    rank: int,
+    candidate: Candidate,
+    datamodule: Any,
+    logger: Any,
+    epochs: int,
+    finetune: FinetuneSettings | None = None,
+    keep_best: bool = False,
 ) -> Retrained | None:
     """Train one candidate for ``epochs`` (retrain.epochs) in ``retrain/<rank>_<hash>/``
     (resumable); 0 epochs keeps only what the search measured. A candidate with weights (FMAS's
     sliced sub-networks) is fine-tuned with ``finetune``'s schedule, keeping its best weights by
     the held-out score when ``keep_best``."""
     genotype = candidate.genotype
-    entry: Retrained = {"rank": rank, "genotype": genotype.to_dict(), "genotype_hash": genotype.hash,
-                             **{f"search_{key}": value for key, value in candidate.scores.items()}}
+    entry: Retrained = {
+        "rank": rank,
+        "genotype": genotype.to_dict(),
+        "genotype_hash": genotype.hash,
+        **{f"search_{key}": value for key, value in candidate.scores.items()},
+    }
     if epochs <= 0:
         return entry
     out_dir = run_dir / "retrain" / f"{rank}_{genotype.hash}"
     out_dir.mkdir(parents=True, exist_ok=True)
     genotype.save(out_dir / "genotype.yaml")
-    net = candidate.network if candidate.network is not None else spaces.build(
-        genotype, targets.out_channels(cfg, datamodule.num_classes), **weights(cfg))
+    net = (
+        candidate.network
+        if candidate.network is not None
+        else spaces.build(genotype, targets.out_channels(cfg, datamodule.num_classes), **weights(cfg))
+    )
     checkpoint = out_dir / "last.ckpt" if cfg.get("resume") and (out_dir / "last.ckpt").is_file() else None
     tuned = _finetune_config(cfg, finetune) if candidate.network is not None and finetune is not None else None
-    fitted = fit(tuned or cfg, out_dir, genotype, net, datamodule, logger, checkpoint, max_epochs=epochs,
-                 keep_best=tuned is not None and keep_best)
+    fitted = fit(
+        tuned or cfg,
+        out_dir,
+        genotype,
+        net,
+        datamodule,
+        logger,
+        checkpoint,
+        max_epochs=epochs,
+        keep_best=tuned is not None and keep_best,
+    )
     if fitted is None:
         return None
-    schedule = ({"finetune_lr": tuned.train.optimizer.lr, "finetune_scheduler": tuned.train.scheduler,
-                 "finetune_warmup_fraction": tuned.train.warmup_fraction} if tuned is not None else {})
+    schedule = (
+        {
+            "finetune_lr": tuned.train.optimizer.lr,
+            "finetune_scheduler": tuned.train.scheduler,
+            "finetune_warmup_fraction": tuned.train.warmup_fraction,
+        }
+        if tuned is not None
+        else {}
+    )
     return {**entry, **fitted, **schedule, "retrain_dir": str(out_dir)}
 
 

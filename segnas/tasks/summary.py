@@ -23,6 +23,7 @@ from segnas.report.run_dir import write_json
 
 log = logging.getLogger(__name__)
 
+
 class Architecture(TypedDict):
     """The network a summary is about."""
 
@@ -95,13 +96,15 @@ SEARCH_COSTS = ("search_wall_time_s", "search_steps", "search_images_seen", "sea
 
 def architecture(genotype: Genotype, num_classes: int) -> Architecture:
     """``num_classes``: the network's output channels (1 for ``task_type=depth``)."""
-    return {"space": genotype.space, "genotype_hash": genotype.hash, "genotype": genotype.arch,
-            "num_classes": num_classes}
+    return {
+        "space": genotype.space,
+        "genotype_hash": genotype.hash,
+        "genotype": genotype.arch,
+        "num_classes": num_classes,
+    }
 
 
-def val_scores(
-    scores: dict[str, float], module: Any, class_names: list[str], prefix: str = "val"
-) -> dict[str, Any]:
+def val_scores(scores: dict[str, float], module: Any, class_names: list[str], prefix: str = "val") -> dict[str, Any]:
     """The module logs ``val/<score>`` whatever it validated on; ``prefix`` names the real split."""
     result: dict[str, Any] = {key.replace("val/", f"{prefix}_"): float(value) for key, value in scores.items()}
     if getattr(module, "last_confusion", None) is not None:  # segmentation only
@@ -120,15 +123,18 @@ def final_metrics(summary: dict[str, Any]) -> dict[str, float]:
     """One set of names every run logs at its end, so the runs of a comparison line up in W&B:
     ``cost/*`` (the final network), ``search/*`` (what the search spent) and ``retrain/*`` (the
     retrained winner's validation scores)."""
+
     def numeric(value: Any) -> bool:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
 
     metrics = {f"cost/{k}": summary[k] for k in ("params", "macs", "latency_ms") if numeric(summary.get(k))}
     if summary.get("task") == "search":
-        metrics.update({f"search/{k.removeprefix('search_')}": summary[k] for k in SEARCH_COSTS
-                        if numeric(summary.get(k))})
-        metrics.update({f"retrain/{k}": value for k, value in summary.items()
-                        if k.startswith("val_") and numeric(value)})
+        metrics.update(
+            {f"search/{k.removeprefix('search_')}": summary[k] for k in SEARCH_COSTS if numeric(summary.get(k))}
+        )
+        metrics.update(
+            {f"retrain/{k}": value for k, value in summary.items() if k.startswith("val_") and numeric(value)}
+        )
     return {key: float(value) for key, value in metrics.items()}
 
 

@@ -41,13 +41,20 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(f"task=tabulate searcher={name}: tables exist for {', '.join(TABLES)}")
     resuming = str(cfg.get("resume")).lower() == "true"
     if (run_dir / META).is_file() and not resuming:
-        raise ConfigError(f"run directory {run_dir} already holds a table ({META}); pass resume=true to continue it, "
-                          "or choose another hydra.run.dir")
+        raise ConfigError(
+            f"run directory {run_dir} already holds a table ({META}); pass resume=true to continue it, "
+            "or choose another hydra.run.dir"
+        )
     write_config(run_dir, cfg)
     logger = build_logger(cfg.get("logger"), run_dir)
     # the searcher's own loop tabulates, handed the run as a search would be (resume: the table's own files)
     handed = context(cfg, settings, run_dir, None, logger, instantiate(cfg.data))
-    summary = {"task": "tabulate", "searcher": name, "data": cfg.data.get("name"), "seed": settings.seed,
-               **importlib.import_module(TABLES[name]).tabulate(settings.searcher, settings.tabulate, handed)}
+    summary = {
+        "task": "tabulate",
+        "searcher": name,
+        "data": cfg.data.get("name"),
+        "seed": settings.seed,
+        **importlib.import_module(TABLES[name]).tabulate(settings.searcher, settings.tabulate, handed),
+    }
     summary["wall_time_s"] = round(time.perf_counter() - start, 2)
     return finish(run_dir, summary, logger)

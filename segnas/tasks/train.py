@@ -37,8 +37,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         **architecture(genotype, outputs),
         "data": cfg.data.get("name"),
         "seed": int(cfg.seed),
-        "backbone_weights": describe(bool(cfg.model.pretrained), cfg.model.backbone_weights,
-                                     genotype.arch.get("backbone")),
+        "backbone_weights": describe(
+            bool(cfg.model.pretrained), cfg.model.backbone_weights, genotype.arch.get("backbone")
+        ),
         **fitted,
         "wall_time_s": round(time.perf_counter() - start, 2),
         "run_dir": str(run_dir),

@@ -43,13 +43,21 @@ def load_network(path: str | Path) -> tuple[Genotype, int, nn.Module]:
     return genotype, num_classes, net
 
 
-def save_network(path: str | Path, genotype: Genotype, num_classes: int, net: nn.Module,
-                 facts: dict[str, Any] | None = None) -> Path:
+def save_network(
+    path: str | Path, genotype: Genotype, num_classes: int, net: nn.Module, facts: dict[str, Any] | None = None
+) -> Path:
     """A Lightning-free file with everything ``load_network`` needs, for taking a model elsewhere;
     ``facts`` (how it was trained: epochs, images seen, ...) travel with it (:func:`network_facts`)."""
     path = Path(path)
-    torch.save({"genotype": genotype.to_dict(), "num_classes": num_classes, "state_dict": net.state_dict(),
-                "facts": dict(facts or {})}, path)
+    torch.save(
+        {
+            "genotype": genotype.to_dict(),
+            "num_classes": num_classes,
+            "state_dict": net.state_dict(),
+            "facts": dict(facts or {}),
+        },
+        path,
+    )
     return path
 
 

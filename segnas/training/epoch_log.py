@@ -50,7 +50,13 @@ class EpochLog(pl.Callback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         spawned = multiprocessing.parent_process() is not None
         unconfigured = not logging.getLogger().handlers  # Hydra's logging did not reach this process
-        if spawned and unconfigured and trainer.is_global_zero and self.log_file is not None and self.log_file.is_file():
+        if (
+            spawned
+            and unconfigured
+            and trainer.is_global_zero
+            and self.log_file is not None
+            and self.log_file.is_file()
+        ):
             self._handler = logging.FileHandler(self.log_file)
             self._handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
             logging.getLogger("segnas").addHandler(self._handler)
@@ -65,8 +71,9 @@ class EpochLog(pl.Callback):
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.start, self.losses, self.validated = time.perf_counter(), [], False
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if loss is not None:
             self.losses.append(float(loss))
@@ -89,8 +96,11 @@ class EpochLog(pl.Callback):
         elif "train/loss" in metrics:
             parts.append(f"train loss {float(metrics['train/loss']):.4f},")
         if self.validated:
-            parts += [f"{name} {float(value):.4f}," for name, value in sorted(metrics.items())
-                      if name.startswith("val/") and value.numel() == 1]
+            parts += [
+                f"{name} {float(value):.4f},"
+                for name, value in sorted(metrics.items())
+                if name.startswith("val/") and value.numel() == 1
+            ]
         if trainer.optimizers:
             parts.append(f"lr {trainer.optimizers[0].param_groups[0]['lr']:.3g},")
         parts.append(f"{time.perf_counter() - self.start:.1f} s")

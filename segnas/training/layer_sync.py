@@ -29,8 +29,11 @@ class TimmSyncBatchNorm(LayerSync):
     Has no effect in single-device operation."""
 
     def apply(self, model: nn.Module) -> nn.Module:
-        originals = {name: type(module) for name, module in model.named_modules()
-                     if isinstance(module, _BatchNorm) and not isinstance(module, nn.SyncBatchNorm)}
+        originals = {
+            name: type(module)
+            for name, module in model.named_modules()
+            if isinstance(module, _BatchNorm) and not isinstance(module, nn.SyncBatchNorm)
+        }
         synced = convert_sync_batchnorm(model)
         for name, module in synced.named_modules():
             if name in originals:
@@ -43,8 +46,7 @@ class TimmSyncBatchNorm(LayerSync):
         restored = model
         original = getattr(model, ORIGINAL_CLASS, None)
         if original is not None:
-            restored = original(model.num_features, model.eps, model.momentum, model.affine,
-                                model.track_running_stats)
+            restored = original(model.num_features, model.eps, model.momentum, model.affine, model.track_running_stats)
             for name in ("weight", "bias"):
                 setattr(restored, name, getattr(model, name))
             for name in ("running_mean", "running_var", "num_batches_tracked"):

@@ -36,7 +36,9 @@ class ScheduledModule(pl.LightningModule):
             self.trainer.estimated_stepping_batches,
             power=self.hparams.poly_power,
             min_lr=self.hparams.min_lr,
-            warmup_steps=round(float(self.hparams.get("warmup_fraction", 0.0)) * self.trainer.estimated_stepping_batches),
+            warmup_steps=round(
+                float(self.hparams.get("warmup_fraction", 0.0)) * self.trainer.estimated_stepping_batches
+            ),
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
@@ -93,7 +95,9 @@ class SegmentationModule(ScheduledModule):
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, list[torch.Tensor]]:
         """Scores every image of ``batch`` by the protocol; returns each image's predicted
         classes (H, W) at its own size, in batch order (for :class:`ValidationImages`)."""
-        loss, predictions = score_segmentation(self.protocol, self.net, batch, self.val_metrics, self.hparams.ignore_index)
+        loss, predictions = score_segmentation(
+            self.protocol, self.net, batch, self.val_metrics, self.hparams.ignore_index
+        )
         self.log("val/loss", loss, sync_dist=True, batch_size=batch["image"].shape[0])
         return {"predictions": predictions}
 

@@ -12,7 +12,11 @@ from segnas.settings.run import Schedule
 
 
 def build_schedule(
-    optimizer: Optimizer, name: str, total_steps: int, power: float = 0.9, min_lr: float = 0.0,
+    optimizer: Optimizer,
+    name: str,
+    total_steps: int,
+    power: float = 0.9,
+    min_lr: float = 0.0,
     warmup_steps: int = 0,
 ) -> LRScheduler:
     """``poly``: DeepLab's (1 - t/T)^power; ``cosine``: SGDR without restarts; both end at min_lr.

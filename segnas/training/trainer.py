@@ -93,10 +93,13 @@ def build_trainer(
     all_callbacks: list[Callback] = [EpochLog(Path(str(cfg.run_dir)) / "run.log"), *callbacks]
     if selection:
         monitor, mode = targets.monitor(cfg)
-        all_callbacks += [ModelCheckpoint(dirpath=run_dir, filename="best", monitor=monitor, mode=mode, save_top_k=1,
-                                          enable_version_counter=False),
-                          ModelCheckpoint(dirpath=run_dir, filename="last", save_top_k=1, enable_version_counter=False),
-                          ValidationImages(run_dir, datamodule, int(cfg.train.log_images))]
+        all_callbacks += [
+            ModelCheckpoint(
+                dirpath=run_dir, filename="best", monitor=monitor, mode=mode, save_top_k=1, enable_version_counter=False
+            ),
+            ModelCheckpoint(dirpath=run_dir, filename="last", save_top_k=1, enable_version_counter=False),
+            ValidationImages(run_dir, datamodule, int(cfg.train.log_images)),
+        ]
     if logger is not None:
         all_callbacks.append(LearningRateMonitor(logging_interval="step"))
     if net is not None and "strategy" not in overrides:
@@ -105,7 +108,9 @@ def build_trainer(
     if overrides.get("sync_batchnorm", cfg.trainer.get("sync_batchnorm", False)):
         overrides.update(sync_batchnorm=False, plugins=[TimmSyncBatchNorm()])  # Lightning refuses both
     return instantiate(
-        cfg.trainer, logger=logger if logger is not None else False, callbacks=all_callbacks,
+        cfg.trainer,
+        logger=logger if logger is not None else False,
+        callbacks=all_callbacks,
         default_root_dir=str(run_dir),
         **overrides,
     )
@@ -139,6 +144,12 @@ def ddp_strategy(cfg: DictConfig, net: nn.Module) -> dict[str, str]:
     dead = dead_parameters(net)
     if not dead:
         return {}
-    log.info("%d parameter tensors of the network never reach its output (e.g. %s): trainer.strategy=%s "
-             "becomes %s_find_unused_parameters_true", len(dead), dead[0], strategy, strategy)
+    log.info(
+        "%d parameter tensors of the network never reach its output (e.g. %s): trainer.strategy=%s "
+        "becomes %s_find_unused_parameters_true",
+        len(dead),
+        dead[0],
+        strategy,
+        strategy,
+    )
     return {"strategy": f"{strategy}_find_unused_parameters_true"}

@@ -28,7 +28,12 @@ def search(settings: TinySettings, context: SearchContext) -> SearchResult:
 
     return SearchResult(
         candidates=[Candidate(genotype, scores={"params": params}) for params, genotype in chosen],
-        summary={"search_wall_time_s": 0.0, "search_steps": settings.samples, "search_images_seen": 0,
-                 "tiny_datamodule": id(context.datamodule)},
+        summary={
+            "search_wall_time_s": 0.0,
+            "search_steps": settings.samples,
+            "search_images_seen": 0,
+            "tiny_datamodule": id(context.datamodule),
+        },
         on_retrained=on_retrained,
-        scored_val=context.datamodule.val_subset(settings.val_images).indices)
+        scored_val=context.datamodule.val_subset(settings.val_images).indices,
+    )

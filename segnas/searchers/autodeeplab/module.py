@@ -48,22 +48,40 @@ class AutoDeepLabSearchModule(SearchProgress, pl.LightningModule):
     """The supernet ``settings`` describe (its sizes, memory options), trained for
     ``settings.epochs`` with ``settings``' optimisers and schedule."""
 
-    def __init__(self, settings: AutoDeepLabSettings, num_classes: int, ignore_index: int = 255,
-                 protocol: EvalProtocol | None = None, started_at: float | None = None) -> None:
+    def __init__(
+        self,
+        settings: AutoDeepLabSettings,
+        num_classes: int,
+        ignore_index: int = 255,
+        protocol: EvalProtocol | None = None,
+        started_at: float | None = None,
+    ) -> None:
         super().__init__()
         self.start_clock(started_at)
         self.weight_steps = self.arch_steps = 0
         self.automatic_optimization = False
         self.settings = settings
         self.units = settings.epochs
-        self.save_hyperparameters({"num_classes": num_classes, "weight_min_lr": settings.weight_min_lr,
-                                   "warmup_epochs": settings.warmup_epochs, "ignore_index": ignore_index,
-                                   "channels_last": settings.channels_last})
+        self.save_hyperparameters(
+            {
+                "num_classes": num_classes,
+                "weight_min_lr": settings.weight_min_lr,
+                "warmup_epochs": settings.warmup_epochs,
+                "ignore_index": ignore_index,
+                "channels_last": settings.channels_last,
+            }
+        )
         self.protocol = protocol or EvalProtocol()
         self.supernet = AutoDeepLabSupernet(
-            num_classes, settings.layers, settings.filter_multiplier, settings.blocks,
-            aspp_channels=settings.aspp_channels, recompute=settings.recompute,
-            checkpoint_cells=settings.checkpoint_cells, partial_channels=settings.partial_channels)
+            num_classes,
+            settings.layers,
+            settings.filter_multiplier,
+            settings.blocks,
+            aspp_channels=settings.aspp_channels,
+            recompute=settings.recompute,
+            checkpoint_cells=settings.checkpoint_cells,
+            partial_channels=settings.partial_channels,
+        )
         self.ignore_index = ignore_index
         self.criterion = nn.CrossEntropyLoss(ignore_index=ignore_index)
         self.val_metrics = SegmentationMetrics(num_classes, ignore_index)

@@ -30,8 +30,17 @@ from segnas.spaces.autodeeplab.decode import (
 )
 
 log = logging.getLogger(__name__)
-COLUMNS = ["epoch", "weight_steps", "arch_active", "weight_loss", "arch_loss", "val_mIoU", "genotype_hash",
-           "path", "cell"]
+COLUMNS = [
+    "epoch",
+    "weight_steps",
+    "arch_active",
+    "weight_loss",
+    "arch_loss",
+    "val_mIoU",
+    "genotype_hash",
+    "path",
+    "cell",
+]
 
 
 class ArchitectureLog(pl.Callback):
@@ -67,17 +76,19 @@ class ArchitectureLog(pl.Callback):
             return round(float(metrics[name]), 5) if name in metrics else None
 
         self.rows = [row for row in self.rows if int(row["epoch"]) < epoch]
-        self.rows.append({
-            "epoch": epoch,
-            "weight_steps": (epoch + 1) * trainer.num_training_batches,
-            "arch_active": pl_module.searching_architecture,
-            "weight_loss": metric("search/weight_loss"),
-            "arch_loss": metric("search/arch_loss"),
-            "val_mIoU": metric("val/mIoU"),
-            "genotype_hash": genotype.hash,
-            "path": json.dumps(genotype.arch["path"]),
-            "cell": json.dumps(genotype.arch["cell"]),
-        })
+        self.rows.append(
+            {
+                "epoch": epoch,
+                "weight_steps": (epoch + 1) * trainer.num_training_batches,
+                "arch_active": pl_module.searching_architecture,
+                "weight_loss": metric("search/weight_loss"),
+                "arch_loss": metric("search/arch_loss"),
+                "val_mIoU": metric("val/mIoU"),
+                "genotype_hash": genotype.hash,
+                "path": json.dumps(genotype.arch["path"]),
+                "cell": json.dumps(genotype.arch["cell"]),
+            }
+        )
         log.info(describe(self.rows[-1], trainer.max_epochs))
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
@@ -86,17 +97,26 @@ class ArchitectureLog(pl.Callback):
         write_atomic(self.run_dir / "search.csv", buffer.getvalue())
 
         supernet = pl_module.supernet
-        alpha_png = alpha_heatmap(normalise_alpha(supernet.alpha), edges(supernet.blocks), list(PRIMITIVES),
-                                  self.run_dir / "arch" / f"epoch_{epoch:03d}_alpha.png", f"softmax(α), epoch {epoch}")
-        beta_png = beta_trellis(normalise_beta(supernet.beta.detach().cpu()), path_levels(genotype.arch["path"]),
-                                self.run_dir / "arch" / f"epoch_{epoch:03d}_beta.png",
-                                f"β and decoded path, epoch {epoch}")
+        alpha_png = alpha_heatmap(
+            normalise_alpha(supernet.alpha),
+            edges(supernet.blocks),
+            list(PRIMITIVES),
+            self.run_dir / "arch" / f"epoch_{epoch:03d}_alpha.png",
+            f"softmax(α), epoch {epoch}",
+        )
+        beta_png = beta_trellis(
+            normalise_beta(supernet.beta.detach().cpu()),
+            path_levels(genotype.arch["path"]),
+            self.run_dir / "arch" / f"epoch_{epoch:03d}_beta.png",
+            f"β and decoded path, epoch {epoch}",
+        )
         logger = trainer.logger
         if is_wandb(logger):
             logger.log_image("search/alpha", [str(alpha_png)], step=trainer.global_step)
             logger.log_image("search/beta_path", [str(beta_png)], step=trainer.global_step)
-            logger.log_table("search/genotypes", columns=COLUMNS, data=[_typed(row) for row in self.rows],
-                             step=trainer.global_step)
+            logger.log_table(
+                "search/genotypes", columns=COLUMNS, data=[_typed(row) for row in self.rows], step=trainer.global_step
+            )
 
 
 def describe(row: dict[str, Any], epochs: int) -> str:
@@ -108,9 +128,11 @@ def describe(row: dict[str, Any], epochs: int) -> str:
 
     phase = "architecture steps" if row["arch_active"] else "warm-up"
     path = " ".join(map(str, json.loads(row["path"])))
-    return (f"architecture epoch {row['epoch'] + 1}/{epochs} ({phase}): weight loss {score('weight_loss')}, "
-            f"arch loss {score('arch_loss')}, supernet val mIoU {score('val_mIoU')}, path {path}, "
-            f"genotype {row['genotype_hash']}")
+    return (
+        f"architecture epoch {row['epoch'] + 1}/{epochs} ({phase}): weight loss {score('weight_loss')}, "
+        f"arch loss {score('arch_loss')}, supernet val mIoU {score('val_mIoU')}, path {path}, "
+        f"genotype {row['genotype_hash']}"
+    )
 
 
 def _typed(row: dict[str, Any]) -> list[Any]:
@@ -120,22 +142,35 @@ def _typed(row: dict[str, Any]) -> list[Any]:
     def number(value: Any, kind: type) -> Any:
         return None if value in (None, "") else kind(value)
 
-    return [number(row["epoch"], int), number(row["weight_steps"], int), str(row["arch_active"]) == "True",
-            number(row["weight_loss"], float), number(row["arch_loss"], float), number(row["val_mIoU"], float),
-            str(row["genotype_hash"]), str(row["path"]), str(row["cell"])]
+    return [
+        number(row["epoch"], int),
+        number(row["weight_steps"], int),
+        str(row["arch_active"]) == "True",
+        number(row["weight_loss"], float),
+        number(row["arch_loss"], float),
+        number(row["val_mIoU"], float),
+        str(row["genotype_hash"]),
+        str(row["path"]),
+        str(row["cell"]),
+    ]
 
 
 def write_arch_params(path: Path, supernet: Any) -> Path:
     """The final α and β, raw and normalised, with the row / column names needed to read them."""
     alpha, beta = supernet.alpha.detach().cpu(), supernet.beta.detach().cpu()
-    return write_json(path, {
-        "ops": list(PRIMITIVES),
-        "alpha_rows": [f"block{b + 1}<-{'H1' if s == 0 else 'H2' if s == 1 else f'block{s - 1}'}"
-                       for b, s in edges(supernet.blocks)],
-        "alpha": alpha.tolist(),
-        "alpha_softmax": normalise_alpha(alpha).tolist(),
-        "beta_index": "beta[layer][level][t]: from layer `layer` (0 = stem), stride 4*2^level, to "
-                      "layer+1 at level+t-1",
-        "beta": beta.tolist(),
-        "beta_normalised": normalise_beta(beta).tolist(),
-    })
+    return write_json(
+        path,
+        {
+            "ops": list(PRIMITIVES),
+            "alpha_rows": [
+                f"block{b + 1}<-{'H1' if s == 0 else 'H2' if s == 1 else f'block{s - 1}'}"
+                for b, s in edges(supernet.blocks)
+            ],
+            "alpha": alpha.tolist(),
+            "alpha_softmax": normalise_alpha(alpha).tolist(),
+            "beta_index": "beta[layer][level][t]: from layer `layer` (0 = stem), stride 4*2^level, to "
+            "layer+1 at level+t-1",
+            "beta": beta.tolist(),
+            "beta_normalised": normalise_beta(beta).tolist(),
+        },
+    )

@@ -30,15 +30,25 @@ def search(settings: AutoDeepLabSettings, context: SearchContext) -> SearchResul
     half_a, half_b = datamodule.train_halves()
     data = TrainingData(
         train={"a": _epoch_seeded_loader(datamodule, half_a, 1), "b": _epoch_seeded_loader(datamodule, half_b, 2)},
-        val=datamodule.loader(datamodule.val_subset(settings.val_images) if settings.val_images
-                              else datamodule.eval_dataset("val"), train=False),
-        batches=settings.batches_per_epoch)
+        val=datamodule.loader(
+            datamodule.val_subset(settings.val_images) if settings.val_images else datamodule.eval_dataset("val"),
+            train=False,
+        ),
+        batches=settings.batches_per_epoch,
+    )
     if settings.partial_channels > 1:
-        log.warning("searcher.partial_channels=%s: PC-DARTS partial channels, an approximation of "
-                    "Auto-DeepLab's supernet", settings.partial_channels)
-    trainer, module = fit_search(context, lambda world: AutoDeepLabSearchModule(
-        settings, datamodule.num_classes, datamodule.ignore_index, context.protocol, started_at=start),
-        callbacks=[records], data=data)
+        log.warning(
+            "searcher.partial_channels=%s: PC-DARTS partial channels, an approximation of Auto-DeepLab's supernet",
+            settings.partial_channels,
+        )
+    trainer, module = fit_search(
+        context,
+        lambda world: AutoDeepLabSearchModule(
+            settings, datamodule.num_classes, datamodule.ignore_index, context.protocol, started_at=start
+        ),
+        callbacks=[records],
+        data=data,
+    )
 
     genotype = records.genotype(module.decoded())
     summary: dict[str, Any] = {

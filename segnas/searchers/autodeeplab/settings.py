@@ -54,13 +54,28 @@ class AutoDeepLabSettings(SearcherSettings):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        base.positive(self, "layers", "filter_multiplier", "blocks", "aspp_channels", "epochs", "batches_per_epoch",
-                      "val_images", "partial_channels")
-        base.between(self, "warmup_epochs", 0, self.epochs - 1,
-                     why=f"below epochs={self.epochs}, or no architecture step would run")
+        base.positive(
+            self,
+            "layers",
+            "filter_multiplier",
+            "blocks",
+            "aspp_channels",
+            "epochs",
+            "batches_per_epoch",
+            "val_images",
+            "partial_channels",
+        )
+        base.between(
+            self,
+            "warmup_epochs",
+            0,
+            self.epochs - 1,
+            why=f"below epochs={self.epochs}, or no architecture step would run",
+        )
         base.optimizer(self, "weight_optimizer")
         base.at_least(self, "weight_min_lr", 0.0)
         base.optimizer(self, "arch_optimizer")
         if self.filter_multiplier % self.partial_channels:
-            base.fail("partial_channels", f"a divisor of filter_multiplier={self.filter_multiplier}",
-                      self.partial_channels)
+            base.fail(
+                "partial_channels", f"a divisor of filter_multiplier={self.filter_multiplier}", self.partial_channels
+            )

@@ -77,9 +77,12 @@ def segmentation_objective(num_classes: int, ignore_index: int = 255, omit_class
     """``omit_classes`` are left out of the scores' class means (the authors leave background out
     of the reward: ``searcher.reward.omit_classes``). Scores never sync across ranks: under DDP
     each rank scores its own child."""
-    return Objective("mask", partial(F.cross_entropy, ignore_index=ignore_index),
-                     partial(SegmentationMetrics, num_classes, ignore_index, sync_on_compute=False),
-                     partial(scores_from_confusion, omit=tuple(omit_classes)))
+    return Objective(
+        "mask",
+        partial(F.cross_entropy, ignore_index=ignore_index),
+        partial(SegmentationMetrics, num_classes, ignore_index, sync_on_compute=False),
+        partial(scores_from_confusion, omit=tuple(omit_classes)),
+    )
 
 
 def depth_objective() -> Objective:
@@ -95,8 +98,13 @@ def _resize(logits: torch.Tensor, size: torch.Size) -> torch.Tensor:
 
 
 def child_loss(
-    logits: torch.Tensor, aux: list[torch.Tensor], labels: torch.Tensor, teacher: torch.Tensor | None,
-    aux_weight: float, kd_weight: float, criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    logits: torch.Tensor,
+    aux: list[torch.Tensor],
+    labels: torch.Tensor,
+    teacher: torch.Tensor | None,
+    aux_weight: float,
+    kd_weight: float,
+    criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """``criterion`` (default: cross-entropy, ignore 255) on the main output and every auxiliary
     head, plus the distillation term."""
@@ -113,7 +121,9 @@ def child_loss(
     return loss
 
 
-def _step(loss: torch.Tensor, optimizers: Iterable[torch.optim.Optimizer], clips: Iterable[tuple[nn.Module, float]]) -> None:
+def _step(
+    loss: torch.Tensor, optimizers: Iterable[torch.optim.Optimizer], clips: Iterable[tuple[nn.Module, float]]
+) -> None:
     optimizers = list(optimizers)
     for optimizer in optimizers:
         optimizer.zero_grad()
@@ -125,16 +135,24 @@ def _step(loss: torch.Tensor, optimizers: Iterable[torch.optim.Optimizer], clips
         optimizer.step()
 
 
-def _run_epochs(stage: Stage, batches: Callable[[int], Iterable[Any]], train_step: Callable[[Any], None],
-                averaged: nn.Module, available: int) -> int:
+def _run_epochs(
+    stage: Stage,
+    batches: Callable[[int], Iterable[Any]],
+    train_step: Callable[[Any], None],
+    averaged: nn.Module,
+    available: int,
+) -> int:
     """``stage.epochs`` passes over ``batches(epoch)`` (at most ``stage.max_batches`` each, of the
     ``available`` per pass), Polyak averaging ``averaged`` after every step and swapping the
     average in at every epoch's end, as both stages do (the authors' ``apply_polyak`` after every
     segmentation epoch, nas-segm-pytorch ``src/main_search.py``); returns the optimiser steps taken.
     The decay is scaled to the epoch's length (:func:`.polyak.scaled_decay`)."""
     per_epoch = available if stage.max_batches is None else min(available, stage.max_batches)
-    average = PolyakAverage(averaged, scaled_decay(stage.polyak, stage.polyak_reference_steps, per_epoch)) \
-        if stage.polyak else None
+    average = (
+        PolyakAverage(averaged, scaled_decay(stage.polyak, stage.polyak_reference_steps, per_epoch))
+        if stage.polyak
+        else None
+    )
     steps = 0
     for epoch in range(stage.epochs):
         for index, batch in enumerate(batches(epoch)):
@@ -150,8 +168,13 @@ def _run_epochs(stage: Stage, batches: Callable[[int], Iterable[Any]], train_ste
 
 
 def train_stage1(
-    decoder: AuxCellDecoder, data: FeatureCache | OnTheFly, stage: Stage, aux_weight: float, kd_weight: float,
-    generator: torch.Generator, objective: Objective,
+    decoder: AuxCellDecoder,
+    data: FeatureCache | OnTheFly,
+    stage: Stage,
+    aux_weight: float,
+    kd_weight: float,
+    generator: torch.Generator,
+    objective: Objective,
 ) -> int:
     """Train the decoder alone on encoder features; returns optimiser steps taken."""
     optimizer = torch.optim.Adam(decoder.parameters(), lr=stage.decoder_lr, weight_decay=stage.decoder_weight_decay)
@@ -163,20 +186,34 @@ def train_stage1(
         loss = child_loss(logits, aux, labels, teacher, aux_weight, kd_weight, objective.loss)
         _step(loss, [optimizer], [(decoder, stage.grad_clip)])
 
-    return _run_epochs(stage, lambda epoch: data.batches(stage.batch_size, generator), train_step, decoder,
-                       len(data) // stage.batch_size)
+    return _run_epochs(
+        stage,
+        lambda epoch: data.batches(stage.batch_size, generator),
+        train_step,
+        decoder,
+        len(data) // stage.batch_size,
+    )
 
 
 def train_stage2(
-    encoder: nn.Module, decoder: AuxCellDecoder, loader: DataLoader, stage: Stage, aux_weight: float,
+    encoder: nn.Module,
+    decoder: AuxCellDecoder,
+    loader: DataLoader,
+    stage: Stage,
+    aux_weight: float,
     objective: Objective,
 ) -> int:
     """Train encoder (SGD) and decoder (Adam) together on images; returns optimiser steps taken.
     Epoch ``e`` replays the loader's epoch ``e`` (epoch-seeded loaders), the same for every child."""
-    encoder_optimizer = torch.optim.SGD(encoder.parameters(), lr=stage.encoder_lr, momentum=stage.encoder_momentum,
-                                        weight_decay=stage.encoder_weight_decay)
-    decoder_optimizer = torch.optim.Adam(decoder.parameters(), lr=stage.decoder_lr,
-                                         weight_decay=stage.decoder_weight_decay)
+    encoder_optimizer = torch.optim.SGD(
+        encoder.parameters(),
+        lr=stage.encoder_lr,
+        momentum=stage.encoder_momentum,
+        weight_decay=stage.encoder_weight_decay,
+    )
+    decoder_optimizer = torch.optim.Adam(
+        decoder.parameters(), lr=stage.decoder_lr, weight_decay=stage.decoder_weight_decay
+    )
     both = nn.ModuleList([encoder, decoder])
     both.train()
     device = module_device(encoder)
@@ -184,7 +221,9 @@ def train_stage2(
     def train_step(batch: dict[str, torch.Tensor]) -> None:
         logits, aux = decoder(encoder(batch["image"].to(device, non_blocking=True)))
         target = batch[objective.target].to(device, non_blocking=True)
-        if stage.loss_resolution == LossResolution.output:  # the authors' train_segmenter: labels to the output, nearest
+        if (
+            stage.loss_resolution == LossResolution.output
+        ):  # the authors' train_segmenter: labels to the output, nearest
             target = resize_target(target, logits.shape[-2:])
         loss = child_loss(logits, aux, target, None, aux_weight, 0.0, objective.loss)
         _step(loss, [encoder_optimizer, decoder_optimizer], [(encoder, stage.grad_clip), (decoder, stage.grad_clip)])

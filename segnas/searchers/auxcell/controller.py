@@ -11,7 +11,8 @@ authors' 100 single-child steps (the default) about 3 s.
 
 The LSTM is :class:`LSTM`, ``nn.LSTM``'s maths and parameters in plain tensor ops, because
 ``torch.func.vmap`` has no batching rule for ``aten::lstm``: with it, a replay runs hundreds of
-seeds' controllers as one (:mod:`.lockstep`, through ``torch.func.functional_call``), and the search itself is the same module.
+seeds' controllers as one (:mod:`.lockstep`, through ``torch.func.functional_call``), and the
+search itself is the same module.
 """
 
 from __future__ import annotations
@@ -51,18 +52,19 @@ class _Recurrence(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(projected: torch.Tensor, h: torch.Tensor, c: torch.Tensor, weight: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        projected: torch.Tensor, h: torch.Tensor, c: torch.Tensor, weight: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         size = h.shape[-1]
         outputs, activations, cells = [], [], [c]
         for step in range(projected.shape[0]):
             gates = projected[step] + h @ weight.t()
             sig = torch.sigmoid(gates)
-            g = torch.tanh(gates[..., 2 * size: 3 * size])
-            c = sig[..., size: 2 * size] * c + sig[..., :size] * g
-            h = sig[..., 3 * size:] * torch.tanh(c)
+            g = torch.tanh(gates[..., 2 * size : 3 * size])
+            c = sig[..., size : 2 * size] * c + sig[..., :size] * g
+            h = sig[..., 3 * size :] * torch.tanh(c)
             outputs.append(h)
-            activations.append(torch.cat([sig[..., :2 * size], g, sig[..., 3 * size:]], dim=-1))
+            activations.append(torch.cat([sig[..., : 2 * size], g, sig[..., 3 * size :]], dim=-1))
             cells.append(c)
         return torch.stack(outputs), c, torch.stack(activations), torch.stack(cells)
 
@@ -74,8 +76,9 @@ class _Recurrence(torch.autograd.Function):
         ctx.mark_non_differentiable(activations, cells)
 
     @staticmethod
-    def backward(ctx: Any, grad_outputs: torch.Tensor, grad_c: torch.Tensor, *_: torch.Tensor
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def backward(
+        ctx: Any, grad_outputs: torch.Tensor, grad_c: torch.Tensor, *_: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         h0, weight, outputs, activations, cells = ctx.saved_tensors
         size = h0.shape[-1]
         dh, dc = torch.zeros_like(h0), grad_c
@@ -85,8 +88,10 @@ class _Recurrence(torch.autograd.Function):
             dh = dh + grad_outputs[step]
             tanh_c = torch.tanh(cells[step + 1])
             dc = dc + dh * o * (1 - tanh_c * tanh_c)
-            gate = torch.cat([dc * g * i * (1 - i), dc * cells[step] * f * (1 - f), dc * i * (1 - g * g),
-                              dh * tanh_c * o * (1 - o)], dim=-1)
+            gate = torch.cat(
+                [dc * g * i * (1 - i), dc * cells[step] * f * (1 - f), dc * i * (1 - g * g), dh * tanh_c * o * (1 - o)],
+                dim=-1,
+            )
             dc = dc * f
             dh = gate @ weight
             grad_gates.append(gate)
@@ -110,8 +115,9 @@ class LSTM(nn.Module):
             self.register_parameter(f"bias_ih_l{layer}", nn.Parameter(torch.empty(4 * hidden_size)))
             self.register_parameter(f"bias_hh_l{layer}", nn.Parameter(torch.empty(4 * hidden_size)))
 
-    def forward(self, inputs: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None
-                ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    def forward(
+        self, inputs: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """(outputs (T, B, H), (h, c) each (layers, B, H)), as ``nn.LSTM``."""
         if state is None:
             zeros = inputs.new_zeros(self.num_layers, inputs.shape[1], self.hidden_size)
@@ -120,10 +126,14 @@ class LSTM(nn.Module):
         for layer in range(self.num_layers):
             # the input projection of every step (with both biases) in one product; only the
             # recurrence is step by step (:class:`_Recurrence`)
-            projected = F.linear(inputs, getattr(self, f"weight_ih_l{layer}"),
-                                 getattr(self, f"bias_ih_l{layer}") + getattr(self, f"bias_hh_l{layer}"))
-            inputs, c, _, _ = _Recurrence.apply(projected, state[0][layer], state[1][layer],
-                                                getattr(self, f"weight_hh_l{layer}"))
+            projected = F.linear(
+                inputs,
+                getattr(self, f"weight_ih_l{layer}"),
+                getattr(self, f"bias_ih_l{layer}") + getattr(self, f"bias_hh_l{layer}"),
+            )
+            inputs, c, _, _ = _Recurrence.apply(
+                projected, state[0][layer], state[1][layer], getattr(self, f"weight_hh_l{layer}")
+            )
             hiddens.append(inputs[-1])
             cells.append(c)
         return inputs, (torch.stack(hiddens), torch.stack(cells))
@@ -133,8 +143,9 @@ class Controller(nn.Module):
     """Samples decision sequences and scores them; parameters initialised in ±0.1 (as ENAS) from
     their own ``seed``, so the initial controller depends on nothing built before it."""
 
-    def __init__(self, choices: Sequence[int], hidden_size: int = 100, num_layers: int = 2,
-                 warmup_steps: int = 4, seed: int = 0) -> None:
+    def __init__(
+        self, choices: Sequence[int], hidden_size: int = 100, num_layers: int = 2, warmup_steps: int = 4, seed: int = 0
+    ) -> None:
         super().__init__()
         self.choices = list(choices)
         self.warmup_steps = warmup_steps
@@ -183,6 +194,6 @@ class Controller(nn.Module):
         entropy = outputs.new_zeros(batch)
         for step, head in enumerate(self.heads):
             logp = F.log_softmax(head(outputs[step]), dim=-1)
-            log_prob = log_prob + logp.gather(1, actions[:, step: step + 1]).squeeze(1)
+            log_prob = log_prob + logp.gather(1, actions[:, step : step + 1]).squeeze(1)
             entropy = entropy - (logp.exp() * logp).sum(1)
         return log_prob, entropy

@@ -36,10 +36,12 @@ def choices(positions: Positions = Positions.extended) -> list[int]:
 def to_arch(actions: list[int], **labels: Any) -> dict[str, Any]:
     """The arch (labels ``cell`` and ``connections`` plus ``labels``) a decision sequence means."""
     actions = [int(a) for a in actions]
-    conns = [actions[2 * b: 2 * b + 2] for b in range(NUM_BLOCKS)]
-    rest = actions[2 * NUM_BLOCKS:]
-    layers = [[rest[1 + 4 * i], rest[2 + 4 * i], OP_NAMES[rest[3 + 4 * i]], OP_NAMES[rest[4 + 4 * i]]]
-              for i in range(NUM_CELL_LAYERS)]
+    conns = [actions[2 * b : 2 * b + 2] for b in range(NUM_BLOCKS)]
+    rest = actions[2 * NUM_BLOCKS :]
+    layers = [
+        [rest[1 + 4 * i], rest[2 + 4 * i], OP_NAMES[rest[3 + 4 * i]], OP_NAMES[rest[4 + 4 * i]]]
+        for i in range(NUM_CELL_LAYERS)
+    ]
     return {**labels, "cell": {"first": OP_NAMES[rest[0]], "layers": layers}, "connections": conns}
 
 

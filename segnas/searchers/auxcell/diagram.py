@@ -40,10 +40,24 @@ def draw_cell(arch: dict[str, Any], path: Path, title: str = "") -> Path:
     for index in outputs:
         axis.annotate("", xy=(out_x, 0.0), xytext=nodes[index][1:], arrowprops={**arrow, "color": "tab:green"})
     for index, (label, x, y) in enumerate(nodes):
-        axis.text(x, y, f"{label}\n[{index}]", ha="center", va="center", fontsize=7,
-                  bbox={"boxstyle": "round", "fc": "white" if label not in ("x", "+") else "0.9", "ec": "0.3"})
-    axis.text(out_x, 0.0, "out (sum)", ha="center", va="center", fontsize=7,
-              bbox={"boxstyle": "round", "fc": "honeydew", "ec": "tab:green"})
+        axis.text(
+            x,
+            y,
+            f"{label}\n[{index}]",
+            ha="center",
+            va="center",
+            fontsize=7,
+            bbox={"boxstyle": "round", "fc": "white" if label not in ("x", "+") else "0.9", "ec": "0.3"},
+        )
+    axis.text(
+        out_x,
+        0.0,
+        "out (sum)",
+        ha="center",
+        va="center",
+        fontsize=7,
+        bbox={"boxstyle": "round", "fc": "honeydew", "ec": "tab:green"},
+    )
     axis.set_xlim(-0.7, out_x + 0.8)
     axis.set_ylim(-1.2, 1.2)
     axis.axis("off")

@@ -20,8 +20,14 @@ import numpy as np
 class ProgressiveStopper:
     """``step(reward) -> bool``: continue training this child?"""
 
-    def __init__(self, initial: float = 0.01, tolerance: float = 0.9, decay: float = 0.99,
-                 schedule: Mapping[int, float] | None = None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        initial: float = 0.01,
+        tolerance: float = 0.9,
+        decay: float = 0.99,
+        schedule: Mapping[int, float] | None = None,
+        seed: int = 0,
+    ) -> None:
         self.average = initial
         self.tolerance = tolerance
         self.decay = decay
@@ -38,8 +44,12 @@ class ProgressiveStopper:
         return bool(reward > self.average * (1.0 - self.rng.uniform(0.0, self.tolerance)))
 
     def state_dict(self) -> dict[str, Any]:
-        return {"average": self.average, "tolerance": self.tolerance, "checks": self.checks,
-                "rng": self.rng.bit_generator.state}
+        return {
+            "average": self.average,
+            "tolerance": self.tolerance,
+            "checks": self.checks,
+            "rng": self.rng.bit_generator.state,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.average, self.tolerance, self.checks = state["average"], state["tolerance"], state["checks"]

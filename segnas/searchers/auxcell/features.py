@@ -44,7 +44,10 @@ def resize_target(target: torch.Tensor, size: torch.Size) -> torch.Tensor:
 
 @torch.no_grad()
 def encode(
-    encoder: nn.Module, images: torch.Tensor, targets: torch.Tensor, teacher: nn.Module | None,
+    encoder: nn.Module,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    teacher: nn.Module | None,
     label_stride: bool = True,
 ) -> Batch:
     """Encoder maps, targets (at the finest map's size when ``label_stride``) and teacher logits,
@@ -78,24 +81,34 @@ class FeatureCache:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
-    def batches(self, batch_size: int, generator: torch.Generator | None = None, shuffle: bool = True) -> Iterator[Batch]:
+    def batches(
+        self, batch_size: int, generator: torch.Generator | None = None, shuffle: bool = True
+    ) -> Iterator[Batch]:
         """Minibatches in a seeded random order; the last partial batch is dropped when shuffling
         (BatchNorm in the decoder's pooling op needs two or more images)."""
         count = len(self)
         order = torch.randperm(count, generator=generator) if shuffle else torch.arange(count)
         stop = count - count % batch_size if shuffle else count
         for start in range(0, stop, batch_size):
-            index = order[start: start + batch_size]
-            yield ([self._out(f[index]) for f in self.features], self._out(self.labels[index]),
-                   None if self.teacher is None else self._out(self.teacher[index]))
+            index = order[start : start + batch_size]
+            yield (
+                [self._out(f[index]) for f in self.features],
+                self._out(self.labels[index]),
+                None if self.teacher is None else self._out(self.teacher[index]),
+            )
 
     def _out(self, tensor: torch.Tensor) -> torch.Tensor:
         return tensor if self.device is None else tensor.to(self.device, non_blocking=True)
 
 
 def build_cache(
-    encoder: nn.Module, loader: DataLoader, limit: int, teacher: nn.Module | None = None, label_stride: bool = True,
-    target: str = "mask", store: torch.device | str | None = None,
+    encoder: nn.Module,
+    loader: DataLoader,
+    limit: int,
+    teacher: nn.Module | None = None,
+    label_stride: bool = True,
+    target: str = "mask",
+    store: torch.device | str | None = None,
 ) -> FeatureCache:
     """Encode the first ``limit`` images of ``loader`` (cycling through it if it is shorter);
     ``target`` is the batch key kept as labels (``mask`` or ``depth``); ``store``: where the
@@ -125,15 +138,18 @@ def build_cache(
 class OnTheFly:
     """The cache's interface without the cache: encodes each batch of ``loader`` when asked."""
 
-    def __init__(self, encoder: nn.Module, loader: DataLoader, limit: int, teacher: nn.Module | None = None,
-                 target: str = "mask") -> None:
+    def __init__(
+        self, encoder: nn.Module, loader: DataLoader, limit: int, teacher: nn.Module | None = None, target: str = "mask"
+    ) -> None:
         self.encoder, self.loader, self.limit, self.teacher = encoder, loader, limit, teacher
         self.target = target
 
     def __len__(self) -> int:
         return self.limit
 
-    def batches(self, batch_size: int, generator: torch.Generator | None = None, shuffle: bool = True) -> Iterator[Batch]:
+    def batches(
+        self, batch_size: int, generator: torch.Generator | None = None, shuffle: bool = True
+    ) -> Iterator[Batch]:
         seen = passes = 0
         while seen + batch_size <= self.limit:
             before = seen

@@ -33,8 +33,11 @@ def _settings(policy: PolicyGradient) -> dict[str, object]:
     values = {k: v for k, v in vars(policy).items() if k != "baseline" and isinstance(v, (int, float, str))}
     group = policy.optimizer.param_groups[0]
     buffer = getattr(policy, "buffer", None)
-    return {**values, **{k: group[k] for k in ("lr", "betas", "eps", "weight_decay")},
-            "buffer_size": buffer.maxlen if buffer is not None else None}
+    return {
+        **values,
+        **{k: group[k] for k in ("lr", "betas", "eps", "weight_decay")},
+        "buffer_size": buffer.maxlen if buffer is not None else None,
+    }
 
 
 class Lockstep:
@@ -49,25 +52,36 @@ class Lockstep:
         self.learns = not isinstance(template, Uniform)
         self.template = template
         names = [name for name, _ in template.controller.named_parameters()]
-        self.stacked = {name: torch.stack([dict(p.controller.named_parameters())[name].detach()
-                                           for p in self.policies]).requires_grad_()
-                        for name in names}
+        self.stacked = {
+            name: torch.stack(
+                [dict(p.controller.named_parameters())[name].detach() for p in self.policies]
+            ).requires_grad_()
+            for name in names
+        }
         for index, policy in enumerate(self.policies):
             for name, parameter in policy.controller.named_parameters():
                 parameter.data = self.stacked[name].data[index]  # a view: each seed samples from the stack
         group = template.optimizer.param_groups[0]
-        self.optimizer = torch.optim.Adam(self.stacked.values(), lr=group["lr"], betas=group["betas"],
-                                          eps=group["eps"], weight_decay=group["weight_decay"], fused=True)
+        self.optimizer = torch.optim.Adam(
+            self.stacked.values(),
+            lr=group["lr"],
+            betas=group["betas"],
+            eps=group["eps"],
+            weight_decay=group["weight_decay"],
+            fused=True,
+        )
 
     def _evaluate(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         def one(parameters: dict[str, torch.Tensor], seed_actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             return functional_call(self.template.controller, parameters, (seed_actions,))
+
         return vmap(one)(self.stacked, actions)
 
     def _clip(self) -> None:
         grads = [p.grad for p in self.stacked.values()]
-        norms = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.flatten(1), dim=1) for g in grads]),
-                                         dim=0)
+        norms = torch.linalg.vector_norm(
+            torch.stack([torch.linalg.vector_norm(g.flatten(1), dim=1) for g in grads]), dim=0
+        )
         coefficient = (self.template.grad_clip / (norms + 1e-6)).clamp(max=1.0)
         for grad in grads:
             grad.mul_(coefficient.view(-1, *[1] * (grad.dim() - 1)))

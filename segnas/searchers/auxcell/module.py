@@ -65,8 +65,10 @@ def children_per_round(settings: AuxCellSettings, world: int) -> int:
     if value is None:
         return world
     if value < world:
-        raise ConfigError(f"searcher.children_per_round={value}: expected null (one child per rank) or an integer "
-                          f">= the number of ranks ({world})")
+        raise ConfigError(
+            f"searcher.children_per_round={value}: expected null (one child per rank) or an integer "
+            f">= the number of ranks ({world})"
+        )
     return value
 
 
@@ -81,8 +83,9 @@ class AuxCellSearchModule(SearchModule):
 
     unit_name = "round"
 
-    def __init__(self, settings: AuxCellSettings, context: SearchContext, world: int,
-                 started_at: float | None = None) -> None:
+    def __init__(
+        self, settings: AuxCellSettings, context: SearchContext, world: int, started_at: float | None = None
+    ) -> None:
         per_round = children_per_round(settings, world)
         super().__init__(units=math.ceil(settings.children / per_round))
         self.start_clock(started_at)
@@ -90,13 +93,21 @@ class AuxCellSearchModule(SearchModule):
         self.datamodule = context.datamodule
         self.seed, self.task_type = context.seed, context.task_type
         self.pretrained, self.backbone_weights = context.pretrained, context.backbone_weights
-        controller = Controller(decisions.choices(settings.controller.positions), settings.controller.hidden_size,
-                                settings.controller.num_layers, seed=self.seed)
+        controller = Controller(
+            decisions.choices(settings.controller.positions),
+            settings.controller.hidden_size,
+            settings.controller.num_layers,
+            seed=self.seed,
+        )
         self.policy = build_policy(settings.controller.algorithm, controller, settings.controller, seed=self.seed)
         stopping = settings.early_stopping
-        self.stopper = ProgressiveStopper(stopping.initial, stopping.tolerance, stopping.decay,
-                                          dict(stopping.schedule), seed=self.seed) \
-            if stopping.enabled and settings.stage2.enabled else None
+        self.stopper = (
+            ProgressiveStopper(
+                stopping.initial, stopping.tolerance, stopping.decay, dict(stopping.schedule), seed=self.seed
+            )
+            if stopping.enabled and settings.stage2.enabled
+            else None
+        )
         self.sampler = torch.Generator().manual_seed(self.seed)
         self.history: list[ChildRecord] = []
         self.context: ChildContext | None = None
@@ -107,8 +118,13 @@ class AuxCellSearchModule(SearchModule):
     # the search's state ------------------------------------------------------------------------
 
     def search_state(self) -> dict[str, Any]:
-        return {"policy": self.policy.state_dict(), "stopper": self.stopper.state_dict() if self.stopper else None,
-                "sampler": self.sampler.get_state(), "children": self.history, "children_per_round": self.per_round}
+        return {
+            "policy": self.policy.state_dict(),
+            "stopper": self.stopper.state_dict() if self.stopper else None,
+            "sampler": self.sampler.get_state(),
+            "children": self.history,
+            "children_per_round": self.per_round,
+        }
 
     def load_search_state(self, state: dict[str, Any]) -> None:
         self.policy.load_state_dict(state["policy"])
@@ -117,13 +133,19 @@ class AuxCellSearchModule(SearchModule):
         self.sampler.set_state(state["sampler"])
         self.history = list(state["children"])
         if state.get("children_per_round", 1) != self.per_round:
-            log.warning("the resumed search ran %s children per round, this run %d: the next children differ from "
-                        "what the interrupted search would have sampled", state.get("children_per_round", 1),
-                        self.per_round)
+            log.warning(
+                "the resumed search ran %s children per round, this run %d: the next children differ from "
+                "what the interrupted search would have sampled",
+                state.get("children_per_round", 1),
+                self.per_round,
+            )
 
     def replicated_state(self) -> dict[str, Any]:
-        return {"policy": self.policy.state_dict(), "stopper": self.stopper.state_dict() if self.stopper else None,
-                "sampler": self.sampler.get_state()}
+        return {
+            "policy": self.policy.state_dict(),
+            "stopper": self.stopper.state_dict() if self.stopper else None,
+            "sampler": self.sampler.get_state(),
+        }
 
     def record_files(self) -> dict[str, tuple[Any, list[ChildRecord]]]:
         return {"search.csv": (records.COLUMNS, self.history)}
@@ -135,8 +157,10 @@ class AuxCellSearchModule(SearchModule):
     def unit_line(self) -> str:
         done = [r for r in self.history if r["status"] == "ok"]
         best = max((r["reward"] for r in done), default=0.0)
-        return (f"round {self.current_epoch + 1}/{self.units}: {len(self.history)}/{self.settings.children} children, "
-                f"best reward {best:.4f}, baseline {self.history[-1]['baseline']:.4f}, {self.wall_time_s:.1f} s")
+        return (
+            f"round {self.current_epoch + 1}/{self.units}: {len(self.history)}/{self.settings.children} children, "
+            f"best reward {best:.4f}, baseline {self.history[-1]['baseline']:.4f}, {self.wall_time_s:.1f} s"
+        )
 
     # building ----------------------------------------------------------------------------------
 
@@ -150,8 +174,14 @@ class AuxCellSearchModule(SearchModule):
         device = self.trainer.strategy.root_device if settings.device == "auto" else search_device(settings.device)
         self.device_name = str(device)
         objective, outputs = _objective(self.task_type, settings.reward, self.datamodule)
-        data = SearchData.split(self.datamodule, settings.reward.holdout, settings.reward.holdout_min, self.seed,
-                                settings.reward.crop_size, settings.scale_range)
+        data = SearchData.split(
+            self.datamodule,
+            settings.reward.holdout,
+            settings.reward.holdout_min,
+            self.seed,
+            settings.reward.crop_size,
+            settings.scale_range,
+        )
         torch.manual_seed(self.seed)  # the shared encoder's init (pretrained=false) is part of the run's seed
         encoder = _encoder(settings.backbone, self.pretrained, self.backbone_weights).to(device).eval()
         teacher = _teacher(settings, outputs)
@@ -162,8 +192,14 @@ class AuxCellSearchModule(SearchModule):
         self.context = self._child_context(data, encoder, teacher, objective, outputs)
         self.cache_s = time.perf_counter() - tick
 
-    def _child_context(self, data: SearchData, encoder: torch.nn.Module, teacher: torch.nn.Module | None,
-                       objective: Objective, outputs: int) -> ChildContext:
+    def _child_context(
+        self,
+        data: SearchData,
+        encoder: torch.nn.Module,
+        teacher: torch.nn.Module | None,
+        objective: Objective,
+        outputs: int,
+    ) -> ChildContext:
         """What every child shares: the stage-1 features (cached once), the held-out data, the
         stage-2 loader and both stages' settings (stage 2 trains on data.batch_size images)."""
         settings, datamodule, seed = self.settings, self.datamodule, self.seed
@@ -172,8 +208,9 @@ class AuxCellSearchModule(SearchModule):
         loader = data.train_loader(s1.batch_size, seed * 1000 + 1, datamodule.num_workers, crop_size=s1.crop_size)
         if not self.pretrained and self.backbone_weights is None and settings.calibrate_batches:
             used = calibrate_batchnorm(encoder, loader, settings.calibrate_batches)
-            log.info("random encoder: BatchNorm statistics set from %d training batches (searcher.calibrate_batches)",
-                     used)
+            log.info(
+                "random encoder: BatchNorm statistics set from %d training batches (searcher.calibrate_batches)", used
+            )
         stage1_data: FeatureCache | OnTheFly
         if s1.cache:
             stage1_data = build_cache(encoder, loader, s1.num_crops, teacher, target=objective.target, store=store)
@@ -181,17 +218,37 @@ class AuxCellSearchModule(SearchModule):
             stage1_data = OnTheFly(encoder, loader, s1.num_crops, teacher, target=objective.target)
         holdout_loader = datamodule.loader(data.holdout, train=False)
         return ChildContext(
-            encoder=encoder, stage1_data=stage1_data,
-            holdout_features=build_cache(encoder, holdout_loader, len(data.holdout), None, label_stride=False,
-                                         target=objective.target, store=store),
+            encoder=encoder,
+            stage1_data=stage1_data,
+            holdout_features=build_cache(
+                encoder,
+                holdout_loader,
+                len(data.holdout),
+                None,
+                label_stride=False,
+                target=objective.target,
+                store=store,
+            ),
             holdout_loader=holdout_loader,
-            stage2_loader=data.train_loader(datamodule.batch_size, seed * 1000 + 2, datamodule.num_workers,
-                                            key="data.batch_size", crop_size=s2.crop_size) if s2.enabled else None,
+            stage2_loader=data.train_loader(
+                datamodule.batch_size,
+                seed * 1000 + 2,
+                datamodule.num_workers,
+                key="data.batch_size",
+                crop_size=s2.crop_size,
+            )
+            if s2.enabled
+            else None,
             stage1=_stage(s1, s1.batch_size),
             stage2=_stage(s2, datamodule.batch_size) if s2.enabled else None,
-            stopper=self.stopper, out_channels=outputs, aux_weight=settings.loss.aux_weight,
-            aux_cell=settings.loss.aux_cell, kd_weight=settings.loss.kd_weight if teacher is not None else 0.0,
-            reward_metrics=settings.reward.metrics_for(self.task_type), seed=seed, objective=objective,
+            stopper=self.stopper,
+            out_channels=outputs,
+            aux_weight=settings.loss.aux_weight,
+            aux_cell=settings.loss.aux_cell,
+            kd_weight=settings.loss.kd_weight if teacher is not None else 0.0,
+            reward_metrics=settings.reward.metrics_for(self.task_type),
+            seed=seed,
+            objective=objective,
             output_bias=mean_depth(loader, _DEPTH_INIT_BATCHES) if objective.target == "depth" else None,
         )
 
@@ -212,18 +269,28 @@ class AuxCellSearchModule(SearchModule):
             tick = time.perf_counter()
             actions, log_prob, entropy = self.policy.sample(self.sampler)
             samples.append((actions, log_prob, entropy, time.perf_counter() - tick))
-        children = [(first + k, SPACE.validate(decisions.to_arch(s[0], **search_labels))) for k, s in enumerate(samples)]
+        children = [
+            (first + k, SPACE.validate(decisions.to_arch(s[0], **search_labels))) for k, s in enumerate(samples)
+        ]
         results = run_round(self.context, children, rank, world, all_gather)
         for k, ((actions, log_prob, entropy, sample_s), result) in enumerate(zip(samples, results)):
             update = self.policy.update(actions, log_prob, result["reward"])
             final = SPACE.genotype(decisions.to_arch(actions, **labels))
             record: ChildRecord = {
-                **result, "child": first + k, "round": index, "rank": k % world,
-                "genotype_hash": final.hash, "genotype": final.to_dict(),
-                "encoding": json.dumps(to_encoding(final.arch)), "cell": describe(final.arch),
+                **result,
+                "child": first + k,
+                "round": index,
+                "rank": k % world,
+                "genotype_hash": final.hash,
+                "genotype": final.to_dict(),
+                "encoding": json.dumps(to_encoding(final.arch)),
+                "cell": describe(final.arch),
                 "params": self.encoder_params + _decoder_params(final, self.context.encoder, self.outputs),
-                "controller_update_s": round(update["update_s"], 4), "controller_sample_s": round(sample_s, 4),
-                "baseline": update["baseline"], "advantage": update["advantage"], "entropy": entropy,
+                "controller_update_s": round(update["update_s"], 4),
+                "controller_sample_s": round(sample_s, 4),
+                "baseline": update["baseline"],
+                "advantage": update["advantage"],
+                "entropy": entropy,
                 "log_prob": log_prob,
             }
             self.history.append(record)
@@ -236,14 +303,18 @@ class AuxCellSearchModule(SearchModule):
 def images_seen(history: list[ChildRecord], settings: AuxCellSettings, batch_size: int) -> int:
     """Training images of every child so far (stage 1 counts cached crops as images; stage 2
     trains on ``batch_size``, data.batch_size, images a step)."""
-    return (sum(r.get("stage1_steps", 0) for r in history) * settings.stage1.batch_size
-            + sum(r.get("stage2_steps", 0) for r in history) * batch_size)
+    return (
+        sum(r.get("stage1_steps", 0) for r in history) * settings.stage1.batch_size
+        + sum(r.get("stage2_steps", 0) for r in history) * batch_size
+    )
 
 
 def _child_metrics(record: ChildRecord) -> dict[str, float]:
-    metrics = {f"search/{key}": float(record[key]) for key in ("reward", "baseline", "entropy", "child_s",
-                                                                "controller_update_s", "params")
-               if record.get(key) is not None}
+    metrics = {
+        f"search/{key}": float(record[key])
+        for key in ("reward", "baseline", "entropy", "child_s", "controller_update_s", "params")
+        if record.get(key) is not None
+    }
     metrics["search/failed"] = float(record["status"] != "ok")
     metrics["search/stopped_early"] = float(bool(record.get("stopped_early")))
     return metrics
@@ -254,10 +325,13 @@ def _encoder(backbone: str, pretrained: bool, weights: str | None) -> torch.nn.M
     weights the search ranks decoders on random features, which says little about how they would
     do on a trained encoder."""
     if not pretrained and weights is None:
-        log.warning("model.pretrained=false and model.backbone_weights=null: the auxcell search runs on a randomly "
-                    "initialised encoder; set model.backbone_weights to a local file (or model.pretrained=true)")
-    return build_backbone(backbone, output_stride=ENCODER_STRIDE, pretrained=pretrained, weights=weights,
-                          out_indices=ENCODER_OUT_INDICES)
+        log.warning(
+            "model.pretrained=false and model.backbone_weights=null: the auxcell search runs on a randomly "
+            "initialised encoder; set model.backbone_weights to a local file (or model.pretrained=true)"
+        )
+    return build_backbone(
+        backbone, output_stride=ENCODER_STRIDE, pretrained=pretrained, weights=weights, out_indices=ENCODER_OUT_INDICES
+    )
 
 
 def _objective(task_type: TaskType, reward: RewardSettings, datamodule: Any) -> tuple[Objective, int]:
@@ -265,20 +339,25 @@ def _objective(task_type: TaskType, reward: RewardSettings, datamodule: Any) -> 
     segmentation leaves ``reward.omit_classes`` out of its class means."""
     if task_type == TaskType.depth:
         return depth_objective(), 1
-    return segmentation_objective(datamodule.num_classes, datamodule.ignore_index, reward.omit_classes), \
-        datamodule.num_classes
+    return segmentation_objective(
+        datamodule.num_classes, datamodule.ignore_index, reward.omit_classes
+    ), datamodule.num_classes
 
 
 def _teacher(settings: AuxCellSettings, num_classes: int) -> torch.nn.Module | None:
     """The distillation teacher; ``num_classes`` is the output channels it must have (1: depth)."""
     if settings.teacher in (None, ""):
         if settings.loss.kd_weight > 0:
-            log.info("searcher.teacher is not set: knowledge distillation is off (give a task=train checkpoint to use it)")
+            log.info(
+                "searcher.teacher is not set: knowledge distillation is off (give a task=train checkpoint to use it)"
+            )
         return None
     _, classes, teacher = load_network(settings.teacher)
     if classes != num_classes:
-        raise ConfigError(f"searcher.teacher={settings.teacher} has {classes} output channels, the task needs "
-                          f"{num_classes} (the class count, or 1 for task_type=depth)")
+        raise ConfigError(
+            f"searcher.teacher={settings.teacher} has {classes} output channels, the task needs "
+            f"{num_classes} (the class count, or 1 for task_type=depth)"
+        )
     return teacher.eval()
 
 
@@ -286,13 +365,13 @@ def _stage(section: StageSettings, batch_size: int) -> Stage:
     """A stage's training settings from ``searcher.stage1`` / ``stage2``: the keys :class:`Stage`
     has (the encoder's are only in stage 2; the others keep Stage's unused defaults)."""
     names = {field.name for field in dataclasses.fields(Stage)} - {"batch_size"}
-    return Stage(batch_size=batch_size, **{field.name: getattr(section, field.name)
-                                           for field in dataclasses.fields(section) if field.name in names})
+    return Stage(
+        batch_size=batch_size,
+        **{field.name: getattr(section, field.name) for field in dataclasses.fields(section) if field.name in names},
+    )
 
 
 def _decoder_params(genotype: Genotype, encoder: torch.nn.Module, num_classes: int) -> int:
     """Parameters of the decoder the pipeline will retrain (final width and repeats, no aux heads)."""
     decoder = build_decoder(genotype.arch, encoder.feature_info.channels(), num_classes)
     return sum(p.numel() for p in decoder.parameters())
-
-

@@ -29,8 +29,14 @@ from segnas.searchers.auxcell.settings import ControllerSettings, Policy
 class PolicyGradient:
     """Shared parts: optimiser (Adam), gradient clipping, baseline, entropy bonus, state."""
 
-    def __init__(self, controller: Controller, lr: float = 1e-4, baseline_decay: float = 0.95,
-                 grad_clip: float = 2.0, entropy_coef: float = 0.0) -> None:
+    def __init__(
+        self,
+        controller: Controller,
+        lr: float = 1e-4,
+        baseline_decay: float = 0.95,
+        grad_clip: float = 2.0,
+        entropy_coef: float = 0.0,
+    ) -> None:
         self.controller = controller
         self.optimizer = torch.optim.Adam(controller.parameters(), lr=lr)
         self.baseline_decay = baseline_decay
@@ -61,8 +67,12 @@ class PolicyGradient:
         self._update_baseline(reward)
         with one_thread():
             stats = self._learn(actions, log_prob, float(reward))
-        return {**stats, "baseline": float(self.baseline), "advantage": float(reward) - float(self.baseline),
-                "update_s": time.perf_counter() - start}
+        return {
+            **stats,
+            "baseline": float(self.baseline),
+            "advantage": float(reward) - float(self.baseline),
+            "update_s": time.perf_counter() - start,
+        }
 
     def _learn(self, actions: list[int], log_prob: float, reward: float) -> dict[str, float]:
         losses, entropies = [], []
@@ -85,8 +95,11 @@ class PolicyGradient:
         raise NotImplementedError
 
     def state_dict(self) -> dict[str, Any]:
-        return {"controller": self.controller.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "baseline": self.baseline}
+        return {
+            "controller": self.controller.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "baseline": self.baseline,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.controller.load_state_dict(state["controller"])
@@ -107,8 +120,16 @@ class Reinforce(PolicyGradient):
 class PPO(PolicyGradient):
     """Clipped surrogate (clip 0.1) over a rolling buffer of the last ``buffer_size`` children."""
 
-    def __init__(self, controller: Controller, clip: float = 0.1, buffer_size: int = 100,
-                 minibatch_size: int = 1, epochs: int = 1, seed: int = 0, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        controller: Controller,
+        clip: float = 0.1,
+        buffer_size: int = 100,
+        minibatch_size: int = 1,
+        epochs: int = 1,
+        seed: int = 0,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(controller, **kwargs)
         self.clip = clip
         self.buffer: deque[tuple[list[int], float, float]] = deque(maxlen=buffer_size)
@@ -118,17 +139,22 @@ class PPO(PolicyGradient):
 
     def minibatches(self, actions: list[int], log_prob: float, reward: float) -> list[dict[str, torch.Tensor]]:
         self.buffer.append((list(actions), float(log_prob), float(reward)))
-        everything = {"actions": torch.tensor([entry[0] for entry in self.buffer]),
-                      "old_log_prob": torch.tensor([entry[1] for entry in self.buffer]),
-                      "advantage": torch.tensor([entry[2] for entry in self.buffer]) - self.baseline}
-        return [{key: value[batch] for key, value in everything.items()}
-                for _ in range(self.epochs)
-                for batch in torch.randperm(len(self.buffer), generator=self.generator).split(self.minibatch_size)]
+        everything = {
+            "actions": torch.tensor([entry[0] for entry in self.buffer]),
+            "old_log_prob": torch.tensor([entry[1] for entry in self.buffer]),
+            "advantage": torch.tensor([entry[2] for entry in self.buffer]) - self.baseline,
+        }
+        return [
+            {key: value[batch] for key, value in everything.items()}
+            for _ in range(self.epochs)
+            for batch in torch.randperm(len(self.buffer), generator=self.generator).split(self.minibatch_size)
+        ]
 
     def loss(self, new_log_prob: torch.Tensor, entropy: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         ratio = torch.exp(new_log_prob - batch["old_log_prob"])
-        surrogate = torch.min(ratio * batch["advantage"],
-                              ratio.clamp(1.0 - self.clip, 1.0 + self.clip) * batch["advantage"])
+        surrogate = torch.min(
+            ratio * batch["advantage"], ratio.clamp(1.0 - self.clip, 1.0 + self.clip) * batch["advantage"]
+        )
         return -surrogate.mean(-1) - self.entropy_coef * entropy.mean(-1)
 
     def state_dict(self) -> dict[str, Any]:
@@ -155,18 +181,30 @@ class Uniform(PolicyGradient):
         return {"loss": 0.0, "entropy": -float(log_prob)}
 
 
-def build_policy(algorithm: Policy, controller: Controller, settings: ControllerSettings,
-                 seed: int = 0) -> PolicyGradient:
+def build_policy(
+    algorithm: Policy, controller: Controller, settings: ControllerSettings, seed: int = 0
+) -> PolicyGradient:
     """The policy ``algorithm`` names (ppo, reinforce or uniform: random search) over
     ``controller``, with the optimiser, baseline and PPO settings of ``settings``. The algorithm
     is an argument of its own so that a replay can run several with the search's other settings
     (the search passes ``settings.algorithm``)."""
-    common = {"lr": settings.lr, "baseline_decay": settings.baseline_decay, "grad_clip": settings.grad_clip,
-              "entropy_coef": settings.entropy_coef}
+    common = {
+        "lr": settings.lr,
+        "baseline_decay": settings.baseline_decay,
+        "grad_clip": settings.grad_clip,
+        "entropy_coef": settings.entropy_coef,
+    }
     if algorithm == Policy.ppo:
         ppo = settings.ppo
-        return PPO(controller, clip=ppo.clip, buffer_size=ppo.buffer_size, minibatch_size=ppo.minibatch_size,
-                   epochs=ppo.epochs, seed=seed, **common)
+        return PPO(
+            controller,
+            clip=ppo.clip,
+            buffer_size=ppo.buffer_size,
+            minibatch_size=ppo.minibatch_size,
+            epochs=ppo.epochs,
+            seed=seed,
+            **common,
+        )
     if algorithm == Policy.reinforce:
         return Reinforce(controller, **common)
     if algorithm == Policy.uniform:

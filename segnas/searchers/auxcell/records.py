@@ -18,10 +18,37 @@ from typing import Any, Literal, TypedDict
 Status = Literal["ok", "failed", "stage2_failed"]
 
 COLUMNS = (
-    "child", "round", "rank", "status", "reward", "stage1_reward", "stage2_reward", "stopped_early", "mIoU", "fwIoU",
-    "pixel_acc", "mean_class_acc", "RMSE", "REL", "delta1", "genotype_hash", "encoding", "cell", "params", "search_params",
-    "stage1_steps", "stage2_steps", "stage1_s", "stage2_s", "child_s", "controller_update_s", "baseline", "advantage", "entropy",
-    "log_prob", "error",
+    "child",
+    "round",
+    "rank",
+    "status",
+    "reward",
+    "stage1_reward",
+    "stage2_reward",
+    "stopped_early",
+    "mIoU",
+    "fwIoU",
+    "pixel_acc",
+    "mean_class_acc",
+    "RMSE",
+    "REL",
+    "delta1",
+    "genotype_hash",
+    "encoding",
+    "cell",
+    "params",
+    "search_params",
+    "stage1_steps",
+    "stage2_steps",
+    "stage1_s",
+    "stage2_s",
+    "child_s",
+    "controller_update_s",
+    "baseline",
+    "advantage",
+    "entropy",
+    "log_prob",
+    "error",
 )
 
 
@@ -86,10 +113,13 @@ def describe(record: ChildRecord, children: int) -> str:
         status = f"failed in stage 2 ({record.get('error')}), stage-1 reward kept"
     else:
         status = "stopped early after stage 1" if record.get("stopped_early") else "ok"
-    stages = ", ".join(f"stage {k} {record[f'stage{k}_reward']:.4f}" for k in (1, 2)
-                       if record.get(f"stage{k}_reward") is not None)
-    return (f"child {record['child']} ({record['child'] + 1}/{children}): {status}, reward {record['reward']:.4f}"
-            f"{f' ({stages})' if stages else ''}, {float(record.get('child_s') or 0.0):.1f} s, cell {record['cell']}")
+    stages = ", ".join(
+        f"stage {k} {record[f'stage{k}_reward']:.4f}" for k in (1, 2) if record.get(f"stage{k}_reward") is not None
+    )
+    return (
+        f"child {record['child']} ({record['child'] + 1}/{children}): {status}, reward {record['reward']:.4f}"
+        f"{f' ({stages})' if stages else ''}, {float(record.get('child_s') or 0.0):.1f} s, cell {record['cell']}"
+    )
 
 
 def plot_rewards(path: Path, records: list[ChildRecord]) -> Path | None:
@@ -108,11 +138,18 @@ def plot_rewards(path: Path, records: list[ChildRecord]) -> Path | None:
     stopped = [r for r in done if r["stopped_early"]]
     failed = [r for r in records if r["status"] != "ok"]
     axis.scatter([r["child"] for r in full], [r["reward"] for r in full], s=14, label="stage 2")
-    axis.scatter([r["child"] for r in stopped], [r["reward"] for r in stopped], s=14, facecolors="none",
-                 edgecolors="tab:blue", label="stopped after stage 1")
+    axis.scatter(
+        [r["child"] for r in stopped],
+        [r["reward"] for r in stopped],
+        s=14,
+        facecolors="none",
+        edgecolors="tab:blue",
+        label="stopped after stage 1",
+    )
     if failed:
-        axis.scatter([r["child"] for r in failed], [r["reward"] for r in failed], marker="x", color="tab:red",
-                     label="failed")
+        axis.scatter(
+            [r["child"] for r in failed], [r["reward"] for r in failed], marker="x", color="tab:red", label="failed"
+        )
     axis.plot([r["child"] for r in records], [r["baseline"] for r in records], color="tab:orange", label="baseline")
     axis.set_xlabel("child")
     axis.set_ylabel("reward")

@@ -10,10 +10,10 @@ from typing import Any
 
 from segnas.errors import ConfigError
 from segnas.searchers.contract import SearcherSettings
-from segnas.targets import SCORES
 from segnas.settings import base
 from segnas.settings.base import Choice
 from segnas.settings.run import RunSettings, TaskType
+from segnas.targets import SCORES
 
 
 class Policy(Choice):
@@ -150,10 +150,19 @@ class EarlyStoppingSettings:
     def __post_init__(self) -> None:
         for key in ("initial", "tolerance", "decay"):
             base.between(self, key, 0.0, 1.0)
-        if not all(isinstance(entry, list) and len(entry) == 2 and float(entry[0]).is_integer() and entry[0] >= 0
-                   and 0 < entry[1] <= 1 for entry in self.schedule):
-            base.fail("schedule", "a list of [checks, tolerance factor] pairs: an integer >= 0 and a number in "
-                                  "(0, 1]", self.schedule)
+        if not all(
+            isinstance(entry, list)
+            and len(entry) == 2
+            and float(entry[0]).is_integer()
+            and entry[0] >= 0
+            and 0 < entry[1] <= 1
+            for entry in self.schedule
+        ):
+            base.fail(
+                "schedule",
+                "a list of [checks, tolerance factor] pairs: an integer >= 0 and a number in (0, 1]",
+                self.schedule,
+            )
 
 
 @dataclass
@@ -175,8 +184,9 @@ class RewardSettings:
         if len(set(self.omit_classes)) != len(self.omit_classes) or min(self.omit_classes, default=0) < 0:
             base.fail("omit_classes", "a list of distinct class ids >= 0, e.g. [0] or []", self.omit_classes)
         base.between(self, "holdout", 0.0, below=1.0)
-        base.at_least(self, "holdout_min", 0 if self.holdout > 0 else 1,
-                      why="with holdout=0 it is the number of held-out images")
+        base.at_least(
+            self, "holdout_min", 0 if self.holdout > 0 else 1, why="with holdout=0 it is the number of held-out images"
+        )
         base.positive(self, "crop_size")
 
     def metrics_for(self, task_type: TaskType) -> tuple[str, ...]:
@@ -219,17 +229,23 @@ class AuxCellSettings(SearcherSettings):
             base.fail("backbone", "the name of a timm encoder, e.g. mobilenetv2_100", self.backbone)
         base.existing(self, "teacher", "checkpoint of a task=train run (.ckpt, model.pt or run dir)")
         base.at_least(self, "calibrate_batches", 0)
-        if self.scale_range is not None and not (len(self.scale_range) == 2
-                                                 and 0 < self.scale_range[0] <= self.scale_range[1]):
+        if self.scale_range is not None and not (
+            len(self.scale_range) == 2 and 0 < self.scale_range[0] <= self.scale_range[1]
+        ):
             base.fail("scale_range", "null (data.scale_range) or [low, high] with 0 < low <= high", self.scale_range)
 
     def check_run(self, run: RunSettings) -> None:
         """Stage 2 trains on data.batch_size images; the omitted classes exist in the data."""
         data = run.data
         if self.stage2.enabled and data is not None and data.batch_size < 2:
-            raise ConfigError(f"data.batch_size={data.batch_size}: expected an integer >= 2 (stage 2 "
-                              "(searcher.stage2.enabled=true) trains on data.batch_size images: BatchNorm after "
-                              "global pooling needs two)")
+            raise ConfigError(
+                f"data.batch_size={data.batch_size}: expected an integer >= 2 (stage 2 "
+                "(searcher.stage2.enabled=true) trains on data.batch_size images: BatchNorm after "
+                "global pooling needs two)"
+            )
         if data is not None and any(c >= data.num_classes for c in self.reward.omit_classes):
-            base.fail("reward.omit_classes", f"class ids in [0, {data.num_classes}) (data.num_classes)",
-                      self.reward.omit_classes)
+            base.fail(
+                "reward.omit_classes",
+                f"class ids in [0, {data.num_classes}) (data.num_classes)",
+                self.reward.omit_classes,
+            )

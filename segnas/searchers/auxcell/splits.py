@@ -34,8 +34,15 @@ class SearchData:
     scale_range: tuple[float, float] | None = None
 
     @classmethod
-    def split(cls, datamodule: SegmentationDataModule, fraction: float, minimum: int, seed: int,
-              crop_size: int | None = None, scale_range: Sequence[float] | None = None) -> SearchData:
+    def split(
+        cls,
+        datamodule: SegmentationDataModule,
+        fraction: float,
+        minimum: int,
+        seed: int,
+        crop_size: int | None = None,
+        scale_range: Sequence[float] | None = None,
+    ) -> SearchData:
         """``holdout``: a seeded ``fraction`` (at least ``minimum`` images) of train as
         ``crop_size`` centre crops (default ``data.crop_size``; see ``datamodule.centre_crops``);
         the rest trains with ``scale_range`` (default ``data.scale_range``)."""
@@ -45,23 +52,36 @@ class SearchData:
         if not 0 < count <= total - datamodule.batch_size:
             raise ConfigError(
                 f"searcher.reward.holdout={fraction} (at least searcher.reward.holdout_min={minimum}) holds out "
-                f"{count} of {total} training images, leaving fewer than data.batch_size={datamodule.batch_size} to train on"
+                f"{count} of {total} training images, leaving fewer than data.batch_size={datamodule.batch_size} "
+                "to train on"
             )
         order = np.random.default_rng([seed, _HOLDOUT_STREAM]).permutation(total)
         scales = None if scale_range is None else (scale_range[0], scale_range[1])
-        return cls(train=datamodule.train_crops(datamodule.crop_size, scales, order[count:].tolist()),
-                   holdout=datamodule.centre_crops("train", crop_size or datamodule.crop_size,
-                                                   order[:count].tolist()),
-                   datamodule=datamodule, scale_range=scales)
+        return cls(
+            train=datamodule.train_crops(datamodule.crop_size, scales, order[count:].tolist()),
+            holdout=datamodule.centre_crops("train", crop_size or datamodule.crop_size, order[:count].tolist()),
+            datamodule=datamodule,
+            scale_range=scales,
+        )
 
-    def train_loader(self, batch_size: int, seed: int, num_workers: int = 0, key: str = "searcher.stage1.batch_size",
-                     crop_size: int | None = None) -> DataLoader:
+    def train_loader(
+        self,
+        batch_size: int,
+        seed: int,
+        num_workers: int = 0,
+        key: str = "searcher.stage1.batch_size",
+        crop_size: int | None = None,
+    ) -> DataLoader:
         """Epoch-seeded shuffle and augmentation at ``crop_size`` crops (default
         ``data.crop_size``), full batches only (BatchNorm of pooling ops needs two or more);
         ``key`` names the batch size's setting in the error."""
         if len(self.train) < batch_size:
-            raise ConfigError(f"{key}={batch_size} exceeds the {len(self.train)} training images left after the "
-                              "held-out part")
-        dataset = self.train if crop_size is None else \
-            self.datamodule.train_crops(crop_size, self.scale_range, self.train.indices)
+            raise ConfigError(
+                f"{key}={batch_size} exceeds the {len(self.train)} training images left after the held-out part"
+            )
+        dataset = (
+            self.train
+            if crop_size is None
+            else self.datamodule.train_crops(crop_size, self.scale_range, self.train.indices)
+        )
         return epoch_seeded_loader(dataset, seed, batch_size, num_workers)

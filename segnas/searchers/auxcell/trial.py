@@ -89,16 +89,22 @@ class _Child:
     seconds: float = 0.0
 
 
-def run_round(context: ChildContext, children: Sequence[tuple[int, dict[str, Any]]], rank: int = 0, world: int = 1,
-              gather: Callable[[Any], list[Any]] | None = None) -> list[ChildResult]:
+def run_round(
+    context: ChildContext,
+    children: Sequence[tuple[int, dict[str, Any]]],
+    rank: int = 0,
+    world: int = 1,
+    gather: Callable[[Any], list[Any]] | None = None,
+) -> list[ChildResult]:
     """Results of ``children`` (index, search arch) in order, on every rank.
 
     ``gather(value)`` returns every rank's value in rank order (:func:`~segnas.searchers.
     distributed.all_gather`; by default this process alone). Never raises for a child's failure.
     """
     gather = gather or (lambda value: [value])
-    mine = [_guarded(lambda c=(index, arch): _stage_one(context, *c), index, arch)
-            for index, arch in children[rank::world]]
+    mine = [
+        _guarded(lambda c=(index, arch): _stage_one(context, *c), index, arch) for index, arch in children[rank::world]
+    ]
     stage1 = _in_order(gather([(c.index, c.result) for c in mine]))
     passed = _decide(context, [stage1[index] for index, _ in children])
     for child in mine:
@@ -131,8 +137,9 @@ def _decide(context: ChildContext, stage1: list[ChildResult]) -> dict[int, bool]
     return passed
 
 
-def _guarded(train: Callable[[], _Child], index: int, arch: dict[str, Any],
-             stage1: ChildResult | None = None) -> _Child:
+def _guarded(
+    train: Callable[[], _Child], index: int, arch: dict[str, Any], stage1: ChildResult | None = None
+) -> _Child:
     """``train()``, or the failed child: ``stage1`` is the stage-1 result when stage 2 failed."""
     start = time.perf_counter()
     try:
@@ -143,10 +150,19 @@ def _guarded(train: Callable[[], _Child], index: int, arch: dict[str, Any],
             log.error("child %d failed (%s); it gets reward 0 and the search goes on", index, error)
             result = {"child": index, "status": "failed", "error": error, "reward": 0.0, "stopped_early": False}
         else:
-            log.error("child %d failed in stage 2 (%s); it keeps its stage-1 reward %.4f and the search goes on",
-                      index, error, stage1["stage1_reward"])
-            result = {**stage1, "status": "stage2_failed", "error": error, "reward": stage1["stage1_reward"],
-                      "stopped_early": False}
+            log.error(
+                "child %d failed in stage 2 (%s); it keeps its stage-1 reward %.4f and the search goes on",
+                index,
+                error,
+                stage1["stage1_reward"],
+            )
+            result = {
+                **stage1,
+                "status": "stage2_failed",
+                "error": error,
+                "reward": stage1["stage1_reward"],
+                "stopped_early": False,
+            }
         child = _Child(index, arch, None, result)
     child.seconds = time.perf_counter() - start
     return child
@@ -169,8 +185,9 @@ def train_stage_one(context: ChildContext, index: int, arch: dict[str, Any]) -> 
     torch.manual_seed(context.seed * 100_003 + index)  # a child's init does not depend on resume or rank
     generator = torch.Generator().manual_seed(context.seed * 100_003 + index)
     channels = context.encoder.feature_info.channels()
-    decoder = build_decoder(arch, channels, context.out_channels, aux_heads=context.aux_weight > 0,
-                            aux_cell=context.aux_cell)
+    decoder = build_decoder(
+        arch, channels, context.out_channels, aux_heads=context.aux_weight > 0, aux_cell=context.aux_cell
+    )
     if context.output_bias is not None:
         init_depth_output(decoder, context.output_bias)
     decoder.to(module_device(context.encoder))
@@ -179,11 +196,19 @@ def train_stage_one(context: ChildContext, index: int, arch: dict[str, Any]) -> 
         + sum(p.numel() for p in context.encoder.parameters()),
     }
     tick = time.perf_counter()
-    result["stage1_steps"] = train_stage1(decoder, context.stage1_data, context.stage1, context.aux_weight,
-                                          context.kd_weight, generator, context.objective)
+    result["stage1_steps"] = train_stage1(
+        decoder,
+        context.stage1_data,
+        context.stage1,
+        context.aux_weight,
+        context.kd_weight,
+        generator,
+        context.objective,
+    )
     scores = score_features(decoder, context.holdout_features, context.objective)
-    result.update(stage1_reward=geometric_reward(scores, context.reward_metrics),
-                  stage1_s=round(time.perf_counter() - tick, 3))
+    result.update(
+        stage1_reward=geometric_reward(scores, context.reward_metrics), stage1_s=round(time.perf_counter() - tick, 3)
+    )
     result.update(scores)
     result["reward"] = result["stage1_reward"]
     return decoder, result
@@ -194,11 +219,13 @@ def train_stage_two(context: ChildContext, decoder: AuxCellDecoder, result: dict
     held-out images; ``result`` (stage 1's) gains the stage-2 scores and reward."""
     tick = time.perf_counter()
     encoder = copy.deepcopy(context.encoder)
-    result["stage2_steps"] = train_stage2(encoder, decoder, context.stage2_loader, context.stage2, context.aux_weight,
-                                          context.objective)
+    result["stage2_steps"] = train_stage2(
+        encoder, decoder, context.stage2_loader, context.stage2, context.aux_weight, context.objective
+    )
     scores = score_images(encoder, decoder, context.holdout_loader, context.objective)
     result.update(scores)
-    result.update(stage2_reward=geometric_reward(scores, context.reward_metrics),
-                  stage2_s=round(time.perf_counter() - tick, 3))
+    result.update(
+        stage2_reward=geometric_reward(scores, context.reward_metrics), stage2_s=round(time.perf_counter() - tick, 3)
+    )
     result["reward"] = result["stage2_reward"]
     return result

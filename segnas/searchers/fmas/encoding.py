@@ -24,8 +24,8 @@ from segnas.spaces.elastic_deeplabv3plus import ElasticDeepLabV3PlusSpace
 
 @dataclass(frozen=True)
 class Gene:
-    label: str                 # depths | widths | aspp_rate | aspp_channels | decoder_channels
-    index: int | None          # stage for depths/widths, rate for aspp_rate, else None
+    label: str  # depths | widths | aspp_rate | aspp_channels | decoder_channels
+    index: int | None  # stage for depths/widths, rate for aspp_rate, else None
     choices: tuple[Any, ...]
 
 
@@ -37,8 +37,14 @@ def _ratios(values: Sequence[float]) -> tuple[float, ...]:
 class Encoding:
     """Genes of the sub-networks of one full (supernet) genotype."""
 
-    def __init__(self, space: ElasticDeepLabV3PlusSpace, full: Genotype, width_ratios: Sequence[float],
-                 head_ratios: Sequence[float], min_depth: int = 1) -> None:
+    def __init__(
+        self,
+        space: ElasticDeepLabV3PlusSpace,
+        full: Genotype,
+        width_ratios: Sequence[float],
+        head_ratios: Sequence[float],
+        min_depth: int = 1,
+    ) -> None:
         self.space = space
         self.full = space.check(full)
         arch = self.full.arch
@@ -79,5 +85,10 @@ class Encoding:
 def subnet_config(genotype: Genotype) -> SubnetConfig:
     """What :func:`segnas.nn.elastic.extract` needs from an elastic genotype."""
     arch = genotype.arch
-    return SubnetConfig(tuple(arch["depths"]), tuple(arch["widths"]), tuple(arch["aspp_rates"]),
-                        int(arch["aspp_channels"]), int(arch["decoder_channels"]))
+    return SubnetConfig(
+        tuple(arch["depths"]),
+        tuple(arch["widths"]),
+        tuple(arch["aspp_rates"]),
+        int(arch["aspp_channels"]),
+        int(arch["decoder_channels"]),
+    )

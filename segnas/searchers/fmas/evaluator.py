@@ -63,9 +63,16 @@ class Evaluator:
     ``constraints`` are the search's (:class:`~.settings.FMASSettings`); latency is measured on
     ``target`` when it is an objective or limited (the config check asked for a target then)."""
 
-    def __init__(self, supernet: nn.Module, scorer: Scorer, objectives: Sequence[str],
-                 constraints: ConstraintSettings, input_size: tuple[int, int],
-                 target: LatencyTarget | None = None, cache: dict[str, SubnetRecord] | None = None) -> None:
+    def __init__(
+        self,
+        supernet: nn.Module,
+        scorer: Scorer,
+        objectives: Sequence[str],
+        constraints: ConstraintSettings,
+        input_size: tuple[int, int],
+        target: LatencyTarget | None = None,
+        cache: dict[str, SubnetRecord] | None = None,
+    ) -> None:
         self.supernet = supernet.eval()
         self.scorer = scorer
         self.limits = constraints.limits()
@@ -110,6 +117,7 @@ class Evaluator:
         rank, world = rank_and_world()
         priced = [self._price(g) for g in list(todo.values())[rank::world]]
         if self.needs_latency:
+
             def measure() -> None:
                 for record, net in priced:
                     self._time(record, net)
@@ -127,9 +135,16 @@ class Evaluator:
     def _price(self, genotype: Genotype) -> tuple[SubnetRecord, nn.Module]:
         """The sliced sub-network and its record: params, MACs and the excess over their limits."""
         net = self.subnet(genotype, share_weights=True)
-        record = SubnetRecord(genotype_hash=genotype.hash, genotype=genotype.arch, params=count_params(net),
-                              macs=count_macs(net, self.input_size), miou=None, pixel_acc=None,
-                              scored_by_rank=rank_and_world()[0], violation=0.0)
+        record = SubnetRecord(
+            genotype_hash=genotype.hash,
+            genotype=genotype.arch,
+            params=count_params(net),
+            macs=count_macs(net, self.input_size),
+            miou=None,
+            pixel_acc=None,
+            scored_by_rank=rank_and_world()[0],
+            violation=0.0,
+        )
         record["violation"] = self._violation(record, ("params", "macs"))
         return record, net
 

@@ -42,8 +42,19 @@ from segnas.training.spawned import own_tensors_of
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ("generation", "hypervolume", "front_size", "proposed", "scored", "scored_total", "infeasible",
-           "cache_hits", "cache_hits_total", "best_miou", "wall_s")
+COLUMNS = (
+    "generation",
+    "hypervolume",
+    "front_size",
+    "proposed",
+    "scored",
+    "scored_total",
+    "infeasible",
+    "cache_hits",
+    "cache_hits_total",
+    "best_miou",
+    "wall_s",
+)
 FRONT_COLUMNS = ("generation", "genotype_hash", "miou", "params", "macs", "latency_ms")
 
 
@@ -56,10 +67,21 @@ class FMASSearchModule(SearchModule):
 
     unit_name = "generation"
 
-    def __init__(self, settings: FMASSettings, space: ElasticDeepLabV3PlusSpace, full: Genotype,
-                 supernet: torch.nn.Module, datamodule: Any, facts: dict[str, Any], *, protocol: EvalProtocol,
-                 input_size: tuple[int, int], target: LatencyTarget | None,
-                 proposals: Proposals = Proposals.nsga2, started_at: float | None = None) -> None:
+    def __init__(
+        self,
+        settings: FMASSettings,
+        space: ElasticDeepLabV3PlusSpace,
+        full: Genotype,
+        supernet: torch.nn.Module,
+        datamodule: Any,
+        facts: dict[str, Any],
+        *,
+        protocol: EvalProtocol,
+        input_size: tuple[int, int],
+        target: LatencyTarget | None,
+        proposals: Proposals = Proposals.nsga2,
+        started_at: float | None = None,
+    ) -> None:
         super().__init__(units=settings.generations)
         self.start_clock(started_at)
         self.settings, self.space, self.full, self.facts = settings, space, full, facts
@@ -69,10 +91,19 @@ class FMASSearchModule(SearchModule):
         self.supernet_images = int(facts.get("supernet_images_seen", 0))
         self.networks = {"supernet": supernet}  # a dict: not a registered child (see the module docstring)
         self.encoding = Encoding(space, full, settings.width_ratios, settings.head_ratios, settings.min_depth)
-        self.state = SearchState(build_search_algorithm(
-            proposals, self.encoding, len(self.objectives), settings.pop_size, settings.generations, settings.seed,
-            crossover_prob=settings.crossover_prob, mutation_prob=settings.mutation_prob),
-            extra={"supernet": facts["supernet"], "full": full.to_dict()})
+        self.state = SearchState(
+            build_search_algorithm(
+                proposals,
+                self.encoding,
+                len(self.objectives),
+                settings.pop_size,
+                settings.generations,
+                settings.seed,
+                crossover_prob=settings.crossover_prob,
+                mutation_prob=settings.mutation_prob,
+            ),
+            extra={"supernet": facts["supernet"], "full": full.to_dict()},
+        )
         self.scorer: Scorer | None = None
         self.evaluator: Evaluator | None = None
         self.device_name = settings.device
@@ -85,8 +116,9 @@ class FMASSearchModule(SearchModule):
     def load_search_state(self, state: dict[str, Any]) -> None:
         restored = SearchState.from_dict(state)
         if restored.extra["full"]["hash"] != self.full.hash:
-            raise ConfigError(f"resume: the checkpoint searched supernet {restored.extra['full']['hash']}, "
-                              f"not {self.full.hash}")
+            raise ConfigError(
+                f"resume: the checkpoint searched supernet {restored.extra['full']['hash']}, not {self.full.hash}"
+            )
         self.state = restored
         self.images_seen = self._images()
 
@@ -103,10 +135,12 @@ class FMASSearchModule(SearchModule):
     def unit_line(self) -> str:
         row = self.state.history[-1]
         best = "none" if row.get("best_miou") is None else f"{row['best_miou']:.4f}"
-        return (f"generation {row['generation']}/{self.units}: hypervolume {row['hypervolume']:.4f}, front "
-                f"{row['front_size']}, best mIoU {best}, scored {row['scored']} of {row['proposed']} proposed "
-                f"({row['scored_total']} in all), {row['infeasible']} infeasible, {row['cache_hits']} cache hits, "
-                f"{row['wall_s']:.1f} s")
+        return (
+            f"generation {row['generation']}/{self.units}: hypervolume {row['hypervolume']:.4f}, front "
+            f"{row['front_size']}, best mIoU {best}, scored {row['scored']} of {row['proposed']} proposed "
+            f"({row['scored_total']} in all), {row['infeasible']} infeasible, {row['cache_hits']} cache hits, "
+            f"{row['wall_s']:.1f} s"
+        )
 
     def _images(self) -> int:
         per_score = self.scorer.images_per_score if self.scorer is not None else 0
@@ -130,11 +164,15 @@ class FMASSearchModule(SearchModule):
         self.device_name = str(device)
         supernet.to(device).eval()
         datamodule = self.datamodule
-        self.scorer = Scorer(preload(datamodule, datamodule.val_subset(s.val_images), device),
-                             preload(datamodule, datamodule.calib_subset(s.calib_images), device)
-                             if s.recalibrate_bn else [],
-                             datamodule.num_classes, datamodule.ignore_index, s.recalibrate_bn, protocol=self.protocol,
-                             batch_size=s.score_batch_size)
+        self.scorer = Scorer(
+            preload(datamodule, datamodule.val_subset(s.val_images), device),
+            preload(datamodule, datamodule.calib_subset(s.calib_images), device) if s.recalibrate_bn else [],
+            datamodule.num_classes,
+            datamodule.ignore_index,
+            s.recalibrate_bn,
+            protocol=self.protocol,
+            batch_size=s.score_batch_size,
+        )
         self.evaluator = Evaluator(supernet, self.scorer, self.objectives, s.constraints, self.input_size, self.target)
 
     # one generation ----------------------------------------------------------------------------
@@ -144,21 +182,29 @@ class FMASSearchModule(SearchModule):
         extra = self.state.extra
         if "scale" not in extra:
             # the full network priced like every candidate: the reference the front is read against
-            extra.update(reference_costs(self.networks["supernet"], self.objectives, self.input_size,
-                                         self.evaluator.target))
+            extra.update(
+                reference_costs(self.networks["supernet"], self.objectives, self.input_size, self.evaluator.target)
+            )
             extra["supernet_miou"] = self.scorer.score(self.evaluator.subnet(self.full, share_weights=True))["miou"]
             if "reference_latency" in extra:
                 reference = extra["reference_latency"]
-                log.info("reference network (the full supernet) latency %.3f ms: medians of %d repeats %s, "
-                         "spread %.3f ms (%.1f %% of it)", reference["latency_ms"],
-                         len(reference["latency_repeat_ms"]), reference["latency_repeat_ms"],
-                         reference["latency_spread_ms"],
-                         100 * reference["latency_spread_ms"] / reference["latency_ms"])
-        row, front = run_generation(self.state, self.encoding, self.evaluator, self.objectives, extra["scale"],
-                                    self.reference)
+                log.info(
+                    "reference network (the full supernet) latency %.3f ms: medians of %d repeats %s, "
+                    "spread %.3f ms (%.1f %% of it)",
+                    reference["latency_ms"],
+                    len(reference["latency_repeat_ms"]),
+                    reference["latency_repeat_ms"],
+                    reference["latency_spread_ms"],
+                    100 * reference["latency_spread_ms"] / reference["latency_ms"],
+                )
+        row, front = run_generation(
+            self.state, self.encoding, self.evaluator, self.objectives, extra["scale"], self.reference
+        )
         self.images_seen = self._images()
-        metrics = {f"search/{k}": float(row[k]) for k in ("hypervolume", "front_size", "scored_total",
-                                                          "cache_hits_total", "infeasible")}
+        metrics = {
+            f"search/{k}": float(row[k])
+            for k in ("hypervolume", "front_size", "scored_total", "cache_hits_total", "infeasible")
+        }
         if row.get("best_miou") is not None:
             metrics["search/best_miou"] = float(row["best_miou"])
         self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=1)
@@ -172,14 +218,19 @@ class FMASSearchModule(SearchModule):
         columns = ["generation", "genotype_hash", "miou", field, "genotype"]
         data = [[generation, r["genotype_hash"], r["miou"], r.get(field), json.dumps(r["genotype"])] for r in front]
         table = wandb.Table(columns=columns, data=data)
-        self.logger.experiment.log({
-            "search/front": table,
-            "search/front_scatter": wandb.plot.scatter(table, field, "miou", title=f"front, generation {generation}"),
-        })
+        self.logger.experiment.log(
+            {
+                "search/front": table,
+                "search/front_scatter": wandb.plot.scatter(
+                    table, field, "miou", title=f"front, generation {generation}"
+                ),
+            }
+        )
 
 
-def reference_costs(full_net: torch.nn.Module, objectives: list[str], input_size: tuple[int, int], target: Any
-                    ) -> dict[str, Any]:
+def reference_costs(
+    full_net: torch.nn.Module, objectives: list[str], input_size: tuple[int, int], target: Any
+) -> dict[str, Any]:
     """The full network's costs (``scale``): objectives are divided by them, which fixes the
     hypervolume reference point before the search starts. Its latency is measured as every
     candidate's is (the same target and repeats) and its repeats travel with it
@@ -195,6 +246,7 @@ def reference_costs(full_net: torch.nn.Module, objectives: list[str], input_size
     if "latency" in objectives:
         measured = target.measure(full_net, input_size)
         scale["latency"] = float(measured["latency_ms"])
-        costs["reference_latency"] = {key: measured[key] for key in (
-            "latency_ms", "latency_repeat_ms", "latency_spread_ms", "latency_estimated")}
+        costs["reference_latency"] = {
+            key: measured[key] for key in ("latency_ms", "latency_repeat_ms", "latency_spread_ms", "latency_estimated")
+        }
     return from_rank_zero(costs)

@@ -65,8 +65,9 @@ class ResampleMutation(Mutation):
     def __init__(self, prob_var: float) -> None:
         super().__init__(prob=1.0, prob_var=prob_var)  # every offspring is offered to the per-gene draw
 
-    def _do(self, problem: Problem, X: np.ndarray, random_state: np.random.Generator | None = None,
-            **kwargs: Any) -> np.ndarray:
+    def _do(
+        self, problem: Problem, X: np.ndarray, random_state: np.random.Generator | None = None, **kwargs: Any
+    ) -> np.ndarray:
         X = np.asarray(X).astype(int)  # a copy: the parents' genes stay as they were
         low, high = np.asarray(problem.xl, dtype=int), np.asarray(problem.xu, dtype=int)
         chosen = (random_state.random(X.shape) < self.get_prob_var(problem)) & (high > low)
@@ -78,8 +79,15 @@ class ResampleMutation(Mutation):
         return X
 
 
-def build_algorithm(encoding: Encoding, n_obj: int, pop_size: int, generations: int, seed: int,
-                    crossover_prob: float = 0.9, mutation_prob: float | None = None) -> NSGA2:
+def build_algorithm(
+    encoding: Encoding,
+    n_obj: int,
+    pop_size: int,
+    generations: int,
+    seed: int,
+    crossover_prob: float = 0.9,
+    mutation_prob: float | None = None,
+) -> NSGA2:
     """NSGA-II on the integer genes of ``encoding``: random integer sampling, uniform crossover
     (each gene from either parent, with probability ``crossover_prob`` per mating; genes are
     copied, never rounded) and :class:`ResampleMutation` with per-gene probability
@@ -92,8 +100,9 @@ def build_algorithm(encoding: Encoding, n_obj: int, pop_size: int, generations: 
         mutation=ResampleMutation(prob_var),
         eliminate_duplicates=True,
     )
-    algorithm.setup(SubnetProblem(encoding.xl, encoding.xu, n_obj), termination=("n_gen", generations),
-                    seed=seed, verbose=False)
+    algorithm.setup(
+        SubnetProblem(encoding.xl, encoding.xu, n_obj), termination=("n_gen", generations), seed=seed, verbose=False
+    )
     return algorithm
 
 
@@ -108,16 +117,16 @@ class UniformProposals:
         self.rng = np.random.default_rng(seed)
 
     def ask(self) -> Population:
-        X = self.rng.integers(self.problem.xl, self.problem.xu, endpoint=True,
-                              size=(self.pop_size, self.problem.n_var))
+        X = self.rng.integers(self.problem.xl, self.problem.xu, endpoint=True, size=(self.pop_size, self.problem.n_var))
         return Population.new("X", X)
 
     def tell(self, infills: Population) -> None:
         """Nothing to learn."""
 
 
-def build_search_algorithm(proposals: Proposals, encoding: Encoding, n_obj: int, pop_size: int, generations: int,
-                           seed: int, **nsga2: Any) -> NSGA2 | UniformProposals:
+def build_search_algorithm(
+    proposals: Proposals, encoding: Encoding, n_obj: int, pop_size: int, generations: int, seed: int, **nsga2: Any
+) -> NSGA2 | UniformProposals:
     """NSGA-II (FMAS) or uniform proposals (its random baseline, at the same number of proposals).
     The settings were checked with the config; what the supernet's space offers is known only now."""
     if encoding.n_var == 0:
@@ -144,14 +153,29 @@ class SearchState:
 
     def to_dict(self) -> dict[str, Any]:
         """The state as checkpoint content (the algorithm pickled: pymoo objects are plain Python)."""
-        return {"algorithm": pickle.dumps(self.algorithm), "generation": self.generation, "history": self.history,
-                "fronts": self.fronts, "cache": self.cache, "hits": self.hits, "scored": self.scored,
-                "extra": self.extra}
+        return {
+            "algorithm": pickle.dumps(self.algorithm),
+            "generation": self.generation,
+            "history": self.history,
+            "fronts": self.fronts,
+            "cache": self.cache,
+            "hits": self.hits,
+            "scored": self.scored,
+            "extra": self.extra,
+        }
 
     @classmethod
     def from_dict(cls, state: dict[str, Any]) -> SearchState:
-        return cls(pickle.loads(state["algorithm"]), state["generation"], state["history"], state["fronts"],
-                   state["cache"], state["hits"], state["scored"], state["extra"])
+        return cls(
+            pickle.loads(state["algorithm"]),
+            state["generation"],
+            state["history"],
+            state["fronts"],
+            state["cache"],
+            state["hits"],
+            state["scored"],
+            state["extra"],
+        )
 
     def population(self) -> dict[str, Any]:
         """The genes and objectives of the current population and the algorithm's random state:
@@ -160,12 +184,22 @@ class SearchState:
         if isinstance(algorithm, UniformProposals):
             return {"generation": self.generation, "rng": algorithm.rng.bit_generator.state}
         pop = algorithm.pop
-        return {"generation": self.generation, "X": None if pop is None else pop.get("X"),
-                "F": None if pop is None else pop.get("F"), "rng": algorithm.random_state.bit_generator.state}
+        return {
+            "generation": self.generation,
+            "X": None if pop is None else pop.get("X"),
+            "F": None if pop is None else pop.get("F"),
+            "rng": algorithm.random_state.bit_generator.state,
+        }
 
 
-def run_generation(state: SearchState, encoding: Encoding, evaluator: Evaluator, objectives: Sequence[str],
-                   scale: dict[str, float], reference: Sequence[float]) -> tuple[dict[str, Any], list[SubnetRecord]]:
+def run_generation(
+    state: SearchState,
+    encoding: Encoding,
+    evaluator: Evaluator,
+    objectives: Sequence[str],
+    scale: dict[str, float],
+    reference: Sequence[float],
+) -> tuple[dict[str, Any], list[SubnetRecord]]:
     """One generation: ask, price and score the new sub-networks (cache first), tell; returns the
     generation's row (hypervolume of the front of everything scored so far, its size, candidates
     scored, cache hits) and that front. ``state`` advances; the evaluator shares its cache."""

@@ -48,8 +48,7 @@ def non_dominated(F: np.ndarray) -> np.ndarray:
     return np.array(keep, dtype=int)
 
 
-def objective_matrix(records: Sequence[SubnetRecord], objectives: Sequence[str],
-                     scale: dict[str, float]) -> np.ndarray:
+def objective_matrix(records: Sequence[SubnetRecord], objectives: Sequence[str], scale: dict[str, float]) -> np.ndarray:
     """Minimised, normalised objectives: ``1 - miou`` and each cost over ``scale[cost]``.
 
     A record that was not scored (it broke a constraint) has error 1, the worst possible, and
@@ -79,8 +78,9 @@ def hypervolume(F: np.ndarray, reference: Sequence[float]) -> float:
     return float(HV(ref_point=ref)(inside)) if len(inside) else 0.0
 
 
-def front_records(records: Sequence[SubnetRecord], objectives: Sequence[str],
-                  scale: dict[str, float]) -> list[SubnetRecord]:
+def front_records(
+    records: Sequence[SubnetRecord], objectives: Sequence[str], scale: dict[str, float]
+) -> list[SubnetRecord]:
     """The scored, feasible records on the front, best mIoU first (duplicates of a hash once)."""
     scored = [r for r in records if r.get("feasible") and r.get("miou") is not None]
     if not scored:
@@ -99,38 +99,59 @@ def pick(front: Sequence[SubnetRecord], k: int) -> list[SubnetRecord]:
     return [front[p] for p in positions]
 
 
-def write_front(run_dir: Path, records: Sequence[SubnetRecord], front: Sequence[SubnetRecord],
-                objectives: Sequence[str], finetuned: dict[str, float] | None = None) -> tuple[Path, Path]:
+def write_front(
+    run_dir: Path,
+    records: Sequence[SubnetRecord],
+    front: Sequence[SubnetRecord],
+    objectives: Sequence[str],
+    finetuned: dict[str, float] | None = None,
+) -> tuple[Path, Path]:
     """``pareto.csv`` and ``pareto.png`` of ``front`` (among every scored ``records``; mIoU against
     the first cost of ``objectives``, miou first) in ``run_dir``, with the fine-tuned mIoU of the
     members in ``finetuned`` (by hash) when given: the one writer of both files."""
     estimated = any(r.get("latency_estimated") for r in front)
-    return (_pareto_csv(run_dir / PARETO_CSV, front, objectives, finetuned),
-            _plot_front(run_dir / PARETO_PLOT, records, front, objectives[1], finetuned, estimated))
+    return (
+        _pareto_csv(run_dir / PARETO_CSV, front, objectives, finetuned),
+        _plot_front(run_dir / PARETO_PLOT, records, front, objectives[1], finetuned, estimated),
+    )
 
 
-def _pareto_csv(path: Path, front: Sequence[SubnetRecord], objectives: Sequence[str],
-                finetuned: dict[str, float] | None = None) -> Path:
+def _pareto_csv(
+    path: Path, front: Sequence[SubnetRecord], objectives: Sequence[str], finetuned: dict[str, float] | None = None
+) -> Path:
     """One row per front member: hash, genotype (JSON), every objective and score, and whether
     (and to what mIoU) the pipeline fine-tuned it."""
     finetuned = finetuned or {}
     costs = [COST_FIELDS[o] for o in objectives if o != "miou"]
-    extra = [f for f in ("params", "macs", "latency_ms", "latency_spread_ms")
-             if f not in costs and any(f in r for r in front)]
-    columns = ["genotype_hash", "genotype", "miou", *costs, *extra, "latency_estimated", "finetuned",
-               "finetuned_miou"]
+    extra = [
+        f
+        for f in ("params", "macs", "latency_ms", "latency_spread_ms")
+        if f not in costs and any(f in r for r in front)
+    ]
+    columns = ["genotype_hash", "genotype", "miou", *costs, *extra, "latency_estimated", "finetuned", "finetuned_miou"]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
     writer.writeheader()
     for record in front:
-        writer.writerow({**record, "genotype": json.dumps(record["genotype"], sort_keys=True),
-                         "finetuned": record["genotype_hash"] in finetuned,
-                         "finetuned_miou": finetuned.get(record["genotype_hash"], "")})
+        writer.writerow(
+            {
+                **record,
+                "genotype": json.dumps(record["genotype"], sort_keys=True),
+                "finetuned": record["genotype_hash"] in finetuned,
+                "finetuned_miou": finetuned.get(record["genotype_hash"], ""),
+            }
+        )
     return write_atomic(path, buffer.getvalue())
 
 
-def _plot_front(path: Path, records: Sequence[SubnetRecord], front: Sequence[SubnetRecord],
-                cost: str, finetuned: dict[str, float] | None = None, estimated: bool = False) -> Path:
+def _plot_front(
+    path: Path,
+    records: Sequence[SubnetRecord],
+    front: Sequence[SubnetRecord],
+    cost: str,
+    finetuned: dict[str, float] | None = None,
+    estimated: bool = False,
+) -> Path:
     """mIoU against one cost: every scored sub-network, the front, and (when given) each
     fine-tuned front member's mIoU after fine-tuning, joined to its search score by an arrow."""
     import matplotlib
@@ -146,15 +167,31 @@ def _plot_front(path: Path, records: Sequence[SubnetRecord], front: Sequence[Sub
     scored = [r for r in records if r.get("miou") is not None]
     ax.scatter([r[field] for r in scored], [r["miou"] for r in scored], s=12, c="0.7", label="scored")
     ordered = sorted(front, key=lambda r: r[field])
-    ax.plot([r[field] for r in ordered], [r["miou"] for r in ordered], "o-", c="tab:blue",
-            label="front (search, no fine-tuning)")
+    ax.plot(
+        [r[field] for r in ordered],
+        [r["miou"] for r in ordered],
+        "o-",
+        c="tab:blue",
+        label="front (search, no fine-tuning)",
+    )
     if finetuned:
         tuned = [r for r in front if r["genotype_hash"] in finetuned]
-        ax.scatter([r[field] for r in tuned], [finetuned[r["genotype_hash"]] for r in tuned], marker="*",
-                   s=120, c="tab:red", zorder=3, label="front after fine-tuning")
+        ax.scatter(
+            [r[field] for r in tuned],
+            [finetuned[r["genotype_hash"]] for r in tuned],
+            marker="*",
+            s=120,
+            c="tab:red",
+            zorder=3,
+            label="front after fine-tuning",
+        )
         for r in tuned:
-            ax.annotate("", xy=(r[field], finetuned[r["genotype_hash"]]), xytext=(r[field], r["miou"]),
-                        arrowprops={"arrowstyle": "->", "color": "tab:red", "lw": 0.8})
+            ax.annotate(
+                "",
+                xy=(r[field], finetuned[r["genotype_hash"]]),
+                xytext=(r[field], r["miou"]),
+                arrowprops={"arrowstyle": "->", "color": "tab:red", "lw": 0.8},
+            )
     ax.set_xlabel(label)
     ax.set_ylabel("mIoU")
     ax.set_title("FMAS Pareto front")

@@ -35,8 +35,10 @@ from segnas.metrics import SegmentationMetrics, scores_from_confusion
 def preload(datamodule: Any, dataset: Dataset, device: torch.device | str = "cpu") -> list[dict[str, torch.Tensor]]:
     """Every batch of ``dataset`` (eval batching, fixed order; images of different sizes padded,
     with their true ``size``) held in memory on ``device``."""
-    return [{key: batch[key].to(device) for key in ("image", "mask", "size")}
-            for batch in datamodule.loader(dataset, train=False)]
+    return [
+        {key: batch[key].to(device) for key in ("image", "mask", "size")}
+        for batch in datamodule.loader(dataset, train=False)
+    ]
 
 
 def channels_last(images: torch.Tensor) -> torch.Tensor:
@@ -60,8 +62,10 @@ def regroup(batches: Iterable[dict[str, torch.Tensor]], batch_size: int | None =
         images = torch.cat([images for images, _ in parts])
         masks = torch.cat([masks for _, masks in parts])
         step = batch_size or images.shape[0]
-        regrouped += [{"image": channels_last(images[i:i + step]), "mask": masks[i:i + step]}
-                      for i in range(0, images.shape[0], step)]
+        regrouped += [
+            {"image": channels_last(images[i : i + step]), "mask": masks[i : i + step]}
+            for i in range(0, images.shape[0], step)
+        ]
     return regrouped
 
 
@@ -92,8 +96,13 @@ def recalibrate_bn(net: nn.Module, images: Iterable[torch.Tensor]) -> nn.Module:
     return net
 
 
-def confusion(net: nn.Module, batches: Sequence[dict[str, torch.Tensor]], num_classes: int,
-              ignore_index: int = 255, protocol: EvalProtocol | None = None) -> torch.Tensor:
+def confusion(
+    net: nn.Module,
+    batches: Sequence[dict[str, torch.Tensor]],
+    num_classes: int,
+    ignore_index: int = 255,
+    protocol: EvalProtocol | None = None,
+) -> torch.Tensor:
     """The (num_classes, num_classes) confusion matrix of ``net`` (eval mode) over ``batches``,
     each image predicted by ``protocol`` (default: whole, full resolution).
 
@@ -118,10 +127,16 @@ class Scorer:
     are used as given.
     """
 
-    def __init__(self, val_batches: Sequence[dict[str, torch.Tensor]],
-                 calib_batches: Sequence[dict[str, torch.Tensor]], num_classes: int,
-                 ignore_index: int = 255, recalibrate: bool = True, protocol: EvalProtocol | None = None,
-                 batch_size: int | None = None) -> None:
+    def __init__(
+        self,
+        val_batches: Sequence[dict[str, torch.Tensor]],
+        calib_batches: Sequence[dict[str, torch.Tensor]],
+        num_classes: int,
+        ignore_index: int = 255,
+        recalibrate: bool = True,
+        protocol: EvalProtocol | None = None,
+        batch_size: int | None = None,
+    ) -> None:
         self.protocol = protocol or EvalProtocol()
         self.val_batches = regroup(val_batches, batch_size)
         self.calib_batches = [{**b, "image": channels_last(b["image"])} for b in calib_batches]
@@ -129,7 +144,8 @@ class Scorer:
         self.ignore_index = ignore_index
         self.recalibrate = recalibrate
         self.images_per_score = sum(b["image"].shape[0] for b in self.val_batches) + (
-            sum(b["image"].shape[0] for b in self.calib_batches) if recalibrate else 0)
+            sum(b["image"].shape[0] for b in self.calib_batches) if recalibrate else 0
+        )
 
     def prepare(self, net: nn.Module) -> nn.Module:
         """``net`` as it is scored: recalibrated (in place) when asked, in eval mode."""
@@ -138,6 +154,7 @@ class Scorer:
         return net.eval()
 
     def score(self, net: nn.Module) -> dict[str, float]:
-        scores = scores_from_confusion(confusion(self.prepare(net), self.val_batches, self.num_classes,
-                                                 self.ignore_index, self.protocol))
+        scores = scores_from_confusion(
+            confusion(self.prepare(net), self.val_batches, self.num_classes, self.ignore_index, self.protocol)
+        )
         return {"miou": scores["mIoU"], "pixel_acc": scores["pixel_acc"]}

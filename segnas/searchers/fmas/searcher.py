@@ -42,17 +42,32 @@ def search(settings: FMASSettings, context: SearchContext, proposals: Proposals 
     datamodule.setup("fit")
     val = len(datamodule.source("val"))
     if settings.val_images >= val:  # before the supernet trains: the report needs val images the search never scored
-        raise ConfigError(f"searcher.val_images={settings.val_images}: the search would score candidates on all {val} "
-                          "val images and leave none to report the result on (the pipeline reports on the rest of "
-                          f"val); use at most {val - 1}")
+        raise ConfigError(
+            f"searcher.val_images={settings.val_images}: the search would score candidates on all {val} "
+            "val images and leave none to report the result on (the pipeline reports on the rest of "
+            f"val); use at most {val - 1}"
+        )
     known = _searched_supernet(resume) if resume is not None else None
     full, supernet, facts = obtain(settings, context, space, known=known)
     if settings.channel_order == ChannelOrder.l1:
         sort_channels(supernet)  # before the ranks get it: every process slices the same channels
     target = context.hardware if settings.needs_latency() else None
-    trainer, module = fit_search(context, lambda world: FMASSearchModule(
-        settings, space, full, supernet, datamodule, facts, protocol=context.protocol,
-        input_size=settings.priced_size(context.crop_size), target=target, proposals=proposals, started_at=started))
+    trainer, module = fit_search(
+        context,
+        lambda world: FMASSearchModule(
+            settings,
+            space,
+            full,
+            supernet,
+            datamodule,
+            facts,
+            protocol=context.protocol,
+            input_size=settings.priced_size(context.crop_size),
+            target=target,
+            proposals=proposals,
+            started_at=started,
+        ),
+    )
     if module.evaluator is None:  # the search ran in spawned ranks (ddp_spawn): this process scores with its own
         module.prepare_scoring(trainer.strategy.root_device)
     state, scorer, evaluator = module.state, module.scorer, module.evaluator
@@ -67,10 +82,14 @@ def search(settings: FMASSettings, context: SearchContext, proposals: Proposals 
     chosen = front if settings.top_k is None else pick(front, settings.top_k)
     score_keys = ["miou", "params", "macs", "latency_ms", "latency_estimated"]
     # networks in train mode: Lightning keeps the mode a module arrives in
-    candidates = [Candidate(genotype=Genotype(space.name, r["genotype"]),
-                            network=scorer.prepare(evaluator.subnet(Genotype(space.name, r["genotype"]))).cpu().train(),
-                            scores={k: r[k] for k in score_keys if r.get(k) is not None})
-                  for r in chosen]
+    candidates = [
+        Candidate(
+            genotype=Genotype(space.name, r["genotype"]),
+            network=scorer.prepare(evaluator.subnet(Genotype(space.name, r["genotype"]))).cpu().train(),
+            scores={k: r[k] for k in score_keys if r.get(k) is not None},
+        )
+        for r in chosen
+    ]
     last = state.history[-1]
     summary = {
         "search_wall_time_s": round(module.wall_time_s, 2),
@@ -109,9 +128,15 @@ def search(settings: FMASSettings, context: SearchContext, proposals: Proposals 
         when not fine-tuned)."""
         tuned = {e["genotype_hash"]: float(e["val_mIoU"]) for e in entries if e.get("val_mIoU") is not None}
         write_front(run_dir, records, front, objectives, tuned)
-        members = [{"genotype_hash": r["genotype_hash"], "search_miou": r["miou"],
-                    "finetuned_miou": tuned.get(r["genotype_hash"]),
-                    **{k: r[k] for k in ("params", "macs", "latency_ms") if r.get(k) is not None}} for r in front]
+        members = [
+            {
+                "genotype_hash": r["genotype_hash"],
+                "search_miou": r["miou"],
+                "finetuned_miou": tuned.get(r["genotype_hash"]),
+                **{k: r[k] for k in ("params", "macs", "latency_ms") if r.get(k) is not None},
+            }
+            for r in front
+        ]
         # the fine-tuned members' front, costs normalised and referenced as the search's hypervolume
         # (one reference point for runs on one supernet: task=compare's FMAS and its random baseline)
         finetuned = [{**r, "miou": tuned[r["genotype_hash"]]} for r in front if r["genotype_hash"] in tuned]
@@ -119,8 +144,13 @@ def search(settings: FMASSettings, context: SearchContext, proposals: Proposals 
         return {"front_finetuned": len(tuned), "front_members": members, "finetuned_hypervolume": volume}
 
     # the paper scores sub-networks on a val subset: the pipeline reports on the rest of val
-    return SearchResult(candidates=candidates, summary=summary, on_retrained=on_retrained,
-                        scored_val=datamodule.val_subset(settings.val_images).indices, finetune=settings.finetune)
+    return SearchResult(
+        candidates=candidates,
+        summary=summary,
+        on_retrained=on_retrained,
+        scored_val=datamodule.val_subset(settings.val_images).indices,
+        finetune=settings.finetune,
+    )
 
 
 def _searched_supernet(resume: Path) -> str:
@@ -128,8 +158,10 @@ def _searched_supernet(resume: Path) -> str:
     try:
         return str(torch.load(resume, map_location="cpu", weights_only=False)[STATE_KEY]["search"]["extra"]["supernet"])
     except (OSError, RuntimeError, KeyError, TypeError) as err:
-        raise ConfigError(f"resume={resume}: not an FMAS search checkpoint ({type(err).__name__}: {err}); "
-                          "searcher=fmas writes <run_dir>/last.ckpt after every generation") from err
+        raise ConfigError(
+            f"resume={resume}: not an FMAS search checkpoint ({type(err).__name__}: {err}); "
+            "searcher=fmas writes <run_dir>/last.ckpt after every generation"
+        ) from err
 
 
 __all__ = ["search"]

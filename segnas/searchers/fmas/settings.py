@@ -45,8 +45,15 @@ class ConstraintSettings:
 
     def limits(self) -> dict[str, float]:
         """``{record field: limit}`` of the limits that are set."""
-        return {record: float(limit) for record, limit in (("params", self.max_params), ("macs", self.max_macs),
-                                                           ("latency_ms", self.max_latency_ms)) if limit is not None}
+        return {
+            record: float(limit)
+            for record, limit in (
+                ("params", self.max_params),
+                ("macs", self.max_macs),
+                ("latency_ms", self.max_latency_ms),
+            )
+            if limit is not None
+        }
 
 
 @dataclass
@@ -90,12 +97,19 @@ class FMASSettings(SearcherSettings):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.algorithm != Proposals.nsga2:
-            base.fail("algorithm", "nsga2: FMAS's random baseline (uniform proposals at FMAS's budget) is "
-                                   "searcher=random searcher.space=fmas", self.algorithm)
+            base.fail(
+                "algorithm",
+                "nsga2: FMAS's random baseline (uniform proposals at FMAS's budget) is "
+                "searcher=random searcher.space=fmas",
+                self.algorithm,
+            )
         base.existing(self, "supernet", "checkpoint of a task=train run (.ckpt, model.pt or run dir)")
         if not self.supernet_arch:
-            base.fail("supernet_arch", "a DeepLabV3+ preset (e.g. deeplabv3plus-mobilenetv2) or a genotype file",
-                      self.supernet_arch)
+            base.fail(
+                "supernet_arch",
+                "a DeepLabV3+ preset (e.g. deeplabv3plus-mobilenetv2) or a genotype file",
+                self.supernet_arch,
+            )
         base.at_least(self, "supernet_epochs", 0)
         base.fractions(self, "width_ratios")
         base.fractions(self, "head_ratios")
@@ -110,8 +124,13 @@ class FMASSettings(SearcherSettings):
         base.positive(self, "generations")
         base.between(self, "crossover_prob", 0.0, 1.0)
         base.between(self, "mutation_prob", 0.0, 1.0)
-        base.between(self, "top_k", 1, self.pop_size,
-                     why=f"front members handed on, at most pop_size={self.pop_size}; null: the whole front")
+        base.between(
+            self,
+            "top_k",
+            1,
+            self.pop_size,
+            why=f"front members handed on, at most pop_size={self.pop_size}; null: the whole front",
+        )
 
     @property
     def ordered_objectives(self) -> list[str]:
@@ -131,11 +150,18 @@ class FMASSettings(SearcherSettings):
         """A latency objective or limit needs a hardware target; without a supernet one is trained
         here (unless a resumed run already did)."""
         if self.needs_latency() and run.hardware is None:
-            base.fail("objectives", "no latency objective or limit (searcher.constraints.max_latency_ms) without a "
-                                    "hardware target: pick hardware=cpu, onnx_cpu or gap8", self.objectives)
+            base.fail(
+                "objectives",
+                "no latency objective or limit (searcher.constraints.max_latency_ms) without a "
+                "hardware target: pick hardware=cpu, onnx_cpu or gap8",
+                self.objectives,
+            )
         if run.searcher is self:  # FMAS itself proposes by NSGA-II (its random baseline samples uniformly)
             base.at_least(self, "pop_size", 2, why="NSGA-II needs two parents")
         trained_before = Path(run.run_dir) / "supernet" / "model.pt"
         if self.supernet is None and self.supernet_epochs < 1 and not trained_before.is_file():
-            base.fail("supernet_epochs", "a positive integer (with supernet=null the supernet is trained here; or "
-                                         "give supernet=<checkpoint>)", self.supernet_epochs)
+            base.fail(
+                "supernet_epochs",
+                "a positive integer (with supernet=null the supernet is trained here; or give supernet=<checkpoint>)",
+                self.supernet_epochs,
+            )

@@ -58,8 +58,9 @@ def matched_steps(settings: AutoDeepLabSettings, batches_per_epoch: int) -> int:
     return (settings.epochs + settings.epochs - settings.warmup_epochs) * batches_per_epoch
 
 
-def search(settings: AutoDeepLabSettings, context: SearchContext, samples: int, top_k: int,
-           steps: int | None = None) -> SearchResult:
+def search(
+    settings: AutoDeepLabSettings, context: SearchContext, samples: int, top_k: int, steps: int | None = None
+) -> SearchResult:
     """``samples`` architectures of the space ``settings`` search, the best ``top_k`` by held-out
     mIoU returned. ``steps``: training steps of every architecture (a benchmark table's fixed
     fidelity) instead of an equal share of the supernet search's."""
@@ -74,18 +75,28 @@ def search(settings: AutoDeepLabSettings, context: SearchContext, samples: int, 
     if steps is None:
         steps = steps_total // samples
     if steps < 1:
-        raise ConfigError(f"searcher.samples={samples} architectures share {steps_total} training steps: "
-                          "fewer samples or a larger budget")
-    trainer, module = fit_search(context, lambda world: RandomAutoDeepLabModule(
-        settings, context.train, context.seed, datamodule, context.protocol, samples, steps, world, started))
+        raise ConfigError(
+            f"searcher.samples={samples} architectures share {steps_total} training steps: "
+            "fewer samples or a larger budget"
+        )
+    trainer, module = fit_search(
+        context,
+        lambda world: RandomAutoDeepLabModule(
+            settings, context.train, context.seed, datamodule, context.protocol, samples, steps, world, started
+        ),
+    )
     history = module.history
     if is_wandb(logger) and trainer.is_global_zero:
         logger.log_table("search/architectures", columns=list(COLUMNS), data=[[r[c] for c in COLUMNS] for r in history])
     best = sorted(history, key=lambda r: -r["holdout_mIoU"])[:top_k]
     done = sum(r["steps"] for r in history)
     return SearchResult(
-        [Candidate(Genotype.from_dict(r["genotype"]), scores={"holdout_mIoU": r["holdout_mIoU"], "sample": r["sample"]})
-         for r in best],
+        [
+            Candidate(
+                Genotype.from_dict(r["genotype"]), scores={"holdout_mIoU": r["holdout_mIoU"], "sample": r["sample"]}
+            )
+            for r in best
+        ],
         summary={
             "search_wall_time_s": round(module.wall_time_s, 2),
             "search_steps": done,
@@ -94,12 +105,12 @@ def search(settings: AutoDeepLabSettings, context: SearchContext, samples: int, 
             "search_steps_per_sample": steps,
             "search_matched_steps": matched_steps(settings, batches),
             "search_best_holdout_mIoU": best[0]["holdout_mIoU"],
-            "search_selection_split": "trainB (the half of train Auto-DeepLab's architecture steps use), "
-                                      "never val",
+            "search_selection_split": "trainB (the half of train Auto-DeepLab's architecture steps use), never val",
             "search_val_protocol": context.protocol.describe(),
             "search_ranks": trainer.world_size,
             **budget.summary(module.budget_stopped),
-        })
+        },
+    )
 
 
 class RandomAutoDeepLabModule(SearchModule):
@@ -110,8 +121,18 @@ class RandomAutoDeepLabModule(SearchModule):
 
     unit_name = "architecture"
 
-    def __init__(self, settings: AutoDeepLabSettings, train: TrainSettings, seed: int, datamodule: Any,
-                 protocol: EvalProtocol, samples: int, steps: int, world: int, started_at: float | None = None) -> None:
+    def __init__(
+        self,
+        settings: AutoDeepLabSettings,
+        train: TrainSettings,
+        seed: int,
+        datamodule: Any,
+        protocol: EvalProtocol,
+        samples: int,
+        steps: int,
+        world: int,
+        started_at: float | None = None,
+    ) -> None:
         super().__init__(units=math.ceil(samples / world))
         self.start_clock(started_at)
         self.settings, self.train_settings, self.seed, self.datamodule = settings, train, seed, datamodule
@@ -139,8 +160,10 @@ class RandomAutoDeepLabModule(SearchModule):
 
     def unit_line(self) -> str:
         best = max(r["holdout_mIoU"] for r in self.history)
-        return (f"architecture unit {self.current_epoch + 1}/{self.units}: {len(self.history)}/{self.samples} "
-                f"sampled, best held-out mIoU {best:.4f}, {self.wall_time_s:.1f} s")
+        return (
+            f"architecture unit {self.current_epoch + 1}/{self.units}: {len(self.history)}/{self.samples} "
+            f"sampled, best held-out mIoU {best:.4f}, {self.wall_time_s:.1f} s"
+        )
 
     def setup(self, stage: str) -> None:
         datamodule = self.datamodule
@@ -158,32 +181,55 @@ class RandomAutoDeepLabModule(SearchModule):
         rank, world = rank_and_world()
         settings, datamodule = self.settings, self.datamodule
         first = len(self.history)
-        drawn = [(first + k, SPACE.sample(self.rng, settings.blocks, settings.layers, **self.labels))
-                 for k in range(min(world, self.samples - first))]
+        drawn = [
+            (first + k, SPACE.sample(self.rng, settings.blocks, settings.layers, **self.labels))
+            for k in range(min(world, self.samples - first))
+        ]
         mine = []
         for sample, genotype in drawn[rank::world]:
             tick = time.perf_counter()
             torch.manual_seed(self.seed * 1000 + sample)
             net = SPACE.build(genotype, datamodule.num_classes).to(self.device_used)
             # the sample's batches depend on its index alone, whichever rank trains it
-            batches = epoch_seeded_loader(self.loaders[0], self.seed * 1000 + sample, datamodule.batch_size,
-                                          datamodule.num_workers)
+            batches = epoch_seeded_loader(
+                self.loaders[0], self.seed * 1000 + sample, datamodule.batch_size, datamodule.num_workers
+            )
             loss = _train(net, batches, self.steps, self.train_settings, datamodule.ignore_index, self.device_used)
-            miou = _score(net, self.loaders[1], datamodule.num_classes, datamodule.ignore_index, self.device_used,
-                          self.protocol)
-            mine.append({"sample": sample, "genotype_hash": genotype.hash, "genotype": genotype.to_dict(),
-                         "path": " ".join(map(str, genotype.arch["path"])),
-                         "cell": describe_cell(genotype.arch["cell"]),
-                         "params": count_params(net), "steps": self.steps, "train_loss": round(loss, 4),
-                         "holdout_mIoU": round(miou, 4), "seconds": round(time.perf_counter() - tick, 2)})
+            miou = _score(
+                net, self.loaders[1], datamodule.num_classes, datamodule.ignore_index, self.device_used, self.protocol
+            )
+            mine.append(
+                {
+                    "sample": sample,
+                    "genotype_hash": genotype.hash,
+                    "genotype": genotype.to_dict(),
+                    "path": " ".join(map(str, genotype.arch["path"])),
+                    "cell": describe_cell(genotype.arch["cell"]),
+                    "params": count_params(net),
+                    "steps": self.steps,
+                    "train_loss": round(loss, 4),
+                    "holdout_mIoU": round(miou, 4),
+                    "seconds": round(time.perf_counter() - tick, 2),
+                }
+            )
         for record in sorted((r for part in all_gather(mine) for r in part), key=lambda r: r["sample"]):
             self.history.append(record)
             if rank == 0 and self.logger is not None:
-                self.logger.log_metrics({"search/holdout_mIoU": record["holdout_mIoU"],
-                                         "search/train_loss": record["train_loss"], "search/params": record["params"]},
-                                        step=record["sample"])
-            log.info("random architecture %d: held-out mIoU %.4f after %d steps (%s)", record["sample"],
-                     record["holdout_mIoU"], record["steps"], record["path"])
+                self.logger.log_metrics(
+                    {
+                        "search/holdout_mIoU": record["holdout_mIoU"],
+                        "search/train_loss": record["train_loss"],
+                        "search/params": record["params"],
+                    },
+                    step=record["sample"],
+                )
+            log.info(
+                "random architecture %d: held-out mIoU %.4f after %d steps (%s)",
+                record["sample"],
+                record["holdout_mIoU"],
+                record["steps"],
+                record["path"],
+            )
         self.images_seen = sum(r["steps"] for r in self.history) * datamodule.batch_size
 
 
@@ -203,13 +249,14 @@ def _train(net: nn.Module, loader, steps: int, train: TrainSettings, ignore_inde
         optimizer.step()
         schedule.step()
         losses.append(loss.item())
-    tail = losses[-max(1, len(losses) // 4):]
+    tail = losses[-max(1, len(losses) // 4) :]
     return sum(tail) / len(tail)
 
 
 @torch.no_grad()
-def _score(net: nn.Module, loader, num_classes: int, ignore_index: int, device: torch.device,
-           protocol: EvalProtocol) -> float:
+def _score(
+    net: nn.Module, loader, num_classes: int, ignore_index: int, device: torch.device, protocol: EvalProtocol
+) -> float:
     metrics = SegmentationMetrics(num_classes, ignore_index, sync_on_compute=False).to(device)
     net.eval()
     for batch in loader:

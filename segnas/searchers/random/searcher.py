@@ -21,8 +21,9 @@ def search(settings: RandomSettings, context: SearchContext) -> SearchResult:
 
         result = sample_and_train(settings.autodeeplab, context, settings.samples, settings.top_k)
     elif settings.space == Space.auxcell:
-        uniform = dataclasses.replace(settings.auxcell, controller=dataclasses.replace(
-            settings.auxcell.controller, algorithm=Policy.uniform))
+        uniform = dataclasses.replace(
+            settings.auxcell, controller=dataclasses.replace(settings.auxcell.controller, algorithm=Policy.uniform)
+        )
         result = registration("auxcell").search()(uniform, context)
     else:
         result = registration("fmas").search()(settings.fmas, context, proposals=Proposals.random)

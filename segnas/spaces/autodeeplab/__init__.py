@@ -99,8 +99,10 @@ class AutoDeepLabSpace(Space):
                 if op not in OPS:
                     raise GenotypeError(f"{self.name}: cell block {block}: op {op!r} is not one of {list(OPS)}")
                 if not _is_int(state) or not 0 <= state < 2 + block:
-                    raise GenotypeError(f"{self.name}: cell block {block}: input {state!r} must be 0 (H1), "
-                                        f"1 (H2) or an earlier block 2..{1 + block}")
+                    raise GenotypeError(
+                        f"{self.name}: cell block {block}: input {state!r} must be 0 (H1), "
+                        f"1 (H2) or an earlier block 2..{1 + block}"
+                    )
                 block_pairs.append([op, state])
             checked.append(block_pairs)
         return checked
@@ -113,8 +115,10 @@ class AutoDeepLabSpace(Space):
             if stride not in STRIDES:
                 raise GenotypeError(f"{self.name}: path layer {layer} has stride {stride}; expected one of {STRIDES}")
             if stride not in (previous // 2, previous, previous * 2):
-                raise GenotypeError(f"{self.name}: path layer {layer} moves from stride {previous} to {stride}; "
-                                    "a layer changes the stride by at most a factor of 2 (the stem ends at 4)")
+                raise GenotypeError(
+                    f"{self.name}: path layer {layer} moves from stride {previous} to {stride}; "
+                    "a layer changes the stride by at most a factor of 2 (the stem ends at 4)"
+                )
             previous = stride
         return list(path)
 
@@ -135,12 +139,19 @@ class AutoDeepLabSpace(Space):
         """The network has no backbone to initialise (the paper trains it from scratch), so asking
         for backbone weights is a config mistake, not something to ignore."""
         if options.get("pretrained") or options.get("backbone_weights"):
-            raise ConfigError(f"{self.name} networks have no pretrained backbone: unset model.pretrained "
-                              "and model.backbone_weights")
+            raise ConfigError(
+                f"{self.name} networks have no pretrained backbone: unset model.pretrained and model.backbone_weights"
+            )
         arch = genotype.arch
         return AutoDeepLabNetwork(
-            arch["cell"], path_levels(arch["path"]), num_classes, arch["filter_multiplier"],
-            arch["aspp_channels"], arch["decoder_channels"], arch["low_level_channels"], arch["drop_path_keep_prob"],
+            arch["cell"],
+            path_levels(arch["path"]),
+            num_classes,
+            arch["filter_multiplier"],
+            arch["aspp_channels"],
+            arch["decoder_channels"],
+            arch["low_level_channels"],
+            arch["drop_path_keep_prob"],
         )
 
 
@@ -151,8 +162,9 @@ def count_paths(layers: int) -> np.ndarray:
     counts[layers, :] = 1
     for layer in range(layers - 1, -1, -1):
         for level in range(len(STRIDES)):
-            counts[layer, level] = sum(counts[layer + 1, n] for n in (level - 1, level, level + 1)
-                                       if 0 <= n < len(STRIDES))
+            counts[layer, level] = sum(
+                counts[layer + 1, n] for n in (level - 1, level, level + 1) if 0 <= n < len(STRIDES)
+            )
     return counts
 
 

@@ -73,7 +73,7 @@ def decode_cell(alpha: torch.Tensor, blocks: int) -> list[list[list]]:
     cell = []
     row = 0
     for block in range(blocks):
-        rows = weights[row: row + 2 + block][:, allowed]
+        rows = weights[row : row + 2 + block][:, allowed]
         strength, best = rows.max(dim=1)
         order = sorted(range(2 + block), key=lambda state: (-float(strength[state]), state))[:2]
         cell.append([[PRIMITIVES[allowed[int(best[state])]], state] for state in order])
@@ -148,9 +148,12 @@ def cell_log_strength(alpha_weights: torch.Tensor, cell: list[list[list]]) -> fl
     return total
 
 
-def architecture_log_strength(alpha: torch.Tensor, beta: torch.Tensor, cell: list[list[list]], strides: list[int]) -> float:
+def architecture_log_strength(
+    alpha: torch.Tensor, beta: torch.Tensor, cell: list[list[list]], strides: list[int]
+) -> float:
     """Auto-DeepLab's own score of a discrete architecture under the searched α (raw) and β
     (raw): log P(path | β) + the cell's log α strength; the decoded architecture maximises both
     terms (Viterbi and :func:`decode_cell`). The ranking a search implies over its space."""
-    return path_log_probability(normalise_beta(beta), path_levels(strides)) + \
-        cell_log_strength(normalise_alpha(alpha), cell)
+    return path_log_probability(normalise_beta(beta), path_levels(strides)) + cell_log_strength(
+        normalise_alpha(alpha), cell
+    )

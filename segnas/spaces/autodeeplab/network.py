@@ -76,8 +76,10 @@ class FixedCell(nn.Module):
         """``keep_prob``: drop path's keep probability for this cell now (1: off)."""
         states = [self.preprocess1(h1), self.preprocess2(resize_bilinear(h2, h1.shape[-2:]))]
         for ops, inputs, droppable in zip(self.ops, self.inputs, self.droppable):
-            left, right = (drop_path(op(states[state]), keep_prob) if drop and keep_prob < 1.0 else op(states[state])
-                           for op, state, drop in zip(ops, inputs, droppable))
+            left, right = (
+                drop_path(op(states[state]), keep_prob) if drop and keep_prob < 1.0 else op(states[state])
+                for op, state, drop in zip(ops, inputs, droppable)
+            )
             states.append(left + right)
         return torch.cat(states[2:], dim=1)
 
@@ -104,8 +106,11 @@ class AutoDeepLabNetwork(nn.Module):
         super().__init__()
         stride2, stride4 = STEM_CHANNELS
         self.stem1 = nn.Sequential(
-            nn.Conv2d(3, stride2, 3, 2, 1, bias=False), nn.BatchNorm2d(stride2), nn.ReLU(),
-            nn.Conv2d(stride2, stride2, 3, 1, 1, bias=False), nn.BatchNorm2d(stride2),
+            nn.Conv2d(3, stride2, 3, 2, 1, bias=False),
+            nn.BatchNorm2d(stride2),
+            nn.ReLU(),
+            nn.Conv2d(stride2, stride2, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(stride2),
         )
         self.stem2 = nn.Sequential(nn.ReLU(), nn.Conv2d(stride2, stride4, 3, 2, 1, bias=False), nn.BatchNorm2d(stride4))
         self.levels = list(levels)
@@ -116,8 +121,9 @@ class AutoDeepLabNetwork(nn.Module):
         channels = [stride2, stride4]  # cell_outputs = [conv1_bn, conv2_bn]
         previous = 0
         for level in self.levels:
-            cell_module = FixedCell(cell, channels[-1], channels[-2], filter_multiplier * 2**level,
-                                    stride=2 if level == previous + 1 else 1)
+            cell_module = FixedCell(
+                cell, channels[-1], channels[-2], filter_multiplier * 2**level, stride=2 if level == previous + 1 else 1
+            )
             self.cells.append(cell_module)
             channels.append(cell_module.out_channels)
             previous = level
@@ -126,8 +132,9 @@ class AutoDeepLabNetwork(nn.Module):
         low_channels = channels[2 + self.low_level_index] if at_stride4 else stride4
         last_stride = 4 * 2 ** self.levels[-1]
         self.aspp = ASPP(channels[-1], aspp_channels, rates=[r * 16 // last_stride for r in (6, 12, 18)])
-        self.decoder = DeepLabV3PlusDecoder(aspp_channels, low_channels, num_classes, decoder_channels,
-                                            low_level_channels)
+        self.decoder = DeepLabV3PlusDecoder(
+            aspp_channels, low_channels, num_classes, decoder_channels, low_level_channels
+        )
 
     def set_training_progress(self, step: int, total_steps: float) -> None:
         """How far training is (``step / total_steps``, capped at 1; 0 when the total is unknown
@@ -151,8 +158,11 @@ class AutoDeepLabNetwork(nn.Module):
                 # the release resizes to 2(d - 1) + 1, which is the stem's size at that stride
                 # for inputs of 4k + 1 pixels (its 1025 x 2049 Cityscapes crops); ours is that size always
                 h1 = resize_bilinear(h1, sizes[level])
-            keep = (scheduled_keep_prob(self.drop_path_keep_prob, index, len(self.cells), self.training_progress)
-                    if dropping else 1.0)
+            keep = (
+                scheduled_keep_prob(self.drop_path_keep_prob, index, len(self.cells), self.training_progress)
+                if dropping
+                else 1.0
+            )
             outputs.append(cell(h1, outputs[-2], keep))
             if index == self.low_level_index:
                 low_level = outputs[-1]

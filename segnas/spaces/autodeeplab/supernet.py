@@ -70,8 +70,9 @@ def _stats_dtype(t: torch.Tensor) -> torch.dtype:
     return torch.promote_types(t.dtype, torch.float32)
 
 
-def _global_moments(mean: torch.Tensor, var: torch.Tensor, count: int,
-                    group: dist.ProcessGroup | None) -> tuple[torch.Tensor, torch.Tensor, int]:
+def _global_moments(
+    mean: torch.Tensor, var: torch.Tensor, count: int, group: dist.ProcessGroup | None
+) -> tuple[torch.Tensor, torch.Tensor, int]:
     """The mean, biased variance and count over every rank of ``group`` from each rank's own:
     all_gather of [mean, var, count] (counts may differ between ranks), then the parallel
     variance formula Σ n_r (var_r + (mean_r - mean)²) / Σ n_r."""
@@ -102,8 +103,9 @@ class _NormScale(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, z: torch.Tensor, scales: torch.Tensor, eps: float,
-                group: dist.ProcessGroup | None = None) -> tuple[torch.Tensor, ...]:
+    def forward(
+        ctx, z: torch.Tensor, scales: torch.Tensor, eps: float, group: dist.ProcessGroup | None = None
+    ) -> tuple[torch.Tensor, ...]:
         """Returns the output, the batch mean and unbiased variance (over every rank of
         ``group``), in float32 or wider, for the running buffers, and the inverse standard
         deviation the output was normalised with (to recompute it: :func:`_normalised`)."""
@@ -158,8 +160,7 @@ class _PoolMix(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
         s_max, s_avg, s_skip = (t.view(1, -1, 1, 1) for t in scales.chunk(3))
         ctx.save_for_backward(x, scales)
-        return (F.max_pool2d(x, 3, 1, 1) * s_max + F.avg_pool2d(x, 3, 1, 1, count_include_pad=False) * s_avg
-                + x * s_skip)
+        return F.max_pool2d(x, 3, 1, 1) * s_max + F.avg_pool2d(x, 3, 1, 1, count_include_pad=False) * s_avg + x * s_skip
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -168,11 +169,15 @@ class _PoolMix(torch.autograd.Function):
         pooled, indices = F.max_pool2d(x, 3, 1, 1, return_indices=True)
         averaged = F.avg_pool2d(x, 3, 1, 1, count_include_pad=False)
         grad_scales = torch.cat([_channel_sum(grad * pooled), _channel_sum(grad * averaged), _channel_sum(grad * x)])
-        grad_x = (torch.ops.aten.max_pool2d_with_indices_backward((grad * s_max).to(x.dtype), x, [3, 3], [1, 1],
-                                                                   [1, 1], [1, 1], False, indices)
-                  + torch.ops.aten.avg_pool2d_backward((grad * s_avg).to(x.dtype), x, [3, 3], [1, 1], [1, 1], False,
-                                                       False, None)
-                  + grad * s_skip)
+        grad_x = (
+            torch.ops.aten.max_pool2d_with_indices_backward(
+                (grad * s_max).to(x.dtype), x, [3, 3], [1, 1], [1, 1], [1, 1], False, indices
+            )
+            + torch.ops.aten.avg_pool2d_backward(
+                (grad * s_avg).to(x.dtype), x, [3, 3], [1, 1], [1, 1], False, False, None
+            )
+            + grad * s_skip
+        )
         return grad_x.to(x.dtype), grad_scales.to(scales.dtype)
 
 
@@ -186,8 +191,9 @@ def _sync_group(norm: nn.BatchNorm2d) -> dist.ProcessGroup | None:
     return group if dist.get_world_size(group) > 1 else None
 
 
-def _norm_scale(norm: nn.BatchNorm2d, z: torch.Tensor, scales: torch.Tensor,
-                keep: Recomputation | None = None) -> torch.Tensor:
+def _norm_scale(
+    norm: nn.BatchNorm2d, z: torch.Tensor, scales: torch.Tensor, keep: Recomputation | None = None
+) -> torch.Tensor:
     """``norm(z)`` times per-channel weights; in training the running buffers are updated here
     exactly as ``nn.BatchNorm2d`` (or ``nn.SyncBatchNorm``, with every rank's statistics) updates
     them, in their own dtype, and the normalised tensor is not stored. With ``keep``, the output
@@ -220,12 +226,13 @@ def _reachable(weight: torch.Tensor, dilation: int, size: tuple[int, int]) -> tu
     kh, kw = weight.shape[-2:]
     dh, dw = _dropped_taps(kh, dilation, size[0]), _dropped_taps(kw, dilation, size[1])
     if dh or dw:
-        weight = weight[..., dh: kh - dh, dw: kw - dw]
+        weight = weight[..., dh : kh - dh, dw : kw - dw]
     return weight, (dilation * ((kh - 1) // 2 - dh), dilation * ((kw - 1) // 2 - dw))
 
 
-def _conv(x: torch.Tensor, weight: torch.Tensor, groups: int, dilation: int = 1,
-          keep: Recomputation | None = None) -> torch.Tensor:
+def _conv(
+    x: torch.Tensor, weight: torch.Tensor, groups: int, dilation: int = 1, keep: Recomputation | None = None
+) -> torch.Tensor:
     """A 'same'-padded stride-1 grouped convolution of ``x``, run on the taps that can reach it
     (:func:`_reachable`). A grouped 1×1 convolution (of many channels per group) is a batched
     matrix product: CPU convolution backends run it group by group in small kernels, a batched
@@ -307,8 +314,9 @@ class BlockEdges(nn.Module):
     and the atrous convolutions' output: 3 of the ~14 input-sized tensors the plain graph keeps.
     """
 
-    def __init__(self, channels: int, cells: int, inputs: int, partial_channels: int = 1,
-                 recompute: bool = False) -> None:
+    def __init__(
+        self, channels: int, cells: int, inputs: int, partial_channels: int = 1, recompute: bool = False
+    ) -> None:
         super().__init__()
         self.cells, self.inputs, self.partial = cells, inputs, partial_channels
         self.recompute = recompute
@@ -329,8 +337,13 @@ class BlockEdges(nn.Module):
         # enough that the 5×5 op reaches no further than the 3×3 one, the two run as one
         # convolution. Checkpoints keep this layout.
         small, large = conv(3, self.edges).weight, conv(5, self.edges).weight
-        kernels = torch.stack([F.pad(small, [1] * 4).view(self.edges, self.mixed, self.mixed, 5, 5),
-                               large.view(self.edges, self.mixed, self.mixed, 5, 5)], dim=1)
+        kernels = torch.stack(
+            [
+                F.pad(small, [1] * 4).view(self.edges, self.mixed, self.mixed, 5, 5),
+                large.view(self.edges, self.mixed, self.mixed, 5, 5),
+            ],
+            dim=1,
+        )
         self.atrous = nn.Parameter(kernels.reshape(2 * width, self.mixed, 5, 5).detach().clone())
         # per-channel, so one BatchNorm over [3×3 | 5×5] channels is the two ops' own BatchNorms
         self.norms = nn.ModuleList(nn.BatchNorm2d(2 * width, affine=False) for _ in range(3))
@@ -343,10 +356,13 @@ class BlockEdges(nn.Module):
         if all(large == small + 1 for large, small in reach):  # the 5×5 reaches what the 3×3 does
             return _conv(relu, self.atrous, self.edges, dilation=2, keep=keep)
         width = self.edges * self.mixed
-        small, large = (_conv(relu, _recomputable(keep, _atrous_kernels, self.atrous, self.edges, op), self.edges,
-                              dilation=2) for op in (0, 1))
-        return torch.stack([small.view(n, self.edges, self.mixed, h, w), large.view(n, self.edges, self.mixed, h, w)],
-                           dim=2).view(n, 2 * width, h, w)
+        small, large = (
+            _conv(relu, _recomputable(keep, _atrous_kernels, self.atrous, self.edges, op), self.edges, dilation=2)
+            for op in (0, 1)
+        )
+        return torch.stack(
+            [small.view(n, self.edges, self.mixed, h, w), large.view(n, self.edges, self.mixed, h, w)], dim=2
+        ).view(n, 2 * width, h, w)
 
     def forward(self, states: list[torch.Tensor], weights: torch.Tensor) -> torch.Tensor:
         """``states``: n tensors (N, m, C, H, W); ``weights``: the n rows of softmax(α) for
@@ -379,27 +395,34 @@ class BlockEdges(nn.Module):
             cast = _recomputable(keep, F.threshold, x, 0.0, 0.0)
             sep = keep.run(_depthwise_pair, cast, self.sep3[0].weight, self.sep5[0].weight, False)  # [3×3 | 5×5]
             # the pointwise recipe runs without ``keep``: it marks the batched weight in the forward only
-            sep = keep.mark(_conv(sep, first_pointwise, 2 * self.edges, keep=keep), _conv, sep, first_pointwise,
-                            2 * self.edges)
+            sep = keep.mark(
+                _conv(sep, first_pointwise, 2 * self.edges, keep=keep), _conv, sep, first_pointwise, 2 * self.edges
+            )
             sep = _norm_scale(self.norms[0], sep, sep.new_ones(sep.shape[1]), keep)
             sep = keep.run(F.threshold, sep, 0.0, 0.0)
             # the second depthwise pair as two convolutions, not one over 3×3 kernels zero-ringed to
             # 5×5: no multiply-adds of the ring, and CPU depthwise backward kernels scale with the taps
             sep = keep.run(_depthwise_pair, sep, self.sep3[2].weight, self.sep5[2].weight, True)
-            sep = keep.mark(_conv(sep, second_pointwise, 2 * self.edges, keep=keep), _conv, sep, second_pointwise,
-                            2 * self.edges)
+            sep = keep.mark(
+                _conv(sep, second_pointwise, 2 * self.edges, keep=keep), _conv, sep, second_pointwise, 2 * self.edges
+            )
             atrous = self._atrous(cast, keep)
-            atrous_scales = torch.stack([scale("atrous_conv_3x3").view(-1, c), scale("atrous_conv_5x5").view(-1, c)],
-                                        dim=1)
+            atrous_scales = torch.stack(
+                [scale("atrous_conv_3x3").view(-1, c), scale("atrous_conv_5x5").view(-1, c)], dim=1
+            )
             atrous = _norm_scale(self.norms[2], atrous, atrous_scales.reshape(-1))
             atrous = atrous.view(n, self.edges, 2, c, h, w).sum(2)
             sep = _norm_scale(self.norms[1], sep, scale("sep_conv_3x3", "sep_conv_5x5"))
-            total = (sep[:, :width] + sep[:, width:] + atrous.view(n, width, h, w)
-                     + _PoolMix.apply(x, scale("max_pool_3x3", "avg_pool_3x3", "skip_connect")))
+            total = (
+                sep[:, :width]
+                + sep[:, width:]
+                + atrous.view(n, width, h, w)
+                + _PoolMix.apply(x, scale("max_pool_3x3", "avg_pool_3x3", "skip_connect"))
+            )
         total = total.reshape(n, m, e, c, h, w).sum(dim=2)
         if self.partial == 1:
             return total
-        out = torch.cat([total, stacked[:, :, :, self.mixed:].sum(dim=2)], dim=2)
+        out = torch.cat([total, stacked[:, :, :, self.mixed :].sum(dim=2)], dim=2)
         channels = out.shape[2]
         if channels % 2:
             return out
@@ -416,8 +439,15 @@ class SearchNode(nn.Module):
     """
 
     def __init__(
-        self, level: int, sources: list[int], source_channels: list[int], prev_prev_channels: int,
-        channels: int, blocks: int, partial_channels: int = 1, recompute: bool = False,
+        self,
+        level: int,
+        sources: list[int],
+        source_channels: list[int],
+        prev_prev_channels: int,
+        channels: int,
+        blocks: int,
+        partial_channels: int = 1,
+        recompute: bool = False,
     ) -> None:
         super().__init__()
         self.level, self.sources = level, sources
@@ -428,7 +458,11 @@ class SearchNode(nn.Module):
         )
 
     def forward(
-        self, h1s: list[torch.Tensor], h2: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor,
+        self,
+        h1s: list[torch.Tensor],
+        h2: torch.Tensor,
+        alpha: torch.Tensor,
+        beta: torch.Tensor,
         size: tuple[int, int],
     ) -> torch.Tensor:
         first = []
@@ -441,7 +475,7 @@ class SearchNode(nn.Module):
         states = [torch.stack(first, dim=1), torch.stack([project(h2) for project in self.preprocess2], dim=1)]
         edge = 0
         for block_edges in self.edges:
-            states.append(block_edges(states, alpha[edge: edge + len(states)]))
+            states.append(block_edges(states, alpha[edge : edge + len(states)]))
             edge += len(states) - 1
         cells = torch.cat(states[2:], dim=2)  # (N, m, B·C, H, W)
         return (cells * beta.view(1, -1, 1, 1, 1)).sum(dim=1)
@@ -481,15 +515,21 @@ class AutoDeepLabSupernet(nn.Module):
     ) -> None:
         super().__init__()
         if layers < 1 or filter_multiplier < 1 or blocks < 1:
-            raise ValueError(f"need layers, filter_multiplier, blocks >= 1; got {layers}, {filter_multiplier}, {blocks}")
+            raise ValueError(
+                f"need layers, filter_multiplier, blocks >= 1; got {layers}, {filter_multiplier}, {blocks}"
+            )
         if partial_channels < 1 or filter_multiplier % partial_channels:
             raise ValueError(f"partial_channels={partial_channels} must divide filter_multiplier={filter_multiplier}")
         self.layers, self.blocks, self.filter_multiplier = layers, blocks, filter_multiplier
         self.checkpoint_cells = checkpoint_cells
-        self.stem1 = nn.Sequential(nn.Conv2d(3, stem_channels[0], 3, 2, 1, bias=False),
-                                   nn.BatchNorm2d(stem_channels[0]), nn.ReLU())
-        self.stem2 = nn.Sequential(nn.Conv2d(stem_channels[0], stem_channels[1], 3, 2, 1, bias=False),
-                                   nn.BatchNorm2d(stem_channels[1]), nn.ReLU())
+        self.stem1 = nn.Sequential(
+            nn.Conv2d(3, stem_channels[0], 3, 2, 1, bias=False), nn.BatchNorm2d(stem_channels[0]), nn.ReLU()
+        )
+        self.stem2 = nn.Sequential(
+            nn.Conv2d(stem_channels[0], stem_channels[1], 3, 2, 1, bias=False),
+            nn.BatchNorm2d(stem_channels[1]),
+            nn.ReLU(),
+        )
         self.stem_channels = stem_channels
         self.nodes = nn.ModuleDict()
         for layer in range(1, layers + 1):
@@ -498,17 +538,28 @@ class AutoDeepLabSupernet(nn.Module):
                     continue
                 sources = self.sources(layer, level)
                 self.nodes[self.node_key(layer, level)] = SearchNode(
-                    level, sources, [self.node_channels(layer - 1, source) for source in sources],
+                    level,
+                    sources,
+                    [self.node_channels(layer - 1, source) for source in sources],
                     self.node_channels(*self.prev_prev(layer, level)),
-                    filter_multiplier * 2**level, blocks, partial_channels,
+                    filter_multiplier * 2**level,
+                    blocks,
+                    partial_channels,
                     recompute=recompute and not checkpoint_cells,  # the checkpoint's hooks would lose to the block's
                 )
         # the paper's head at stride s has the node's width B·F·s/4; an integer fixes one width
-        self.heads = nn.ModuleDict({
-            str(level): SearchHead(self.node_channels(layers, level), num_classes, 4 * 2**level,
-                                   self.node_channels(layers, level) if aspp_channels is None else aspp_channels)
-            for level in range(NUM_LEVELS) if level_exists(layers, level)
-        })
+        self.heads = nn.ModuleDict(
+            {
+                str(level): SearchHead(
+                    self.node_channels(layers, level),
+                    num_classes,
+                    4 * 2**level,
+                    self.node_channels(layers, level) if aspp_channels is None else aspp_channels,
+                )
+                for level in range(NUM_LEVELS)
+                if level_exists(layers, level)
+            }
+        )
         self.alpha = nn.Parameter(1e-3 * torch.randn(num_edges(blocks), len(PRIMITIVES)))
         self.beta = nn.Parameter(1e-3 * torch.randn(layers, NUM_LEVELS, len(TRANSITIONS)))
 
@@ -557,10 +608,13 @@ class AutoDeepLabSupernet(nn.Module):
                 if not level_exists(layer, level):
                     continue
                 node = self.nodes[self.node_key(layer, level)]
-                args = ([nodes[(layer - 1, source)] for source in node.sources],
-                        nodes[self.prev_prev(layer, level)], alpha,
-                        beta[layer - 1, node.sources, [level - source + 1 for source in node.sources]],
-                        sizes[level])
+                args = (
+                    [nodes[(layer - 1, source)] for source in node.sources],
+                    nodes[self.prev_prev(layer, level)],
+                    alpha,
+                    beta[layer - 1, node.sources, [level - source + 1 for source in node.sources]],
+                    sizes[level],
+                )
                 if self.checkpoint_cells and self.training:
                     nodes[(layer, level)] = checkpoint(node, *args, use_reentrant=False)
                 else:
@@ -569,6 +623,7 @@ class AutoDeepLabSupernet(nn.Module):
                 nodes.pop((layer - 2, level), None)
         logits = 0
         for level, head in self.heads.items():
-            logits = logits + F.interpolate(head(nodes[(self.layers, int(level))]), size=images.shape[-2:],
-                                            mode="bilinear", align_corners=False)
+            logits = logits + F.interpolate(
+                head(nodes[(self.layers, int(level))]), size=images.shape[-2:], mode="bilinear", align_corners=False
+            )
         return logits
