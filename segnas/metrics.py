@@ -61,8 +61,7 @@ def predicted_classes(logits: torch.Tensor) -> torch.Tensor:
 
     Computed as ``max(1).indices``, the same values (the first of tied maxima; a NaN wins) at a
     fraction of the time: torch's CPU ``argmax`` over a dimension that is not the innermost runs a
-    slow path (pytorch/pytorch#140000, open): 12-14 ms against 1.1-1.5 ms for (32, 5, 64, 64) logits on
-    2 cores, a fifth of scoring an FMAS candidate (BENCHMARKS.md, "Class predictions").
+    slow path (pytorch/pytorch#140000, open; the measurements: BENCHMARKS.md, "Class predictions").
     """
     return logits.max(1).indices
 

@@ -275,8 +275,7 @@ def test_alpha_beta_stay_identical_across_two_ddp_spawn_processes(tmp_path: Path
 
 
 def test_search_on_a_voc_folder_logs_alpha_beta_to_wandb(make_cfg, tmp_path: Path):
-    from tests.conftest import TINY
-    from tests.test_train_task import write_voc_layout
+    from tests.conftest import TINY, write_voc_layout
 
     root = write_voc_layout(tmp_path / "VOC2012", num_classes=3, train=8, val=4)
     tiny = [o for o in TINY if not o.startswith(("data", "logger"))]

@@ -21,7 +21,7 @@ from segnas.searchers.auxcell.features import FeatureCache
 from segnas.searchers.auxcell.module import AuxCellSearchModule, _objective, _stage
 from segnas.searchers.auxcell.policy import build_policy
 from segnas.searchers.auxcell.settings import Policy
-from segnas.searchers.auxcell.trial import run_child
+from segnas.searchers.auxcell.trial import run_round
 from segnas.settings import schema
 from segnas.settings.run import TaskType
 from segnas.spaces.auxcell import PAPER_ENCODINGS, AuxCellSpace
@@ -139,7 +139,7 @@ def test_a_child_failing_in_stage_two_keeps_its_stage_one_reward(monkeypatch, ca
     monkeypatch.setattr(trial, "train_stage_two", stage_two)
     context = SimpleNamespace(stage2=object(), stopper=None)
     with caplog.at_level(logging.ERROR):
-        result = run_child(context, 5, {})
+        result = run_round(context, [(5, {})])[0]
     assert result["status"] == "stage2_failed" and result["reward"] == 0.4 and result["stage1_reward"] == 0.4
     assert "simulated" in result["error"] and result["stopped_early"] is False
     assert "child 5 failed in stage 2" in caplog.text

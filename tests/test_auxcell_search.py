@@ -18,7 +18,7 @@ from segnas import pipeline, spaces
 from segnas.metrics import geometric_reward, scores_from_confusion
 from segnas.searchers.auxcell.early_stopping import ProgressiveStopper
 from segnas.searchers.auxcell.polyak import PolyakAverage
-from segnas.searchers.auxcell.trial import run_child
+from segnas.searchers.auxcell.trial import run_round
 from segnas.training.checkpoint import save_network
 from tests.conftest import run_search
 
@@ -103,8 +103,8 @@ def test_a_child_that_raises_gets_reward_zero_and_a_logged_error(caplog: pytest.
 
     monkeypatch.setattr(trial, "train_stage_one", fails)
     with caplog.at_level(logging.ERROR):
-        first = run_child(None, 7, {})
-        second = run_child(None, 8, {})
+        first = run_round(None, [(7, {})])[0]
+        second = run_round(None, [(8, {})])[0]
     assert first["status"] == second["status"] == "failed"
     assert first["reward"] == second["reward"] == 0.0
     assert "OutOfMemoryError" in first["error"] and "nan" in second["error"]

@@ -15,10 +15,9 @@ from segnas.nn.elastic import (
     SubnetConfig,
     active,
     extract,
-    full_config,
     sort_channels,
 )
-from segnas.nn.elastic_stages import elastic_stages
+from segnas.nn.elastic_stages import elastic_stages, stage_depths
 from segnas.searchers.fmas.encoding import Encoding, subnet_config
 from segnas.searchers.fmas.scoring import recalibrate_bn
 from segnas.training import load_network
@@ -71,6 +70,18 @@ def test_extracted_subnet_equals_masked_supernet(supernet, seed: int) -> None:
     assert torch.allclose(sliced, masked, atol=1e-5, rtol=1e-4)
     assert not torch.allclose(sliced, unmasked, atol=1e-3), "the configuration should change the output"
     assert count_params(sub) < count_params(supernet)
+
+
+def full_config(net) -> SubnetConfig:
+    """The configuration that keeps everything: extracting it reproduces ``net``."""
+    depths = stage_depths(net.backbone)
+    return SubnetConfig(
+        tuple(depths),
+        tuple(1.0 for _ in depths),
+        tuple(net.aspp.rates),
+        net.aspp.out_channels,
+        net.decoder.classifier.in_channels,
+    )
 
 
 @pytest.mark.parametrize("backbone", ["supernet", "xception"])

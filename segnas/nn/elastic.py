@@ -296,18 +296,6 @@ def extract(net: DeepLabV3Plus, config: SubnetConfig, share_weights: bool = Fals
     return sub
 
 
-def full_config(net: DeepLabV3Plus) -> SubnetConfig:
-    """The configuration that keeps everything: extracting it reproduces ``net``."""
-    depths = stage_depths(net.backbone)
-    return SubnetConfig(
-        tuple(depths),
-        tuple(1.0 for _ in depths),
-        tuple(net.aspp.rates),
-        net.aspp.out_channels,
-        net.decoder.classifier.in_channels,
-    )
-
-
 def _mask(channels: int, kept: int, like: torch.Tensor) -> torch.Tensor:
     mask = torch.zeros(1, channels, 1, 1, dtype=like.dtype, device=like.device)
     mask[:, :kept] = 1

@@ -165,9 +165,9 @@ def tabulate(settings: AuxCellSettings, tabulate: TabulateSettings, context: Sea
     return {"table": str(writer.path), **{k: v for k, v in meta.items() if k not in ("settings", "full", "supernet")}}
 
 
-# seeds whose controllers are updated as one (:mod:`segnas.searchers.auxcell.lockstep`): with 50
-# default controllers a PPO step costs about 5 ms per seed against 20 ms for one seed alone (2
-# shared CPU cores, 2026-12-02); more seeds per stack gain little (their weights outgrow the caches)
+# seeds whose controllers are updated as one (:mod:`segnas.searchers.auxcell.lockstep`): a stack
+# of 50 updates each seed several times faster than one seed alone; more seeds per stack gain
+# little, their weights outgrowing the caches (BENCHMARKS.md, "auxcell controller updates")
 LOCKSTEP_SEEDS = 50
 
 

@@ -28,8 +28,9 @@ from torch import nn
 
 @contextmanager
 def one_thread() -> Iterator[None]:
-    """Run the controller's many tiny ops on one thread: 2-3x faster than two on 2 CPU cores
-    (thread hand-offs cost more than the ops), and the children get their threads back after."""
+    """Run the controller's many tiny ops on one thread: thread hand-offs cost more than the ops
+    (faster than two threads on the project's 2-core machines), and the children get their
+    threads back after."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

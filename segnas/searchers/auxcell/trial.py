@@ -116,11 +116,6 @@ def run_round(
     return [final[index] for index, _ in children]
 
 
-def run_child(context: ChildContext, index: int, arch: dict[str, Any]) -> ChildResult:
-    """One child alone: a round of one in this process."""
-    return run_round(context, [(index, arch)])[0]
-
-
 def _in_order(parts: list[list[tuple[int, ChildResult]]]) -> dict[int, ChildResult]:
     return {index: result for part in parts for index, result in part}
 

@@ -18,9 +18,9 @@ the weight optimiser never sees them and DDP keeps them identical on every rank.
 
 Memory options: ``recompute`` keeps, of each block's activations, only its input and its atrous
 convolutions' output, and recomputes the rest in the backward pass (exact: the gradients are
-bitwise those of the plain graph; ``BlockEdges.forward``): 0.40× the peak memory at the paper's
-321×321 for 3-6% more time, while at a small CPU search (64 px, L=4, F=4) it saves little and
-costs 9-19%, so it is off unless asked for. ``checkpoint_cells``
+bitwise those of the plain graph; ``BlockEdges.forward``): much less peak memory at the paper's
+321×321 for a little more time, while at a small CPU search it saves little and costs more, so
+it is off unless asked for (BENCHMARKS.md, "selective recomputation"). ``checkpoint_cells``
 recomputes each whole cell in the backward pass instead (exact gradients; BatchNorm running
 statistics see each batch twice). ``partial_channels`` = K > 1 sends only 1/K of
 a state's channels through the mixed operations (PC-DARTS, Xu et al. 2020) — an approximation
@@ -373,10 +373,10 @@ class BlockEdges(nn.Module):
         ``recompute``, so are the shared ReLU, and the whole separable branch up to its second
         BatchNorm's input (depthwise, pointwise, BatchNorm, ReLU, depthwise, pointwise), from the
         block's input (``segnas.nn.recompute``): the forward runs once (BatchNorm's running
-        statistics are updated once), the backward reruns that branch's forward (6-7% more FLOPs
-        per supernet step, 3-6% more time on CPU), and the atrous convolutions, the block's
-        costliest ops, keep their output. The plain graph would keep about 14 input-sized tensors
-        per block, this one 3 (0.40× the peak memory of a 321×321 step; BENCHMARKS.md).
+        statistics are updated once), the backward reruns that branch's forward, and the atrous
+        convolutions, the block's costliest ops, keep their output. The plain graph would keep
+        about 14 input-sized tensors per block, this one 3 (the memory and time it makes:
+        BENCHMARKS.md, "selective recomputation").
         """
         stacked = torch.stack(states, dim=2)  # (N, m, n, C, H, W)
         heads = stacked[:, :, :, : self.mixed] if self.partial > 1 else stacked
