@@ -48,8 +48,10 @@ def check_config(cfg: DictConfig) -> RunSettings:
         raise ConfigError(
             f"task={run.task} needs arch=<preset or genotype file>; presets: {', '.join(sorted(spaces.presets()))}"
         )
-    if run.task == Task.eval and not run.checkpoint:
-        raise ConfigError("task=eval needs checkpoint=<.ckpt, model.pt or run dir>")
+    if run.task in (Task.eval, Task.quantize) and not run.checkpoint:
+        raise ConfigError(f"task={run.task} needs checkpoint=<.ckpt, model.pt or run dir>")
+    if run.task == Task.quantize and run.task_type != "segmentation":
+        raise ConfigError(f"task=quantize scores segmentation networks; task_type={run.task_type} is not supported yet")
     if run.task in (Task.search, Task.tabulate, Task.replay) and run.searcher is None:
         raise ConfigError(f"task={run.task} needs searcher=<name> (conf/searcher/): e.g. searcher=autodeeplab")
     if run.task == Task.replay and not run.replay.table:

@@ -22,6 +22,7 @@ from segnas.hardware import (
     profile,
 )
 from segnas.nn import DeepLabV3Plus, build_backbone
+from segnas.quantize.latency import OnnxRuntimeInt8Latency
 from segnas.spaces import build, presets
 from tests.conftest import compose_config
 
@@ -205,7 +206,13 @@ def test_gpu_latency(tiny):
 
 
 @pytest.mark.parametrize(
-    ("config", "cls"), [("cpu", TorchLatency), ("gpu", TorchLatency), ("onnx_cpu", OnnxRuntimeLatency)]
+    ("config", "cls"),
+    [
+        ("cpu", TorchLatency),
+        ("gpu", TorchLatency),
+        ("onnx_cpu", OnnxRuntimeLatency),
+        ("onnx_cpu_int8", OnnxRuntimeInt8Latency),
+    ],
 )
 def test_hardware_configs_instantiate(config, cls):
     target = instantiate(compose_config(f"hardware={config}", tiny=False).hardware)

@@ -390,7 +390,7 @@ COMPOSE_CASES: list[tuple[list[str], str, str]] = [
     (["data=cityscapes", "data.image_scale=half"], "data.image_scale", "could not be converted to Float"),
     *[
         ([f"hardware={name}", "hardware.threads=two"], "hardware.threads", "could not be converted to Integer")
-        for name in ("cpu", "gpu", "onnx_cpu", "gap8")
+        for name in ("cpu", "gpu", "onnx_cpu", "onnx_cpu_int8", "gap8")
     ],
     (["hardware=gap8", "hardware.cores=eight"], "hardware.cores", "could not be converted to Integer"),
     (["searcher=autodeeplab", "searcher.layers=x"], "searcher.layers", "could not be converted to Integer"),
@@ -485,6 +485,7 @@ def test_every_shipped_yaml_sets_exactly_its_schemas_keys() -> None:
             ("cpu", "segnas.hardware.latency.TorchLatency"),
             ("gpu", "segnas.hardware.latency.TorchLatency"),
             ("onnx_cpu", "segnas.hardware.latency.OnnxRuntimeLatency"),
+            ("onnx_cpu_int8", "segnas.quantize.latency.OnnxRuntimeInt8Latency"),
             ("gap8", "segnas.hardware.gap8.Gap8Latency"),
         )
     ]

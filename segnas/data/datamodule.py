@@ -33,7 +33,7 @@ SPLITS = ("train", "val")
 
 # Streams of the seed, so that each derived split and augmentation has its own randomness.
 _AUG_TRAIN, _AUG_HALF_A, _AUG_HALF_B = 0, 1, 2
-_PERM_HALVES, _PERM_VAL, _PERM_CALIB, _PERM_SELECTION = 10, 11, 12, 13
+_PERM_HALVES, _PERM_VAL, _PERM_CALIB, _PERM_SELECTION, _PERM_QUANTIZE = 10, 11, 12, 13, 14
 _AUG_CALIB = 3
 
 
@@ -342,6 +342,20 @@ class SegmentationDataModule(pl.LightningDataModule):
             raise ValueError(f"calib_subset: n={n}, expected at least one image")
         transform = calibration_transform(self.crop_size, self.mean, self.std, _seed_stream(self.seed, _AUG_CALIB))
         return SegmentationDataset(self.source("train"), transform, self._permutation("train", _PERM_CALIB)[:n])
+
+    def train_subsets(self, *counts: int) -> list[SegmentationDataset]:
+        """Disjoint subsets of train, whole images with the eval transform: the first ``counts[0]``
+        of a seeded permutation, then the next ``counts[1]``, ... (int8 quantization calibrates on
+        the first and judges what to keep in float on the second). Refuses counts that train cannot
+        fill, naming how many images it has."""
+        total = len(self.source("train"))
+        if sum(counts) > total or min(counts, default=1) < 1:
+            raise ConfigError(
+                f"{self.name}: asked for {' + '.join(map(str, counts))} distinct training images, train has {total}"
+            )
+        order = [int(i) for i in self._permutation("train", _PERM_QUANTIZE)]
+        starts = [sum(counts[:k]) for k in range(len(counts))]
+        return [self.eval_dataset("train", order[start : start + n]) for start, n in zip(starts, counts)]
 
     def centre_crops(self, split: str, size: int, indices: Sequence[int] | None = None) -> SegmentationDataset:
         """``split`` (or its ``indices``) resized and centre-cropped to ``size`` squares: the

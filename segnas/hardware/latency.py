@@ -144,17 +144,22 @@ class OnnxRuntimeLatency(LatencyTarget):
         super().__init__(name, threads, warmup, runs, batch, repeats)
 
     def measure(self, model: nn.Module, input_size: tuple[int, int]) -> dict[str, Any]:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = export_onnx(model, Path(tmp) / "model.onnx", input_size)
+            return self.measure_file(path, input_size)
+
+    def measure_file(self, path: str | Path, input_size: tuple[int, int]) -> dict[str, Any]:
+        """The latency of an ONNX file already written (e.g. an int8 one) at ``input_size``."""
         try:
             import onnxruntime as ort
         except ImportError as err:
             raise ConfigError(
                 f"hardware={self.name} needs onnxruntime: pip install onnxruntime, or pick hardware=cpu"
             ) from err
+
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
-        with tempfile.TemporaryDirectory() as tmp:
-            path = export_onnx(model, Path(tmp) / "model.onnx", input_size)
-            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         feed = {session.get_inputs()[0].name: torch.randn(self.batch, 3, *input_size).numpy()}
         return self._result(self._time(lambda: session.run(None, feed)), "cpu")

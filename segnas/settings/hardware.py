@@ -41,6 +41,19 @@ class OnnxLatencySettings(HardwareSettings):
 
 
 @dataclass
+class OnnxInt8LatencySettings(HardwareSettings):
+    """ONNX Runtime's CPU provider on the int8 (QDQ) export of the model (segnas/quantize/latency.py)."""
+
+    #: seeded random images the activation ranges are calibrated on (latency does not depend on them)
+    calib_images: int = 2
+    per_channel: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        base.positive(self, "calib_images")
+
+
+@dataclass
 class Gap8Settings(HardwareSettings):
     """GAP8's per-layer analytical lookup-table model (segnas/hardware/gap8.py)."""
 
@@ -86,5 +99,6 @@ HARDWARE = {
     "cpu": TorchLatencySettings,
     "gpu": TorchLatencySettings,
     "onnx_cpu": OnnxLatencySettings,
+    "onnx_cpu_int8": OnnxInt8LatencySettings,
     "gap8": Gap8Settings,
 }

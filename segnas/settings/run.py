@@ -1,6 +1,6 @@
 """The schema of ``conf/config.yaml``'s own keys: the task, what it predicts, and the settings
 every task shares (``train``, ``retrain``, ``eval``, ``budget``, ``profile``, ``tabulate``,
-``replay``, ``model``). The groups (``data``, ``searcher``, ``hardware``) have schemas of their
+``replay``, ``quantize``, ``model``). The groups (``data``, ``searcher``, ``hardware``) have schemas of their
 own; ``trainer`` (Lightning's Trainer arguments), ``logger`` and ``compare`` stay plain nodes.
 """
 
@@ -21,6 +21,7 @@ class Task(Choice):
     compare = "compare"
     tabulate = "tabulate"
     replay = "replay"
+    quantize = "quantize"
 
 
 class TaskType(Choice):
@@ -178,6 +179,56 @@ class ReplaySettings:
         base.between(self, "level", above=0.0, below=1.0)
 
 
+class Calibration(Choice):
+    """``quantize.calibration``: how activation ranges are set from the calibration images."""
+
+    minmax = "minmax"
+    entropy = "entropy"
+    percentile = "percentile"
+
+
+class KeepFloat(Choice):
+    """``quantize.mode``: ``manual`` keeps ``keep_float``'s layers in float; ``auto`` adds the most
+    sensitive layers to them until the mIoU drop is within ``max_drop``."""
+
+    manual = "manual"
+    auto = "auto"
+
+
+@dataclass
+class QuantizeSettings:
+    """int8 post-training quantization (``task=quantize``; every retrained winner when
+    ``in_summary``)."""
+
+    #: the deployment size the network is exported and timed at; null: the val images' size (the first one's)
+    input_size: list[int] | None = None
+    calib_images: int = 32
+    calibration: Calibration = Calibration.minmax
+    per_channel: bool = True
+    reduce_range: bool = False
+    keep_float: list[str] = field(default_factory=list)
+    mode: KeepFloat = KeepFloat.manual
+    #: auto: the largest mIoU drop (float32 - int8) allowed on the selection images
+    max_drop: float = 0.01
+    #: auto: held-out train images (eval transform, none of the calibration's) the drop is judged on
+    select_images: int = 32
+    #: write sensitivity.csv: each compute layer's output error when only it is quantized
+    sensitivity: bool = False
+    #: val images both networks are scored on (null: all)
+    val_images: int | None = None
+    threads: int = 2
+    opset: int = 17
+    #: task=search / task=train: quantize the winner too and add its int8 numbers to summary.json
+    in_summary: bool = True
+
+    def __post_init__(self) -> None:
+        if self.input_size is not None:
+            base.size(self, "input_size")
+        base.positive(self, "calib_images", "select_images", "val_images", "threads")
+        base.between(self, "max_drop", 0.0, 1.0)
+        base.at_least(self, "opset", 13, "(per-channel QDQ needs opset 13)")
+
+
 @dataclass
 class RunSettings:
     """``conf/config.yaml``: the task and the settings every task shares. The groups are composed
@@ -201,6 +252,7 @@ class RunSettings:
     profile: ProfileSettings = field(default_factory=ProfileSettings)
     tabulate: TabulateSettings = field(default_factory=TabulateSettings)
     replay: ReplaySettings = field(default_factory=ReplaySettings)
+    quantize: QuantizeSettings = field(default_factory=QuantizeSettings)
     # the groups, each with a schema of its own where segnas ships one
     data: Any = None
     searcher: Any = None

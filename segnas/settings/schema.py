@@ -25,7 +25,7 @@ from segnas.settings.data import (
     SyntheticSettings,
     VOCSettings,
 )
-from segnas.settings.hardware import Gap8Settings, OnnxLatencySettings, TorchLatencySettings
+from segnas.settings.hardware import Gap8Settings, OnnxInt8LatencySettings, OnnxLatencySettings, TorchLatencySettings
 from segnas.settings.run import RunSettings
 
 #: The ConfigStore group holding the schemas, apart from the groups users pick options from: a
@@ -45,6 +45,7 @@ DATA = {
 HARDWARE = {
     "segnas.hardware.latency.TorchLatency": ("torch", TorchLatencySettings),
     "segnas.hardware.latency.OnnxRuntimeLatency": ("onnx", OnnxLatencySettings),
+    "segnas.quantize.latency.OnnxRuntimeInt8Latency": ("onnx_int8", OnnxInt8LatencySettings),
     "segnas.hardware.gap8.Gap8Latency": ("gap8", Gap8Settings),
 }
 

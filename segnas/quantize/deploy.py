@@ -1,0 +1,123 @@
+"""One trained network to the int8 file a device runs, with its numbers: ``quantize.json``.
+
+:func:`quantize_network` is what ``task=quantize`` does and what every ``task=search`` /
+``task=train`` winner goes through when ``quantize.in_summary`` is on: export the float32
+network at the deployment size and check the file against PyTorch, quantize it (the layers kept
+in float as asked, or chosen by their sensitivity until the mIoU drop is within a bound), score
+both files with one whole-image evaluator, time both with ONNX Runtime, size both, and estimate
+GAP8's int8 latency.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from segnas.hardware.gap8 import Gap8Latency
+from segnas.hardware.latency import OnnxRuntimeLatency
+from segnas.hardware.onnx_export import export_onnx
+from segnas.quantize.calibration import ImageCalibration, dataset_images
+from segnas.quantize.scoring import ONNX_ATOL, ONNX_RTOL, OnnxSegmenter, check_export, score_pair, session
+from segnas.quantize.static import QuantizeOptions, float_compute_nodes, quantize_static
+
+FLOAT_FILE = "model.onnx"
+INT8_FILE = "model.int8.onnx"
+REPORT_FILE = "quantize.json"
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """What to produce (``quantize.*``, typed): the deployment size, the images, the options."""
+
+    input_size: tuple[int, int]
+    options: QuantizeOptions
+    calib_images: int = 32
+    val_images: int | None = None
+    threads: int = 2
+    opset: int = 17
+    mode: str = "manual"
+    max_drop: float = 0.01
+    select_images: int = 32
+    sensitivity: bool = False
+
+
+def quantize_network(
+    net: nn.Module, datamodule: Any, plan: Deployment, out_dir: str | Path, gap8: Gap8Latency | None = None
+) -> dict[str, Any]:
+    """Write ``model.onnx`` (float32) and ``model.int8.onnx`` at ``plan.input_size`` and
+    ``quantize.json`` to ``out_dir``; returns the report. ``datamodule`` gives the calibration
+    images (seeded train images, evaluation transform) and the val images both files are scored
+    on. Raises :class:`~segnas.quantize.static.QuantizeError` (a named one-line error) before the
+    slow steps when the network does not export, the export disagrees with PyTorch, a keep_float
+    pattern matches nothing or an op cannot be quantized."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    size = plan.input_size
+    datamodule.setup("validate")
+    counts = (plan.calib_images, plan.select_images) if plan.mode == "auto" else (plan.calib_images,)
+    subsets = datamodule.train_subsets(*counts)
+    calibration_images = dataset_images(subsets[0])
+    float_path = export_onnx(net, out_dir / FLOAT_FILE, size, opset=plan.opset)
+    float_session = session(float_path, plan.threads)
+    export_error = check_export(net, float_session, calibration_images[:2], size)
+    int8_path = out_dir / INT8_FILE
+    options = plan.options
+    quantized = quantize_static(float_path, int8_path, ImageCalibration(calibration_images, size), options)
+    val = datamodule.eval_dataset("val")
+    if plan.val_images is not None:
+        val = datamodule.eval_dataset("val", list(range(min(plan.val_images, len(val)))))
+    scores = score_pair(
+        OnnxSegmenter(float_session, size),
+        OnnxSegmenter(session(int8_path, plan.threads), size),
+        datamodule.loader(val, train=False),
+        datamodule.class_names,
+        datamodule.ignore_index,
+    )
+    timer = OnnxRuntimeLatency(threads=plan.threads)
+    latency = {"float32": timer.measure_file(float_path, size), "int8": timer.measure_file(int8_path, size)}
+    sizes = {"float32": os.path.getsize(float_path), "int8": os.path.getsize(int8_path)}
+    report: dict[str, Any] = {
+        "input_size": list(size),
+        "onnx_check": {
+            "max_abs_error": export_error,
+            "tolerance": f"|onnx - torch| <= {ONNX_ATOL:g} + {ONNX_RTOL:g} * max|torch| on the float32 logits",
+        },
+        "quantization": {**quantized, "calib_images": len(calibration_images), "mode": plan.mode},
+        "kept_float": float_compute_nodes(int8_path),
+        "scores": scores,
+        "miou_float32": scores["float32"]["mIoU"],
+        "miou_int8": scores["int8"]["mIoU"],
+        "miou_drop": scores["float32"]["mIoU"] - scores["int8"]["mIoU"],
+        "latency": latency,
+        "latency_float32_ms": latency["float32"]["latency_ms"],
+        "latency_int8_ms": latency["int8"]["latency_ms"],
+        "latency_ratio": latency["int8"]["latency_ms"] / latency["float32"]["latency_ms"],
+        "file_bytes": sizes,
+        "file_ratio": sizes["int8"] / sizes["float32"],
+        "gap8": (gap8 or Gap8Latency()).measure(net, size),
+        "files": {"float32": str(float_path), "int8": str(int8_path)},
+    }
+    (out_dir / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def summary_fields(report: dict[str, Any]) -> dict[str, Any]:
+    """The flat ``int8_*`` keys a run's ``summary.json`` carries from a quantize report."""
+    return {
+        "int8_miou": report["miou_int8"],
+        "int8_float32_onnx_miou": report["miou_float32"],
+        "int8_miou_drop": report["miou_drop"],
+        "int8_changed_pixels": report["scores"]["changed_pixels"],
+        "int8_latency_ms": report["latency_int8_ms"],
+        "int8_float32_latency_ms": report["latency_float32_ms"],
+        "int8_latency_ratio": report["latency_ratio"],
+        "int8_file_ratio": report["file_ratio"],
+        "int8_input_size": report["input_size"],
+        "int8_kept_float": len(report["kept_float"]),
+        "int8_model_onnx": report["files"]["int8"],
+    }
