@@ -10,6 +10,8 @@ gains in latency and size:
   int8 graph left in float, read back from the file;
 - :mod:`.calibration`: the calibration reader, images through the run's evaluation transform at the
   deployment size;
+- :mod:`.sensitivity`: each compute layer's error when it alone is int8, and the automatic
+  mode's search for the fewest layers to keep in float (``quantize.mode=auto``);
 - :mod:`.scoring`: a float32 and an int8 ONNX Runtime session scored by the same whole-image
   evaluator, with what changed between them;
 - :mod:`.latency`: ``hardware=onnx_cpu_int8``, measured int8 latency as a search cost.

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,11 +25,24 @@ from segnas.hardware.latency import OnnxRuntimeLatency
 from segnas.hardware.onnx_export import export_onnx
 from segnas.quantize.calibration import ImageCalibration, dataset_images
 from segnas.quantize.scoring import ONNX_ATOL, ONNX_RTOL, OnnxSegmenter, check_export, score_pair, session
-from segnas.quantize.static import QuantizeOptions, float_compute_nodes, quantize_static
+from segnas.quantize.sensitivity import (
+    PROBE_IMAGES,
+    SENSITIVITY_FILE,
+    keeping,
+    layer_sensitivity,
+    miou,
+    sensitivity_summary,
+    smallest_kept,
+    write_sensitivity,
+)
+from segnas.quantize.static import QuantizeOptions, float_compute_nodes, preprocess, quantize_static
 
 FLOAT_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
 REPORT_FILE = "quantize.json"
+#: in the working folder: every layer int8 but keep_float's, and the activation ranges its calibration wrote
+PLAIN_FILE = "plain.onnx"
+RANGES_FILE = "ranges.json"
 
 
 @dataclass(frozen=True)
@@ -50,11 +65,13 @@ def quantize_network(
     net: nn.Module, datamodule: Any, plan: Deployment, out_dir: str | Path, gap8: Gap8Latency | None = None
 ) -> dict[str, Any]:
     """Write ``model.onnx`` (float32) and ``model.int8.onnx`` at ``plan.input_size`` and
-    ``quantize.json`` to ``out_dir``; returns the report. ``datamodule`` gives the calibration
-    images (seeded train images, evaluation transform) and the val images both files are scored
-    on. Raises :class:`~segnas.quantize.static.QuantizeError` (a named one-line error) before the
-    slow steps when the network does not export, the export disagrees with PyTorch, a keep_float
-    pattern matches nothing or an op cannot be quantized."""
+    ``quantize.json`` to ``out_dir`` (and ``sensitivity.csv`` when asked or in auto mode); returns
+    the report. ``datamodule`` gives the calibration images (seeded train images, evaluation
+    transform), in auto mode the selection images (the next seeded train images), and the val
+    images both files are scored on, read only once the int8 file is final. Raises
+    :class:`~segnas.quantize.static.QuantizeError` (a named one-line error) before the slow steps
+    when the network does not export, the export disagrees with PyTorch, a keep_float pattern
+    matches nothing or an op cannot be quantized."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     size = plan.input_size
@@ -62,12 +79,18 @@ def quantize_network(
     counts = (plan.calib_images, plan.select_images) if plan.mode == "auto" else (plan.calib_images,)
     subsets = datamodule.train_subsets(*counts)
     calibration_images = dataset_images(subsets[0])
+    calibration = ImageCalibration(calibration_images, size)
     float_path = export_onnx(net, out_dir / FLOAT_FILE, size, opset=plan.opset)
     float_session = session(float_path, plan.threads)
     export_error = check_export(net, float_session, calibration_images[:2], size)
     int8_path = out_dir / INT8_FILE
-    options = plan.options
-    quantized = quantize_static(float_path, int8_path, ImageCalibration(calibration_images, size), options)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        quantized = quantize_static(
+            float_path, work / PLAIN_FILE, calibration, plan.options, calibration_cache=work / RANGES_FILE
+        )
+        sections, chosen = _keep_sensitive(float_path, calibration, quantized, subsets, datamodule, plan, work)
+        shutil.copyfile(chosen, int8_path)
     val = datamodule.eval_dataset("val")
     if plan.val_images is not None:
         val = datamodule.eval_dataset("val", list(range(min(plan.val_images, len(val)))))
@@ -89,6 +112,7 @@ def quantize_network(
         },
         "quantization": {**quantized, "calib_images": len(calibration_images), "mode": plan.mode},
         "kept_float": float_compute_nodes(int8_path),
+        **sections,
         "scores": scores,
         "miou_float32": scores["float32"]["mIoU"],
         "miou_int8": scores["int8"]["mIoU"],
@@ -104,6 +128,91 @@ def quantize_network(
     }
     (out_dir / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def _keep_sensitive(
+    float_path: Path,
+    calibration: ImageCalibration,
+    quantized: dict[str, Any],
+    subsets: list[Any],
+    datamodule: Any,
+    plan: Deployment,
+    work: Path,
+) -> tuple[dict[str, Any], Path]:
+    """``sensitivity.csv`` beside ``float_path`` when asked or in auto mode and, in auto mode,
+    the layers kept in float, judged on the selection images (``subsets[1]``); returns the
+    report's ``sensitivity`` and ``auto`` sections and the int8 file chosen in ``work``. ``work``
+    holds the plain quantization and the calibration cache it wrote, so nothing here calibrates
+    again."""
+    if not (plan.sensitivity or plan.mode == "auto"):
+        return {}, work / PLAIN_FILE
+    prepared = preprocess(float_path, work / "prepared.onnx")
+    probes = calibration.feeds[:PROBE_IMAGES]
+    layers = layer_sensitivity(
+        prepared,
+        work / RANGES_FILE,
+        plan.options,
+        probes,
+        lambda path: session(path, plan.threads),
+        exclude=quantized["kept_float"],
+    )
+    write_sensitivity(layers, float_path.parent / SENSITIVITY_FILE)
+    sections: dict[str, Any] = {"sensitivity": sensitivity_summary(layers, len(probes))}
+    if plan.mode != "auto":
+        return sections, work / PLAIN_FILE
+    ranked = [layer.node for layer in layers]
+    sections["auto"], chosen = _auto_keep(prepared, ranked, subsets[1], datamodule, plan, work)
+    return sections, chosen
+
+
+def _auto_keep(
+    prepared: Path, ranked: list[str], selection: Any, datamodule: Any, plan: Deployment, work: Path
+) -> tuple[dict[str, Any], Path]:
+    """Keep the first layers of ``ranked`` (most sensitive first) in float on top of keep_float
+    until the mIoU drop from the float graph (``prepared``) on the ``selection`` images
+    (held-out train images: selection never looks at val) is within ``plan.max_drop``
+    (:func:`~segnas.quantize.sensitivity.smallest_kept`); returns the report's ``auto`` section
+    (the tries, what was kept, the int8 latency with and without it) and the chosen file."""
+    size = plan.input_size
+    batches = list(datamodule.loader(selection, train=False))
+    num_classes = len(datamodule.class_names)
+
+    def score(path: Path) -> float:
+        return miou(OnnxSegmenter(session(path, plan.threads), size), batches, num_classes, datamodule.ignore_index)
+
+    reference = score(prepared)
+
+    def candidate(count: int) -> Path:
+        return work / (f"keep{count}.onnx" if count > 0 else PLAIN_FILE)
+
+    def drop(count: int) -> float:
+        if count > 0:
+            options = keeping(plan.options, ranked[:count])
+            quantize_static(prepared, candidate(count), None, options, calibration_cache=work / RANGES_FILE)
+        return reference - score(candidate(count))
+
+    found = smallest_kept(drop, len(ranked), plan.max_drop)
+    timer = OnnxRuntimeLatency(threads=plan.threads)
+    all_int8 = timer.measure_file(candidate(0), size)["latency_ms"]
+    kept = timer.measure_file(candidate(found.kept), size)["latency_ms"] if found.kept else all_int8
+    section: dict[str, Any] = {
+        "max_drop": plan.max_drop,
+        "select_images": len(selection),
+        "selection_miou_float32": reference,
+        "trail": [{"kept": count, "drop": value} for count, value in found.trail],
+        "kept": ranked[: found.kept],
+        "drop": dict(found.trail)[found.kept],
+        "reached": found.reached,
+        "latency_ms": {"all_int8": all_int8, "kept_float": kept},
+        "latency_cost": kept / all_int8,
+    }
+    if not found.reached:
+        section["note"] = (
+            f"no set of kept layers brings the selection drop within {plan.max_drop:g}, not even all "
+            f"{len(ranked)} compute layers in float (the ops left int8 lose it): kept the set with the smallest "
+            "drop; quantization-aware fine-tuning is not implemented"
+        )
+    return section, candidate(found.kept)
 
 
 def summary_fields(report: dict[str, Any]) -> dict[str, Any]:

@@ -122,10 +122,15 @@ def quantize_static(
     reader: Any,
     options: QuantizeOptions,
     only: Sequence[str] | None = None,
+    calibration_cache: str | Path | None = None,
 ) -> dict[str, Any]:
     """Quantize ``float_path`` to int8 QDQ at ``out_path``; returns what was done (the nodes kept
     in float, the method). ``reader`` is an ``onnxruntime.quantization.CalibrationDataReader``;
     ``only``: quantize just these nodes (a sensitivity probe), else every node but ``keep_float``'s.
+    ``calibration_cache``: ONNX Runtime's JSON of every tensor's range, written by the first call
+    and read by the next ones instead of calibrating again (``reader`` may then be None): the ranges
+    do not depend on which nodes are quantized, so many probes of one network calibrate once. A
+    file already pre-processed (:func:`preprocess`) is not pre-processed again.
 
     Checked before calibrating: the keep_float patterns match, and no weighted op is one ONNX
     Runtime cannot quantize unless it is kept in float (named with its op type).
@@ -134,8 +139,11 @@ def quantize_static(
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        prepared = preprocess(float_path, Path(tmp) / "prepared.onnx")
-        model = onnx.load(str(prepared))
+        model = onnx.load(str(float_path))
+        prepared = Path(float_path)
+        if not quantization.quant_utils.model_has_pre_process_metadata(model):
+            prepared = preprocess(float_path, Path(tmp) / "prepared.onnx")
+            model = onnx.load(str(prepared))
         kept = matched_nodes(model, options.keep_float)
         missing = unquantizable_nodes(model, allowed=kept)
         if missing:
@@ -159,6 +167,7 @@ def quantize_static(
                 nodes_to_exclude=kept or None,
                 calibrate_method=getattr(quantization.CalibrationMethod, CALIBRATION_METHODS[options.calibration]),
                 extra_options=extra,
+                calibration_cache_path=str(calibration_cache) if calibration_cache is not None else None,
             )
         except QuantizeError:
             raise
