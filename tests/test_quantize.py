@@ -227,6 +227,18 @@ def test_an_export_that_is_not_the_network_is_refused(trained, files):
     assert check_export(net, session(float_path), images[:1], SIZE) <= 1e-3
 
 
+def test_a_network_that_does_not_export_is_named(trained, tmp_path):
+    class Untraceable(nn.Module):
+        def forward(self, x):
+            return torch.fft.fft2(x).real + x  # no ONNX symbolic for aten::fft_fft2 at opset 17
+
+    _, data = trained
+    net = Untraceable()
+    net.register_parameter("w", nn.Parameter(torch.zeros(1)))
+    with pytest.raises(QuantizeError, match=r"Untraceable does not export to ONNX at 32x32, opset 17 .*fft_fft2"):
+        quantize_network(net, data, Deployment(SIZE, QuantizeOptions(), calib_images=2, opset=17), tmp_path)
+
+
 def test_quantize_network_report(trained, tmp_path):
     net, data = trained
     plan = Deployment(SIZE, QuantizeOptions(), calib_images=8, val_images=4, threads=1)

@@ -35,7 +35,7 @@ from segnas.quantize.sensitivity import (
     smallest_kept,
     write_sensitivity,
 )
-from segnas.quantize.static import QuantizeOptions, float_compute_nodes, preprocess, quantize_static
+from segnas.quantize.static import QuantizeError, QuantizeOptions, float_compute_nodes, preprocess, quantize_static
 
 FLOAT_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
@@ -80,7 +80,7 @@ def quantize_network(
     subsets = datamodule.train_subsets(*counts)
     calibration_images = dataset_images(subsets[0])
     calibration = ImageCalibration(calibration_images, size)
-    float_path = export_onnx(net, out_dir / FLOAT_FILE, size, opset=plan.opset)
+    float_path = exported(net, out_dir / FLOAT_FILE, size, plan.opset)
     float_session = session(float_path, plan.threads)
     export_error = check_export(net, float_session, calibration_images[:2], size)
     int8_path = out_dir / INT8_FILE
@@ -128,6 +128,20 @@ def quantize_network(
     }
     (out_dir / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def exported(net: nn.Module, path: Path, size: tuple[int, int], opset: int) -> Path:
+    """``export_onnx``, with a network the exporter cannot follow refused as a named error."""
+    try:
+        return export_onnx(net, path, size, opset=opset)
+    except ImportError:
+        raise
+    except Exception as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise QuantizeError(
+            f"{type(net).__name__} does not export to ONNX at {size[0]}x{size[1]}, opset {opset} "
+            f"(quantize.input_size, quantize.opset): {first}"
+        ) from err
 
 
 def _keep_sensitive(
