@@ -58,6 +58,8 @@ TINY = [
     "hardware.runs=2",
     "hardware.warmup=1",
     "train.log_images=2",
+    # winners are not quantized (about 7 s a run): tests/test_quantize_summary.py turns it back on
+    "quantize.in_summary=false",
 ]
 
 

@@ -39,6 +39,11 @@ COLUMNS = (
     "search_steps",
     "search_gpu_hours",
     "retrain_epochs",
+    "int8_miou",
+    "int8_miou_drop",
+    "int8_latency_ms",
+    "int8_latency_ratio",
+    "int8_error",
     "genotype_hash",
     "space",
     "run_dir",
@@ -52,6 +57,15 @@ AGGREGATES = (
     ("latency_ms", "latency (ms)", 1.0, 2),
     ("search_wall_time_s", "search (min)", 1 / 60, 1),
     ("search_images_seen", "images seen (k)", 1e-3, 1),
+    ("int8_miou", "int8 mIoU", 1.0, 4),
+    ("int8_latency_ms", "int8 latency (ms)", 1.0, 2),
+)
+#: Scores paired over seeds after val mIoU, each between the entries that both have it:
+#: (key, heading, digits).
+PAIRED = (
+    ("finetuned_hypervolume", "Hypervolume of the fine-tuned FMAS front (same reference point):", 4),
+    ("int8_miou", "Int8 val mIoU of the retrained winner (ONNX Runtime static int8, quantize.*):", 4),
+    ("int8_latency_ms", "Int8 latency of the retrained winner (ms, ONNX Runtime; negative: a is faster):", 2),
 )
 
 
@@ -136,7 +150,8 @@ def markdown(table: Sequence[dict[str, Any]], command: str) -> str:
         f"Command: `{command}`",
         "",
         "Mean ± sample standard deviation over seeds of each searcher's retrained winner "
-        "(val mIoU on the full validation split; costs of that network; search cost without retraining).",
+        "(val mIoU on the full validation split; costs of that network; search cost without retraining; "
+        "int8: that network quantized as task=quantize does (quantize.*), scored and timed with ONNX Runtime).",
         "",
         "| " + " | ".join(heading) + " |",
         "|" + "---|" * len(heading),
@@ -153,8 +168,9 @@ def markdown(table: Sequence[dict[str, Any]], command: str) -> str:
         "",
         "Per run:",
         "",
-        "| searcher | seed | status | val mIoU | params | MACs | latency (ms) | search (s) | images seen | run |",
-        "|" + "---|" * 10,
+        "| searcher | seed | status | val mIoU | params | MACs | latency (ms) | search (s) | images seen "
+        "| int8 mIoU | int8 latency (ms) | run |",
+        "|" + "---|" * 12,
     ]
     for row in table:
         values = [
@@ -167,6 +183,8 @@ def markdown(table: Sequence[dict[str, Any]], command: str) -> str:
             _number(row["latency_ms"], 2),
             _number(row["search_wall_time_s"], 1),
             _number(row["search_images_seen"]),
+            _number(row.get("int8_miou"), 4),
+            _number(row.get("int8_latency_ms"), 2),
             Path(row["run_dir"]).name,
         ]
         lines.append("| " + " | ".join(str(v) for v in values) + " |")
@@ -176,8 +194,9 @@ def markdown(table: Sequence[dict[str, Any]], command: str) -> str:
 def paired_lines(table: Sequence[dict[str, Any]], level: float = 0.95) -> list[str]:
     """comparison.md's paired statistics: each searcher against its random baseline and against
     each other searcher, on the retrained winners' val mIoU over the seeds both finished (same
-    seed: same data split and initialisation), and, for FMAS, on the hypervolume of the
-    fine-tuned front (one reference point when both searched one supernet)."""
+    seed: same data split and initialisation), then on each of :data:`PAIRED` for the pairs that
+    both have it: the hypervolume of FMAS's fine-tuned front (one reference point when both
+    searched one supernet), and the int8 mIoU and latency of the winners (``quantize.in_summary``)."""
     by_label: dict[str, dict[Any, dict[str, Any]]] = {}
     for row in table:
         if row["status"] == "ok":
@@ -198,23 +217,33 @@ def paired_lines(table: Sequence[dict[str, Any]], level: float = 0.95) -> list[s
         "",
         "Val mIoU of the retrained winner:",
         "",
+        *_paired_section(by_label, pairs, "val_mIoU", level),
     ]
-    for a, b in pairs:
-        comparison = statistics_.paired(_scores(by_label[a], "val_mIoU"), _scores(by_label[b], "val_mIoU"), level)
-        lines.append(statistics_.describe(f"{a} − {b}", comparison))
 
-    def has_front(label: str) -> bool:
-        return any(r.get("finetuned_hypervolume") is not None for r in by_label[label].values())
+    def has(label: str, key: str) -> bool:
+        return any(r.get(key) is not None for r in by_label[label].values())
 
-    fronts_hv = [(a, b) for a, b in pairs if has_front(a) and has_front(b)]  # only FMAS runs have fronts
-    if fronts_hv:
-        lines += ["", "Hypervolume of the fine-tuned FMAS front (same reference point):", ""]
-        for a, b in fronts_hv:
-            comparison = statistics_.paired(
-                _scores(by_label[a], "finetuned_hypervolume"), _scores(by_label[b], "finetuned_hypervolume"), level
-            )
-            lines.append(statistics_.describe(f"{a} − {b}", comparison))
+    for key, heading, digits in PAIRED:
+        scored = [(a, b) for a, b in pairs if has(a, key) and has(b, key)]
+        if scored:
+            lines += ["", heading, "", *_paired_section(by_label, scored, key, level, digits)]
     return lines
+
+
+def _paired_section(
+    by_label: dict[str, dict[Any, dict[str, Any]]],
+    pairs: Sequence[tuple[str, str]],
+    key: str,
+    level: float,
+    digits: int = 4,
+) -> list[str]:
+    """One line per pair ``a − b``: the paired comparison of their runs' ``key`` by seed."""
+    return [
+        statistics_.describe(
+            f"{a} − {b}", statistics_.paired(_scores(by_label[a], key), _scores(by_label[b], key), level), digits
+        )
+        for a, b in pairs
+    ]
 
 
 def _scores(runs: dict[Any, dict[str, Any]], key: str) -> dict[Any, Any]:

@@ -12,6 +12,9 @@ any of them stops the comparison before anything has run. A run that fails is re
 failed and the others go on; re-running the comparison with
 ``resume=true`` (in the same ``hydra.run.dir``) keeps finished runs and continues unfinished ones.
 
+Every run's ``summary.json`` carries its winner quantized to int8 as ``task=quantize`` does, with the
+comparison's ``quantize.*`` (``quantize.in_summary``), so the tables pair int8 mIoU and latency too.
+
 ``compare.baselines`` adds hand-designed networks (presets: DeepLabV3+-MobileNetV2, LR-ASPP on
 MobileNetV3-Large) trained as ``task=train`` runs with the winners' schedule and epochs and
 scored the same way, so every comparison also answers whether any search beat simply training

@@ -14,42 +14,15 @@ from omegaconf import DictConfig
 
 from segnas import targets
 from segnas.errors import ConfigError
-from segnas.hardware.gap8 import Gap8Latency
-from segnas.quantize.deploy import Deployment, quantize_network, summary_fields
-from segnas.quantize.static import QuantizeOptions
+from segnas.quantize.deploy import quantize_network, summary_fields
 from segnas.report.loggers import build_logger
 from segnas.report.run_dir import write_config
 from segnas.settings import schema
-from segnas.settings.run import QuantizeSettings
+from segnas.tasks.deployment import deployment, gap8_target
 from segnas.tasks.summary import architecture, finish
 from segnas.training import load_network
 
 log = logging.getLogger(__name__)
-
-
-def deployment(settings: QuantizeSettings, datamodule: Any) -> Deployment:
-    """The typed plan from ``quantize.*``; a null ``input_size`` is the first val image's size."""
-    size = settings.input_size
-    if size is None:
-        datamodule.setup("validate")
-        size = list(datamodule.eval_dataset("val")[0]["image"].shape[-2:])
-    return Deployment(
-        input_size=(int(size[0]), int(size[1])),
-        options=QuantizeOptions(
-            calibration=str(settings.calibration),
-            per_channel=settings.per_channel,
-            keep_float=tuple(settings.keep_float),
-            reduce_range=settings.reduce_range,
-        ),
-        calib_images=settings.calib_images,
-        val_images=settings.val_images,
-        threads=settings.threads,
-        opset=settings.opset,
-        mode=str(settings.mode),
-        max_drop=settings.max_drop,
-        select_images=settings.select_images,
-        sensitivity=settings.sensitivity,
-    )
 
 
 def network_file(checkpoint: str) -> Path:
@@ -57,14 +30,6 @@ def network_file(checkpoint: str) -> Path:
     winner, a training's selected model), else its ``last.ckpt``; a file is itself."""
     path = Path(checkpoint)
     return path / "model.pt" if path.is_dir() and (path / "model.pt").is_file() else path
-
-
-def gap8_target(cfg: DictConfig) -> Gap8Latency:
-    """The run's GAP8 model when ``hardware=gap8`` (its constants), else the shipped one."""
-    hardware = cfg.get("hardware")
-    if hardware is not None and str(hardware.get("_target_", "")).endswith("Gap8Latency"):
-        return instantiate(hardware)
-    return Gap8Latency()
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:

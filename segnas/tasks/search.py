@@ -5,7 +5,8 @@ The pipeline's side of the searcher contract (:mod:`segnas.searchers.contract`):
 data module once and hands it with the rest of the run to the searcher in a
 :class:`~segnas.searchers.contract.SearchContext`, owns ``genotype.yaml`` (the first candidate's,
 replaced by the retrained winner's when that differs) and ``summary.json``, and calls the
-result's hook once after retraining."""
+result's hook once after retraining. The winner's ``model.pt`` is then quantized to int8 and its
+int8 scores join the summary (:func:`~segnas.tasks.deployment.int8_summary`)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from segnas.searchers.registry import registration
 from segnas.searchers.result import Candidate
 from segnas.settings import schema
 from segnas.settings.run import RetrainSettings, RunSettings, Selection
+from segnas.tasks.deployment import INT8_DIR, gap8_target, int8_summary
 from segnas.tasks.fitting import fit, weights
 from segnas.tasks.summary import Retrained, SearchSummary, architecture, finish
 from segnas.training.trainer import build_module, build_trainer
@@ -105,6 +107,16 @@ def run(cfg: DictConfig) -> SearchSummary:
         }[selection]
     if result.on_retrained is not None:
         summary.update(result.on_retrained(retrained))
+    summary.update(
+        int8_summary(
+            summary.get("model"),
+            datamodule,
+            settings.quantize,
+            gap8_target(cfg),
+            run_dir / INT8_DIR,
+            settings.task_type,
+        )
+    )
     summary["wall_time_s"] = round(time.perf_counter() - start, 2)
     summary["run_dir"] = str(run_dir)
     return finish(run_dir, summary, logger)

@@ -64,7 +64,8 @@ class Retrained(TypedDict, total=False):
 class SearchSummary(Architecture, total=False):
     """``task=search``'s summary.json: the winner's architecture, the search's own entries (its
     :class:`~segnas.searchers.result.SearchResult` summary: at least the three costs below), what the
-    pipeline added (the report split, the retrained candidates, the winner's scores and files)."""
+    pipeline added (the report split, the retrained candidates, the winner's scores and files), and
+    the winner's int8 numbers (``int8_*``, :func:`~segnas.tasks.deployment.int8_summary`)."""
 
     task: str
     searcher: str
@@ -121,8 +122,8 @@ def costs(cfg: DictConfig, net: torch.nn.Module, input_size: tuple[int, int]) ->
 
 def final_metrics(summary: dict[str, Any]) -> dict[str, float]:
     """One set of names every run logs at its end, so the runs of a comparison line up in W&B:
-    ``cost/*`` (the final network), ``search/*`` (what the search spent) and ``retrain/*`` (the
-    retrained winner's validation scores)."""
+    ``cost/*`` (the final network), ``search/*`` (what the search spent), ``retrain/*`` (the
+    retrained winner's validation scores) and ``int8/*`` (that network quantized, when it was)."""
 
     def numeric(value: Any) -> bool:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -135,6 +136,13 @@ def final_metrics(summary: dict[str, Any]) -> dict[str, float]:
         metrics.update(
             {f"retrain/{k}": value for k, value in summary.items() if k.startswith("val_") and numeric(value)}
         )
+    metrics.update(
+        {
+            f"int8/{k.removeprefix('int8_')}": value
+            for k, value in summary.items()
+            if k.startswith("int8_") and numeric(value)
+        }
+    )
     return {key: float(value) for key, value in metrics.items()}
 
 

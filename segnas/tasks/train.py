@@ -1,4 +1,5 @@
-"""``task=train``: train a fixed architecture (a preset or a genotype file) and score it on val."""
+"""``task=train``: train a fixed architecture (a preset or a genotype file), score it on val, and
+(``quantize.in_summary``) score its int8 version too (:func:`~segnas.tasks.deployment.int8_summary`)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from segnas import spaces, targets
 from segnas.offline_weights import describe
 from segnas.report.loggers import build_logger
 from segnas.report.run_dir import resume_checkpoint, write_config
+from segnas.settings import schema
+from segnas.tasks.deployment import INT8_DIR, gap8_target, int8_summary
 from segnas.tasks.fitting import fit, weights
 from segnas.tasks.summary import architecture, finish
 
@@ -41,6 +44,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             bool(cfg.model.pretrained), cfg.model.backbone_weights, genotype.arch.get("backbone")
         ),
         **fitted,
+        **int8_summary(
+            fitted["model"],
+            datamodule,
+            schema.load(cfg).quantize,
+            gap8_target(cfg),
+            run_dir / INT8_DIR,
+            targets.task_type(cfg),
+        ),
         "wall_time_s": round(time.perf_counter() - start, 2),
         "run_dir": str(run_dir),
     }
