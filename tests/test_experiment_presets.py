@@ -37,6 +37,8 @@ ONE_STEP = [
     "hardware.runs=1",
     "hardware.warmup=0",
     "retrain.epochs=1",
+    # int8 of the winners is tested in test_quantize_summary.py; 6 training images here
+    "quantize.in_summary=false",
 ]
 #: Per searcher: the smallest search its preset's settings allow.
 SEARCH = {

@@ -18,7 +18,7 @@ from segnas.errors import ConfigError
 from segnas.hardware import export_onnx
 from segnas.metrics import per_class_iou
 from segnas.quantize.calibration import ImageCalibration, dataset_images, deployment_input
-from segnas.quantize.deploy import Deployment, quantize_network
+from segnas.quantize.deploy import Deployment, image_counts, quantize_network, reported_val
 from segnas.quantize.scoring import ONNX_ATOL, ONNX_RTOL, OnnxSegmenter, check_export, score_pair, session
 from segnas.quantize.static import (
     QuantizeError,
@@ -297,3 +297,29 @@ def test_task_quantize_needs_a_checkpoint(make_cfg):
         pipeline.run(make_cfg("task=quantize"))
     with pytest.raises(ConfigError, match="quantize.max_drop=2"):
         pipeline.run(make_cfg("task=quantize", "checkpoint=x", "quantize.max_drop=2"))
+
+
+@pytest.mark.parametrize(
+    ("mode", "train", "expected"),
+    [("manual", 40, (32,)), ("manual", 10, (10,)), ("auto", 64, (32, 32)), ("auto", 10, (5, 5)), ("auto", 2, (1, 1))],
+)
+def test_image_counts_fit_a_small_train_split(mode, train, expected):
+    plan = Deployment(SIZE, QuantizeOptions(), calib_images=32, select_images=32, mode=mode)
+    assert image_counts(plan, train) == expected
+
+
+def test_image_counts_refuse_what_cannot_work():
+    with pytest.raises(QuantizeError, match="quantize.mode=auto: needs 2 training images at least"):
+        image_counts(Deployment(SIZE, QuantizeOptions(), mode="auto"), 1)
+
+
+def test_int8_is_scored_on_the_val_images_the_run_reports_on(trained):
+    """A search that selected on val images (FMAS: reserve_val) leaves them out of its report; the
+    int8 scores leave them out too."""
+    _, data = trained
+    data.reserve_val([0, 2])
+    try:
+        assert reported_val(data, None).indices == [1, 3, 4, 5]
+        assert reported_val(data, 2).indices == [1, 3]
+    finally:
+        data.reserved_val = None

@@ -11,6 +11,7 @@ GAP8's int8 latency.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -36,6 +37,8 @@ from segnas.quantize.sensitivity import (
     write_sensitivity,
 )
 from segnas.quantize.static import QuantizeError, QuantizeOptions, float_compute_nodes, preprocess, quantize_static
+
+log = logging.getLogger(__name__)
 
 FLOAT_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
@@ -76,8 +79,7 @@ def quantize_network(
     out_dir.mkdir(parents=True, exist_ok=True)
     size = plan.input_size
     datamodule.setup("validate")
-    counts = (plan.calib_images, plan.select_images) if plan.mode == "auto" else (plan.calib_images,)
-    subsets = datamodule.train_subsets(*counts)
+    subsets = datamodule.train_subsets(*image_counts(plan, len(datamodule.source("train"))))
     calibration_images = dataset_images(subsets[0])
     calibration = ImageCalibration(calibration_images, size)
     float_path = exported(net, out_dir / FLOAT_FILE, size, plan.opset)
@@ -91,9 +93,7 @@ def quantize_network(
         )
         sections, chosen = _keep_sensitive(float_path, calibration, quantized, subsets, datamodule, plan, work)
         shutil.copyfile(chosen, int8_path)
-    val = datamodule.eval_dataset("val")
-    if plan.val_images is not None:
-        val = datamodule.eval_dataset("val", list(range(min(plan.val_images, len(val)))))
+    val = reported_val(datamodule, plan.val_images)
     scores = score_pair(
         OnnxSegmenter(float_session, size),
         OnnxSegmenter(session(int8_path, plan.threads), size),
@@ -128,6 +128,40 @@ def quantize_network(
     }
     (out_dir / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def image_counts(plan: Deployment, train_images: int) -> tuple[int, ...]:
+    """How many training images calibrate (and, in auto mode, judge what to keep in float): as
+    asked, or, when train has fewer than that, all of them (auto: shared in the asked proportion,
+    at least one each), logged, so a small dataset is quantized instead of refused."""
+    asked = (plan.calib_images, plan.select_images) if plan.mode == "auto" else (plan.calib_images,)
+    if sum(asked) <= train_images:
+        return asked
+    if train_images < len(asked):
+        raise QuantizeError(
+            f"quantize.mode={plan.mode}: needs {len(asked)} training images at least "
+            f"(calibration{' and selection' if len(asked) > 1 else ''}), train has {train_images}"
+        )
+    first = min(train_images - len(asked) + 1, max(1, round(train_images * asked[0] / sum(asked))))
+    counts = (first, train_images - first)[: len(asked)] if len(asked) > 1 else (train_images,)
+    log.info(
+        "quantize: train has %d images, fewer than quantize.calib_images%s asks (%s): using %s",
+        train_images,
+        " + quantize.select_images" if len(asked) > 1 else "",
+        " + ".join(map(str, asked)),
+        " + ".join(map(str, counts)),
+    )
+    return counts
+
+
+def reported_val(datamodule: Any, limit: int | None) -> Any:
+    """The val images a run reports on (less those a search selected on, ``reserve_val``), the
+    first ``limit`` of them when set: the int8 and float32 files are scored where the run's own
+    val mIoU was."""
+    val = datamodule.dataset("val")
+    if limit is None or limit >= len(val):
+        return val
+    return datamodule.eval_dataset("val", val.indices[:limit])
 
 
 def exported(net: nn.Module, path: Path, size: tuple[int, int], opset: int) -> Path:
