@@ -3,7 +3,8 @@
 Order per candidate (Archai's rule: cheap objectives filter before expensive ones): slice the
 sub-network, count params and MACs, check ``max_params`` / ``max_macs``; measure or estimate
 latency only when it is an objective or constrained, check ``max_latency_ms``; only a candidate
-within every limit is recalibrated and scored on the validation subset. Under DDP, latency is
+within every limit is recalibrated and scored on the validation subset, and, when ``miou_int8`` is
+an objective, quantized and scored again in int8 (:mod:`.int8`, the dearest step, last). Under DDP, latency is
 measured by one rank of a host at a time (:func:`~segnas.searchers.distributed.one_per_host`),
 each rank timing its own share, while pricing and scoring run on all ranks at once.
 """
@@ -20,6 +21,7 @@ from segnas.hardware import LatencyTarget, count_macs, count_params
 from segnas.nn.elastic import extract
 from segnas.searchers.distributed import all_gather, one_per_host, rank_and_world
 from segnas.searchers.fmas.encoding import subnet_config
+from segnas.searchers.fmas.int8 import Int8Scorer
 from segnas.searchers.fmas.scoring import Scorer
 from segnas.searchers.fmas.settings import ConstraintSettings
 
@@ -36,12 +38,21 @@ class _Timed(TypedDict, total=False):
     latency_estimated: bool
 
 
-class SubnetRecord(_Timed):
+class _Quantized(_Timed, total=False):
+    """What a feasible record has when ``miou_int8`` is an objective: its scores after int8
+    post-training quantization (:class:`~.int8.Int8Scorer`), beside the float32 ``miou``."""
+
+    miou_int8: float
+    pixel_acc_int8: float
+
+
+class SubnetRecord(_Quantized):
     """What the search knows of one sub-network: the search's cache (``SearchState.cache``, in
     the checkpoint), the front, ``pareto.csv`` and ``fronts.csv`` are made of these. Written by
     :class:`Evaluator` alone, in three steps: priced (costs, ``violation`` over the cheap limits),
     timed (latency, when it is an objective or limited, within the cheap limits), scored
-    (``feasible``; ``miou`` and ``pixel_acc`` when feasible, else None). A plain dict at run
+    (``feasible``; ``miou`` and ``pixel_acc`` when feasible, else None; ``miou_int8`` and
+    ``pixel_acc_int8`` too when feasible and asked for). A plain dict at run
     time, so checkpoints and CSV files hold what they held before it was typed."""
 
     genotype_hash: str
@@ -61,7 +72,8 @@ class SubnetRecord(_Timed):
 class Evaluator:
     """Records of sub-networks of ``supernet``, cached by genotype hash. ``objectives`` and
     ``constraints`` are the search's (:class:`~.settings.FMASSettings`); latency is measured on
-    ``target`` when it is an objective or limited (the config check asked for a target then)."""
+    ``target`` when it is an objective or limited (the config check asked for a target then);
+    ``int8`` scores every feasible candidate in int8 too (given when ``miou_int8`` is an objective)."""
 
     def __init__(
         self,
@@ -72,9 +84,11 @@ class Evaluator:
         input_size: tuple[int, int],
         target: LatencyTarget | None = None,
         cache: dict[str, SubnetRecord] | None = None,
+        int8: Int8Scorer | None = None,
     ) -> None:
         self.supernet = supernet.eval()
         self.scorer = scorer
+        self.int8 = int8
         self.limits = constraints.limits()
         self.needs_latency = "latency" in objectives or "latency_ms" in self.limits
         self.input_size = input_size
@@ -159,8 +173,11 @@ class Evaluator:
             record["violation"] = self._violation(record, ("latency_ms",))
 
     def _score(self, record: SubnetRecord, net: nn.Module) -> SubnetRecord:
-        """mIoU of a candidate within every limit; the record, completed."""
+        """mIoU of a candidate within every limit (float32, then int8 when asked: the network as
+        the float32 score prepared it); the record, completed."""
         record["feasible"] = record["violation"] == 0.0
         if record["feasible"]:
             record.update(self.scorer.score(net))
+            if self.int8 is not None:
+                record.update(self.int8.score(net))
         return record

@@ -1,8 +1,9 @@
 """The FMAS search as a LightningModule: one ``training_step`` is one generation.
 
 A generation asks pymoo for a population, prices and scores this rank's share of the sub-networks
-not scored before (no fine-tuning; :class:`~.evaluator.Evaluator`, its cache and the records
-all-gathered so every rank holds the same cache), and tells pymoo the objectives. The pymoo
+not scored before (no fine-tuning; in float32, and in int8 too with ``miou_int8``;
+:class:`~.evaluator.Evaluator`, its cache and the records all-gathered so every rank holds the
+same cache), and tells pymoo the objectives. The pymoo
 algorithm, the cache, the per-generation rows and fronts travel in the Lightning checkpoint, so
 ``resume=`` (``ckpt_path``) continues with the same next population. The front's size and
 hypervolume are logged with ``self.log``, the front itself as a W&B table per generation.
@@ -33,6 +34,7 @@ from segnas.searchers.distributed import from_rank_zero, rank_and_world, search_
 from segnas.searchers.engine import SearchModule
 from segnas.searchers.fmas.encoding import Encoding
 from segnas.searchers.fmas.evaluator import Evaluator, SubnetRecord
+from segnas.searchers.fmas.int8 import Int8Scorer
 from segnas.searchers.fmas.nsga import SearchState, build_search_algorithm, run_generation
 from segnas.searchers.fmas.pareto import COST_FIELDS
 from segnas.searchers.fmas.scoring import Scorer, preload
@@ -56,6 +58,8 @@ COLUMNS = (
     "wall_s",
 )
 FRONT_COLUMNS = ("generation", "genotype_hash", "miou", "params", "macs", "latency_ms")
+#: Where the int8 score joins those files (``miou_int8`` an objective): after the float32 one.
+INT8_COLUMNS = {"best_miou": "best_miou_int8", "miou": "miou_int8"}
 
 
 class FMASSearchModule(SearchModule):
@@ -105,6 +109,7 @@ class FMASSearchModule(SearchModule):
             extra={"supernet": facts["supernet"], "full": full.to_dict()},
         )
         self.scorer: Scorer | None = None
+        self.int8: Int8Scorer | None = None
         self.evaluator: Evaluator | None = None
         self.device_name = settings.device
 
@@ -126,15 +131,26 @@ class FMASSearchModule(SearchModule):
         return self.state.population()
 
     def record_files(self) -> dict[str, tuple[Any, list[dict[str, Any]]]]:
-        return {"search.csv": (COLUMNS, self.state.history), "fronts.csv": (FRONT_COLUMNS, self.state.fronts)}
+        return {
+            "search.csv": (self._columns(COLUMNS), self.state.history),
+            "fronts.csv": (self._columns(FRONT_COLUMNS), self.state.fronts),
+        }
+
+    def _columns(self, columns: tuple[str, ...]) -> tuple[str, ...]:
+        """``columns``, each float32 score followed by its int8 one when ``miou_int8`` is an objective."""
+        if not self.settings.needs_int8():
+            return columns
+        return tuple(c for column in columns for c in (column, INT8_COLUMNS.get(column)) if c is not None)
 
     def best_score(self) -> float | None:
-        """The front's best val-subset mIoU so far."""
-        return self.state.history[-1].get("best_miou") if self.state.history else None
+        """The front's best val-subset score so far, by the first accuracy objective (mIoU, or int8 mIoU)."""
+        return self.state.history[-1].get(f"best_{self.objectives[0]}") if self.state.history else None
 
     def unit_line(self) -> str:
         row = self.state.history[-1]
         best = "none" if row.get("best_miou") is None else f"{row['best_miou']:.4f}"
+        if row.get("best_miou_int8") is not None:
+            best += f" (int8 {row['best_miou_int8']:.4f})"
         return (
             f"generation {row['generation']}/{self.units}: hypervolume {row['hypervolume']:.4f}, front "
             f"{row['front_size']}, best mIoU {best}, scored {row['scored']} of {row['proposed']} proposed "
@@ -143,7 +159,7 @@ class FMASSearchModule(SearchModule):
         )
 
     def _images(self) -> int:
-        per_score = self.scorer.images_per_score if self.scorer is not None else 0
+        per_score = sum(s.images_per_score for s in (self.scorer, self.int8) if s is not None)
         return self.state.scored * per_score + self.supernet_images
 
     # building ----------------------------------------------------------------------------------
@@ -153,10 +169,11 @@ class FMASSearchModule(SearchModule):
         self.prepare_scoring(self.trainer.strategy.root_device)
 
     def prepare_scoring(self, root_device: torch.device) -> None:
-        """The scorer (validation and calibration batches preloaded on the device) and the
-        evaluator of this process. Called once per process: by :meth:`setup` where the search
-        runs, and by a process that slices sub-networks without having run it (the launching
-        process of ``ddp_spawn`` ranks, a table)."""
+        """The scorer (validation and calibration batches preloaded on the device), the int8 scorer
+        (``miou_int8``: calibrated on the same calibration images) and the evaluator of this
+        process. Called once per process: by :meth:`setup` where the search runs, and by a process
+        that slices sub-networks without having run it (the launching process of ``ddp_spawn``
+        ranks, a table)."""
         s = self.settings
         supernet = self.networks["supernet"]
         own_tensors_of(supernet)  # a spawned rank's supernet is its own
@@ -164,16 +181,27 @@ class FMASSearchModule(SearchModule):
         self.device_name = str(device)
         supernet.to(device).eval()
         datamodule = self.datamodule
+        calibration = (
+            preload(datamodule, datamodule.calib_subset(s.calib_images), device)
+            if s.recalibrate_bn or s.needs_int8()
+            else []
+        )
         self.scorer = Scorer(
             preload(datamodule, datamodule.val_subset(s.val_images), device),
-            preload(datamodule, datamodule.calib_subset(s.calib_images), device) if s.recalibrate_bn else [],
+            calibration if s.recalibrate_bn else [],
             datamodule.num_classes,
             datamodule.ignore_index,
             s.recalibrate_bn,
             protocol=self.protocol,
             batch_size=s.score_batch_size,
         )
-        self.evaluator = Evaluator(supernet, self.scorer, self.objectives, s.constraints, self.input_size, self.target)
+        if s.needs_int8():
+            self.int8 = Int8Scorer(
+                self.scorer, [image for batch in calibration for image in batch["image"]], self.input_size
+            )
+        self.evaluator = Evaluator(
+            supernet, self.scorer, self.objectives, s.constraints, self.input_size, self.target, int8=self.int8
+        )
 
     # one generation ----------------------------------------------------------------------------
 
@@ -185,7 +213,10 @@ class FMASSearchModule(SearchModule):
             extra.update(
                 reference_costs(self.networks["supernet"], self.objectives, self.input_size, self.evaluator.target)
             )
-            extra["supernet_miou"] = self.scorer.score(self.evaluator.subnet(self.full, share_weights=True))["miou"]
+            full_net = self.evaluator.subnet(self.full, share_weights=True)
+            extra["supernet_miou"] = self.scorer.score(full_net)["miou"]
+            if self.int8 is not None:  # also the first quantization: a network that cannot be fails here
+                extra["supernet_miou_int8"] = self.int8.score(full_net)["miou_int8"]
             if "reference_latency" in extra:
                 reference = extra["reference_latency"]
                 log.info(
@@ -205,8 +236,9 @@ class FMASSearchModule(SearchModule):
             f"search/{k}": float(row[k])
             for k in ("hypervolume", "front_size", "scored_total", "cache_hits_total", "infeasible")
         }
-        if row.get("best_miou") is not None:
-            metrics["search/best_miou"] = float(row["best_miou"])
+        for best in ("best_miou", "best_miou_int8"):
+            if row.get(best) is not None:
+                metrics[f"search/{best}"] = float(row[best])
         self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=1)
         if rank_and_world()[0] == 0 and is_wandb(self.logger):
             self._wandb_front(row["generation"], front)
@@ -214,15 +246,16 @@ class FMASSearchModule(SearchModule):
     def _wandb_front(self, generation: int, front: list[SubnetRecord]) -> None:
         import wandb
 
-        field = COST_FIELDS[self.objectives[1]]
-        columns = ["generation", "genotype_hash", "miou", field, "genotype"]
-        data = [[generation, r["genotype_hash"], r["miou"], r.get(field), json.dumps(r["genotype"])] for r in front]
+        accuracy = self.objectives[0]
+        field = COST_FIELDS[next(o for o in self.objectives if o in COST_FIELDS)]
+        columns = ["generation", "genotype_hash", accuracy, field, "genotype"]
+        data = [[generation, r["genotype_hash"], r[accuracy], r.get(field), json.dumps(r["genotype"])] for r in front]
         table = wandb.Table(columns=columns, data=data)
         self.logger.experiment.log(
             {
                 "search/front": table,
                 "search/front_scatter": wandb.plot.scatter(
-                    table, field, "miou", title=f"front, generation {generation}"
+                    table, field, accuracy, title=f"front, generation {generation}"
                 ),
             }
         )

@@ -229,6 +229,8 @@ def run_generation(
         "best_miou": max((r["miou"] for r in front), default=None),
         "wall_s": round(time.perf_counter() - start, 3),
     }
+    if "miou_int8" in objectives:
+        row["best_miou_int8"] = max((r["miou_int8"] for r in front), default=None)
     state.history.append(row)
     state.fronts.extend(FrontRecord(**r, generation=state.generation) for r in front)
     return row, front

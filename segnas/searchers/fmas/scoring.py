@@ -21,7 +21,7 @@ sub-networks still share the supernet's tensors. The forwards run under ``infere
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -97,20 +97,22 @@ def recalibrate_bn(net: nn.Module, images: Iterable[torch.Tensor]) -> nn.Module:
 
 
 def confusion(
-    net: nn.Module,
+    net: Callable[[torch.Tensor], Any],
     batches: Sequence[dict[str, torch.Tensor]],
     num_classes: int,
     ignore_index: int = 255,
     protocol: EvalProtocol | None = None,
 ) -> torch.Tensor:
-    """The (num_classes, num_classes) confusion matrix of ``net`` (eval mode) over ``batches``,
-    each image predicted by ``protocol`` (default: whole, full resolution).
+    """The (num_classes, num_classes) confusion matrix of ``net`` over ``batches``, each image
+    predicted by ``protocol`` (default: whole, full resolution). ``net``: a module (put in eval
+    mode) or any callable on image batches (the int8 score's ONNX Runtime session).
 
     Never summed over DDP ranks: under DDP each rank scores different sub-networks.
     """
     protocol = protocol or EvalProtocol()
     metric = SegmentationMetrics(num_classes, ignore_index, sync_on_compute=False)
-    net.eval()
+    if isinstance(net, nn.Module):
+        net.eval()
     with torch.inference_mode():
         for batch in batches:
             for logits, targets in protocol.outputs(net, batch):

@@ -80,7 +80,7 @@ def search(settings: FMASSettings, context: SearchContext, proposals: Proposals 
         write_front(run_dir, records, front, objectives)
     # top_k=null: the paper fine-tunes the whole front
     chosen = front if settings.top_k is None else pick(front, settings.top_k)
-    score_keys = ["miou", "params", "macs", "latency_ms", "latency_estimated"]
+    score_keys = ["miou", "miou_int8", "params", "macs", "latency_ms", "latency_estimated"]
     # networks in train mode: Lightning keeps the mode a module arrives in
     candidates = [
         Candidate(
@@ -100,6 +100,7 @@ def search(settings: FMASSettings, context: SearchContext, proposals: Proposals 
         **facts,
         "supernet_genotype_hash": full.hash,
         "supernet_miou": state.extra["supernet_miou"],
+        **({"supernet_miou_int8": state.extra["supernet_miou_int8"]} if settings.needs_int8() else {}),
         "supernet_macs": int(scale["macs"]),
         "supernet_params": int(scale["params"]),
         "objectives": objectives,
@@ -124,23 +125,29 @@ def search(settings: FMASSettings, context: SearchContext, proposals: Proposals 
     def on_retrained(entries: list[dict[str, Any]]) -> dict[str, Any]:
         """Mark the fine-tuned front members in pareto.csv, redraw the front before/after, and list
         every front member with its search mIoU (before: inherited weights on the search's validation
-        subset) and its fine-tuned mIoU (after: the pipeline's evaluation on the rest of val; null
-        when not fine-tuned)."""
+        subset; float32, and int8 when searched on) and its fine-tuned mIoU (after: the pipeline's
+        float32 evaluation on the rest of val; null when not fine-tuned)."""
         tuned = {e["genotype_hash"]: float(e["val_mIoU"]) for e in entries if e.get("val_mIoU") is not None}
         write_front(run_dir, records, front, objectives, tuned)
         members = [
             {
                 "genotype_hash": r["genotype_hash"],
                 "search_miou": r["miou"],
+                **({"search_miou_int8": r["miou_int8"]} if settings.needs_int8() else {}),
                 "finetuned_miou": tuned.get(r["genotype_hash"]),
                 **{k: r[k] for k in ("params", "macs", "latency_ms") if r.get(k) is not None},
             }
             for r in front
         ]
         # the fine-tuned members' front, costs normalised and referenced as the search's hypervolume
-        # (one reference point for runs on one supernet: task=compare's FMAS and its random baseline)
+        # (one reference point for runs on one supernet: task=compare's FMAS and its random baseline);
+        # none on int8 mIoU: the pipeline scores fine-tuned members in float32 (it quantizes the winner alone)
         finetuned = [{**r, "miou": tuned[r["genotype_hash"]]} for r in front if r["genotype_hash"] in tuned]
-        volume = hypervolume(objective_matrix(finetuned, objectives, scale), module.reference) if finetuned else None
+        volume = (
+            hypervolume(objective_matrix(finetuned, objectives, scale), module.reference)
+            if finetuned and not settings.needs_int8()
+            else None
+        )
         return {"front_finetuned": len(tuned), "front_members": members, "finetuned_hypervolume": volume}
 
     # the paper scores sub-networks on a val subset: the pipeline reports on the rest of val

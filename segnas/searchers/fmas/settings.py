@@ -6,15 +6,22 @@ What needs the supernet (a space with no choices, a checkpoint of another space)
 are loaded.
 """
 
+import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from segnas.searchers.contract import FinetuneSettings, SearcherSettings
 from segnas.settings import base
 from segnas.settings.base import Choice
-from segnas.settings.run import RunSettings
+from segnas.settings.run import RunSettings, Task
 
-OBJECTIVES = ("miou", "params", "macs", "latency")
+#: Accuracy objectives: float32 mIoU (the sub-network in torch) and int8 mIoU (the same
+#: sub-network after post-training quantization, as an int8 device runs it; :mod:`.int8`).
+ACCURACY = ("miou", "miou_int8")
+COSTS = ("params", "macs", "latency")
+OBJECTIVES = (*ACCURACY, *COSTS)
+#: What int8 scoring imports (the ``segnas[onnx]`` extra).
+INT8_PACKAGES = ("onnx", "onnxruntime")
 
 
 class ChannelOrder(Choice):
@@ -79,7 +86,7 @@ class FMASSettings(SearcherSettings):
     device: str = "auto"
     objectives: list[str] = field(default_factory=lambda: ["miou", "macs"])
     constraints: ConstraintSettings = field(default_factory=ConstraintSettings)
-    #: [H, W] at which MACs and latency are priced; null = data.crop_size square
+    #: [H, W] at which MACs and latency are priced and miou_int8's network exported; null = data.crop_size square
     input_size: list[int] | None = None
     hv_reference: float = 1.1
     #: nsga2 only: uniform proposals are FMAS's random baseline, searcher=random searcher.space=fmas
@@ -116,8 +123,16 @@ class FMASSettings(SearcherSettings):
         base.positive(self, "min_depth", "val_images", "calib_images", "score_batch_size")
         base.device(self, "device")
         base.distinct(self, "objectives", OBJECTIVES)
-        if "miou" not in self.objectives or len(self.objectives) < 2:
-            base.fail("objectives", "miou and at least one of params, macs, latency, each once", self.objectives)
+        if not set(ACCURACY) & set(self.objectives) or not set(COSTS) & set(self.objectives):
+            base.fail("objectives", "miou and/or miou_int8, and at least one of params, macs, latency", self.objectives)
+        missing = [name for name in INT8_PACKAGES if importlib.util.find_spec(name) is None]
+        if self.needs_int8() and missing:  # before the supernet trains, not at the first candidate
+            base.fail(
+                "objectives",
+                f"no miou_int8 without {' and '.join(missing)} (int8 scoring quantizes with ONNX Runtime): "
+                "pip install 'segnas[onnx]'",
+                self.objectives,
+            )
         base.size(self, "input_size")
         base.between(self, "hv_reference", above=1.0)
         base.positive(self, "pop_size")
@@ -134,8 +149,13 @@ class FMASSettings(SearcherSettings):
 
     @property
     def ordered_objectives(self) -> list[str]:
-        """The objectives with miou first: the search minimises 1 - mIoU against the costs after it."""
-        return ["miou", *[o for o in self.objectives if o != "miou"]]
+        """The accuracy objectives first (miou, then miou_int8), then the costs as given: the search
+        minimises 1 - mIoU against the costs after it, and the first is what "best" means."""
+        return [*[o for o in ACCURACY if o in self.objectives], *[o for o in self.objectives if o in COSTS]]
+
+    def needs_int8(self) -> bool:
+        """Whether every scored sub-network is also quantized and scored in int8."""
+        return "miou_int8" in self.objectives
 
     def needs_latency(self) -> bool:
         """Whether candidates are timed: latency is an objective or limited (a hardware target is
@@ -143,17 +163,25 @@ class FMASSettings(SearcherSettings):
         return "latency" in self.objectives or self.constraints.max_latency_ms is not None
 
     def priced_size(self, crop_size: int) -> tuple[int, int]:
-        """(H, W) at which MACs and latency are priced: ``input_size``, else the crop square."""
+        """(H, W) at which MACs and latency are priced and the int8 network is exported (the size
+        the device runs): ``input_size``, else the crop square."""
         return (self.input_size[0], self.input_size[1]) if self.input_size else (crop_size, crop_size)
 
     def check_run(self, run: RunSettings) -> None:
         """A latency objective or limit needs a hardware target; without a supernet one is trained
-        here (unless a resumed run already did)."""
+        here (unless a resumed run already did); a table (``task=tabulate``) holds float32 scores
+        only, so it is not scored in int8 for nothing."""
         if self.needs_latency() and run.hardware is None:
             base.fail(
                 "objectives",
                 "no latency objective or limit (searcher.constraints.max_latency_ms) without a "
-                "hardware target: pick hardware=cpu, onnx_cpu or gap8",
+                "hardware target: pick hardware=cpu, onnx_cpu, onnx_cpu_int8 or gap8",
+                self.objectives,
+            )
+        if self.needs_int8() and run.task == Task.tabulate:
+            base.fail(
+                "objectives",
+                "no miou_int8 with task=tabulate: a table holds float32 scores (and replays search on them)",
                 self.objectives,
             )
         if run.searcher is self:  # FMAS itself proposes by NSGA-II (its random baseline samples uniformly)
