@@ -101,6 +101,13 @@ class SelfLabelled:
         self.reads.append("train_subsets")
         return [Split(names[k], self.splits["train"][s : s + n]) for k, (s, n) in enumerate(zip(starts, counts))]
 
+    def source(self, split: str) -> list[dict[str, torch.Tensor]]:
+        return self.splits[split]
+
+    def dataset(self, split: str) -> Split:
+        """The split as a run reports on it (nothing reserved here)."""
+        return self.eval_dataset(split)
+
     def eval_dataset(self, split: str, indices: list[int] | None = None) -> Split:
         self.reads.append(split)
         samples = self.splits[split]
