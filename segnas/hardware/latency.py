@@ -119,7 +119,8 @@ class TorchLatency(LatencyTarget):
         previous = torch.get_num_threads()
         torch.set_num_threads(self.threads)
         try:
-            with torch.no_grad():
+            # float32 as the target runs it, also when measured inside a search unit under bf16-mixed
+            with torch.no_grad(), torch.autocast(device.type, enabled=False):
                 medians = self._time(lambda: net(x), sync)
         finally:
             torch.set_num_threads(previous)

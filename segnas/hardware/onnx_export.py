@@ -28,6 +28,10 @@ def export_onnx(
 
     Raises ImportError with an install hint when ``onnx`` is missing, so that callers can report
     "ONNX export skipped" instead of failing a run. The model is put back in its previous mode.
+
+    Autocast is turned off for the export: called inside a search unit under
+    ``trainer.precision=bf16-mixed`` (FMAS's int8 score, an ONNX Runtime latency objective), the
+    tracer would otherwise record autocast's casts and write a bf16 graph ONNX Runtime refuses.
     """
     try:
         import onnx
@@ -46,7 +50,7 @@ def export_onnx(
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), warnings.catch_warnings():
+        with torch.no_grad(), torch.autocast(device.type, enabled=False), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
             torch.onnx.export(
                 model,

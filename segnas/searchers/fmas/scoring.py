@@ -107,10 +107,13 @@ def confusion(
     predicted by ``protocol`` (default: whole, full resolution). ``net``: a module (put in eval
     mode) or any callable on image batches (the int8 score's ONNX Runtime session).
 
-    Never summed over DDP ranks: under DDP each rank scores different sub-networks.
+    Never summed over DDP ranks: under DDP each rank scores different sub-networks. The matrix
+    is kept where the batches are (the search device: torchmetrics does not move its states to
+    the predictions, and a CPU matrix cannot add up CUDA counts).
     """
     protocol = protocol or EvalProtocol()
-    metric = SegmentationMetrics(num_classes, ignore_index, sync_on_compute=False)
+    device = batches[0]["image"].device if batches else torch.device("cpu")
+    metric = SegmentationMetrics(num_classes, ignore_index, sync_on_compute=False).to(device)
     if isinstance(net, nn.Module):
         net.eval()
     with torch.inference_mode():
