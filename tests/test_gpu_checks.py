@@ -156,6 +156,8 @@ def test_the_run_check_fails_on_what_an_exit_status_hides(tmp_path: Path) -> Non
     assert check_run(str(good), "--files", "model.pt").returncode == 1
     assert "differs" in check_run(str(other), "--same-genotype-as", str(good)).stderr
     assert check_run(str(good), "--equals", "val_mIoU", "0.4").returncode == 1
+    assert check_run(str(nan), "--close-to", str(good), "val_mIoU", "0.1").returncode == 1
+    assert check_run(str(other), "--close-to", str(good), "val_mIoU", "0.1").returncode == 0
     failed = check_run(str(good), "--", sys.executable, "-c", "raise SystemExit(3)")
     assert failed.returncode == 1 and "exited non-zero" in failed.stderr
 

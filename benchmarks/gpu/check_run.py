@@ -68,9 +68,10 @@ def check_same_genotype(run_dir: Path, other: Path) -> None:
 
 def check_close(summary: dict[str, Any], other: Path, key: str, tol: float) -> None:
     """The same weights scored again (task=eval on a train run) give the same score."""
-    theirs = read_summary(other).get(key)
-    if not isinstance(theirs, (int, float)) or abs(summary.get(key, math.nan) - theirs) > tol:
-        fail(f"{key} = {summary.get(key)!r}, {other} has {theirs!r} (tolerance {tol})")
+    theirs, mine = read_summary(other).get(key), summary.get(key)
+    numbers = isinstance(theirs, (int, float)) and isinstance(mine, (int, float))
+    if not numbers or not abs(mine - theirs) <= tol:  # NaN compares false: it fails too
+        fail(f"{key} = {mine!r}, {other} has {theirs!r} (tolerance {tol})")
 
 
 def check_equals(summary: dict[str, Any], key: str, value: str) -> None:
