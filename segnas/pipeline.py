@@ -40,6 +40,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "summary": run_dir / "summary.json",
             "model": summary.get("model"),
             "onnx": summary.get("onnx"),
+            "int8": summary.get("int8_model_onnx"),
             "logs": summary.get("logs"),
             "run dir": run_dir,
         }

@@ -254,7 +254,7 @@ def test_quantize_network_report(trained, tmp_path):
     assert abs(report["miou_drop"]) < 0.05
 
 
-def test_task_quantize_end_to_end(trained, make_cfg, tmp_path):
+def test_task_quantize_end_to_end(trained, make_cfg, tmp_path, capsys):
     """task=quantize on a model.pt: the float32 ONNX at the images' own size scores what PyTorch
     scores on val with the same whole-image protocol."""
     from segnas import pipeline
@@ -280,6 +280,8 @@ def test_task_quantize_end_to_end(trained, make_cfg, tmp_path):
     report = json.loads((tmp_path / "q" / "quantize.json").read_text())
     assert summary["int8_miou"] == report["miou_int8"] and summary["task"] == "quantize"
     assert (tmp_path / "q" / "model.int8.onnx").is_file()
+    # the closing lines name the deployable file
+    assert f"    int8: {(tmp_path / 'q' / 'model.int8.onnx').resolve()}" in capsys.readouterr().out.splitlines()
     data = SyntheticDataModule(**{k: v for k, v in cfg.data.items() if k != "_target_"})
     data.setup()
     metric = SegmentationMetrics(3)
