@@ -42,6 +42,17 @@ def out_channels(cfg: DictConfig, num_classes: int) -> int:
     return 1 if task_type(cfg) == DEPTH else int(num_classes)
 
 
+def check_checkpoint(cfg: DictConfig, predicts: int, data_classes: int) -> None:
+    """A checkpoint's network (``predicts`` output channels) fits the run's data and task type, or
+    a named error before any work (``task=eval``, ``task=quantize``)."""
+    needed = out_channels(cfg, data_classes)
+    if needed != predicts:
+        raise ConfigError(
+            f"checkpoint={cfg.checkpoint} predicts {predicts} channels but task_type={task_type(cfg)} "
+            f"with data.num_classes={data_classes} needs {needed}"
+        )
+
+
 def check(run: Any) -> None:
     """The data must carry what the task learns (``run``: the typed
     :class:`~segnas.settings.run.RunSettings`; imports the data module's class)."""

@@ -10,7 +10,6 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from segnas import targets
-from segnas.errors import ConfigError
 from segnas.report.loggers import build_logger
 from segnas.report.run_dir import write_config
 from segnas.tasks.summary import architecture, costs, finish, val_scores
@@ -23,12 +22,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     run_dir = Path(cfg.run_dir).resolve()
     genotype, num_classes, net = load_network(cfg.checkpoint)
     datamodule = instantiate(cfg.data)
-    if targets.out_channels(cfg, datamodule.num_classes) != num_classes:
-        raise ConfigError(
-            f"checkpoint={cfg.checkpoint} predicts {num_classes} channels but task_type="
-            f"{targets.task_type(cfg)} with data.num_classes={datamodule.num_classes} needs "
-            f"{targets.out_channels(cfg, datamodule.num_classes)}"
-        )
+    targets.check_checkpoint(cfg, num_classes, datamodule.num_classes)
     split = cfg.eval.split  # train or val: checked with the config
     write_config(run_dir, cfg)
     module = build_module(cfg, genotype, num_classes, net)

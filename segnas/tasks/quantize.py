@@ -13,7 +13,6 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from segnas import targets
-from segnas.errors import ConfigError
 from segnas.quantize.deploy import quantize_network, summary_fields
 from segnas.report.loggers import build_logger
 from segnas.report.run_dir import write_config
@@ -38,10 +37,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     settings = schema.load(cfg).quantize
     genotype, num_classes, net = load_network(network_file(cfg.checkpoint))
     datamodule = instantiate(cfg.data)
-    if targets.out_channels(cfg, datamodule.num_classes) != num_classes:
-        raise ConfigError(
-            f"checkpoint={cfg.checkpoint} predicts {num_classes} classes but data.num_classes={datamodule.num_classes}"
-        )
+    targets.check_checkpoint(cfg, num_classes, datamodule.num_classes)
     write_config(run_dir, cfg)
     logger = build_logger(cfg.get("logger"), run_dir)
     report = quantize_network(net.eval(), datamodule, deployment(settings, datamodule), run_dir, gap8_target(cfg))
